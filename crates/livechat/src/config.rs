@@ -1,0 +1,124 @@
+//! Settings: every one is a command-line flag and an environment variable, with embedded defaults
+//! so that `livechat` with no arguments serves a single node on 127.0.0.1:8003.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::room::RoomName;
+
+/// livechat: a real-time chat server, compatible with the seed's Django Channels live chat API.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "livechat", version, about, long_about = None)]
+pub struct Config {
+    /// Address and port to serve HTTP and WebSocket on.
+    #[arg(long, env = "LIVECHAT_BIND", default_value = "127.0.0.1:8003")]
+    pub bind: SocketAddr,
+
+    /// Directory for the embedded history file (`history.sqlite3`); created if missing.
+    #[arg(long, env = "LIVECHAT_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Where history is kept on the embedded engine: `sqlite` (durable) or `memory` (lost on exit).
+    #[arg(long, env = "LIVECHAT_STORE", value_enum, default_value_t = StoreKind::Sqlite)]
+    pub store: StoreKind,
+
+    /// SQLite durability: `full` fsyncs every batch commit (survives power loss), `normal`
+    /// survives a process crash but may lose the last commits on power loss.
+    #[arg(long, env = "LIVECHAT_SQLITE_SYNC", value_enum, default_value_t = SqliteSync::Full)]
+    pub sqlite_sync: SqliteSync,
+
+    /// Room used by `POST /chat/send/` and `GET /chat/history/` when the request names none.
+    #[arg(long, env = "LIVECHAT_DEFAULT_ROOM", default_value = "lobby", value_parser = parse_room)]
+    pub default_room: RoomName,
+
+    /// Largest accepted message: a WebSocket frame (closed with 1009 above it) or an HTTP body (413).
+    #[arg(long, env = "LIVECHAT_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Messages kept per room; older ones are deleted as new ones arrive.
+    #[arg(long, env = "LIVECHAT_HISTORY_MAX_COUNT", default_value_t = 10_000)]
+    pub history_max_count: u64,
+
+    /// Maximum age of kept messages, e.g. `90s`, `30m`, `12h`, `7d`; unset keeps them regardless of age.
+    #[arg(long, env = "LIVECHAT_HISTORY_MAX_AGE", value_parser = parse_duration)]
+    pub history_max_age: Option<Duration>,
+
+    /// Frames queued for one WebSocket client before it counts as a slow consumer and is closed (1008).
+    #[arg(long, env = "LIVECHAT_OUTBOUND_QUEUE", default_value_t = 1024)]
+    pub outbound_queue: usize,
+
+    /// How long shutdown waits for WebSocket clients to take their close frame.
+    #[arg(long, env = "LIVECHAT_SHUTDOWN_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
+    pub shutdown_timeout: Duration,
+
+    /// Log filter in `tracing` syntax, e.g. `info` or `livechat=debug`.
+    #[arg(long, env = "LIVECHAT_LOG", default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    Sqlite,
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SqliteSync {
+    Full,
+    Normal,
+}
+
+fn parse_room(value: &str) -> Result<RoomName, String> {
+    RoomName::parse(value).map_err(|e| e.to_string())
+}
+
+/// Parses `45`, `45s`, `30m`, `12h` or `7d` (a bare number is seconds).
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{value}` is not a duration such as 90s, 30m, 12h or 7d"))?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "ms" => return Ok(Duration::from_millis(number)),
+        _ => {
+            return Err(format!(
+                "unknown duration unit `{unit}` (use ms, s, m, h or d)"
+            ));
+        }
+    };
+    Ok(Duration::from_secs(number * seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn defaults_need_no_arguments() {
+        let config = Config::try_parse_from(["livechat"]).expect("defaults parse");
+        assert_eq!(config.bind.port(), 8003);
+        assert_eq!(config.max_message_bytes, 1 << 20);
+        assert_eq!(config.default_room.as_str(), "lobby");
+    }
+}

@@ -1,0 +1,206 @@
+//! The embedded engine: one node, history in a local store (SQLite or memory).
+//!
+//! A single writer thread takes publishes off a queue in arrival order, appends whatever has
+//! queued up as one batch (one commit), then hands each stored message to the hub and answers its
+//! publisher. Because one thread does both, delivery order is id order, and nothing is delivered
+//! or acknowledged before it is committed.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Accepted, Engine, EngineError, Receipt};
+use crate::hub::Hub;
+use crate::message::{Draft, StoredMessage};
+use crate::store::{HistoryQuery, HistoryStore, Retention, now_ms};
+
+/// Most messages committed in one transaction.
+const MAX_BATCH: usize = 4096;
+
+enum Job {
+    Publish(Draft, oneshot::Sender<Result<Accepted, EngineError>>),
+    Prune,
+    Stop,
+}
+
+pub struct EmbeddedEngine {
+    jobs: mpsc::UnboundedSender<Job>,
+    store: Arc<dyn HistoryStore>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// The last store failure, cleared by the next successful commit.
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl EmbeddedEngine {
+    /// Starts the writer thread (and, with a maximum age, the pruning timer; needs a tokio runtime).
+    pub fn start(store: Arc<dyn HistoryStore>, hub: Arc<Hub>, retention: Retention) -> Self {
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let failure = Arc::new(Mutex::new(None));
+        let writer = Writer {
+            store: store.clone(),
+            hub,
+            failure: failure.clone(),
+            max_age: retention.max_age,
+        };
+        let writer = std::thread::Builder::new()
+            .name("history-writer".into())
+            .spawn(move || writer.run(queue))
+            .expect("spawning the history writer thread");
+        if let Some(max_age) = retention.max_age {
+            let jobs = jobs.clone();
+            let every = (max_age / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                while jobs.send(Job::Prune).is_ok() {
+                    ticks.tick().await;
+                }
+            });
+        }
+        Self {
+            jobs,
+            store,
+            writer: Mutex::new(Some(writer)),
+            failure,
+        }
+    }
+}
+
+impl Engine for EmbeddedEngine {
+    fn publish(&self, draft: Draft) -> Receipt {
+        let (answer, receipt) = Receipt::channel();
+        if let Err(mpsc::error::SendError(Job::Publish(_, answer))) =
+            self.jobs.send(Job::Publish(draft, answer))
+        {
+            let _ = answer.send(Err(EngineError::Stopped));
+        }
+        receipt
+    }
+
+    fn history(
+        &self,
+        query: HistoryQuery,
+    ) -> BoxFuture<'static, Result<Vec<StoredMessage>, EngineError>> {
+        let store = self.store.clone();
+        async move {
+            tokio::task::spawn_blocking(move || store.page(&query))
+                .await
+                .map_err(|error| EngineError::Unavailable(error.to_string()))?
+                .map_err(|error| EngineError::Unavailable(error.to_string()))
+        }
+        .boxed()
+    }
+
+    fn readiness(&self) -> Result<(), EngineError> {
+        if self.jobs.is_closed() {
+            return Err(EngineError::Stopped);
+        }
+        match &*self.failure.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(reason) => Err(EngineError::Unavailable(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn shutdown(&self) -> BoxFuture<'static, ()> {
+        let _ = self.jobs.send(Job::Stop);
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        async move {
+            if let Some(writer) = writer {
+                let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+            }
+        }
+        .boxed()
+    }
+}
+
+struct Writer {
+    store: Arc<dyn HistoryStore>,
+    hub: Arc<Hub>,
+    failure: Arc<Mutex<Option<String>>>,
+    max_age: Option<Duration>,
+}
+
+impl Writer {
+    fn run(self, mut queue: mpsc::UnboundedReceiver<Job>) {
+        let mut drafts = Vec::new();
+        let mut answers = Vec::new();
+        while let Some(first) = queue.blocking_recv() {
+            let mut stop = false;
+            let mut prune = false;
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Publish(draft, answer) => {
+                        drafts.push(draft);
+                        answers.push(answer);
+                    }
+                    Job::Prune => prune = true,
+                    Job::Stop => stop = true,
+                }
+                if !stop && drafts.len() < MAX_BATCH {
+                    next = queue.try_recv().ok();
+                }
+            }
+            if !drafts.is_empty() {
+                self.commit(std::mem::take(&mut drafts), std::mem::take(&mut answers));
+            }
+            if prune {
+                self.prune();
+            }
+            if stop {
+                queue.close();
+                // Publishes that raced with the stop are refused, not dropped silently.
+                while let Ok(job) = queue.try_recv() {
+                    if let Job::Publish(_, answer) = job {
+                        let _ = answer.send(Err(EngineError::Stopped));
+                    }
+                }
+                break;
+            }
+        }
+    }
+
+    fn commit(
+        &self,
+        drafts: Vec<Draft>,
+        answers: Vec<oneshot::Sender<Result<Accepted, EngineError>>>,
+    ) {
+        match self.store.append(drafts) {
+            Ok(stored) => {
+                self.set_failure(None);
+                for (message, answer) in stored.iter().zip(answers) {
+                    self.hub.deliver(message);
+                    let _ = answer.send(Ok(Accepted {
+                        id: message.id,
+                        ts: message.ts,
+                    }));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "storing a batch of messages failed");
+                let error = EngineError::Unavailable(error.to_string());
+                self.set_failure(Some(error.to_string()));
+                for answer in answers {
+                    let _ = answer.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    fn prune(&self) {
+        let Some(max_age) = self.max_age else { return };
+        let cutoff = now_ms().saturating_sub(max_age.as_millis() as u64);
+        match self.store.prune_older_than(cutoff) {
+            Ok(0) => {}
+            Ok(pruned) => tracing::debug!(pruned, "deleted messages past the maximum age"),
+            Err(error) => tracing::warn!(%error, "pruning old messages failed"),
+        }
+    }
+
+    fn set_failure(&self, failure: Option<String>) {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = failure;
+    }
+}

@@ -1,0 +1,74 @@
+//! Engines: how an accepted message is stored, given its place in its room's order, and handed
+//! to the hub of every node that has members in the room.
+//!
+//! Data flows one way: transport -> `Engine::publish` -> store -> `Hub::deliver` -> sockets.
+//! `embedded` serves one node from a local history store.
+
+mod embedded;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use tokio::sync::oneshot;
+
+pub use embedded::EmbeddedEngine;
+
+use crate::message::Draft;
+use crate::message::StoredMessage;
+use crate::store::HistoryQuery;
+
+pub trait Engine: Send + Sync + 'static {
+    /// Queues a message. Messages get ids (and reach subscribers) in the order of the calls, so a
+    /// connection can publish again before the previous message is stored. The receipt resolves
+    /// once the message is stored and handed to the hub.
+    fn publish(&self, draft: Draft) -> Receipt;
+
+    /// One page of a room's stored history, oldest first.
+    fn history(
+        &self,
+        query: HistoryQuery,
+    ) -> BoxFuture<'static, Result<Vec<StoredMessage>, EngineError>>;
+
+    /// Whether publishes can be stored right now; the reason when not.
+    fn readiness(&self) -> Result<(), EngineError>;
+
+    /// Stores everything already accepted, then stops; later publishes fail with `Stopped`.
+    fn shutdown(&self) -> BoxFuture<'static, ()>;
+}
+
+/// Where a published message ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    pub id: u64,
+    pub ts: u64,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    #[error("message store unavailable: {0}")]
+    Unavailable(String),
+    #[error("server is shutting down")]
+    Stopped,
+}
+
+/// Resolves when a published message has been stored (or could not be).
+pub struct Receipt(oneshot::Receiver<Result<Accepted, EngineError>>);
+
+impl Receipt {
+    pub fn channel() -> (oneshot::Sender<Result<Accepted, EngineError>>, Self) {
+        let (sender, receiver) = oneshot::channel();
+        (sender, Self(receiver))
+    }
+}
+
+impl Future for Receipt {
+    type Output = Result<Accepted, EngineError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|result| result.unwrap_or(Err(EngineError::Stopped)))
+    }
+}

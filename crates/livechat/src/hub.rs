@@ -1,0 +1,209 @@
+//! The room hub: which local WebSocket connections are in which room, and the fan-out of stored
+//! messages to them.
+//!
+//! Each connection has a bounded queue of outgoing frames. Delivery never waits: a frame is
+//! serialized once per message and its shared buffer is pushed to every member's queue; a member
+//! whose queue is full is a slow consumer and is evicted, so nobody else slows down and memory
+//! stays bounded.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Notify, mpsc};
+
+use crate::message::{Frames, StoredMessage};
+use crate::room::RoomName;
+
+/// Rooms are spread over shards so that joins and deliveries in different rooms rarely contend.
+const SHARDS: usize = 16;
+
+pub struct Hub {
+    shards: Box<[Mutex<HashMap<RoomName, Room>>]>,
+    hasher: RandomState,
+    next_member_id: AtomicU64,
+    queue_capacity: usize,
+}
+
+#[derive(Default)]
+struct Room {
+    members: Vec<Member>,
+    /// How many members asked for frames with metadata; the meta frame is only built if any did.
+    meta_members: usize,
+}
+
+struct Member {
+    id: u64,
+    frames: mpsc::Sender<Bytes>,
+    evicted: Arc<Notify>,
+    wants_meta: bool,
+}
+
+/// A connection's place in a room: the frames to send it, and a signal that it was evicted as a
+/// slow consumer. Leaves the room when dropped.
+pub struct Subscription {
+    pub frames: mpsc::Receiver<Bytes>,
+    pub evicted: Arc<Notify>,
+    hub: Arc<Hub>,
+    room: RoomName,
+    id: u64,
+}
+
+impl Hub {
+    pub fn new(queue_capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            next_member_id: AtomicU64::new(1),
+            queue_capacity: queue_capacity.max(1),
+        })
+    }
+
+    fn shard(&self, room: &RoomName) -> MutexGuard<'_, HashMap<RoomName, Room>> {
+        let index = self.hasher.hash_one(room) as usize % SHARDS;
+        // A panic while holding the lock cannot leave a room half-updated, so poison is ignored.
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds a connection to `room`.
+    pub fn join(self: &Arc<Self>, room: &RoomName, wants_meta: bool) -> Subscription {
+        let (sender, frames) = mpsc::channel(self.queue_capacity);
+        let evicted = Arc::new(Notify::new());
+        let id = self.next_member_id.fetch_add(1, Ordering::Relaxed);
+        let mut rooms = self.shard(room);
+        let entry = rooms.entry(room.clone()).or_default();
+        entry.meta_members += usize::from(wants_meta);
+        entry.members.push(Member {
+            id,
+            frames: sender,
+            evicted: evicted.clone(),
+            wants_meta,
+        });
+        Subscription {
+            frames,
+            evicted,
+            hub: self.clone(),
+            room: room.clone(),
+            id,
+        }
+    }
+
+    fn leave(&self, room: &RoomName, id: u64) {
+        let mut rooms = self.shard(room);
+        if let Some(entry) = rooms.get_mut(room) {
+            entry.remove_where(|member| member.id == id);
+            if entry.members.is_empty() {
+                rooms.remove(room);
+            }
+        }
+    }
+
+    /// Sends a stored message to every local member of its room, in the order of the calls.
+    pub fn deliver(&self, message: &StoredMessage) {
+        let mut rooms = self.shard(&message.room);
+        let Some(room) = rooms.get_mut(&message.room) else {
+            return;
+        };
+        let frames = Frames::encode(message, room.meta_members > 0);
+        let mut lost = Vec::new();
+        for member in &room.members {
+            let frame = match (&frames.meta, member.wants_meta) {
+                (Some(meta), true) => meta.clone(),
+                _ => frames.plain.clone(),
+            };
+            match member.frames.try_send(frame) {
+                Ok(()) => {}
+                // A slow consumer: told to close. A closed queue: its connection is ending.
+                Err(TrySendError::Full(_)) => {
+                    member.evicted.notify_one();
+                    lost.push(member.id);
+                }
+                Err(TrySendError::Closed(_)) => lost.push(member.id),
+            }
+        }
+        if !lost.is_empty() {
+            room.remove_where(|member| lost.contains(&member.id));
+            if room.members.is_empty() {
+                rooms.remove(&message.room);
+            }
+        }
+    }
+}
+
+impl Room {
+    fn remove_where(&mut self, mut condition: impl FnMut(&Member) -> bool) {
+        let meta_members = &mut self.meta_members;
+        self.members.retain(|member| {
+            let remove = condition(member);
+            if remove {
+                *meta_members -= usize::from(member.wants_meta);
+            }
+            !remove
+        });
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.leave(&self.room, self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::value::RawValue;
+
+    fn message(room: &RoomName, id: u64) -> StoredMessage {
+        StoredMessage {
+            id,
+            room: room.clone(),
+            message: RawValue::from_string(id.to_string()).unwrap(),
+            ts: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn delivers_to_members_of_the_room_only() {
+        let hub = Hub::new(8);
+        let a = RoomName::parse("a").unwrap();
+        let b = RoomName::parse("b").unwrap();
+        let mut plain = hub.join(&a, false);
+        let mut meta = hub.join(&a, true);
+        let mut other = hub.join(&b, false);
+        hub.deliver(&message(&a, 1));
+        assert_eq!(&plain.frames.recv().await.unwrap()[..], br#"{"message":1}"#);
+        let framed = meta.frames.recv().await.unwrap();
+        assert!(framed.starts_with(br#"{"id":1,"room":"a""#));
+        assert!(other.frames.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn evicts_a_slow_consumer_and_keeps_the_others() {
+        let hub = Hub::new(2);
+        let room = RoomName::parse("r").unwrap();
+        let slow = hub.join(&room, false);
+        let mut fast = hub.join(&room, false);
+        for id in 1..=5 {
+            hub.deliver(&message(&room, id));
+            assert!(fast.frames.recv().await.is_some());
+        }
+        slow.evicted.notified().await;
+        let rooms = hub.shard(&room);
+        assert_eq!(rooms[&room].members.len(), 1);
+    }
+
+    #[test]
+    fn the_last_member_leaving_removes_the_room() {
+        let hub = Hub::new(2);
+        let room = RoomName::parse("r").unwrap();
+        let subscription = hub.join(&room, true);
+        drop(subscription);
+        assert!(hub.shard(&room).get(&room).is_none());
+    }
+}

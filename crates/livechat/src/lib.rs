@@ -1,0 +1,79 @@
+//! livechat: a real-time chat server that speaks the seed's live chat API (WebSocket rooms,
+//! `POST /chat/send/`, `GET /chat/history/`) and keeps a durable history.
+//!
+//! The path of a message: `transport` (a socket or HTTP request) -> `engine` (stores it and
+//! gives it its place in the room's order) -> `hub` (fans it out to local sockets).
+
+pub mod config;
+pub mod engine;
+pub mod hub;
+pub mod message;
+pub mod room;
+pub mod store;
+pub mod transport;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, StoreKind};
+use crate::engine::{EmbeddedEngine, Engine};
+use crate::hub::Hub;
+use crate::store::{HistoryStore, MemoryStore, Retention, SqliteStore, StoreError};
+use crate::transport::{AppState, Shared};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("server failed: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Serves on `listener` until `shutdown` is cancelled, then closes every WebSocket with 1001,
+/// stores everything already accepted and returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let hub = Hub::new(config.outbound_queue);
+    let retention = Retention {
+        max_count: config.history_max_count,
+        max_age: config.history_max_age,
+    };
+    let store: Arc<dyn HistoryStore> = match config.store {
+        StoreKind::Sqlite => Arc::new(SqliteStore::open(
+            &config.data_dir,
+            retention,
+            config.sqlite_sync,
+        )?),
+        StoreKind::Memory => Arc::new(MemoryStore::new(retention)),
+    };
+    let engine: Arc<dyn Engine> = Arc::new(EmbeddedEngine::start(store, hub.clone(), retention));
+    let connections = TaskTracker::new();
+    let state = AppState::new(Shared {
+        hub,
+        engine: engine.clone(),
+        default_room: config.default_room.clone(),
+        max_message_bytes: config.max_message_bytes,
+        shutdown: shutdown.clone(),
+        connections: connections.clone(),
+    });
+    let app = transport::router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    connections.close();
+    if tokio::time::timeout(config.shutdown_timeout, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some WebSocket clients did not close in time");
+    }
+    engine.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! Messages: what a client publishes, what the store keeps, and the frames sent to subscribers.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::room::RoomName;
+
+/// A message as accepted from a client, before the store gives it an id and a timestamp.
+#[derive(Debug)]
+pub struct Draft {
+    pub room: RoomName,
+    /// The client's `message` value, kept as the exact JSON text it sent.
+    pub message: Box<RawValue>,
+}
+
+/// A message that has been stored: it has a per-room id that only grows and a server timestamp.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredMessage {
+    pub id: u64,
+    pub room: RoomName,
+    pub message: Box<RawValue>,
+    /// Milliseconds since the Unix epoch, taken by the server when it stored the message.
+    pub ts: u64,
+}
+
+/// What a client sends: `{"message": X}`; other keys are ignored, as the seed did.
+#[derive(Debug, Deserialize)]
+pub struct Publish {
+    /// `None` when the key is missing; `{"message": null}` is a message like any other.
+    #[serde(default, deserialize_with = "present")]
+    pub message: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub room: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BadPublish {
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    #[error("expected a JSON object such as {{\"message\": \"hello\"}}")]
+    NotAnObject,
+    #[error("missing \"message\" key")]
+    MissingMessage,
+}
+
+impl Publish {
+    /// Parses a client frame or request body, telling apart the ways it can be wrong.
+    pub fn parse(text: &[u8]) -> Result<Self, BadPublish> {
+        if text.trim_ascii_start().first() != Some(&b'{') {
+            // Serde would read `[X]` as the struct's fields in order: refuse every non-object here.
+            return Err(
+                match serde_json::from_slice::<serde::de::IgnoredAny>(text) {
+                    Ok(_) => BadPublish::NotAnObject,
+                    Err(error) => BadPublish::InvalidJson(error.to_string()),
+                },
+            );
+        }
+        match serde_json::from_slice::<Publish>(text) {
+            Ok(Publish { message: None, .. }) => Err(BadPublish::MissingMessage),
+            Ok(publish) => Ok(publish),
+            Err(error) => Err(BadPublish::InvalidJson(error.to_string())),
+        }
+    }
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(deserializer).map(Some)
+}
+
+/// The two shapes a stored message is sent in; each is serialized once and shared by every
+/// recipient (cloning `Bytes` only bumps a reference count).
+pub struct Frames {
+    /// The seed's shape: `{"message":X}`.
+    pub plain: Bytes,
+    /// With metadata, for clients that asked for it: `{"id":N,"room":R,"ts":T,"message":X}`.
+    pub meta: Option<Bytes>,
+}
+
+impl Frames {
+    pub fn encode(message: &StoredMessage, with_meta: bool) -> Self {
+        let raw = message.message.get().as_bytes();
+        let mut plain = BytesMut::with_capacity(raw.len() + 12);
+        plain.put_slice(b"{\"message\":");
+        plain.put_slice(raw);
+        plain.put_u8(b'}');
+        let meta = with_meta.then(|| {
+            let mut meta = serde_json::to_vec(message).unwrap_or_default();
+            meta.shrink_to_fit();
+            Bytes::from(meta)
+        });
+        Self {
+            plain: plain.freeze(),
+            meta,
+        }
+    }
+}
+
+/// The body of an error frame or HTTP error: `{"error":"..."}`.
+pub fn error_body(reason: &str) -> Bytes {
+    Bytes::from(serde_json::json!({ "error": reason }).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn parses_any_json_message_and_ignores_other_keys() {
+        let publish = Publish::parse(br#"{"message": {"a": [1, 2]}, "x": 1}"#).unwrap();
+        assert_eq!(publish.message.unwrap().get(), r#"{"a": [1, 2]}"#);
+        let publish = Publish::parse(br#"{"message": null}"#).unwrap();
+        assert_eq!(publish.message.unwrap().get(), "null");
+    }
+
+    #[test]
+    fn tells_bad_input_apart() {
+        assert!(matches!(
+            Publish::parse(b"{oops"),
+            Err(BadPublish::InvalidJson(_))
+        ));
+        assert_eq!(Publish::parse(b"[1]").unwrap_err(), BadPublish::NotAnObject);
+        assert_eq!(
+            Publish::parse(b"\"hi\"").unwrap_err(),
+            BadPublish::NotAnObject
+        );
+        assert_eq!(
+            Publish::parse(b"{}").unwrap_err(),
+            BadPublish::MissingMessage
+        );
+        assert!(matches!(
+            Publish::parse(br#"{"message": 1, "room": 5}"#),
+            Err(BadPublish::InvalidJson(_))
+        ));
+    }
+
+    #[test]
+    fn frames() {
+        let message = StoredMessage {
+            id: 7,
+            room: RoomName::parse("r").unwrap(),
+            message: raw(r#""hé""#),
+            ts: 1000,
+        };
+        let frames = Frames::encode(&message, true);
+        assert_eq!(&frames.plain[..], r#"{"message":"hé"}"#.as_bytes());
+        assert_eq!(
+            &frames.meta.unwrap()[..],
+            r#"{"id":7,"room":"r","message":"hé","ts":1000}"#.as_bytes()
+        );
+        assert!(Frames::encode(&message, false).meta.is_none());
+    }
+}

@@ -1,0 +1,66 @@
+//! Transport: the HTTP and WebSocket routes on one port, and the state they share.
+//!
+//! Handlers turn requests and frames into calls on the engine (publish, history) and the hub
+//! (join a room); they own no chat state themselves.
+
+mod error;
+mod http;
+mod ws;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use error::ApiError;
+
+use crate::engine::Engine;
+use crate::hub::Hub;
+use crate::room::RoomName;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    pub hub: Arc<Hub>,
+    pub engine: Arc<dyn Engine>,
+    pub default_room: RoomName,
+    pub max_message_bytes: usize,
+    /// Cancelled on SIGTERM/SIGINT: WebSocket connections close with 1001.
+    pub shutdown: CancellationToken,
+    /// Every open WebSocket connection, so that shutdown can wait for them to close.
+    pub connections: TaskTracker,
+}
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// Every route, with and without the trailing slash, as the seed's clients may use either.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/ws/chat/{room}/", get(ws::connect))
+        .route("/ws/chat/{room}", get(ws::connect))
+        .route("/chat/send/", post(http::send))
+        .route("/chat/send", post(http::send))
+        .route("/chat/history/", get(http::history))
+        .route("/chat/history", get(http::history))
+        .route("/healthz", get(http::healthz))
+        .route("/readyz", get(http::readyz))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+}
