@@ -5,6 +5,7 @@
 
 mod error;
 mod http;
+mod upgrade;
 mod ws;
 
 use std::sync::Arc;

@@ -4,26 +4,32 @@
 //! each to be stored (up to `MAX_IN_FLIGHT` at once), and writes the frames the hub queued for it,
 //! as many as are waiting in one flush.
 
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum_tws::{CloseCode, Limits, Message, WebSocket, WebSocketError, WebSocketUpgrade};
-use bytes::Bytes;
-use futures_util::stream::FuturesUnordered;
+use futures_util::stream::{FuturesUnordered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_websockets::{CloseCode, Error as WebSocketError, Limits, Message};
 
+use super::upgrade::{Socket, Upgrade};
 use super::{ApiError, AppState};
 use crate::engine::Receipt;
 use crate::hub::Subscription;
-use crate::message::{Draft, Publish, error_body};
+use crate::message::{BadPublish, Draft, Publish, error_body};
 use crate::room::RoomName;
 
 /// Publishes of one connection that may wait for the store at once; past it, reading pauses.
 const MAX_IN_FLIGHT: usize = 256;
 /// Frames written in one go before the socket is flushed.
 const MAX_WRITE_BATCH: usize = 64;
+/// Error replies a connection may owe its client before it counts as not reading them.
+const MAX_PENDING_REPLIES: usize = 64;
 /// How long a closing connection waits for its close frame to go out and be answered.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -44,7 +50,7 @@ pub async fn connect(
     State(state): State<AppState>,
     Path(room): Path<String>,
     Query(options): Query<ConnectOptions>,
-    upgrade: Result<WebSocketUpgrade, WebSocketError>,
+    upgrade: Result<Upgrade, ApiError>,
 ) -> Response {
     let room = match RoomName::parse(&room) {
         Ok(room) => room,
@@ -52,28 +58,27 @@ pub async fn connect(
     };
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
-        Err(error) => return ApiError::NotWebSocket(error.to_string()).into_response(),
+        Err(refused) => return refused.into_response(),
     };
     let wants_meta = matches!(options.meta.as_deref(), Some("1" | "true" | "yes"));
     let limits = Limits::default().max_payload_len(Some(state.max_message_bytes));
-    upgrade.limits(limits).on_upgrade(move |socket| {
+    upgrade.on_upgrade(limits, move |socket| {
         let connections = state.connections.clone();
         connections.track_future(async move {
             let subscription = state.hub.join(&room, wants_meta);
-            Connection {
+            let connection = Connection {
                 socket,
                 state,
                 room,
                 subscription,
-            }
-            .run()
-            .await;
+            };
+            connection.run().await;
         })
     })
 }
 
 struct Connection {
-    socket: WebSocket,
+    socket: Socket,
     state: AppState,
     room: RoomName,
     subscription: Subscription,
@@ -89,119 +94,149 @@ enum End {
 }
 
 impl Connection {
-    async fn run(mut self) {
-        let shutdown = self.state.shutdown.clone();
-        let evicted = self.subscription.evicted.clone();
+    /// Reads and writes independently: a client that stops reading keeps being read (and is
+    /// evicted once its queue fills), and a client that stops sending keeps being written to.
+    async fn run(self) {
+        let Connection {
+            socket,
+            state,
+            room,
+            mut subscription,
+        } = self;
+        let (mut sink, mut stream) = socket.split();
+        let shutdown = state.shutdown.clone();
+        let evicted = subscription.evicted.clone();
         let mut receipts: FuturesUnordered<Receipt> = FuturesUnordered::new();
+        // Frames waiting for room in the sink: error replies, and hub frames taken off the queue.
+        let mut outbox: VecDeque<Message> = VecDeque::new();
+        let mut unflushed = false;
         let end = loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break End::Close(GOING_AWAY),
                 _ = evicted.notified() => break End::Close(SLOW_CONSUMER),
                 Some(receipt) = receipts.next(), if !receipts.is_empty() => {
-                    if let Err(error) = receipt
-                        && self.send_error(&error.to_string()).await.is_err()
-                    {
+                    if let Err(error) = receipt {
+                        outbox.push_back(error_frame(&error.to_string()));
+                    }
+                }
+                written = poll_fn(|cx| write_outbox(&mut sink, &mut outbox, &mut unflushed, cx)),
+                    if unflushed || !outbox.is_empty() =>
+                {
+                    if written.is_err() {
                         break End::ClientGone;
                     }
                 }
-                frame = self.subscription.frames.recv() => {
+                frame = subscription.frames.recv(), if outbox.is_empty() => {
                     let Some(frame) = frame else { break End::Close(SLOW_CONSUMER) };
-                    // A write blocks while the client does not read: stay stoppable meanwhile.
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.cancelled() => break End::Close(GOING_AWAY),
-                        _ = evicted.notified() => break End::Close(SLOW_CONSUMER),
-                        written = self.write_queued(frame) => if written.is_err() {
-                            break End::ClientGone;
-                        },
+                    outbox.push_back(Message::text(frame));
+                    while outbox.len() < MAX_WRITE_BATCH {
+                        let Ok(frame) = subscription.frames.try_recv() else { break };
+                        outbox.push_back(Message::text(frame));
                     }
                 }
-                incoming = self.socket.next(), if receipts.len() < MAX_IN_FLIGHT => {
-                    match incoming {
-                        None => break End::ClientGone,
-                        Some(Err(WebSocketError::Internal(axum_tws::Error::Io(_)))) => {
-                            break End::ClientGone
-                        }
-                        Some(Err(_)) => break End::ProtocolError,
-                        Some(Ok(message)) => {
-                            if let Some(receipt) = self.handle(message).await {
-                                receipts.push(receipt);
-                            }
-                        }
+                incoming = stream.next(), if receipts.len() < MAX_IN_FLIGHT => match incoming {
+                    None | Some(Err(WebSocketError::Io(_))) => {
+                        break End::ClientGone;
                     }
-                }
+                    Some(Err(_)) => break End::ProtocolError,
+                    Some(Ok(message)) => match read_frame(&room, message) {
+                        Incoming::Publish(draft) => receipts.push(state.engine.publish(draft)),
+                        Incoming::Reply(reply) if outbox.len() < MAX_PENDING_REPLIES => {
+                            outbox.push_back(reply);
+                        }
+                        // It sends bad frames and does not read the answers.
+                        Incoming::Reply(_) => break End::Close(SLOW_CONSUMER),
+                        Incoming::Nothing => {}
+                    },
+                },
             }
         };
-        self.finish(end).await;
-    }
-
-    /// Publishes a text frame, or answers a bad one with an error frame.
-    async fn handle(&mut self, message: Message) -> Option<Receipt> {
-        let reply = if let Some(text) = message.as_text() {
-            match Publish::parse(text.as_bytes()) {
-                Ok(Publish {
-                    message: Some(message),
-                    ..
-                }) => {
-                    let draft = Draft {
-                        room: self.room.clone(),
-                        message,
-                    };
-                    return Some(self.state.engine.publish(draft));
-                }
-                Ok(_) => crate::message::BadPublish::MissingMessage.to_string(),
-                Err(bad) => bad.to_string(),
-            }
-        } else if message.is_binary() {
-            "binary frames are not supported: send JSON text such as {\"message\": \"hi\"}".into()
-        } else {
-            // Ping, pong and close are answered by the protocol layer.
-            return None;
-        };
-        // A failed send shows up as the end of the stream on the next read.
-        let _ = self.send_error(&reply).await;
-        None
-    }
-
-    async fn send_error(&mut self, reason: &str) -> Result<(), WebSocketError> {
-        self.socket.send(Message::text(error_body(reason))).await
-    }
-
-    /// Writes `first` and whatever else is queued (up to a batch), then flushes once.
-    async fn write_queued(&mut self, first: Bytes) -> Result<(), WebSocketError> {
-        self.socket.feed(Message::text(first)).await?;
-        for _ in 1..MAX_WRITE_BATCH {
-            match self.subscription.frames.try_recv() {
-                Ok(frame) => self.socket.feed(Message::text(frame)).await?,
-                Err(_) => break,
-            }
-        }
-        self.socket.flush().await
-    }
-
-    async fn finish(mut self, end: End) {
         // Leave the room first: nothing more is queued for a closing connection.
-        drop(self.subscription);
+        drop(subscription);
         let closing = async {
             match end {
-                End::ClientGone => return,
-                End::ProtocolError => {}
+                End::ClientGone => {}
+                End::ProtocolError => {
+                    // The library queued the close frame (1007, 1009, 1002): send it, then read
+                    // and discard the rest of what the client sends until it hangs up.
+                    let _ = sink.flush().await;
+                    if let Ok(socket) = stream.reunite(sink) {
+                        linger(socket.into_inner()).await;
+                    }
+                }
                 End::Close((code, reason)) => {
-                    tracing::debug!(room = %self.room, reason, "closing connection");
-                    if self
-                        .socket
-                        .send(Message::close(Some(code), reason))
-                        .await
-                        .is_err()
-                    {
-                        return;
+                    tracing::debug!(%room, reason, "closing connection");
+                    if sink.send(Message::close(Some(code), reason)).await.is_ok() {
+                        // Wait for the client's answer to our close frame.
+                        while let Some(Ok(_)) = stream.next().await {}
                     }
                 }
             }
-            // Flush our close frame and wait for the client's answer to it.
-            while let Some(Ok(_)) = self.socket.next().await {}
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
     }
+}
+
+/// Reads and drops what the client still sends, until it closes, then closes our side.
+async fn linger(mut io: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>) {
+    let mut sink = [0u8; 8192];
+    while matches!(io.read(&mut sink).await, Ok(read) if read > 0) {}
+    let _ = io.shutdown().await;
+}
+
+/// What a client's frame asks for.
+enum Incoming {
+    Publish(Draft),
+    Reply(Message),
+    /// Ping, pong and close: the protocol layer answers them.
+    Nothing,
+}
+
+fn read_frame(room: &RoomName, message: Message) -> Incoming {
+    if let Some(text) = message.as_text() {
+        match Publish::parse(text.as_bytes()) {
+            Ok(Publish {
+                message: Some(message),
+                ..
+            }) => Incoming::Publish(Draft {
+                room: room.clone(),
+                message,
+            }),
+            Ok(_) => Incoming::Reply(error_frame(&BadPublish::MissingMessage.to_string())),
+            Err(bad) => Incoming::Reply(error_frame(&bad.to_string())),
+        }
+    } else if message.is_binary() {
+        Incoming::Reply(error_frame(
+            "binary frames are not supported: send JSON text such as {\"message\": \"hi\"}",
+        ))
+    } else {
+        Incoming::Nothing
+    }
+}
+
+fn error_frame(reason: &str) -> Message {
+    Message::text(error_body(reason))
+}
+
+/// Hands the outbox to the sink as it makes room, then flushes once; ready when all is written.
+/// Holds no frame itself, so dropping it (when another branch wins) loses nothing.
+fn write_outbox(
+    sink: &mut SplitSink<Socket, Message>,
+    outbox: &mut VecDeque<Message>,
+    unflushed: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), WebSocketError>> {
+    while !outbox.is_empty() {
+        ready!(sink.poll_ready_unpin(cx))?;
+        if let Some(frame) = outbox.pop_front() {
+            sink.start_send_unpin(frame)?;
+            *unflushed = true;
+        }
+    }
+    if *unflushed {
+        ready!(sink.poll_flush_unpin(cx))?;
+        *unflushed = false;
+    }
+    Poll::Ready(Ok(()))
 }

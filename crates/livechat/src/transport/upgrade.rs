@@ -1,0 +1,119 @@
+//! The WebSocket opening handshake (RFC 6455 section 4.2) as an axum extractor, handing the
+//! upgraded connection to tokio-websockets.
+//!
+//! This replaces the axum-tws wrapper so that a connection keeps its raw socket: after a protocol
+//! error (a frame over the size limit, bad UTF-8) the close frame is sent and the rest of the
+//! client's data is drained before the socket closes. Dropping a socket with unread data makes
+//! the kernel answer with a reset, and the client would never see the close code.
+
+use std::future::Future;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio_websockets::{Limits, ServerBuilder, WebSocketStream};
+
+use super::ApiError;
+
+/// An accepted WebSocket connection.
+pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// A valid WebSocket handshake request, ready to be answered with 101.
+pub struct Upgrade {
+    key: HeaderValue,
+    on_upgrade: OnUpgrade,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let refuse = |reason: &str| Err(ApiError::NotWebSocket(reason.to_owned()));
+        if parts.method != Method::GET {
+            return refuse("the method must be GET");
+        }
+        if !header_has_token(&parts.headers, header::CONNECTION, "upgrade") {
+            return refuse("`Connection: Upgrade` is missing");
+        }
+        if !header_has_token(&parts.headers, header::UPGRADE, "websocket") {
+            return refuse("`Upgrade: websocket` is missing");
+        }
+        if parts.headers.get(header::SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13"))
+        {
+            return refuse("`Sec-WebSocket-Version: 13` is missing");
+        }
+        let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
+            return refuse("`Sec-WebSocket-Key` is missing");
+        };
+        let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+            return refuse("this connection cannot be upgraded");
+        };
+        Ok(Self { key, on_upgrade })
+    }
+}
+
+impl Upgrade {
+    /// Answers 101 Switching Protocols and runs `serve` on the connection once it is upgraded.
+    pub fn on_upgrade<F, Fut>(self, limits: Limits, serve: F) -> Response
+    where
+        F: FnOnce(Socket) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let on_upgrade = self.on_upgrade;
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let socket = ServerBuilder::new()
+                        .limits(limits)
+                        .serve(TokioIo::new(upgraded));
+                    serve(socket).await;
+                }
+                Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
+            }
+        });
+        (
+            StatusCode::SWITCHING_PROTOCOLS,
+            [
+                (header::CONNECTION, HeaderValue::from_static("upgrade")),
+                (header::UPGRADE, HeaderValue::from_static("websocket")),
+                (
+                    header::SEC_WEBSOCKET_ACCEPT,
+                    accept_key(self.key.as_bytes()),
+                ),
+            ],
+        )
+            .into_response()
+    }
+}
+
+/// `Sec-WebSocket-Accept`: base64(SHA-1(key + the RFC's GUID)).
+fn accept_key(key: &[u8]) -> HeaderValue {
+    let mut sha1 = sha1_smol::Sha1::new();
+    sha1.update(key);
+    sha1.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let accept = base64::engine::general_purpose::STANDARD.encode(sha1.digest().bytes());
+    HeaderValue::from_str(&accept).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Whether a comma-separated header holds `token`, ignoring case.
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| item.trim().eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn accept_key_matches_the_rfc_example() {
+        let accept = super::accept_key(b"dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+}

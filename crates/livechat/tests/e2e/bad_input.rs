@@ -1,0 +1,147 @@
+//! CONTRACT section 3, single node: bad input gets a clear answer and nothing is stored.
+
+use serde_json::json;
+use tokio_websockets::Message;
+
+use crate::support::{Event, Server, http};
+
+#[tokio::test]
+async fn bad_frames_get_an_error_frame_to_the_sender_only_and_the_connection_stays_open() {
+    let server = Server::start(&[]).await;
+    let mut sender = server.join("strict").await;
+    let mut peer = server.join("strict").await;
+    for bad in [
+        "not json",
+        "{\"message\": ",
+        "[1, 2]",
+        "\"just a string\"",
+        "42",
+        "{}",
+        "{\"msg\": 1}",
+    ] {
+        sender.send_text(bad).await;
+        let frame = sender.recv().await;
+        let error = frame["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{bad}: {frame}"));
+        assert!(!error.is_empty());
+        assert_eq!(
+            frame.as_object().unwrap().len(),
+            1,
+            "only the error key: {frame}"
+        );
+    }
+    peer.expect_silence().await;
+    assert!(
+        server.history("?room=strict").await.is_empty(),
+        "nothing stored"
+    );
+    sender.send_json(json!({"message": "still here"})).await;
+    assert_eq!(sender.recv().await, json!({"message": "still here"}));
+    assert_eq!(peer.recv().await, json!({"message": "still here"}));
+}
+
+#[tokio::test]
+async fn binary_frames_get_an_error_frame() {
+    let server = Server::start(&[]).await;
+    let mut client = server.join("bin").await;
+    client
+        .send_raw(Message::binary(b"{\"message\": 1}".to_vec()))
+        .await;
+    let frame = client.recv().await;
+    assert!(
+        frame["error"].as_str().unwrap().contains("binary"),
+        "{frame}"
+    );
+    client.send_json(json!({"message": 1})).await;
+    assert_eq!(client.recv().await, json!({"message": 1}));
+}
+
+#[tokio::test]
+async fn frames_over_the_limit_close_with_1009() {
+    let server = Server::start(&[]).await;
+    let mut client = server.join("limit").await;
+    let too_big = format!("{{\"message\": \"{}\"}}", "x".repeat(1024 * 1024));
+    client.send_text(&too_big).await;
+    assert_eq!(client.recv_close().await.0, 1009);
+
+    let small = Server::start(&["--max-message-bytes", "100"]).await;
+    let mut client = small.join("limit").await;
+    client.send_json(json!({"message": "fits"})).await;
+    assert_eq!(client.recv().await, json!({"message": "fits"}));
+    client.send_json(json!({"message": "x".repeat(100)})).await;
+    assert_eq!(client.recv_close().await.0, 1009);
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007() {
+    let server = Server::start(&[]).await;
+    let mut client = server.join("utf8").await;
+    client
+        .send_text_bytes(b"{\"message\": \"\xff\xfe\"}".to_vec())
+        .await;
+    assert_eq!(client.recv_close().await.0, 1007);
+}
+
+#[tokio::test]
+async fn http_errors_are_json_with_the_right_status() {
+    let server = Server::start(&["--max-message-bytes", "1000"]).await;
+    let cases: [(&str, &str, Option<&str>, u16); 9] = [
+        ("POST", "/chat/send/", Some("{not json"), 400),
+        ("POST", "/chat/send/", Some(""), 400),
+        ("POST", "/chat/send/", Some("[1]"), 400),
+        ("POST", "/chat/send/", Some(r#"{"msg": "x"}"#), 400),
+        (
+            "POST",
+            "/chat/send/",
+            Some(r#"{"message": "x", "room": "bad room"}"#),
+            400,
+        ),
+        ("GET", "/chat/send/", None, 405),
+        ("DELETE", "/chat/send/", None, 405),
+        ("POST", "/chat/history/", Some("{}"), 405),
+        ("GET", "/ws/chat/plain_get/", None, 400),
+    ];
+    for (method, path, body, status) in cases {
+        let answer = server.http(method, path, body).await;
+        assert_eq!(
+            answer.status, status,
+            "{method} {path} {body:?}: {answer:?}"
+        );
+        assert!(answer.json()["error"].is_string(), "{answer:?}");
+        assert!(
+            answer
+                .headers
+                .to_ascii_lowercase()
+                .contains("application/json")
+        );
+    }
+    let big = format!(r#"{{"message": "{}"}}"#, "x".repeat(2000));
+    let answer = http(
+        server.addr,
+        "POST",
+        "/chat/send/",
+        Some(big.as_bytes()),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, 413, "{answer:?}");
+    assert!(answer.json()["error"].is_string());
+    assert!(server.history("").await.is_empty(), "nothing stored");
+}
+
+#[tokio::test]
+async fn close_from_the_client_is_answered() {
+    let server = Server::start(&[]).await;
+    let mut client = server.join("bye").await;
+    client
+        .send_raw(Message::close(
+            Some(tokio_websockets::CloseCode::NORMAL_CLOSURE),
+            "bye",
+        ))
+        .await;
+    match client.next_event().await {
+        Event::Closed(code, _) => assert_eq!(code, 1000),
+        other => panic!("{other:?}"),
+    }
+}

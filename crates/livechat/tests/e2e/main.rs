@@ -1,0 +1,7 @@
+//! End-to-end tests: the real server binary, real clients over TCP, a real SQLite file.
+
+mod bad_input;
+mod compat;
+mod faults;
+mod history;
+mod support;

@@ -1,0 +1,332 @@
+//! Test support: the real `livechat` binary on a free port with its own data directory, real
+//! WebSocket clients over TCP, and a minimal HTTP/1.1 client.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_websockets::{ClientBuilder, MaybeTlsStream, Message, Payload, WebSocketStream};
+
+/// Longest a test waits for anything the server should do promptly.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    /// Owns the temporary data directory, when the test did not bring its own.
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts a server with a fresh data directory and the given extra flags.
+    pub async fn start(args: &[&str]) -> Server {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut server = Server::start_in(temp.path(), args).await;
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts a server on `data_dir` (kept by the caller), on a free port.
+    pub async fn start_in(data_dir: &Path, args: &[&str]) -> Server {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        Server::spawn(data_dir.to_path_buf(), "127.0.0.1:0".parse().unwrap(), args).await
+    }
+
+    async fn spawn(data_dir: PathBuf, bind: SocketAddr, args: Vec<String>) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_livechat"))
+            .arg("--bind")
+            .arg(bind.to_string())
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(&args)
+            .env("LIVECHAT_LOG", "info,livechat=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start livechat");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = tokio::time::timeout(PATIENCE, async {
+            while let Some(line) = lines.next_line().await.expect("read stderr") {
+                eprintln!("[livechat] {line}");
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    return rest.trim().parse::<SocketAddr>().expect("address");
+                }
+            }
+            panic!("livechat exited before listening");
+        })
+        .await
+        .expect("livechat did not start listening in time");
+        // Keep draining the log so the server never blocks on a full pipe; it shows on failure.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[livechat {addr}] {line}");
+            }
+        });
+        Server {
+            child,
+            addr,
+            data_dir,
+            args,
+            _temp: None,
+        }
+    }
+
+    /// Stops with SIGTERM and returns the exit status.
+    pub async fn stop(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("livechat did not exit after SIGTERM")
+            .expect("wait")
+    }
+
+    /// Kills with SIGKILL: no shutdown work at all.
+    pub async fn kill9(&mut self) {
+        self.signal("KILL");
+        let _ = self.child.wait().await;
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
+    /// Starts the server again on the same data directory and port, with the same flags.
+    pub async fn restart(&mut self) {
+        let temp = self._temp.take();
+        let mut again = Server::spawn(self.data_dir.clone(), self.addr, self.args.clone()).await;
+        again._temp = temp;
+        *self = again;
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Joins `room` on the seed's path.
+    pub async fn join(&self, room: &str) -> Client {
+        self.connect(&format!("/ws/chat/{room}/")).await
+    }
+
+    pub async fn connect(&self, path: &str) -> Client {
+        let uri = self.ws_url(path);
+        let (ws, _) = ClientBuilder::new()
+            .uri(&uri)
+            .expect("uri")
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("connect {uri}: {e}"));
+        Client { ws }
+    }
+
+    pub async fn http(&self, method: &str, path: &str, body: Option<&str>) -> HttpAnswer {
+        http(self.addr, method, path, body.map(str::as_bytes), &[]).await
+    }
+
+    pub async fn post_message(&self, room: &str, message: Value) -> Value {
+        let body = serde_json::json!({ "message": message, "room": room }).to_string();
+        let answer = self.http("POST", "/chat/send/", Some(&body)).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        answer.json()
+    }
+
+    pub async fn history(&self, query: &str) -> Vec<Value> {
+        let answer = self
+            .http("GET", &format!("/chat/history/{query}"), None)
+            .await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        answer.json()["chat_history"]
+            .as_array()
+            .expect("chat_history list")
+            .clone()
+    }
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What a client saw next.
+#[derive(Debug)]
+pub enum Event {
+    Frame(Value),
+    Closed(u16, String),
+}
+
+impl Client {
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text.to_owned()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.ws.send(message).await.expect("send");
+    }
+
+    /// Sends bytes in a text frame without checking they are UTF-8.
+    pub async fn send_text_bytes(&mut self, bytes: Vec<u8>) {
+        self.send_raw(Message::text(Payload::from(bytes))).await;
+    }
+
+    /// The next data frame or the close frame; panics on timeout.
+    pub async fn next_event(&mut self) -> Event {
+        self.next_event_within(PATIENCE)
+            .await
+            .expect("timed out waiting for a frame")
+    }
+
+    pub async fn next_event_within(&mut self, wait: Duration) -> Option<Event> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?;
+            match next {
+                None => return Some(Event::Closed(1006, "connection ended".into())),
+                Some(Err(e)) => return Some(Event::Closed(1006, e.to_string())),
+                Some(Ok(message)) => {
+                    if let Some((code, reason)) = message.as_close() {
+                        return Some(Event::Closed(code.into(), reason.to_owned()));
+                    }
+                    if let Some(text) = message.as_text() {
+                        let value = serde_json::from_str(text)
+                            .unwrap_or_else(|e| panic!("frame is not JSON ({e}): {text}"));
+                        return Some(Event::Frame(value));
+                    }
+                }
+            }
+        }
+    }
+
+    pub async fn recv(&mut self) -> Value {
+        match self.next_event().await {
+            Event::Frame(value) => value,
+            closed => panic!("expected a frame, got {closed:?}"),
+        }
+    }
+
+    /// Asserts nothing arrives for a short while.
+    pub async fn expect_silence(&mut self) {
+        if let Some(event) = self.next_event_within(Duration::from_millis(300)).await {
+            panic!("expected nothing, got {event:?}");
+        }
+    }
+
+    /// Reads until the close frame, skipping data frames; returns its code and reason.
+    pub async fn recv_close(&mut self) -> (u16, String) {
+        loop {
+            if let Event::Closed(code, reason) = self.next_event().await {
+                return (code, reason);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request on its own connection (`Connection: close`).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> HttpAnswer {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    let body = body.unwrap_or_default();
+    if !body.is_empty() || method == "POST" {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    // The server may answer (413) before it reads the whole body; then the write fails.
+    let _ = stream.write_all(body).await;
+    let mut raw = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut raw))
+        .await
+        .expect("HTTP answer in time")
+        .expect("read");
+    let raw = String::from_utf8(raw).expect("UTF-8 answer");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP head");
+    let status = head[9..12].parse().expect("status");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    HttpAnswer {
+        status,
+        headers: head.to_owned(),
+        body,
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+/// The WebSocket handshake as raw HTTP, to see how the server answers before any upgrade.
+pub async fn handshake(addr: SocketAddr, path: &str) -> HttpAnswer {
+    http(
+        addr,
+        "GET",
+        path,
+        None,
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13"),
+        ],
+    )
+    .await
+}
