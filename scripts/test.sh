@@ -7,11 +7,27 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Debian packages the tests use, installed only when missing.
+apt_install() {
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+  fi
+}
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  step "installing redis-server (Debian)"
+  apt_install redis-server redis-tools
+fi
+
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
 
 step "lints (cargo clippy -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "unit and end-to-end tests (cargo test)"
+step "unit and end-to-end tests, embedded engine (cargo test)"
 cargo test --workspace
+
+step "the end-to-end contract tests again, on the Redis engine"
+LIVECHAT_TEST_ENGINE=redis cargo test -p livechat --test e2e -- --skip nodes::

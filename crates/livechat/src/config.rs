@@ -21,6 +21,41 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// Redis URL (`redis://host:port/db`): with it, this node shares rooms and history with every
+    /// node on the same Redis. With `--redis-cluster`, a comma-separated list of cluster nodes.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Redis host, the seed's convention; used when `REDIS_URL` is not set.
+    #[arg(long, env = "REDIS_HOST")]
+    pub redis_host: Option<String>,
+
+    /// Redis port, with `REDIS_HOST`.
+    #[arg(long, env = "REDIS_PORT", default_value_t = 6379)]
+    pub redis_port: u16,
+
+    /// Talk to a Redis Cluster (Redis 7+): sharded pub/sub (SPUBLISH/SSUBSCRIBE), keys of a room
+    /// in one hash slot.
+    #[arg(long, env = "LIVECHAT_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+
+    /// Prefix of every Redis key and channel of this deployment.
+    #[arg(long, env = "LIVECHAT_REDIS_PREFIX", default_value = "livechat", value_parser = parse_prefix)]
+    pub redis_prefix: String,
+
+    /// Longest wait for one Redis command; past it the publish fails (HTTP 503 / error frame).
+    #[arg(long, env = "LIVECHAT_REDIS_TIMEOUT", value_parser = parse_duration, default_value = "2s")]
+    pub redis_timeout: Duration,
+
+    /// Name of this node in the Redis room registry; default: a random one per process.
+    #[arg(long, env = "LIVECHAT_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// A node that has not refreshed its room registration for this long counts as gone, and its
+    /// members vanish from `GET /chat/rooms/`. It refreshes every third of it.
+    #[arg(long, env = "LIVECHAT_NODE_TTL", value_parser = parse_duration, default_value = "6s")]
+    pub node_ttl: Duration,
+
     /// Where history is kept on the embedded engine: `sqlite` (durable) or `memory` (lost on exit).
     #[arg(long, env = "LIVECHAT_STORE", value_enum, default_value_t = StoreKind::Sqlite)]
     pub store: StoreKind,
@@ -69,6 +104,24 @@ pub enum StoreKind {
 pub enum SqliteSync {
     Full,
     Normal,
+}
+
+impl Config {
+    /// The Redis nodes to use, if any: `REDIS_URL`, else `REDIS_HOST` + `REDIS_PORT`.
+    pub fn redis_urls(&self) -> Option<Vec<String>> {
+        match (&self.redis_url, &self.redis_host) {
+            (Some(urls), _) => Some(urls.split(',').map(|url| url.trim().to_owned()).collect()),
+            (None, Some(host)) => Some(vec![format!("redis://{host}:{}/", self.redis_port)]),
+            (None, None) => None,
+        }
+    }
+}
+
+fn parse_prefix(value: &str) -> Result<String, String> {
+    if value.is_empty() || value.contains(['{', '}']) {
+        return Err("the prefix must be non-empty and hold no braces (they mark hash tags)".into());
+    }
+    Ok(value.to_owned())
 }
 
 fn parse_room(value: &str) -> Result<RoomName, String> {
@@ -120,5 +173,22 @@ mod tests {
         assert_eq!(config.bind.port(), 8003);
         assert_eq!(config.max_message_bytes, 1 << 20);
         assert_eq!(config.default_room.as_str(), "lobby");
+        assert_eq!(config.redis_urls(), None);
+    }
+
+    #[test]
+    fn redis_from_url_or_host_and_port() {
+        let config =
+            Config::try_parse_from(["livechat", "--redis-host", "cache", "--redis-port", "7000"])
+                .unwrap();
+        assert_eq!(
+            config.redis_urls(),
+            Some(vec!["redis://cache:7000/".to_owned()])
+        );
+        let config =
+            Config::try_parse_from(["livechat", "--redis-url", "redis://a:1, redis://b:2"])
+                .unwrap();
+        assert_eq!(config.redis_urls().unwrap(), ["redis://a:1", "redis://b:2"]);
+        assert!(Config::try_parse_from(["livechat", "--redis-prefix", "a{b}"]).is_err());
     }
 }

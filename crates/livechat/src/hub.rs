@@ -26,6 +26,14 @@ pub struct Hub {
     hasher: RandomState,
     next_member_id: AtomicU64,
     queue_capacity: usize,
+    observer: Option<Arc<dyn RoomObserver>>,
+}
+
+/// Told, under the room's lock (so in order), when a room gets its first local member and when
+/// it loses its last; an engine that shares rooms between nodes subscribes and unsubscribes then.
+pub trait RoomObserver: Send + Sync {
+    fn room_opened(&self, room: &RoomName);
+    fn room_closed(&self, room: &RoomName);
 }
 
 #[derive(Default)]
@@ -53,13 +61,37 @@ pub struct Subscription {
 }
 
 impl Hub {
-    pub fn new(queue_capacity: usize) -> Arc<Self> {
+    pub fn new(queue_capacity: usize, observer: Option<Arc<dyn RoomObserver>>) -> Arc<Self> {
         Arc::new(Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             next_member_id: AtomicU64::new(1),
             queue_capacity: queue_capacity.max(1),
+            observer,
         })
+    }
+
+    /// Rooms with local members, and how many each has.
+    pub fn room_counts(&self) -> Vec<(RoomName, usize)> {
+        let mut counts = Vec::new();
+        for shard in &self.shards {
+            let rooms = shard
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            counts.extend(
+                rooms
+                    .iter()
+                    .map(|(name, room)| (name.clone(), room.members.len())),
+            );
+        }
+        counts
+    }
+
+    fn remove_room(&self, rooms: &mut HashMap<RoomName, Room>, room: &RoomName) {
+        rooms.remove(room);
+        if let Some(observer) = &self.observer {
+            observer.room_closed(room);
+        }
     }
 
     fn shard(&self, room: &RoomName) -> MutexGuard<'_, HashMap<RoomName, Room>> {
@@ -76,7 +108,12 @@ impl Hub {
         let evicted = Arc::new(Notify::new());
         let id = self.next_member_id.fetch_add(1, Ordering::Relaxed);
         let mut rooms = self.shard(room);
-        let entry = rooms.entry(room.clone()).or_default();
+        let entry = rooms.entry(room.clone()).or_insert_with(|| {
+            if let Some(observer) = &self.observer {
+                observer.room_opened(room);
+            }
+            Room::default()
+        });
         entry.meta_members += usize::from(wants_meta);
         entry.members.push(Member {
             id,
@@ -98,7 +135,7 @@ impl Hub {
         if let Some(entry) = rooms.get_mut(room) {
             entry.remove_where(|member| member.id == id);
             if entry.members.is_empty() {
-                rooms.remove(room);
+                self.remove_room(&mut rooms, room);
             }
         }
     }
@@ -129,7 +166,7 @@ impl Hub {
         if !lost.is_empty() {
             room.remove_where(|member| lost.contains(&member.id));
             if room.members.is_empty() {
-                rooms.remove(&message.room);
+                self.remove_room(&mut rooms, &message.room);
             }
         }
     }
@@ -170,7 +207,7 @@ mod tests {
 
     #[tokio::test]
     async fn delivers_to_members_of_the_room_only() {
-        let hub = Hub::new(8);
+        let hub = Hub::new(8, None);
         let a = RoomName::parse("a").unwrap();
         let b = RoomName::parse("b").unwrap();
         let mut plain = hub.join(&a, false);
@@ -185,7 +222,7 @@ mod tests {
 
     #[tokio::test]
     async fn evicts_a_slow_consumer_and_keeps_the_others() {
-        let hub = Hub::new(2);
+        let hub = Hub::new(2, None);
         let room = RoomName::parse("r").unwrap();
         let slow = hub.join(&room, false);
         let mut fast = hub.join(&room, false);
@@ -200,7 +237,7 @@ mod tests {
 
     #[test]
     fn the_last_member_leaving_removes_the_room() {
-        let hub = Hub::new(2);
+        let hub = Hub::new(2, None);
         let room = RoomName::parse("r").unwrap();
         let subscription = hub.join(&room, true);
         drop(subscription);

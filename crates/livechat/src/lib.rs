@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, StoreKind};
-use crate::engine::{EmbeddedEngine, Engine};
+use crate::engine::{EmbeddedEngine, Engine, RedisEngine, RedisSettings, RoomRegistry};
 use crate::hub::Hub;
 use crate::store::{HistoryStore, MemoryStore, Retention, SqliteStore, StoreError};
 use crate::transport::{AppState, Shared};
@@ -28,6 +28,8 @@ use crate::transport::{AppState, Shared};
 pub enum RunError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot use Redis: {0}")]
+    Redis(#[from] redis::RedisError),
     #[error("server failed: {0}")]
     Serve(#[from] std::io::Error),
 }
@@ -39,20 +41,14 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let hub = Hub::new(config.outbound_queue);
     let retention = Retention {
         max_count: config.history_max_count,
         max_age: config.history_max_age,
     };
-    let store: Arc<dyn HistoryStore> = match config.store {
-        StoreKind::Sqlite => Arc::new(SqliteStore::open(
-            &config.data_dir,
-            retention,
-            config.sqlite_sync,
-        )?),
-        StoreKind::Memory => Arc::new(MemoryStore::new(retention)),
+    let (hub, engine) = match config.redis_urls() {
+        Some(urls) => start_redis(&config, urls, retention).await?,
+        None => start_embedded(&config, retention)?,
     };
-    let engine: Arc<dyn Engine> = Arc::new(EmbeddedEngine::start(store, hub.clone(), retention));
     let connections = TaskTracker::new();
     let state = AppState::new(Shared {
         hub,
@@ -76,4 +72,49 @@ pub async fn run(
     engine.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+type Parts = (Arc<Hub>, Arc<dyn Engine>);
+
+fn start_embedded(config: &Config, retention: Retention) -> Result<Parts, RunError> {
+    let hub = Hub::new(config.outbound_queue, None);
+    let store: Arc<dyn HistoryStore> = match config.store {
+        StoreKind::Sqlite => Arc::new(SqliteStore::open(
+            &config.data_dir,
+            retention,
+            config.sqlite_sync,
+        )?),
+        StoreKind::Memory => Arc::new(MemoryStore::new(retention)),
+    };
+    tracing::info!(store = ?config.store, data_dir = %config.data_dir.display(), "embedded engine");
+    let engine = EmbeddedEngine::start(store, hub.clone(), retention);
+    Ok((hub, Arc::new(engine)))
+}
+
+async fn start_redis(
+    config: &Config,
+    urls: Vec<String>,
+    retention: Retention,
+) -> Result<Parts, RunError> {
+    let (registry, commands) = RoomRegistry::new(config.redis_timeout);
+    let hub = Hub::new(config.outbound_queue, Some(registry.clone()));
+    let node_id = config.node_id.clone().unwrap_or_else(random_node_id);
+    tracing::info!(?urls, cluster = config.redis_cluster, %node_id, "Redis engine");
+    let settings = RedisSettings {
+        urls,
+        cluster: config.redis_cluster,
+        prefix: config.redis_prefix.clone(),
+        timeout: config.redis_timeout,
+        node_id,
+        node_ttl: config.node_ttl,
+        retention,
+    };
+    let engine = RedisEngine::start(settings, hub.clone(), registry, commands).await?;
+    Ok((hub, Arc::new(engine)))
+}
+
+fn random_node_id() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let salt = RandomState::new().hash_one(std::process::id());
+    format!("node-{}-{:08x}", std::process::id(), salt as u32)
 }

@@ -13,9 +13,10 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Accepted, Engine, EngineError, Receipt};
+use super::{Accepted, Engine, EngineError, Receipt, RoomCount};
 use crate::hub::Hub;
 use crate::message::{Draft, StoredMessage};
+use crate::room::RoomName;
 use crate::store::{HistoryQuery, HistoryStore, Retention, now_ms};
 
 /// Most messages committed in one transaction.
@@ -29,6 +30,7 @@ enum Job {
 
 pub struct EmbeddedEngine {
     jobs: mpsc::UnboundedSender<Job>,
+    hub: Arc<Hub>,
     store: Arc<dyn HistoryStore>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// The last store failure, cleared by the next successful commit.
@@ -42,7 +44,7 @@ impl EmbeddedEngine {
         let failure = Arc::new(Mutex::new(None));
         let writer = Writer {
             store: store.clone(),
-            hub,
+            hub: hub.clone(),
             failure: failure.clone(),
             max_age: retention.max_age,
         };
@@ -62,6 +64,7 @@ impl EmbeddedEngine {
         }
         Self {
             jobs,
+            hub,
             store,
             writer: Mutex::new(Some(writer)),
             failure,
@@ -92,6 +95,24 @@ impl Engine for EmbeddedEngine {
                 .map_err(|error| EngineError::Unavailable(error.to_string()))
         }
         .boxed()
+    }
+
+    fn room_ready(&self, _room: &RoomName) -> BoxFuture<'static, Result<(), EngineError>> {
+        // The hub is the only subscriber: a member is in the room as soon as it joined.
+        std::future::ready(Ok(())).boxed()
+    }
+
+    fn rooms(&self) -> BoxFuture<'static, Result<Vec<RoomCount>, EngineError>> {
+        let rooms = self
+            .hub
+            .room_counts()
+            .into_iter()
+            .map(|(room, members)| RoomCount {
+                room,
+                members: members as u64,
+            })
+            .collect();
+        std::future::ready(Ok(rooms)).boxed()
     }
 
     fn readiness(&self) -> Result<(), EngineError> {

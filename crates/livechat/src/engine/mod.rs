@@ -2,9 +2,11 @@
 //! to the hub of every node that has members in the room.
 //!
 //! Data flows one way: transport -> `Engine::publish` -> store -> `Hub::deliver` -> sockets.
-//! `embedded` serves one node from a local history store.
+//! `embedded` serves one node from a local history store; `redis` shares rooms, order and history
+//! between every node on the same Redis (or Redis Cluster).
 
 mod embedded;
+mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,9 +16,13 @@ use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
 pub use embedded::EmbeddedEngine;
+pub use redis::{RedisEngine, RedisSettings, RoomCommands, RoomRegistry};
+
+use serde::Serialize;
 
 use crate::message::Draft;
 use crate::message::StoredMessage;
+use crate::room::RoomName;
 use crate::store::HistoryQuery;
 
 pub trait Engine: Send + Sync + 'static {
@@ -31,6 +37,14 @@ pub trait Engine: Send + Sync + 'static {
         query: HistoryQuery,
     ) -> BoxFuture<'static, Result<Vec<StoredMessage>, EngineError>>;
 
+    /// Resolves once messages published to `room` from now on reach this node's hub. A WebSocket
+    /// joins its room and waits for this before the handshake is answered, so that it misses
+    /// nothing published after it connected.
+    fn room_ready(&self, room: &RoomName) -> BoxFuture<'static, Result<(), EngineError>>;
+
+    /// Rooms with members on any node, with their member counts summed over nodes.
+    fn rooms(&self) -> BoxFuture<'static, Result<Vec<RoomCount>, EngineError>>;
+
     /// Whether publishes can be stored right now; the reason when not.
     fn readiness(&self) -> Result<(), EngineError>;
 
@@ -43,6 +57,12 @@ pub trait Engine: Send + Sync + 'static {
 pub struct Accepted {
     pub id: u64,
     pub ts: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoomCount {
+    pub room: RoomName,
+    pub members: u64,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -93,6 +93,12 @@ pub async fn history(
     Ok(Json(HistoryAnswer { chat_history }).into_response())
 }
 
+/// `GET /chat/rooms/`: rooms with members (on any node), with member counts.
+pub async fn rooms(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let rooms = state.engine.rooms().await?;
+    Ok(Json(json!({ "rooms": rooms })).into_response())
+}
+
 /// `GET /healthz`: the process is alive and serving.
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))

@@ -59,6 +59,8 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/send", post(http::send))
         .route("/chat/history/", get(http::history))
         .route("/chat/history", get(http::history))
+        .route("/chat/rooms/", get(http::rooms))
+        .route("/chat/rooms", get(http::rooms))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .fallback(|| async { ApiError::NotFound })

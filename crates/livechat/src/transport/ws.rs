@@ -61,11 +61,16 @@ pub async fn connect(
         Err(refused) => return refused.into_response(),
     };
     let wants_meta = matches!(options.meta.as_deref(), Some("1" | "true" | "yes"));
+    // Join before answering the handshake: once the client is told it is connected, it misses
+    // nothing published to the room (frames queue up until the socket is ready).
+    let subscription = state.hub.join(&room, wants_meta);
+    if let Err(error) = state.engine.room_ready(&room).await {
+        return ApiError::from(error).into_response();
+    }
     let limits = Limits::default().max_payload_len(Some(state.max_message_bytes));
     upgrade.on_upgrade(limits, move |socket| {
         let connections = state.connections.clone();
         connections.track_future(async move {
-            let subscription = state.hub.join(&room, wants_meta);
             let connection = Connection {
                 socket,
                 state,

@@ -4,4 +4,5 @@ mod bad_input;
 mod compat;
 mod faults;
 mod history;
+mod nodes;
 mod support;

@@ -23,13 +23,38 @@ pub struct Server {
     args: Vec<String>,
     /// Owns the temporary data directory, when the test did not bring its own.
     _temp: Option<tempfile::TempDir>,
+    /// The Redis this server uses, when the suite runs on the Redis engine.
+    pub redis: Option<RedisServer>,
+}
+
+/// Which engine the contract tests run on: `LIVECHAT_TEST_ENGINE=redis` for the Redis engine
+/// (each server then gets a Redis of its own), anything else for the embedded one.
+pub fn on_redis() -> bool {
+    std::env::var("LIVECHAT_TEST_ENGINE").is_ok_and(|engine| engine == "redis")
 }
 
 impl Server {
-    /// Starts a server with a fresh data directory and the given extra flags.
+    /// Starts a server with a fresh data directory (and Redis, see `on_redis`) and extra flags.
     pub async fn start(args: &[&str]) -> Server {
+        if on_redis() {
+            let redis = RedisServer::start().await;
+            let mut server = Server::node(&redis, args).await;
+            server.redis = Some(redis);
+            return server;
+        }
         let temp = tempfile::tempdir().expect("temp dir");
         let mut server = Server::start_in(temp.path(), args).await;
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts a node of a Redis deployment (refreshing its room registration every 0.5 s).
+    pub async fn node(redis: &RedisServer, args: &[&str]) -> Server {
+        let url = redis.url();
+        let mut all = vec!["--redis-url", url.as_str(), "--node-ttl", "1500ms"];
+        all.extend_from_slice(args);
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut server = Server::start_in(temp.path(), &all).await;
         server._temp = Some(temp);
         server
     }
@@ -79,6 +104,7 @@ impl Server {
             data_dir,
             args,
             _temp: None,
+            redis: None,
         }
     }
 
@@ -108,9 +134,9 @@ impl Server {
 
     /// Starts the server again on the same data directory and port, with the same flags.
     pub async fn restart(&mut self) {
-        let temp = self._temp.take();
         let mut again = Server::spawn(self.data_dir.clone(), self.addr, self.args.clone()).await;
-        again._temp = temp;
+        again._temp = self._temp.take();
+        again.redis = self.redis.take();
         *self = again;
     }
 
@@ -329,4 +355,72 @@ pub async fn handshake(addr: SocketAddr, path: &str) -> HttpAnswer {
         ],
     )
     .await
+}
+
+/// A real `redis-server` on a free port, with append-only persistence (fsync always) in a
+/// temporary directory, so that it can be stopped and started again with its data.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let port = free_port();
+        let mut redis = RedisServer {
+            child: None,
+            port,
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        redis.resume().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts it (again) on the same port and data.
+    pub async fn resume(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server must be installed (./scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills it, as a crash or an outage would.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port()
 }

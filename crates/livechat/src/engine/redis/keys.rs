@@ -1,0 +1,67 @@
+//! Names of the Redis keys and channels. Every key of a room carries the hash tag `{room}`, so a
+//! Redis Cluster keeps a room's stream, counter and sharded channel in one slot.
+
+use std::sync::Arc;
+
+use crate::room::RoomName;
+
+#[derive(Clone)]
+pub struct Keys {
+    prefix: Arc<str>,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: Arc::from(prefix),
+        }
+    }
+
+    /// The room's history: a stream whose entry ids are `N-0`, N being the message id.
+    pub fn stream(&self, room: &RoomName) -> String {
+        format!("{}:{{{room}}}:history", self.prefix)
+    }
+
+    /// The room's last message id (INCR).
+    pub fn sequence(&self, room: &RoomName) -> String {
+        format!("{}:{{{room}}}:seq", self.prefix)
+    }
+
+    /// The room's pub/sub channel.
+    pub fn channel(&self, room: &RoomName) -> String {
+        format!("{}:{{{room}}}:messages", self.prefix)
+    }
+
+    pub fn room_of_channel(&self, channel: &str) -> Option<RoomName> {
+        let room = channel
+            .strip_prefix(&*self.prefix)?
+            .strip_prefix(":{")?
+            .strip_suffix("}:messages")?;
+        RoomName::parse(room).ok()
+    }
+
+    /// Sorted set of live nodes, scored by the time (ms) their registration expires.
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    /// Hash of one node's rooms and their local member counts, with a TTL.
+    pub fn node_rooms(&self, node: &str) -> String {
+        format!("{}:node:{node}:rooms", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_keys_share_one_hash_tag_and_channels_map_back() {
+        let keys = Keys::new("lc");
+        let room = RoomName::parse("lobby").unwrap();
+        assert_eq!(keys.stream(&room), "lc:{lobby}:history");
+        assert_eq!(keys.sequence(&room), "lc:{lobby}:seq");
+        assert_eq!(keys.room_of_channel(&keys.channel(&room)), Some(room));
+        assert_eq!(keys.room_of_channel("other:{lobby}:messages"), None);
+    }
+}

@@ -1,0 +1,216 @@
+//! The Redis engine: several nodes share rooms, one order per room, and one history.
+//!
+//! A publish runs one script on Redis that gives the message the room's next id, appends it to
+//! the room's stream (history, MAXLEN retention) and publishes it on the room's channel, all in
+//! one atomic step. Every node with local members in the room is subscribed to that channel and
+//! hands what arrives to its hub, so every member on every node sees Redis' order.
+//!
+//! - `connection`: one RESP3 connection (single server or cluster), resubscribing by itself
+//! - `publisher`: batches publishes into pipelines, one per room
+//! - `subscriber`: subscribes while a room has local members; dedupes and fills gaps by id
+//! - `stream`: reads history pages and missed ranges
+//! - `presence`: this node's rooms and member counts under a TTL, for `GET /chat/rooms/`
+
+mod connection;
+mod keys;
+mod presence;
+mod publisher;
+mod stream;
+mod subscriber;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use redis::RedisError;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use subscriber::{RoomCommands, RoomRegistry};
+
+use self::connection::Connection;
+use self::keys::Keys;
+use self::presence::Presence;
+use self::publisher::{Job, Publisher};
+use self::subscriber::Subscriber;
+use super::{Engine, EngineError, Receipt, RoomCount};
+use crate::hub::Hub;
+use crate::message::{Draft, StoredMessage};
+use crate::room::RoomName;
+use crate::store::{HistoryQuery, Retention};
+
+pub struct RedisSettings {
+    pub urls: Vec<String>,
+    pub cluster: bool,
+    pub prefix: String,
+    pub timeout: Duration,
+    pub node_id: String,
+    pub node_ttl: Duration,
+    pub retention: Retention,
+}
+
+pub struct RedisEngine {
+    jobs: mpsc::UnboundedSender<Job>,
+    connection: Connection,
+    keys: Keys,
+    registry: Arc<RoomRegistry>,
+    health: Arc<Health>,
+    max_age: Option<Duration>,
+    stop: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl RedisEngine {
+    /// Connects and starts the publisher, subscriber and presence tasks. `registry` must be the
+    /// observer of `hub`, and `commands` its receiver.
+    pub async fn start(
+        settings: RedisSettings,
+        hub: Arc<Hub>,
+        registry: Arc<RoomRegistry>,
+        commands: RoomCommands,
+    ) -> Result<Self, RedisError> {
+        let (pushes, pushed) = mpsc::unbounded_channel();
+        let connection =
+            Connection::open(&settings.urls, settings.cluster, settings.timeout, pushes).await?;
+        let keys = Keys::new(&settings.prefix);
+        let health = Arc::new(Health::default());
+        let stop = CancellationToken::new();
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let publisher = Publisher {
+            connection: connection.clone(),
+            keys: keys.clone(),
+            max_count: settings.retention.max_count,
+            max_age: settings.retention.max_age,
+            health: health.clone(),
+        };
+        let subscriber = Subscriber {
+            connection: connection.clone(),
+            keys: keys.clone(),
+            hub: hub.clone(),
+            health: health.clone(),
+            delivered: HashMap::new(),
+        };
+        let presence = Presence {
+            connection: connection.clone(),
+            keys: keys.clone(),
+            node_id: settings.node_id,
+            ttl: settings.node_ttl,
+            hub,
+            health: health.clone(),
+        };
+        let tasks = vec![
+            tokio::spawn(publisher.run(queue)),
+            tokio::spawn(subscriber.run(commands, pushed, stop.clone())),
+            tokio::spawn(presence.run(stop.clone())),
+        ];
+        Ok(Self {
+            jobs,
+            connection,
+            keys,
+            registry,
+            health,
+            max_age: settings.retention.max_age,
+            stop,
+            tasks: Mutex::new(tasks),
+        })
+    }
+}
+
+impl Engine for RedisEngine {
+    fn publish(&self, draft: Draft) -> Receipt {
+        let (answer, receipt) = Receipt::channel();
+        if let Err(mpsc::error::SendError(Job::Publish(_, answer))) =
+            self.jobs.send(Job::Publish(draft, answer))
+        {
+            let _ = answer.send(Err(EngineError::Stopped));
+        }
+        receipt
+    }
+
+    fn history(
+        &self,
+        query: HistoryQuery,
+    ) -> BoxFuture<'static, Result<Vec<StoredMessage>, EngineError>> {
+        let mut connection = self.connection.clone();
+        let keys = self.keys.clone();
+        let max_age = self.max_age;
+        async move {
+            stream::page(&mut connection, &keys, &query, max_age)
+                .await
+                .map_err(unavailable)
+        }
+        .boxed()
+    }
+
+    fn room_ready(&self, room: &RoomName) -> BoxFuture<'static, Result<(), EngineError>> {
+        self.registry.ready(room)
+    }
+
+    fn rooms(&self) -> BoxFuture<'static, Result<Vec<RoomCount>, EngineError>> {
+        let mut connection = self.connection.clone();
+        let keys = self.keys.clone();
+        async move {
+            presence::rooms(&mut connection, &keys)
+                .await
+                .map_err(unavailable)
+        }
+        .boxed()
+    }
+
+    fn readiness(&self) -> Result<(), EngineError> {
+        if self.jobs.is_closed() {
+            return Err(EngineError::Stopped);
+        }
+        self.health.check()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'static, ()> {
+        let _ = self.jobs.send(Job::Stop);
+        self.stop.cancel();
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        async move {
+            for task in tasks {
+                let _ = task.await;
+            }
+        }
+        .boxed()
+    }
+}
+
+fn unavailable(error: RedisError) -> EngineError {
+    EngineError::Unavailable(format!("Redis: {error}"))
+}
+
+/// Whether Redis is usable, as the last command (or a disconnection notice) showed.
+#[derive(Default)]
+pub struct Health {
+    problem: Mutex<Option<String>>,
+}
+
+impl Health {
+    fn set(&self, problem: Option<String>) {
+        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
+    }
+
+    pub fn succeeded(&self) {
+        self.set(None);
+    }
+
+    pub fn failed(&self, error: &RedisError) {
+        self.set(Some(format!("Redis: {error}")));
+    }
+
+    pub fn disconnected(&self) {
+        self.set(Some("Redis: connection lost".into()));
+    }
+
+    pub fn check(&self) -> Result<(), EngineError> {
+        match &*self.problem.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(problem) => Err(EngineError::Unavailable(problem.clone())),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The room registry in Redis: each node writes its rooms and local member counts under its own
+//! key with a TTL and refreshes it every third of the TTL, so the members of a node that died
+//! drop out of `GET /chat/rooms/` within the TTL. The refresh doubles as the connection's
+//! heartbeat: it reconnects after an outage and marks the node ready again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::RedisResult;
+use tokio_util::sync::CancellationToken;
+
+use super::Health;
+use super::connection::Connection;
+use super::keys::Keys;
+use crate::engine::RoomCount;
+use crate::hub::Hub;
+use crate::room::RoomName;
+use crate::store::now_ms;
+
+/// KEYS: the node's room hash. ARGV: TTL in ms, then room, count pairs.
+const REGISTER_SCRIPT: &str = r#"
+redis.call('DEL', KEYS[1])
+if #ARGV > 1 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return 1
+"#;
+
+pub struct Presence {
+    pub connection: Connection,
+    pub keys: Keys,
+    pub node_id: String,
+    pub ttl: Duration,
+    pub hub: Arc<Hub>,
+    pub health: Arc<Health>,
+}
+
+impl Presence {
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut ticks = tokio::time::interval(self.ttl / 3);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = ticks.tick() => match self.register().await {
+                    Ok(()) => self.health.succeeded(),
+                    Err(error) => self.health.failed(&error),
+                },
+            }
+        }
+        // Leaving cleanly: this node's members are gone now, not after the TTL.
+        let _: RedisResult<()> = redis::pipe()
+            .del(self.keys.node_rooms(&self.node_id))
+            .query_async(&mut self.connection)
+            .await;
+        let _: RedisResult<()> = redis::cmd("ZREM")
+            .arg(self.keys.nodes())
+            .arg(&self.node_id)
+            .query_async(&mut self.connection)
+            .await;
+    }
+
+    async fn register(&mut self) -> RedisResult<()> {
+        let ttl_ms = self.ttl.as_millis() as u64;
+        let mut register = redis::cmd("EVAL");
+        register
+            .arg(REGISTER_SCRIPT)
+            .arg(1)
+            .arg(self.keys.node_rooms(&self.node_id))
+            .arg(ttl_ms);
+        for (room, members) in self.hub.room_counts() {
+            register.arg(room.as_str()).arg(members);
+        }
+        let () = register
+            .query_async(&mut self.connection)
+            .await
+            .map(|_: i64| ())?;
+        let now = now_ms();
+        redis::pipe()
+            .cmd("ZADD")
+            .arg(self.keys.nodes())
+            .arg(now + ttl_ms)
+            .arg(&self.node_id)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(self.keys.nodes())
+            .arg("-inf")
+            .arg(now)
+            .ignore()
+            .query_async(&mut self.connection)
+            .await
+    }
+}
+
+/// Rooms with members on any live node, member counts summed, sorted by name.
+pub async fn rooms(connection: &mut Connection, keys: &Keys) -> RedisResult<Vec<RoomCount>> {
+    let nodes: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        .arg(keys.nodes())
+        .arg(now_ms())
+        .arg("+inf")
+        .query_async(connection)
+        .await?;
+    let mut totals: BTreeMap<RoomName, u64> = BTreeMap::new();
+    for node in nodes {
+        let rooms: Vec<(String, u64)> = redis::cmd("HGETALL")
+            .arg(keys.node_rooms(&node))
+            .query_async(connection)
+            .await?;
+        for (room, members) in rooms {
+            if let Ok(room) = RoomName::parse(&room) {
+                *totals.entry(room).or_default() += members;
+            }
+        }
+    }
+    Ok(totals
+        .into_iter()
+        .map(|(room, members)| RoomCount { room, members })
+        .collect())
+}

@@ -1,0 +1,110 @@
+//! Reading a room's history stream: pages for `GET /chat/history/`, and ranges to fill gaps.
+
+use std::time::Duration;
+
+use redis::RedisResult;
+use redis::streams::StreamRangeReply;
+use serde_json::value::RawValue;
+
+use super::connection::Connection;
+use super::keys::Keys;
+use crate::message::StoredMessage;
+use crate::room::RoomName;
+use crate::store::{HistoryQuery, now_ms};
+
+/// One page, oldest first; messages older than `max_age` are left out even before they are trimmed.
+pub async fn page(
+    connection: &mut Connection,
+    keys: &Keys,
+    query: &HistoryQuery,
+    max_age: Option<Duration>,
+) -> RedisResult<Vec<StoredMessage>> {
+    let stream = keys.stream(&query.room);
+    let upper = query.before.map_or("+".to_owned(), exclusive);
+    let mut command = if let Some(after) = query.after {
+        let mut command = redis::cmd("XRANGE");
+        command.arg(&stream).arg(exclusive(after)).arg(upper);
+        command
+    } else {
+        let mut command = redis::cmd("XREVRANGE");
+        command.arg(&stream).arg(upper).arg("-");
+        command
+    };
+    command.arg("COUNT").arg(query.limit);
+    let reply: StreamRangeReply = command.query_async(connection).await?;
+    let mut messages = decode(&query.room, reply, max_age);
+    if query.after.is_none() {
+        messages.reverse();
+    }
+    Ok(messages)
+}
+
+/// Messages with `after < id < before` (`before` None: up to the newest), oldest first.
+pub async fn range(
+    connection: &mut Connection,
+    keys: &Keys,
+    room: &RoomName,
+    after: u64,
+    before: Option<u64>,
+) -> RedisResult<Vec<StoredMessage>> {
+    let reply: StreamRangeReply = redis::cmd("XRANGE")
+        .arg(keys.stream(room))
+        .arg(exclusive(after))
+        .arg(before.map_or("+".to_owned(), exclusive))
+        .query_async(connection)
+        .await?;
+    Ok(decode(room, reply, None))
+}
+
+/// The id of the room's newest stored message (0 if none).
+pub async fn last_id(
+    connection: &mut Connection,
+    keys: &Keys,
+    room: &RoomName,
+) -> RedisResult<u64> {
+    let reply: StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg(keys.stream(room))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(connection)
+        .await?;
+    Ok(reply
+        .ids
+        .first()
+        .and_then(|entry| message_id(&entry.id))
+        .unwrap_or(0))
+}
+
+fn exclusive(id: u64) -> String {
+    format!("({id}-0")
+}
+
+fn message_id(stream_id: &str) -> Option<u64> {
+    stream_id.split('-').next()?.parse().ok()
+}
+
+fn decode(
+    room: &RoomName,
+    reply: StreamRangeReply,
+    max_age: Option<Duration>,
+) -> Vec<StoredMessage> {
+    let cutoff = max_age.map_or(0, |age| now_ms().saturating_sub(age.as_millis() as u64));
+    reply
+        .ids
+        .into_iter()
+        .filter_map(|entry| {
+            let id = message_id(&entry.id)?;
+            let ts: u64 = entry.get("ts")?;
+            let body: String = entry.get("m")?;
+            let message = RawValue::from_string(body).ok()?;
+            (ts >= cutoff).then(|| StoredMessage {
+                id,
+                room: room.clone(),
+                message,
+                ts,
+            })
+        })
+        .collect()
+}

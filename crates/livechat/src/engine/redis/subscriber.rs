@@ -1,0 +1,269 @@
+//! Subscriptions: this node subscribes to a room's channel while the room has local members, and
+//! hands what arrives to the hub in id order. Each room remembers the last id it delivered, so a
+//! message seen twice is dropped and a jump in ids (missed while subscribing, or while the
+//! connection was down) is filled from the room's stream first: nothing is lost silently.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use redis::{PushInfo, PushKind, Value};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::Health;
+use super::connection::Connection;
+use super::keys::Keys;
+use super::stream;
+use crate::engine::EngineError;
+use crate::hub::{Hub, RoomObserver};
+use crate::message::StoredMessage;
+use crate::room::RoomName;
+
+/// How often a node retries catching up after its connection came back.
+const RESYNC_EVERY: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Subscription {
+    Pending,
+    Active,
+    Failed(String),
+}
+
+enum Command {
+    Subscribe(RoomName, watch::Sender<Subscription>),
+    Unsubscribe(RoomName),
+}
+
+/// The registry's commands, for the subscriber task of the engine.
+pub struct RoomCommands(mpsc::UnboundedReceiver<Command>);
+
+/// The hub's observer: turns rooms opening and closing into subscribe and unsubscribe commands,
+/// and lets a joining connection wait until its room's subscription is active.
+pub struct RoomRegistry {
+    commands: mpsc::UnboundedSender<Command>,
+    states: Mutex<HashMap<RoomName, watch::Receiver<Subscription>>>,
+    timeout: Duration,
+}
+
+impl RoomRegistry {
+    pub fn new(timeout: Duration) -> (Arc<Self>, RoomCommands) {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let registry = Arc::new(Self {
+            commands,
+            states: Mutex::default(),
+            timeout,
+        });
+        (registry, RoomCommands(receiver))
+    }
+
+    fn states(&self) -> MutexGuard<'_, HashMap<RoomName, watch::Receiver<Subscription>>> {
+        self.states
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn ready(&self, room: &RoomName) -> BoxFuture<'static, Result<(), EngineError>> {
+        let state = self.states().get(room).cloned();
+        let timeout = self.timeout;
+        async move {
+            let Some(mut state) = state else {
+                return Err(EngineError::Unavailable(
+                    "room subscription was dropped".into(),
+                ));
+            };
+            let settled = tokio::time::timeout(
+                timeout,
+                state.wait_for(|state| *state != Subscription::Pending),
+            )
+            .await;
+            match settled
+                .as_ref()
+                .map(|state| state.as_ref().map(|s| (**s).clone()))
+            {
+                Ok(Ok(Subscription::Active)) => Ok(()),
+                Ok(Ok(Subscription::Failed(reason))) => Err(EngineError::Unavailable(reason)),
+                Ok(_) => Err(EngineError::Stopped),
+                Err(_) => Err(EngineError::Unavailable(
+                    "Redis subscription timed out".into(),
+                )),
+            }
+        }
+        .boxed()
+    }
+}
+
+impl RoomObserver for RoomRegistry {
+    fn room_opened(&self, room: &RoomName) {
+        let (state, receiver) = watch::channel(Subscription::Pending);
+        self.states().insert(room.clone(), receiver);
+        let _ = self.commands.send(Command::Subscribe(room.clone(), state));
+    }
+
+    fn room_closed(&self, room: &RoomName) {
+        self.states().remove(room);
+        let _ = self.commands.send(Command::Unsubscribe(room.clone()));
+    }
+}
+
+/// A published frame: `{"id":N,"ts":T,"message":X}`.
+#[derive(Deserialize)]
+struct Published {
+    id: u64,
+    ts: u64,
+    message: Box<RawValue>,
+}
+
+pub struct Subscriber {
+    pub connection: Connection,
+    pub keys: Keys,
+    pub hub: Arc<Hub>,
+    pub health: Arc<Health>,
+    /// Last id delivered to the hub, per subscribed room.
+    pub delivered: HashMap<RoomName, u64>,
+}
+
+impl Subscriber {
+    pub async fn run(
+        mut self,
+        RoomCommands(mut commands): RoomCommands,
+        mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+        stop: CancellationToken,
+    ) {
+        let mut resync = tokio::time::interval(RESYNC_EVERY);
+        let mut behind = false;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                Some(command) = commands.recv() => match command {
+                    Command::Subscribe(room, state) => self.subscribe(room, state).await,
+                    Command::Unsubscribe(room) => self.unsubscribe(room).await,
+                },
+                Some(push) = pushes.recv() => match push.kind {
+                    PushKind::Message | PushKind::SMessage => self.receive(push.data).await,
+                    PushKind::Disconnection => {
+                        tracing::warn!("Redis connection lost; will catch up when it is back");
+                        self.health.disconnected();
+                        behind = true;
+                    }
+                    _ => {}
+                },
+                _ = resync.tick(), if behind => behind = !self.catch_up_all().await,
+            }
+        }
+    }
+
+    /// Subscribes, then delivers whatever was stored since the room opened here: the last id is
+    /// read before subscribing, so a message published in between is fetched, not lost.
+    async fn subscribe(&mut self, room: RoomName, state: watch::Sender<Subscription>) {
+        let subscribed = async {
+            let last = stream::last_id(&mut self.connection, &self.keys, &room).await?;
+            self.connection.subscribe(&self.keys.channel(&room)).await?;
+            Ok::<_, redis::RedisError>(last)
+        }
+        .await;
+        match subscribed {
+            Ok(last) => {
+                self.delivered.insert(room.clone(), last);
+                self.catch_up(&room, None).await;
+                let _ = state.send(Subscription::Active);
+            }
+            Err(error) => {
+                self.health.failed(&error);
+                let _ = state.send(Subscription::Failed(format!("Redis: {error}")));
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, room: RoomName) {
+        self.delivered.remove(&room);
+        if let Err(error) = self.connection.unsubscribe(&self.keys.channel(&room)).await {
+            tracing::debug!(%room, %error, "unsubscribe failed");
+        }
+    }
+
+    async fn receive(&mut self, data: Vec<Value>) {
+        let [channel, payload] = data.as_slice() else {
+            return;
+        };
+        let (Ok(channel), Ok(payload)) = (
+            redis::from_redis_value_ref::<String>(channel),
+            redis::from_redis_value_ref::<Vec<u8>>(payload),
+        ) else {
+            return;
+        };
+        let Some(room) = self.keys.room_of_channel(&channel) else {
+            return;
+        };
+        let Some(&last) = self.delivered.get(&room) else {
+            return; // Unsubscribed meanwhile.
+        };
+        let Ok(published) = serde_json::from_slice::<Published>(&payload) else {
+            tracing::warn!(%room, "undecodable message on the room channel");
+            return;
+        };
+        if published.id <= last {
+            return;
+        }
+        if published.id > last + 1 {
+            self.catch_up(&room, Some(published.id)).await;
+        }
+        self.deliver(StoredMessage {
+            id: published.id,
+            room,
+            message: published.message,
+            ts: published.ts,
+        });
+    }
+
+    /// Delivers stored messages after the last delivered one (and before `until`).
+    /// Returns false when the stream could not be read.
+    async fn catch_up(&mut self, room: &RoomName, until: Option<u64>) -> bool {
+        let Some(&last) = self.delivered.get(room) else {
+            return true;
+        };
+        match stream::range(&mut self.connection, &self.keys, room, last, until).await {
+            Ok(missed) => {
+                if let (Some(first), Some(until)) = (missed.first(), until)
+                    && first.id > last + 1
+                {
+                    tracing::warn!(%room, from = last + 1, to = until - 1, "messages already past retention");
+                }
+                for message in missed {
+                    self.deliver(message);
+                }
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%room, %error, "cannot read missed messages");
+                self.health.failed(&error);
+                false
+            }
+        }
+    }
+
+    async fn catch_up_all(&mut self) -> bool {
+        let rooms: Vec<RoomName> = self.delivered.keys().cloned().collect();
+        let mut complete = true;
+        for room in rooms {
+            complete &= self.catch_up(&room, None).await;
+        }
+        if complete {
+            tracing::info!("Redis connection back; subscriptions caught up");
+        }
+        complete
+    }
+
+    fn deliver(&mut self, message: StoredMessage) {
+        if let Some(last) = self.delivered.get_mut(&message.room)
+            && message.id > *last
+        {
+            *last = message.id;
+            self.hub.deliver(&message);
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Several nodes on one Redis: shared rooms with one order, one history, Redis outages, and a
+//! node that dies. (Every other contract test also runs on the Redis engine: see `on_redis`.)
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Client, RedisServer, Server};
+
+async fn read_messages(client: &mut Client, count: usize) -> Vec<Value> {
+    let mut seen = Vec::with_capacity(count);
+    while seen.len() < count {
+        seen.push(client.recv().await["message"].clone());
+    }
+    seen
+}
+
+/// Polls `check` until it holds, for at most 15 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn status(server: &Server, path: &str) -> u16 {
+    server.http("GET", path, None).await.status
+}
+
+#[tokio::test]
+async fn three_nodes_share_a_room_in_one_order_with_one_history() {
+    let redis = RedisServer::start().await;
+    let nodes = [
+        Server::node(&redis, &[]).await,
+        Server::node(&redis, &[]).await,
+        Server::node(&redis, &[]).await,
+    ];
+    let mut elsewhere = nodes[1].join("elsewhere").await;
+    let mut members = Vec::new();
+    for node in &nodes {
+        members.push(node.join("shared").await);
+    }
+    const PER_MEMBER: usize = 100;
+    const OVER_HTTP: usize = 20;
+    let total = 3 * PER_MEMBER + OVER_HTTP;
+    let mut readers = Vec::new();
+    for (index, mut member) in members.into_iter().enumerate() {
+        readers.push(tokio::spawn(async move {
+            for n in 0..PER_MEMBER {
+                member
+                    .send_json(json!({"message": {"node": index, "n": n}}))
+                    .await;
+            }
+            read_messages(&mut member, total).await
+        }));
+    }
+    for n in 0..OVER_HTTP {
+        nodes[0].post_message("shared", json!({"http": n})).await;
+    }
+    let mut orders = Vec::new();
+    for reader in readers {
+        orders.push(reader.await.expect("reader"));
+    }
+    for order in &orders[1..] {
+        assert_eq!(order, &orders[0], "members on every node see one order");
+    }
+    for index in 0..3 {
+        let own: Vec<u64> = orders[0]
+            .iter()
+            .filter(|m| m["node"] == index)
+            .map(|m| m["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(own, (0..PER_MEMBER as u64).collect::<Vec<_>>());
+    }
+    let first = nodes[0].history("?room=shared&limit=1000").await;
+    let stored: Vec<Value> = first.iter().map(|m| m["message"].clone()).collect();
+    assert_eq!(stored, orders[0], "history holds the delivered order");
+    for node in &nodes[1..] {
+        assert_eq!(
+            node.history("?room=shared&limit=1000").await,
+            first,
+            "same history everywhere"
+        );
+    }
+    let ids: Vec<u64> = first.iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, (1..=total as u64).collect::<Vec<_>>());
+    elsewhere.expect_silence().await;
+}
+
+#[tokio::test]
+async fn redis_outage_fails_publishes_loudly_and_service_resumes_on_the_same_sockets() {
+    let mut redis = RedisServer::start().await;
+    let a = Server::node(&redis, &[]).await;
+    let b = Server::node(&redis, &[]).await;
+    let mut on_a = a.join("outage").await;
+    let mut on_b = b.join("outage").await;
+    on_a.send_json(json!({"message": "before"})).await;
+    assert_eq!(on_b.recv().await, json!({"message": "before"}));
+    assert_eq!(on_a.recv().await, json!({"message": "before"}));
+
+    redis.stop().await;
+    for node in [&a, &b] {
+        eventually("/readyz turns 503", || async {
+            status(node, "/readyz").await == 503
+        })
+        .await;
+        assert_eq!(status(node, "/healthz").await, 200, "the node stays up");
+    }
+    let answer = a
+        .http(
+            "POST",
+            "/chat/send/",
+            Some(r#"{"message": "lost?", "room": "outage"}"#),
+        )
+        .await;
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert!(answer.json()["error"].as_str().unwrap().contains("Redis"));
+    on_a.send_json(json!({"message": "during"})).await;
+    let error = on_a.recv().await;
+    assert!(
+        error["error"].as_str().unwrap().contains("Redis"),
+        "{error}"
+    );
+
+    redis.resume().await;
+    for node in [&a, &b] {
+        eventually("/readyz turns 200", || async {
+            status(node, "/readyz").await == 200
+        })
+        .await;
+    }
+    on_a.send_json(json!({"message": "after"})).await;
+    assert_eq!(
+        on_b.recv().await,
+        json!({"message": "after"}),
+        "delivery resumed"
+    );
+    assert_eq!(on_a.recv().await, json!({"message": "after"}));
+    let stored: Vec<Value> = b
+        .history("?room=outage")
+        .await
+        .iter()
+        .map(|m| m["message"].clone())
+        .collect();
+    assert_eq!(
+        stored,
+        [json!("before"), json!("after")],
+        "nothing half-stored"
+    );
+}
+
+#[tokio::test]
+async fn the_members_of_a_killed_node_vanish_from_the_room_list() {
+    let redis = RedisServer::start().await;
+    let mut doomed = Server::node(&redis, &[]).await;
+    let survivor = Server::node(&redis, &[]).await;
+    let _doomed_members = [doomed.join("x").await, doomed.join("x").await];
+    let mut kept = survivor.join("x").await;
+    let _other = survivor.join("y").await;
+    let rooms = |expected: Value| {
+        let survivor = &survivor;
+        async move {
+            let listed = survivor.http("GET", "/chat/rooms/", None).await.json();
+            listed == json!({ "rooms": expected })
+        }
+    };
+    eventually("rooms summed over nodes", || {
+        rooms(json!([{"room": "x", "members": 3}, {"room": "y", "members": 1}]))
+    })
+    .await;
+    doomed.kill9().await;
+    eventually("the dead node's members are gone", || {
+        rooms(json!([{"room": "x", "members": 1}, {"room": "y", "members": 1}]))
+    })
+    .await;
+    survivor.post_message("x", json!("still here")).await;
+    assert_eq!(kept.recv().await, json!({"message": "still here"}));
+}
