@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Client, RedisServer, Server};
+use crate::support::{Client, RedisCluster, RedisServer, Server};
 
 async fn read_messages(client: &mut Client, count: usize) -> Vec<Value> {
     let mut seen = Vec::with_capacity(count);
@@ -183,4 +183,43 @@ async fn the_members_of_a_killed_node_vanish_from_the_room_list() {
     .await;
     survivor.post_message("x", json!("still here")).await;
     assert_eq!(kept.recv().await, json!({"message": "still here"}));
+}
+
+#[tokio::test]
+async fn a_redis_cluster_with_sharded_pub_sub_serves_rooms_on_every_master() {
+    let cluster = RedisCluster::start().await;
+    let urls = cluster.urls();
+    let args = [
+        "--redis-cluster",
+        "--redis-url",
+        urls.as_str(),
+        "--node-ttl",
+        "1500ms",
+    ];
+    let a = Server::start(&args).await;
+    let b = Server::start(&args).await;
+    // Enough rooms that their hash slots land on all three masters.
+    let rooms: Vec<String> = (0..8).map(|n| format!("room{n}")).collect();
+    let mut pairs = Vec::new();
+    for room in &rooms {
+        pairs.push((a.join(room).await, b.join(room).await));
+    }
+    for (room, (on_a, on_b)) in rooms.iter().zip(pairs.iter_mut()) {
+        on_a.send_json(json!({"message": room})).await;
+        b.post_message(room, json!("over http")).await;
+        for client in [&mut *on_a, &mut *on_b] {
+            assert_eq!(client.recv().await, json!({ "message": room }));
+            assert_eq!(client.recv().await, json!({"message": "over http"}));
+        }
+        let history = a.history(&format!("?room={room}")).await;
+        assert_eq!(history, b.history(&format!("?room={room}")).await);
+        assert_eq!(history.len(), 2);
+    }
+    eventually("rooms listed from the cluster", || async {
+        let listed = a.http("GET", "/chat/rooms/", None).await.json();
+        listed["rooms"]
+            .as_array()
+            .is_some_and(|rooms| rooms.len() == 8 && rooms.iter().all(|room| room["members"] == 2))
+    })
+    .await;
 }

@@ -424,3 +424,103 @@ fn free_port() -> u16 {
         .expect("free port")
         .port()
 }
+
+/// A real Redis Cluster of three masters (no replicas) on free ports, each `--cluster-enabled`,
+/// joined by `redis-cli --cluster create`.
+pub struct RedisCluster {
+    _masters: Vec<Child>,
+    pub ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub async fn start() -> RedisCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports = cluster_ports(3);
+        let mut masters = Vec::new();
+        for port in &ports {
+            let node_dir = dir.path().join(port.to_string());
+            std::fs::create_dir_all(&node_dir).expect("node dir");
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("redis-server");
+            masters.push(child);
+        }
+        for port in &ports {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            while TcpStream::connect(("127.0.0.1", *port)).await.is_err() {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "redis-server did not start"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .status()
+            .await
+            .expect("redis-cli");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        for port in &ports {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            loop {
+                let info = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .output()
+                    .await
+                    .expect("redis-cli");
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "cluster not ok");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        RedisCluster {
+            _masters: masters,
+            ports,
+            _dir: dir,
+        }
+    }
+
+    /// The seed nodes, as `--redis-url` takes them with `--redis-cluster`.
+    pub fn urls(&self) -> String {
+        let urls: Vec<String> = self
+            .ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}/"))
+            .collect();
+        urls.join(",")
+    }
+}
+
+/// Free ports whose cluster bus port (port + 10000) is free too.
+fn cluster_ports(count: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    let mut candidate = 20_000 + (std::process::id() % 5_000) as u16 * 4;
+    while ports.len() < count {
+        candidate += 1;
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free(candidate) && free(candidate + 10_000) {
+            ports.push(candidate);
+        }
+    }
+    ports
+}
