@@ -206,9 +206,11 @@ async fn a_redis_cluster_with_sharded_pub_sub_serves_rooms_on_every_master() {
     }
     for (room, (on_a, on_b)) in rooms.iter().zip(pairs.iter_mut()) {
         on_a.send_json(json!({"message": room})).await;
-        b.post_message(room, json!("over http")).await;
         for client in [&mut *on_a, &mut *on_b] {
             assert_eq!(client.recv().await, json!({ "message": room }));
+        }
+        b.post_message(room, json!("over http")).await;
+        for client in [&mut *on_a, &mut *on_b] {
             assert_eq!(client.recv().await, json!({"message": "over http"}));
         }
         let history = a.history(&format!("?room={room}")).await;
