@@ -1,0 +1,73 @@
+//! Opening connections: WebSocket clients and plain TCP, spread over source addresses.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_websockets::{ClientBuilder, WebSocketStream};
+
+use crate::BenchError;
+
+pub type Socket = WebSocketStream<TcpStream>;
+
+/// Where to connect, and from which local addresses (round-robin), since one source address
+/// can open only about 28,000 connections to one port.
+pub struct Target {
+    pub server: SocketAddr,
+    pub host: String,
+    pub sources: Vec<IpAddr>,
+    next_source: AtomicUsize,
+}
+
+impl Target {
+    /// `base` is `http://host:port` (or `ws://`); only IP literals and `localhost` are resolved.
+    pub fn parse(base: &str, sources: Vec<IpAddr>) -> Result<Self, BenchError> {
+        let authority = base
+            .split("://")
+            .nth(1)
+            .unwrap_or(base)
+            .trim_end_matches('/');
+        let server = authority
+            .replace("localhost", "127.0.0.1")
+            .parse::<SocketAddr>()
+            .map_err(|_| BenchError::Url(base.to_owned()))?;
+        Ok(Self {
+            server,
+            host: authority.to_owned(),
+            sources,
+            next_source: AtomicUsize::new(0),
+        })
+    }
+
+    pub async fn tcp(&self) -> Result<TcpStream, BenchError> {
+        let socket = if self.server.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if !self.sources.is_empty() {
+            let index = self.next_source.fetch_add(1, Ordering::Relaxed) % self.sources.len();
+            socket.bind(SocketAddr::new(self.sources[index], 0))?;
+        }
+        let stream = socket.connect(self.server).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// Opens a WebSocket on `path` (already filled in with the room).
+    pub async fn websocket(&self, path: &str) -> Result<Socket, BenchError> {
+        let stream = self.tcp().await?;
+        let uri = format!("ws://{}{}", self.host, path);
+        let (socket, _) = ClientBuilder::new()
+            .uri(&uri)
+            .map_err(|_| BenchError::Url(uri.clone()))?
+            .connect_on(stream)
+            .await?;
+        Ok(socket)
+    }
+}
+
+/// Fills `{room}` in a path template such as `/ws/chat/{room}/`.
+pub fn room_path(template: &str, room: &str) -> String {
+    template.replace("{room}", room)
+}

@@ -1,0 +1,142 @@
+//! `http-publish`: `POST /chat/send/` over keep-alive connections as fast as answers come back.
+//! Measures requests/s, non-200 answers and latency.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::BenchError;
+use crate::client::Target;
+use crate::report::{histogram, latency_json};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpPublish {
+    /// Keep-alive connections, each with one request in flight.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    #[arg(long, value_parser = crate::parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// Size of each message's JSON value in bytes (padded).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    #[arg(long, default_value = "bench_http")]
+    pub room: String,
+    /// Path of the publish endpoint.
+    #[arg(long, default_value = "/chat/send/")]
+    pub send_path: String,
+}
+
+pub async fn run(
+    options: HttpPublish,
+    target: Arc<Target>,
+) -> Result<(Value, Map<String, Value>), BenchError> {
+    let message = "x".repeat(options.size.saturating_sub(2));
+    let body = json!({ "message": message, "room": options.room }).to_string();
+    let request: Arc<[u8]> = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        options.send_path,
+        target.host,
+        body.len()
+    )
+    .into_bytes()
+    .into();
+    let end = Instant::now() + options.duration;
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..options.connections {
+        let stream = target.tcp().await?;
+        workers.push(tokio::spawn(post_until(stream, request.clone(), end)));
+    }
+    let mut latency = histogram();
+    let (mut ok, mut failed) = (0u64, 0u64);
+    for worker in workers {
+        let (worker_latency, worker_ok, worker_failed) =
+            worker.await.map_err(BenchError::from)??;
+        latency
+            .add(&worker_latency)
+            .map_err(|e| BenchError::Report(e.to_string()))?;
+        ok += worker_ok;
+        failed += worker_failed;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let parameters = json!({
+        "connections": options.connections, "duration_s": options.duration.as_secs_f64(),
+        "size": options.size,
+    });
+    let mut results = Map::new();
+    results.insert("requests".into(), json!(ok + failed));
+    results.insert(
+        "requests_per_s".into(),
+        json!((ok + failed) as f64 / seconds),
+    );
+    results.insert("non_200".into(), json!(failed));
+    results.insert("latency".into(), latency_json(&latency));
+    Ok((parameters, results))
+}
+
+type WorkerResult = (hdrhistogram::Histogram<u64>, u64, u64);
+
+async fn post_until(
+    mut stream: TcpStream,
+    request: Arc<[u8]>,
+    end: Instant,
+) -> Result<WorkerResult, BenchError> {
+    let mut latency = histogram();
+    let (mut ok, mut failed) = (0, 0);
+    let mut buffer = Vec::with_capacity(4096);
+    while Instant::now() < end {
+        let sent = Instant::now();
+        stream.write_all(&request).await?;
+        let status = read_answer(&mut stream, &mut buffer).await?;
+        latency.saturating_record((sent.elapsed().as_micros() as u64).max(1));
+        if status == 200 { ok += 1 } else { failed += 1 }
+    }
+    Ok((latency, ok, failed))
+}
+
+/// Reads one HTTP/1.1 answer (Content-Length framed) and returns its status code.
+async fn read_answer(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<u16, BenchError> {
+    buffer.clear();
+    loop {
+        if let Some(head_end) = find(buffer, b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buffer[..head_end])
+                .map_err(|_| BenchError::Http("bad head".into()))?;
+            let status = head
+                .get(9..12)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| BenchError::Http(head.to_owned()))?;
+            let length: usize = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            while buffer.len() < head_end + 4 + length {
+                read_more(stream, buffer).await?;
+            }
+            return Ok(status);
+        }
+        read_more(stream, buffer).await?;
+    }
+}
+
+async fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<(), BenchError> {
+    let mut chunk = [0u8; 4096];
+    let read = stream.read(&mut chunk).await?;
+    if read == 0 {
+        return Err(BenchError::Http("connection closed".into()));
+    }
+    buffer.extend_from_slice(&chunk[..read]);
+    Ok(())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}

@@ -1,0 +1,36 @@
+//! Results: latency histograms (microseconds) and the summary a run prints, for people (text)
+//! and for scripts (one JSON line).
+
+use hdrhistogram::Histogram;
+use serde_json::{Map, Value, json};
+
+pub fn histogram() -> Histogram<u64> {
+    // 1 µs to 100 s at 3 significant digits.
+    Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Percentiles in milliseconds.
+pub fn latency_json(histogram: &Histogram<u64>) -> Value {
+    let ms = |value: u64| value as f64 / 1000.0;
+    json!({
+        "p50_ms": ms(histogram.value_at_quantile(0.50)),
+        "p90_ms": ms(histogram.value_at_quantile(0.90)),
+        "p99_ms": ms(histogram.value_at_quantile(0.99)),
+        "p999_ms": ms(histogram.value_at_quantile(0.999)),
+        "max_ms": ms(histogram.max()),
+        "samples": histogram.len(),
+    })
+}
+
+/// Prints the human summary (one `key: value` line each), then the JSON line.
+pub fn print(scenario: &str, parameters: Value, results: Map<String, Value>) {
+    println!("== livechat-bench {scenario}");
+    for (key, value) in &results {
+        println!("  {key}: {value}");
+    }
+    let mut line = Map::new();
+    line.insert("scenario".into(), json!(scenario));
+    line.insert("parameters".into(), parameters);
+    line.extend(results);
+    println!("{}", Value::Object(line));
+}

@@ -1,0 +1,154 @@
+//! Each scenario runs against the real livechat server on a tiny load and reports sane figures.
+//! Nothing here asserts speed: figures belong in benchmarks, not tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+struct Server {
+    child: Child,
+    url: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The livechat binary next to this package's binary (built on demand when missing).
+fn livechat_binary() -> PathBuf {
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_livechat-bench"));
+    let server = bench.with_file_name("livechat");
+    if !server.exists() {
+        let profile = if cfg!(debug_assertions) {
+            vec![]
+        } else {
+            vec!["--release"]
+        };
+        let built = Command::new(env!("CARGO"))
+            .args(["build", "-p", "livechat", "--bin", "livechat"])
+            .args(profile)
+            .status()
+            .expect("cargo build");
+        assert!(built.success());
+    }
+    server
+}
+
+fn start_server() -> Server {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(livechat_binary())
+        .args(["--bind", "127.0.0.1:0", "--store", "memory", "--data-dir"])
+        .arg(data.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start livechat");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let url = loop {
+        let line = lines.next().expect("livechat exited").expect("read");
+        if let Some(address) = line.split("listening on ").nth(1) {
+            break address.trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Server {
+        child,
+        url,
+        _data: data,
+    }
+}
+
+fn bench(server: &Server, args: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_livechat-bench"))
+        .args(["--url", &server.url])
+        .args(args)
+        .output()
+        .expect("run livechat-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = stdout.lines().last().expect("a JSON line");
+    serde_json::from_str(line).expect("the last line is JSON")
+}
+
+fn assert_ordered_latency(report: &Value) {
+    let latency = &report["latency"];
+    let p50 = latency["p50_ms"].as_f64().unwrap();
+    let p99 = latency["p99_ms"].as_f64().unwrap();
+    let max = latency["max_ms"].as_f64().unwrap();
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{latency}");
+}
+
+#[test]
+fn fanout_reports_every_delivery() {
+    let server = start_server();
+    let report = bench(
+        &server,
+        &[
+            "fanout",
+            "--rooms",
+            "2",
+            "--subscribers",
+            "5",
+            "--rate",
+            "50",
+            "--duration",
+            "1s",
+        ],
+    );
+    assert_eq!(report["scenario"], "fanout");
+    assert!(report["deliveries"].as_u64().unwrap() > 0);
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["deliveries"], report["expected_deliveries"]);
+    assert_ordered_latency(&report);
+}
+
+#[test]
+fn http_publish_and_connect_report_rates() {
+    let server = start_server();
+    let report = bench(
+        &server,
+        &["http-publish", "--connections", "2", "--duration", "1s"],
+    );
+    assert!(report["requests_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["non_200"], 0);
+    assert_ordered_latency(&report);
+    let report = bench(
+        &server,
+        &["connect", "--connections", "50", "--concurrency", "5"],
+    );
+    assert_eq!(report["handshakes"], 50);
+    assert_eq!(report["failed"], 0);
+}
+
+#[test]
+fn idle_reports_memory_per_connection() {
+    let server = start_server();
+    let pid = server.child.id().to_string();
+    let report = bench(
+        &server,
+        &[
+            "idle",
+            "--connections",
+            "200",
+            "--hold",
+            "200ms",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    assert_eq!(report["open"], 200);
+    assert!(
+        report["rss_per_connection_bytes"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+}
