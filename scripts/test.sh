@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of livechat. Installs what the tests need when it is missing
-# (Debian packages via apt-get, npm packages under tests/browser), so that a fresh Debian
-# machine with Rust needs nothing else. Usage: ./scripts/test.sh
+# (redis-server and chromium from Debian, playwright-core from npm under tests/web), so that a
+# fresh Debian machine with Rust needs nothing else. Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,3 +31,6 @@ cargo test --workspace
 
 step "the end-to-end contract tests again, on the Redis engine"
 LIVECHAT_TEST_ENGINE=redis cargo test -p livechat --test e2e -- --skip nodes::
+
+step "the chat page in headless Chromium (tests/web)"
+tests/web/run.sh

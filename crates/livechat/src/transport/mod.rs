@@ -5,6 +5,7 @@
 
 mod error;
 mod http;
+mod page;
 mod upgrade;
 mod ws;
 
@@ -50,7 +51,8 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// Every route, with and without the trailing slash, as the seed's clients may use either.
+/// Every API route, with and without the trailing slash, as the seed's clients may use either;
+/// and the chat page.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/ws/chat/{room}/", get(ws::connect))
@@ -63,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/rooms", get(http::rooms))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
+        .merge(page::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)

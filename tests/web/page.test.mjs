@@ -1,0 +1,236 @@
+// The chat page in real headless Chromium (Debian's /usr/bin/chromium) against the real server.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const binary = process.env.LIVECHAT_BIN ?? join(root, 'target', 'debug', 'livechat');
+const artifacts = join(root, 'test-artifacts');
+const WAIT = { timeout: 15_000 };
+
+class Server {
+  static start({ dataDir = mkdtempSync(join(tmpdir(), 'livechat-web-')), bind = '127.0.0.1:0' } = {}) {
+    const child = spawn(binary, ['--bind', bind, '--data-dir', dataDir], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    return new Promise((resolve, reject) => {
+      const lines = createInterface({ input: child.stderr });
+      child.once('exit', (code) => reject(new Error(`livechat exited (${code}) before listening`)));
+      lines.on('line', (line) => {
+        const match = line.match(/listening on (http:\/\/\S+)/);
+        if (match) resolve(Object.assign(new Server(), { child, dataDir, url: match[1] }));
+      });
+    });
+  }
+
+  get host() {
+    return new URL(this.url).host;
+  }
+
+  stop() {
+    return new Promise((resolve) => {
+      this.child.once('exit', resolve);
+      this.child.kill('SIGTERM');
+    });
+  }
+
+  async post(room, message) {
+    const response = await fetch(`${this.url}/chat/send/`, {
+      method: 'POST',
+      body: JSON.stringify({ room, message }),
+    });
+    assert.equal(response.status, 200);
+  }
+}
+
+let browser;
+
+before(async () => {
+  mkdirSync(artifacts, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/** Opens `path` in a fresh context, collecting console errors, page errors, dialogs and any
+ * request that leaves the server's origin. */
+async function open(server, path, viewport = { width: 1280, height: 800 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  const problems = [];
+  const own = (url) => url.startsWith(server.url) || url.startsWith(`ws://${server.host}/`) || url.startsWith('data:');
+  page.on('console', (message) => {
+    if (message.type() === 'error') problems.push(`console error: ${message.text()}`);
+  });
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  page.on('dialog', async (dialog) => {
+    problems.push(`dialog: ${dialog.message()}`);
+    await dialog.dismiss();
+  });
+  page.on('request', (request) => {
+    if (!own(request.url())) problems.push(`request outside the server: ${request.url()}`);
+  });
+  page.on('websocket', (socket) => {
+    if (!own(socket.url())) problems.push(`WebSocket outside the server: ${socket.url()}`);
+  });
+  await page.goto(server.url + path);
+  return { page, problems, close: () => context.close() };
+}
+
+async function connected(page) {
+  await page.locator('#status[data-state="connected"]').waitFor(WAIT);
+}
+
+function message(page, text) {
+  return page.locator('#log li .text', { hasText: text });
+}
+
+async function say(page, text, how = 'enter') {
+  await page.fill('#message-input', text);
+  if (how === 'enter') await page.press('#message-input', 'Enter');
+  else await page.click('#send-button');
+}
+
+test('two pages in one room see each other; a page in another room does not', async () => {
+  const server = await Server.start();
+  const pages = [];
+  try {
+    const [alice, bob, carol] = [
+      await open(server, '/r/together'),
+      await open(server, '/r/together'),
+      await open(server, '/r/apart'),
+    ];
+    pages.push(alice, bob, carol);
+    for (const { page } of pages) await connected(page);
+    await say(alice.page, 'hello from alice', 'enter');
+    await say(bob.page, 'hello from bob', 'button');
+    for (const { page } of [alice, bob]) {
+      await message(page, 'hello from alice').waitFor(WAIT);
+      await message(page, 'hello from bob').waitFor(WAIT);
+    }
+    await carol.page.waitForTimeout(300);
+    assert.equal(await carol.page.locator('#log li').count(), 0);
+    for (const { problems } of pages) assert.deepEqual(problems, []);
+  } finally {
+    for (const { close } of pages) await close();
+    await server.stop();
+  }
+});
+
+test('history shows on load, and a hostile message is text that runs nothing', async () => {
+  const server = await Server.start();
+  const hostile = '<img src=x onerror=alert(1)>';
+  await server.post('stories', 'first, from history');
+  await server.post('stories', hostile);
+  await server.post('stories', { kind: 'json', n: 1 });
+  const { page, problems, close } = await open(server, '/r/stories');
+  try {
+    await message(page, 'first, from history').waitFor(WAIT);
+    const shown = message(page, 'onerror');
+    await shown.waitFor(WAIT);
+    assert.equal(await shown.textContent(), hostile);
+    await message(page, '{"kind":"json","n":1}').waitFor(WAIT);
+    assert.equal(await page.locator('#log img').count(), 0);
+    await page.waitForTimeout(200);
+    assert.deepEqual(problems, [], 'no dialog, no error');
+  } finally {
+    await close();
+    await server.stop();
+  }
+});
+
+test('the page reconnects by itself after a restart and shows what it missed', async () => {
+  const first = await Server.start();
+  const sameAddress = { dataDir: first.dataDir, bind: first.host };
+  const { page, problems, close } = await open(first, '/r/phoenix');
+  let second;
+  try {
+    await connected(page);
+    await first.post('phoenix', 'before the restart');
+    await message(page, 'before the restart').waitFor(WAIT);
+
+    await first.stop();
+    await page.locator('#status[data-state="reconnecting"]').waitFor(WAIT);
+    assert.equal(await page.locator('#send-button').isDisabled(), true);
+    // Let a few retries fail, so the page is surely away when the message is sent.
+    await page.waitForTimeout(1500);
+    second = await Server.start(sameAddress);
+    await second.post('phoenix', 'sent while the page was away');
+
+    await message(page, 'sent while the page was away').waitFor(WAIT);
+    await connected(page);
+    await second.post('phoenix', 'live again');
+    await message(page, 'live again').waitFor(WAIT);
+    const texts = await page.locator('#log li .text').allTextContents();
+    assert.deepEqual(texts, ['before the restart', 'sent while the page was away', 'live again']);
+    // While the server was down, Chromium reports the refused connections; nothing else.
+    const unexpected = problems.filter((p) => !/ERR_CONNECTION_REFUSED|WebSocket connection to/.test(p));
+    assert.deepEqual(unexpected, []);
+  } finally {
+    await close();
+    await second?.stop();
+  }
+});
+
+test('rooms named like API routes work; the picker; screenshots at phone and desktop width', async () => {
+  const server = await Server.start();
+  const opened = [];
+  try {
+    for (const room of ['send', 'history', 'rooms']) {
+      const view = await open(server, `/r/${room}`);
+      opened.push(view);
+      await connected(view.page);
+      await say(view.page, `hello in ${room}`);
+      await message(view.page, `hello in ${room}`).waitFor(WAIT);
+      assert.equal(await view.page.locator('#room-title').textContent(), room);
+    }
+
+    const picker = await open(server, '/');
+    opened.push(picker);
+    await picker.page.locator('#room-list a', { hasText: 'history (1)' }).waitFor(WAIT);
+    await picker.page.fill('#room-input', 'not a room!');
+    await picker.page.press('#room-input', 'Enter');
+    await picker.page.locator('#room-hint.invalid').waitFor(WAIT);
+    await picker.page.fill('#room-input', 'lobby');
+    await picker.page.press('#room-input', 'Enter');
+    await picker.page.waitForURL(`${server.url}/r/lobby`, WAIT);
+    await connected(picker.page);
+
+    for (const line of [
+      'Welcome to livechat! Messages are stored before anyone sees them.',
+      'This line is long on purpose, to show that long messages wrap instead of running off the edge of the screen: '.repeat(2),
+      '<b>markup</b> shows as text',
+    ]) {
+      await server.post('lobby', line);
+    }
+    await message(picker.page, 'markup').waitFor(WAIT);
+    await picker.page.screenshot({ path: join(artifacts, 'chat-desktop.png') });
+    copyFileSync(join(artifacts, 'chat-desktop.png'), join(root, 'docs', 'chat-page.png'));
+
+    const phone = await open(server, '/r/lobby', { width: 390, height: 844 });
+    opened.push(phone);
+    await message(phone.page, 'markup').waitFor(WAIT);
+    const overflow = await phone.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `no horizontal scrolling at phone width (${overflow}px)`);
+    await phone.page.screenshot({ path: join(artifacts, 'chat-phone.png') });
+
+    for (const { problems } of opened) assert.deepEqual(problems, []);
+  } finally {
+    for (const { close } of opened) await close();
+    await server.stop();
+  }
+});

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The chat page tests: Debian's Chromium driven by playwright-core, against the real server.
+# Installs Chromium and the npm packages when they are missing. Usage: tests/web/run.sh
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing chromium (Debian)"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium
+fi
+if [ ! -d "$here/node_modules/playwright-core" ]; then
+  (cd "$here" && npm ci --no-audit --no-fund)
+fi
+(cd "$root" && cargo build -p livechat --bin livechat)
+cd "$here"
+LIVECHAT_BIN="$root/target/debug/livechat" node --test --test-concurrency=1 page.test.mjs
