@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use tokio::sync::{mpsc, oneshot};
 
+use super::queue::{Answer, QueueReceiver, QueueSender, queue};
 use super::{Accepted, Engine, EngineError, Receipt, RoomCount};
 use crate::hub::Hub;
 use crate::message::{Draft, StoredMessage};
@@ -22,14 +22,11 @@ use crate::store::{HistoryQuery, HistoryStore, Retention, now_ms};
 /// Most messages committed in one transaction.
 const MAX_BATCH: usize = 4096;
 
-enum Job {
-    Publish(Draft, oneshot::Sender<Result<Accepted, EngineError>>),
-    Prune,
-    Stop,
-}
+/// Work for the writer besides publishes.
+struct Prune;
 
 pub struct EmbeddedEngine {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: QueueSender<Prune>,
     hub: Arc<Hub>,
     store: Arc<dyn HistoryStore>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -40,7 +37,7 @@ pub struct EmbeddedEngine {
 impl EmbeddedEngine {
     /// Starts the writer thread (and, with a maximum age, the pruning timer; needs a tokio runtime).
     pub fn start(store: Arc<dyn HistoryStore>, hub: Arc<Hub>, retention: Retention) -> Self {
-        let (jobs, queue) = mpsc::unbounded_channel();
+        let (jobs, queued) = queue();
         let failure = Arc::new(Mutex::new(None));
         let writer = Writer {
             store: store.clone(),
@@ -50,14 +47,14 @@ impl EmbeddedEngine {
         };
         let writer = std::thread::Builder::new()
             .name("history-writer".into())
-            .spawn(move || writer.run(queue))
+            .spawn(move || writer.run(queued))
             .expect("spawning the history writer thread");
         if let Some(max_age) = retention.max_age {
             let jobs = jobs.clone();
             let every = (max_age / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
             tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(every);
-                while jobs.send(Job::Prune).is_ok() {
+                while jobs.send(Prune) {
                     ticks.tick().await;
                 }
             });
@@ -74,13 +71,7 @@ impl EmbeddedEngine {
 
 impl Engine for EmbeddedEngine {
     fn publish(&self, draft: Draft) -> Receipt {
-        let (answer, receipt) = Receipt::channel();
-        if let Err(mpsc::error::SendError(Job::Publish(_, answer))) =
-            self.jobs.send(Job::Publish(draft, answer))
-        {
-            let _ = answer.send(Err(EngineError::Stopped));
-        }
-        receipt
+        self.jobs.publish(draft)
     }
 
     fn history(
@@ -116,7 +107,7 @@ impl Engine for EmbeddedEngine {
     }
 
     fn readiness(&self) -> Result<(), EngineError> {
-        if self.jobs.is_closed() {
+        if self.jobs.is_stopped() {
             return Err(EngineError::Stopped);
         }
         match &*self.failure.lock().unwrap_or_else(|p| p.into_inner()) {
@@ -126,7 +117,7 @@ impl Engine for EmbeddedEngine {
     }
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {
-        let _ = self.jobs.send(Job::Stop);
+        self.jobs.stop();
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         async move {
             if let Some(writer) = writer {
@@ -145,50 +136,21 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(self, mut queue: mpsc::UnboundedReceiver<Job>) {
-        let mut drafts = Vec::new();
-        let mut answers = Vec::new();
-        while let Some(first) = queue.blocking_recv() {
-            let mut stop = false;
-            let mut prune = false;
-            let mut next = Some(first);
-            while let Some(job) = next.take() {
-                match job {
-                    Job::Publish(draft, answer) => {
-                        drafts.push(draft);
-                        answers.push(answer);
-                    }
-                    Job::Prune => prune = true,
-                    Job::Stop => stop = true,
-                }
-                if !stop && drafts.len() < MAX_BATCH {
-                    next = queue.try_recv().ok();
-                }
+    fn run(self, mut queued: QueueReceiver<Prune>) {
+        while let Some(batch) = queued.next_batch_blocking(MAX_BATCH) {
+            if !batch.drafts.is_empty() {
+                self.commit(batch.drafts, batch.answers);
             }
-            if !drafts.is_empty() {
-                self.commit(std::mem::take(&mut drafts), std::mem::take(&mut answers));
-            }
-            if prune {
+            if !batch.other.is_empty() {
                 self.prune();
             }
-            if stop {
-                queue.close();
-                // Publishes that raced with the stop are refused, not dropped silently.
-                while let Ok(job) = queue.try_recv() {
-                    if let Job::Publish(_, answer) = job {
-                        let _ = answer.send(Err(EngineError::Stopped));
-                    }
-                }
+            if batch.stop {
                 break;
             }
         }
     }
 
-    fn commit(
-        &self,
-        drafts: Vec<Draft>,
-        answers: Vec<oneshot::Sender<Result<Accepted, EngineError>>>,
-    ) {
+    fn commit(&self, drafts: Vec<Draft>, answers: Vec<Answer>) {
         match self.store.append(drafts) {
             Ok(stored) => {
                 self.set_failure(None);

@@ -6,6 +6,7 @@
 //! between every node on the same Redis (or Redis Cluster).
 
 mod embedded;
+mod queue;
 mod redis;
 
 use std::future::Future;

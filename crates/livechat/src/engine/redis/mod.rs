@@ -34,8 +34,9 @@ pub use subscriber::{RoomCommands, RoomRegistry};
 use self::connection::Connection;
 use self::keys::Keys;
 use self::presence::Presence;
-use self::publisher::{Job, Publisher};
+use self::publisher::Publisher;
 use self::subscriber::Subscriber;
+use super::queue::{QueueSender, queue};
 use super::{Engine, EngineError, Receipt, RoomCount};
 use crate::hub::Hub;
 use crate::message::{Draft, StoredMessage};
@@ -53,7 +54,7 @@ pub struct RedisSettings {
 }
 
 pub struct RedisEngine {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: QueueSender<()>,
     connection: Connection,
     keys: Keys,
     registry: Arc<RoomRegistry>,
@@ -78,7 +79,7 @@ impl RedisEngine {
         let keys = Keys::new(&settings.prefix);
         let health = Arc::new(Health::default());
         let stop = CancellationToken::new();
-        let (jobs, queue) = mpsc::unbounded_channel();
+        let (jobs, queued) = queue();
         let publisher = Publisher {
             connection: connection.clone(),
             keys: keys.clone(),
@@ -102,7 +103,7 @@ impl RedisEngine {
             health: health.clone(),
         };
         let tasks = vec![
-            tokio::spawn(publisher.run(queue)),
+            tokio::spawn(publisher.run(queued)),
             tokio::spawn(subscriber.run(commands, pushed, stop.clone())),
             tokio::spawn(presence.run(stop.clone())),
         ];
@@ -121,13 +122,7 @@ impl RedisEngine {
 
 impl Engine for RedisEngine {
     fn publish(&self, draft: Draft) -> Receipt {
-        let (answer, receipt) = Receipt::channel();
-        if let Err(mpsc::error::SendError(Job::Publish(_, answer))) =
-            self.jobs.send(Job::Publish(draft, answer))
-        {
-            let _ = answer.send(Err(EngineError::Stopped));
-        }
-        receipt
+        self.jobs.publish(draft)
     }
 
     fn history(
@@ -161,14 +156,14 @@ impl Engine for RedisEngine {
     }
 
     fn readiness(&self) -> Result<(), EngineError> {
-        if self.jobs.is_closed() {
+        if self.jobs.is_stopped() {
             return Err(EngineError::Stopped);
         }
         self.health.check()
     }
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {
-        let _ = self.jobs.send(Job::Stop);
+        self.jobs.stop();
         self.stop.cancel();
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         async move {

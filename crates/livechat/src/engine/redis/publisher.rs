@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use redis::RedisResult;
-use tokio::sync::{mpsc, oneshot};
 
 use super::Health;
 use super::connection::Connection;
 use super::keys::Keys;
+use crate::engine::queue::{Answer, QueueReceiver};
 use crate::engine::{Accepted, EngineError};
 use crate::message::Draft;
 use crate::room::RoomName;
@@ -38,13 +38,6 @@ return {id, ts}
 /// Most publishes sent in one round of pipelines.
 const MAX_BATCH: usize = 1024;
 
-pub enum Job {
-    Publish(Draft, oneshot::Sender<Result<Accepted, EngineError>>),
-    Stop,
-}
-
-type Answer = oneshot::Sender<Result<Accepted, EngineError>>;
-
 pub struct Publisher {
     pub connection: Connection,
     pub keys: Keys,
@@ -54,30 +47,13 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>) {
-        let mut batch = Vec::new();
-        while let Some(job) = jobs.recv().await {
-            let mut stop = false;
-            let mut next = Some(job);
-            while let Some(job) = next.take() {
-                match job {
-                    Job::Publish(draft, answer) => batch.push((draft, answer)),
-                    Job::Stop => stop = true,
-                }
-                if !stop && batch.len() < MAX_BATCH {
-                    next = jobs.try_recv().ok();
-                }
+    pub async fn run(self, mut queued: QueueReceiver<()>) {
+        while let Some(batch) = queued.next_batch(MAX_BATCH).await {
+            if !batch.drafts.is_empty() {
+                self.send(batch.drafts.into_iter().zip(batch.answers).collect())
+                    .await;
             }
-            if !batch.is_empty() {
-                self.send(std::mem::take(&mut batch)).await;
-            }
-            if stop {
-                jobs.close();
-                while let Ok(job) = jobs.try_recv() {
-                    if let Job::Publish(_, answer) = job {
-                        let _ = answer.send(Err(EngineError::Stopped));
-                    }
-                }
+            if batch.stop {
                 break;
             }
         }
