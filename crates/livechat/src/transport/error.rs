@@ -15,6 +15,8 @@ pub enum ApiError {
     InvalidRoom(#[from] InvalidRoom),
     #[error("invalid query parameter `{name}`: {reason}")]
     BadParameter { name: &'static str, reason: String },
+    #[error("invalid request: {0}")]
+    BadRequest(String),
     #[error("not a WebSocket handshake: {0}")]
     NotWebSocket(String),
     #[error("request body is larger than {0} bytes")]
@@ -35,6 +37,7 @@ impl ApiError {
             Self::BadPublish(_)
             | Self::InvalidRoom(_)
             | Self::BadParameter { .. }
+            | Self::BadRequest(_)
             | Self::NotWebSocket(_)
             | Self::BadBody(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -53,5 +56,17 @@ impl IntoResponse for ApiError {
             error_body(&self.to_string()),
         )
             .into_response()
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        Self::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::PathRejection) -> Self {
+        Self::BadRequest(rejection.body_text())
     }
 }

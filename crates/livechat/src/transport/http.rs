@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -33,9 +34,10 @@ pub struct SendAnswer {
 /// The body is read as JSON whatever its content type, as the seed did.
 pub async fn send(
     State(state): State<AppState>,
-    Query(params): Query<RoomParam>,
+    params: Result<Query<RoomParam>, QueryRejection>,
     body: Body,
 ) -> Result<Json<SendAnswer>, ApiError> {
+    let Query(params) = params?;
     let limit = state.max_message_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|error| {
         let inner = error.into_inner();
@@ -79,8 +81,9 @@ struct HistoryAnswer {
 /// `GET /chat/history/?room=R&limit=N&before=ID&after=ID`: stored messages, oldest first.
 pub async fn history(
     State(state): State<AppState>,
-    Query(params): Query<HistoryParams>,
+    params: Result<Query<HistoryParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(params) = params?;
     let limit = number(params.limit.as_deref(), "limit")?
         .map_or(DEFAULT_PAGE, |limit| (limit as usize).min(MAX_PAGE));
     let query = HistoryQuery {
@@ -89,7 +92,11 @@ pub async fn history(
         before: number(params.before.as_deref(), "before")?,
         after: number(params.after.as_deref(), "after")?,
     };
-    let chat_history = state.engine.history(query).await?;
+    let chat_history = if query.limit == 0 {
+        Vec::new()
+    } else {
+        state.engine.history(query).await?
+    };
     Ok(Json(HistoryAnswer { chat_history }).into_response())
 }
 

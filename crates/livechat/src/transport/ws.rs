@@ -9,6 +9,7 @@ use std::future::poll_fn;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{FuturesUnordered, SplitSink};
@@ -48,13 +49,18 @@ pub struct ConnectOptions {
 
 pub async fn connect(
     State(state): State<AppState>,
-    Path(room): Path<String>,
-    Query(options): Query<ConnectOptions>,
+    room: Result<Path<String>, PathRejection>,
+    options: Result<Query<ConnectOptions>, QueryRejection>,
     upgrade: Result<Upgrade, ApiError>,
 ) -> Response {
-    let room = match RoomName::parse(&room) {
-        Ok(room) => room,
-        Err(invalid) => return ApiError::from(invalid).into_response(),
+    let parsed = (|| {
+        let Path(room) = room?;
+        let Query(options) = options?;
+        Ok::<_, ApiError>((RoomName::parse(&room)?, options))
+    })();
+    let (room, options) = match parsed {
+        Ok(parsed) => parsed,
+        Err(refused) => return refused.into_response(),
     };
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,

@@ -55,6 +55,7 @@ async fn limit_before_and_after_page_correctly() {
         [6, 7, 8]
     );
     assert!(server.history("?room=pages&after=30").await.is_empty());
+    assert!(server.history("?room=pages&limit=0").await.is_empty());
     assert!(server.history("?room=nobody_here").await.is_empty());
     // Oldest first, and the default page is 50.
     for n in 31..=60 {
@@ -64,7 +65,7 @@ async fn limit_before_and_after_page_correctly() {
     assert_eq!(page.len(), 50);
     assert_eq!(page[0]["id"], 11);
     assert_eq!(server.history("?room=pages&limit=5000").await.len(), 60);
-    for bad in ["limit=x", "before=-1", "after=1.5"] {
+    for bad in ["limit=x", "before=-1", "after=1.5", "limit=1&limit=2"] {
         let answer = server
             .http("GET", &format!("/chat/history/?room=pages&{bad}"), None)
             .await;
