@@ -107,6 +107,7 @@ async fn room_names_as_the_seed_and_others_refused_before_the_upgrade() {
         "caf%C3%A9",
         "a.b",
         "%7Bx%7D",
+        "%FF",
     ] {
         let answer = handshake(server.addr, &format!("/ws/chat/{room}/")).await;
         assert_eq!(answer.status, 400, "{room}: {answer:?}");
