@@ -158,6 +158,37 @@ async fn redis_outage_fails_publishes_loudly_and_service_resumes_on_the_same_soc
 }
 
 #[tokio::test]
+async fn delivery_resumes_when_redis_comes_back_without_its_data() {
+    let mut redis = RedisServer::start_volatile().await;
+    let a = Server::node(&redis, &[]).await;
+    let b = Server::node(&redis, &[]).await;
+    let mut on_a = a.join("amnesia").await;
+    let mut on_b = b.join("amnesia").await;
+    for n in 0..5 {
+        a.post_message("amnesia", json!(n)).await;
+        assert_eq!(on_b.recv().await, json!({ "message": n }));
+        assert_eq!(on_a.recv().await, json!({ "message": n }));
+    }
+    redis.stop().await;
+    eventually("/readyz turns 503", || async {
+        status(&b, "/readyz").await == 503
+    })
+    .await;
+    redis.resume().await;
+    for node in [&a, &b] {
+        eventually("/readyz turns 200", || async {
+            status(node, "/readyz").await == 200
+        })
+        .await;
+    }
+    // Ids start again from 1 in the empty Redis: they must not be taken for duplicates.
+    let answer = a.post_message("amnesia", json!("after")).await;
+    assert_eq!(answer["id"], 1);
+    assert_eq!(on_b.recv().await, json!({"message": "after"}));
+    assert_eq!(on_a.recv().await, json!({"message": "after"}));
+}
+
+#[tokio::test]
 async fn the_members_of_a_killed_node_vanish_from_the_room_list() {
     let redis = RedisServer::start().await;
     let mut doomed = Server::node(&redis, &[]).await;

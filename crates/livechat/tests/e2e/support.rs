@@ -363,15 +363,25 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    persistent: bool,
 }
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
-        let port = free_port();
+        RedisServer::launch(true).await
+    }
+
+    /// Without any persistence: a restart loses every key.
+    pub async fn start_volatile() -> RedisServer {
+        RedisServer::launch(false).await
+    }
+
+    async fn launch(persistent: bool) -> RedisServer {
         let mut redis = RedisServer {
             child: None,
-            port,
+            port: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
+            persistent,
         };
         redis.resume().await;
         redis
@@ -385,14 +395,8 @@ impl RedisServer {
     pub async fn resume(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
+            .args(["--save", "", "--appendfsync", "always", "--appendonly"])
+            .arg(if self.persistent { "yes" } else { "no" })
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())

@@ -246,10 +246,29 @@ impl Subscriber {
         }
     }
 
+    /// After a reconnect: every room catches up with its stream. A stream whose last id is below
+    /// what was delivered means Redis lost its data (restarted without persistence) and numbers
+    /// from 1 again; the room follows the new numbering instead of dropping it as duplicates.
     async fn catch_up_all(&mut self) -> bool {
         let rooms: Vec<RoomName> = self.delivered.keys().cloned().collect();
         let mut complete = true;
         for room in rooms {
+            match stream::last_id(&mut self.connection, &self.keys, &room).await {
+                Ok(stored) => {
+                    if let Some(delivered) = self.delivered.get_mut(&room)
+                        && stored < *delivered
+                    {
+                        tracing::warn!(%room, stored, delivered = *delivered,
+                            "Redis lost this room's history (no persistence?); ids start again");
+                        *delivered = stored;
+                    }
+                }
+                Err(error) => {
+                    self.health.failed(&error);
+                    complete = false;
+                    continue;
+                }
+            }
             complete &= self.catch_up(&room, None).await;
         }
         if complete {
