@@ -4,13 +4,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::SinkExt;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 use tokio_websockets::Message;
 
 use crate::BenchError;
 use crate::client::{Target, room_path};
-use crate::report::{histogram, latency_json};
+use crate::report::{export, histogram, import, latency_json};
+use crate::workers::{self, Slice};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Connect {
@@ -24,16 +26,26 @@ pub struct Connect {
     pub room: String,
 }
 
+/// What one process measured.
+#[derive(Serialize, Deserialize)]
+pub struct Raw {
+    latency: Vec<(u64, u64)>,
+    failed: u64,
+    seconds: f64,
+}
+
 pub async fn run(
-    options: Connect,
+    options: &Connect,
     target: Arc<Target>,
     path: &str,
-) -> Result<(Value, Map<String, Value>), BenchError> {
+    slice: Slice,
+) -> Result<Raw, BenchError> {
     let path: Arc<str> = room_path(path, &options.room).into();
-    let limit = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let limit = Arc::new(Semaphore::new(slice.share(options.concurrency).max(1)));
+    workers::start_line(slice).await?;
     let started = Instant::now();
-    let mut handshakes = Vec::with_capacity(options.connections);
-    for _ in 0..options.connections {
+    let mut handshakes = Vec::new();
+    for _ in 0..slice.share(options.connections) {
         let permit = limit
             .clone()
             .acquire_owned()
@@ -50,23 +62,40 @@ pub async fn run(
         }));
     }
     let mut latency = histogram();
-    let mut failed = 0u64;
+    let mut failed = 0;
     for handshake in handshakes {
         match handshake.await.map_err(BenchError::from)? {
             Ok(took) => latency.saturating_record((took.as_micros() as u64).max(1)),
             Err(_) => failed += 1,
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let parameters =
-        json!({ "connections": options.connections, "concurrency": options.concurrency });
+    Ok(Raw {
+        latency: export(&latency),
+        failed,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+pub fn report(options: &Connect, raws: &[Raw]) -> (Value, Map<String, Value>) {
+    let mut latency = histogram();
+    for raw in raws {
+        import(&mut latency, &raw.latency);
+    }
+    let seconds = raws.iter().map(|raw| raw.seconds).fold(0.0, f64::max);
+    let parameters = json!({
+        "connections": options.connections, "concurrency": options.concurrency,
+        "workers": raws.len(),
+    });
     let mut results = Map::new();
     results.insert("handshakes".into(), json!(latency.len()));
     results.insert(
         "handshakes_per_s".into(),
         json!(latency.len() as f64 / seconds),
     );
-    results.insert("failed".into(), json!(failed));
+    results.insert(
+        "failed".into(),
+        json!(raws.iter().map(|raw| raw.failed).sum::<u64>()),
+    );
     results.insert("latency".into(), latency_json(&latency));
-    Ok((parameters, results))
+    (parameters, results)
 }

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::sync::Mutex;
 
@@ -15,7 +17,8 @@ use tokio_websockets::Message;
 
 use crate::BenchError;
 use crate::client::{Socket, Target, room_path};
-use crate::report::{histogram, latency_json};
+use crate::report::{export, histogram, import, latency_json};
+use crate::workers::{self, Slice};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Fanout {
@@ -54,12 +57,32 @@ struct Tally {
     latency: Vec<Mutex<Histogram<u64>>>,
 }
 
+/// What one process measured. Per room: messages its publishers sent, subscribers it connected.
+#[derive(Serialize, Deserialize)]
+pub struct Raw {
+    published: Vec<u64>,
+    members: Vec<u64>,
+    received: u64,
+    closed_early: u64,
+    connect_failed: u64,
+    latency: Vec<(u64, u64)>,
+    connect_s: f64,
+    publish_s: f64,
+}
+
+/// An open publisher: the sending half, and the task reading (and dropping) its echoes.
+type Publisher = (
+    SplitSink<Socket, Message>,
+    tokio::task::JoinHandle<SplitStream<Socket>>,
+);
+
 pub async fn run(
-    fanout: Fanout,
+    fanout: &Fanout,
     subscribe_to: Arc<Target>,
     publish_to: Arc<Target>,
     path: &str,
-) -> Result<(Value, Map<String, Value>), BenchError> {
+    slice: Slice,
+) -> Result<Raw, BenchError> {
     let tally = Arc::new(Tally {
         received: AtomicU64::new(0),
         closed_early: AtomicU64::new(0),
@@ -75,10 +98,11 @@ pub async fn run(
     let opening = Instant::now();
     let limit = Arc::new(Semaphore::new(256));
     let mut opened = Vec::new();
+    let per_room = slice.share(fanout.subscribers);
     for (index, room) in rooms
         .iter()
         .cycle()
-        .take(rooms.len() * fanout.subscribers)
+        .take(rooms.len() * per_room)
         .enumerate()
     {
         let (target, limit, path) = (subscribe_to.clone(), limit.clone(), room_path(path, room));
@@ -90,34 +114,31 @@ pub async fn run(
     let mut readers = Vec::new();
     // Subscribers connected per room: a server may refuse some handshakes under load.
     let mut members = vec![0u64; rooms.len()];
-    let mut connect_failed = 0u64;
+    let mut connect_failed = 0;
     for socket in opened {
         match socket.await.map_err(BenchError::from)? {
             Ok((index, socket)) => {
                 members[index % rooms.len()] += 1;
-                let stopped = stopped.clone();
+                let shard = index % HISTOGRAM_SHARDS;
                 readers.push(tokio::spawn(subscribe(
                     socket,
-                    index % HISTOGRAM_SHARDS,
+                    shard,
                     tally.clone(),
-                    stopped,
+                    stopped.clone(),
                 )));
             }
             Err(_) => connect_failed += 1,
         }
     }
-    let connect_seconds = opening.elapsed().as_secs_f64();
+    let connect_s = opening.elapsed().as_secs_f64();
 
-    let mut publishers = Vec::new();
-    for room in &rooms {
-        let socket = publish_to.websocket(&room_path(path, room)).await?;
-        let (stop, size, rate, duration) =
-            (stopped.clone(), fanout.size, fanout.rate, fanout.duration);
-        publishers.push(tokio::spawn(async move {
-            // The publisher is a member too: it reads (and drops) its own echoes meanwhile, and
-            // keeps its socket open until the end (closing with unread data would reset it).
-            let (mut sink, mut stream) = socket.split();
-            let mut stop = stop;
+    // The publishers (one per room, in the leading slice) are members too: they read and drop
+    // their echoes, and stay open to the end (closing with unread data would reset them).
+    let mut publishers: Vec<Publisher> = Vec::new();
+    if slice.leads() {
+        for room in &rooms {
+            let (sink, mut stream) = publish_to.websocket(&room_path(path, room)).await?.split();
+            let mut stop = stopped.clone();
             let reading = tokio::spawn(async move {
                 loop {
                     tokio::select! {
@@ -127,25 +148,48 @@ pub async fn run(
                 }
                 stream
             });
-            let sent = publish(&mut sink, rate, size, duration).await;
-            (sent, sink, reading)
-        }));
+            publishers.push((sink, reading));
+        }
     }
+
+    workers::start_line(slice).await?;
     let started = Instant::now();
-    let mut published = 0;
-    let mut expected = 0;
+    let sending: Vec<_> = publishers
+        .into_iter()
+        .map(|(mut sink, reading)| {
+            let (rate, size, duration) = (fanout.rate, fanout.size, fanout.duration);
+            tokio::spawn(async move {
+                let sent = publish(&mut sink, rate, size, duration).await;
+                (sent, sink, reading)
+            })
+        })
+        .collect();
+    let mut published = vec![0u64; rooms.len()];
     let mut open_publishers = Vec::new();
-    for (room, publisher) in publishers.into_iter().enumerate() {
+    for (room, publisher) in sending.into_iter().enumerate() {
         let (sent, sink, reading) = publisher.await.map_err(BenchError::from)?;
-        published += sent;
-        expected += sent * members[room];
+        published[room] = sent;
         open_publishers.push((sink, reading));
     }
-    let publish_seconds = started.elapsed().as_secs_f64();
-    let deadline = Instant::now() + fanout.drain;
-    while tally.received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if slice.is_worker() {
+        // Other processes' counts are unknown here: wait the whole publishing and drain time.
+        tokio::time::sleep_until((started + fanout.duration + fanout.drain).into()).await;
+    } else {
+        let expected: u64 = published
+            .iter()
+            .zip(&members)
+            .map(|(sent, members)| sent * members)
+            .sum();
+        let deadline = Instant::now() + fanout.drain;
+        while tally.received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
+    let publish_s = if slice.leads() {
+        fanout.duration.as_secs_f64()
+    } else {
+        0.0
+    };
     let _ = stop.send(true);
     for reader in readers {
         let _ = reader.await;
@@ -156,7 +200,6 @@ pub async fn run(
         }
     }
 
-    let received = tally.received.load(Ordering::Relaxed);
     let mut latency = histogram();
     for shard in &tally.latency {
         let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
@@ -164,42 +207,86 @@ pub async fn run(
             .add(&*shard)
             .map_err(|e| BenchError::Report(e.to_string()))?;
     }
+    Ok(Raw {
+        published,
+        members,
+        received: tally.received.load(Ordering::Relaxed),
+        closed_early: tally.closed_early.load(Ordering::Relaxed),
+        connect_failed,
+        latency: export(&latency),
+        connect_s,
+        publish_s,
+    })
+}
+
+pub fn report(fanout: &Fanout, raws: &[Raw]) -> (Value, Map<String, Value>) {
+    let rooms = fanout.rooms;
+    let sum_rooms = |pick: fn(&Raw) -> &Vec<u64>| -> Vec<u64> {
+        (0..rooms)
+            .map(|room| raws.iter().map(|raw| pick(raw)[room]).sum())
+            .collect()
+    };
+    let published = sum_rooms(|raw| &raw.published);
+    let members = sum_rooms(|raw| &raw.members);
+    let expected: u64 = published
+        .iter()
+        .zip(&members)
+        .map(|(sent, members)| sent * members)
+        .sum();
+    let received: u64 = raws.iter().map(|raw| raw.received).sum();
+    let total_published: u64 = published.iter().sum();
+    let publish_s = raws
+        .iter()
+        .map(|raw| raw.publish_s)
+        .fold(0.0, f64::max)
+        .max(f64::EPSILON);
+    let mut latency = histogram();
+    for raw in raws {
+        import(&mut latency, &raw.latency);
+    }
     let parameters = json!({
         "rooms": fanout.rooms, "subscribers": fanout.subscribers, "rate": fanout.rate,
         "size": fanout.size, "duration_s": fanout.duration.as_secs_f64(),
-        "cross_node": fanout.publish_url.is_some(),
+        "cross_node": fanout.publish_url.is_some(), "workers": raws.len(),
     });
+    let lost = expected.saturating_sub(received);
     let mut results = Map::new();
     results.insert(
         "connections".into(),
-        json!(rooms.len() * (fanout.subscribers + 1)),
+        json!(members.iter().sum::<u64>() + rooms as u64),
     );
-    results.insert("connect_s".into(), json!(connect_seconds));
-    results.insert("connect_failed".into(), json!(connect_failed));
-    results.insert("published".into(), json!(published));
+    results.insert(
+        "connect_s".into(),
+        json!(raws.iter().map(|raw| raw.connect_s).fold(0.0, f64::max)),
+    );
+    results.insert(
+        "connect_failed".into(),
+        json!(raws.iter().map(|raw| raw.connect_failed).sum::<u64>()),
+    );
+    results.insert("published".into(), json!(total_published));
     results.insert(
         "publish_rate".into(),
-        json!(published as f64 / publish_seconds),
+        json!(total_published as f64 / publish_s),
     );
     results.insert("expected_deliveries".into(), json!(expected));
     results.insert("deliveries".into(), json!(received));
     results.insert(
         "deliveries_per_s".into(),
-        json!(received as f64 / publish_seconds),
+        json!(received as f64 / publish_s),
     );
-    results.insert("lost".into(), json!(expected.saturating_sub(received)));
+    results.insert("lost".into(), json!(lost));
     let loss = if expected == 0 {
         0.0
     } else {
-        100.0 * expected.saturating_sub(received) as f64 / expected as f64
+        100.0 * lost as f64 / expected as f64
     };
     results.insert("loss_percent".into(), json!(loss));
     results.insert(
         "closed_early".into(),
-        json!(tally.closed_early.load(Ordering::Relaxed)),
+        json!(raws.iter().map(|raw| raw.closed_early).sum::<u64>()),
     );
     results.insert("latency".into(), latency_json(&latency));
-    Ok((parameters, results))
+    (parameters, results)
 }
 
 fn now_nanos() -> u64 {

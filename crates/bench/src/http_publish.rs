@@ -4,13 +4,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::BenchError;
 use crate::client::Target;
-use crate::report::{histogram, latency_json};
+use crate::report::{export, histogram, import, latency_json};
+use crate::workers::{self, Slice};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct HttpPublish {
@@ -29,10 +31,20 @@ pub struct HttpPublish {
     pub send_path: String,
 }
 
+/// What one process measured.
+#[derive(Serialize, Deserialize)]
+pub struct Raw {
+    latency: Vec<(u64, u64)>,
+    ok: u64,
+    failed: u64,
+    seconds: f64,
+}
+
 pub async fn run(
-    options: HttpPublish,
+    options: &HttpPublish,
     target: Arc<Target>,
-) -> Result<(Value, Map<String, Value>), BenchError> {
+    slice: Slice,
+) -> Result<Raw, BenchError> {
     let message = "x".repeat(options.size.saturating_sub(2));
     let body = json!({ "message": message, "room": options.room }).to_string();
     let request: Arc<[u8]> = format!(
@@ -43,16 +55,20 @@ pub async fn run(
     )
     .into_bytes()
     .into();
-    let end = Instant::now() + options.duration;
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..options.connections {
-        let stream = target.tcp().await?;
-        workers.push(tokio::spawn(post_until(stream, request.clone(), end)));
+    let mut streams = Vec::new();
+    for _ in 0..slice.share(options.connections) {
+        streams.push(target.tcp().await?);
     }
+    workers::start_line(slice).await?;
+    let started = Instant::now();
+    let end = started + options.duration;
+    let posting: Vec<_> = streams
+        .into_iter()
+        .map(|stream| tokio::spawn(post_until(stream, request.clone(), end)))
+        .collect();
     let mut latency = histogram();
-    let (mut ok, mut failed) = (0u64, 0u64);
-    for worker in workers {
+    let (mut ok, mut failed) = (0, 0);
+    for worker in posting {
         let (worker_latency, worker_ok, worker_failed) =
             worker.await.map_err(BenchError::from)??;
         latency
@@ -61,20 +77,34 @@ pub async fn run(
         ok += worker_ok;
         failed += worker_failed;
     }
-    let seconds = started.elapsed().as_secs_f64();
+    Ok(Raw {
+        latency: export(&latency),
+        ok,
+        failed,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+pub fn report(options: &HttpPublish, raws: &[Raw]) -> (Value, Map<String, Value>) {
+    let mut latency = histogram();
+    for raw in raws {
+        import(&mut latency, &raw.latency);
+    }
+    let requests: u64 = raws.iter().map(|raw| raw.ok + raw.failed).sum();
+    let seconds = raws.iter().map(|raw| raw.seconds).fold(0.0, f64::max);
     let parameters = json!({
         "connections": options.connections, "duration_s": options.duration.as_secs_f64(),
-        "size": options.size,
+        "size": options.size, "workers": raws.len(),
     });
     let mut results = Map::new();
-    results.insert("requests".into(), json!(ok + failed));
+    results.insert("requests".into(), json!(requests));
+    results.insert("requests_per_s".into(), json!(requests as f64 / seconds));
     results.insert(
-        "requests_per_s".into(),
-        json!((ok + failed) as f64 / seconds),
+        "non_200".into(),
+        json!(raws.iter().map(|raw| raw.failed).sum::<u64>()),
     );
-    results.insert("non_200".into(), json!(failed));
     results.insert("latency".into(), latency_json(&latency));
-    Ok((parameters, results))
+    (parameters, results)
 }
 
 type WorkerResult = (hdrhistogram::Histogram<u64>, u64, u64);

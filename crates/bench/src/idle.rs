@@ -1,14 +1,16 @@
 //! `idle`: opens and holds N connections; with the server's pid, reports its resident memory
-//! per connection (VmRSS after opening them, minus before, divided by N).
+//! per connection (VmRSS once they are open, minus VmRSS before, divided by N).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 
 use crate::BenchError;
 use crate::client::{Target, room_path};
+use crate::workers::{self, Slice};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Idle {
@@ -27,44 +29,85 @@ pub struct Idle {
     pub room_prefix: String,
 }
 
+/// What one process measured; alone, it also reads the server's memory around its own work.
+#[derive(Serialize, Deserialize)]
+pub struct Raw {
+    open: u64,
+    failed: u64,
+    open_s: f64,
+    resident: Option<(u64, u64)>,
+}
+
 pub async fn run(
-    options: Idle,
+    options: &Idle,
     target: Arc<Target>,
     path: &str,
-) -> Result<(Value, Map<String, Value>), BenchError> {
-    let before = options.server_pid.map(resident_bytes).transpose()?;
+    slice: Slice,
+) -> Result<Raw, BenchError> {
+    let before = match options.server_pid {
+        Some(pid) if !slice.is_worker() => Some(resident_bytes(pid)?),
+        _ => None,
+    };
     let limit = Arc::new(Semaphore::new(256));
     let started = Instant::now();
-    let mut opening = Vec::with_capacity(options.connections);
-    for index in 0..options.connections {
-        let path = room_path(
-            path,
-            &format!("{}{}", options.room_prefix, index % options.rooms.max(1)),
-        );
+    let mut opening = Vec::new();
+    for index in 0..slice.share(options.connections) {
+        let room = (index * slice.count + slice.index) % options.rooms.max(1);
+        let path = room_path(path, &format!("{}{room}", options.room_prefix));
         let (target, limit) = (target.clone(), limit.clone());
         opening.push(tokio::spawn(async move {
             let _permit = limit.acquire().await;
             target.websocket(&path).await
         }));
     }
-    let mut held = Vec::with_capacity(options.connections);
-    let mut failed = 0u64;
+    let mut held = Vec::new();
+    let mut failed = 0;
     for socket in opening {
         match socket.await.map_err(BenchError::from)? {
             Ok(socket) => held.push(socket),
             Err(_) => failed += 1,
         }
     }
-    let open_seconds = started.elapsed().as_secs_f64();
-    tokio::time::sleep(options.hold).await;
-    let after = options.server_pid.map(resident_bytes).transpose()?;
-    let parameters = json!({ "connections": options.connections, "rooms": options.rooms });
+    let open_s = started.elapsed().as_secs_f64();
+    // A worker holds its connections until the parent has measured.
+    workers::start_line(slice).await?;
+    let resident = match (before, options.server_pid) {
+        (Some(before), Some(pid)) => {
+            tokio::time::sleep(options.hold).await;
+            Some((before, resident_bytes(pid)?))
+        }
+        _ => None,
+    };
+    Ok(Raw {
+        open: held.len() as u64,
+        failed,
+        open_s,
+        resident,
+    })
+}
+
+/// `resident`: the server's memory before and with every connection open, when the parent read it.
+pub fn report(
+    options: &Idle,
+    raws: &[Raw],
+    resident: Option<(u64, u64)>,
+) -> (Value, Map<String, Value>) {
+    let open: u64 = raws.iter().map(|raw| raw.open).sum();
+    let parameters = json!({
+        "connections": options.connections, "rooms": options.rooms, "workers": raws.len(),
+    });
     let mut results = Map::new();
-    results.insert("open".into(), json!(held.len()));
-    results.insert("failed".into(), json!(failed));
-    results.insert("open_s".into(), json!(open_seconds));
-    if let (Some(before), Some(after)) = (before, after) {
-        let per_connection = after.saturating_sub(before) as f64 / held.len().max(1) as f64;
+    results.insert("open".into(), json!(open));
+    results.insert(
+        "failed".into(),
+        json!(raws.iter().map(|raw| raw.failed).sum::<u64>()),
+    );
+    results.insert(
+        "open_s".into(),
+        json!(raws.iter().map(|raw| raw.open_s).fold(0.0, f64::max)),
+    );
+    if let Some((before, after)) = resident.or_else(|| raws.first().and_then(|raw| raw.resident)) {
+        let per_connection = after.saturating_sub(before) as f64 / open.max(1) as f64;
         results.insert("server_rss_before_bytes".into(), json!(before));
         results.insert("server_rss_after_bytes".into(), json!(after));
         results.insert(
@@ -76,12 +119,11 @@ pub async fn run(
             json!((per_connection / 1024.0 * 100.0).round() / 100.0),
         );
     }
-    drop(held);
-    Ok((parameters, results))
+    (parameters, results)
 }
 
 /// VmRSS of a process, in bytes.
-fn resident_bytes(pid: u32) -> Result<u64, BenchError> {
+pub fn resident_bytes(pid: u32) -> Result<u64, BenchError> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

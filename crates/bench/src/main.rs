@@ -9,6 +9,7 @@ mod fanout;
 mod http_publish;
 mod idle;
 mod report;
+mod workers;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::client::Target;
+use crate::workers::Slice;
 
 #[derive(Debug, Parser)]
 #[command(name = "livechat-bench", version, about)]
@@ -31,6 +33,12 @@ struct Cli {
     /// source address reaches about 28,000 connections to one port.
     #[arg(long, global = true, value_delimiter = ',')]
     source_ips: Vec<IpAddr>,
+    /// Load processes to spread the connections over (one process holds about 19,900 here).
+    #[arg(long, global = true, default_value_t = 1)]
+    workers: usize,
+    /// Set by the parent on each worker process: which slice of the work it takes.
+    #[arg(long, global = true, hide = true)]
+    worker_slice: Option<usize>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -100,23 +108,74 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Alone, a run measures and reports. With `--workers N` the parent starts N workers and
+/// merges what they hand in; a worker runs its slice and hands in its raw result.
 async fn run(cli: Cli) -> Result<(), BenchError> {
+    let count = cli.workers.max(1);
+    let slice = cli.worker_slice.map(|index| Slice { index, count });
+    let spread = count > 1 && slice.is_none();
+    let slice = slice.unwrap_or(Slice::WHOLE);
     let target = Arc::new(Target::parse(&cli.url, cli.source_ips.clone())?);
     let (name, (parameters, results)) = match cli.scenario {
         Scenario::Fanout(options) => {
-            let publish_to = match &options.publish_url {
-                Some(url) => Arc::new(Target::parse(url, cli.source_ips.clone())?),
-                None => target.clone(),
+            let raws = if spread {
+                workers::run(count, || async {}).await?.0
+            } else {
+                let publish_to = match &options.publish_url {
+                    Some(url) => Arc::new(Target::parse(url, cli.source_ips.clone())?),
+                    None => target.clone(),
+                };
+                let raw = fanout::run(&options, target, publish_to, &cli.path, slice).await?;
+                if slice.is_worker() {
+                    return workers::hand_in(&raw);
+                }
+                vec![raw]
             };
-            (
-                "fanout",
-                fanout::run(options, target, publish_to, &cli.path).await?,
-            )
+            ("fanout", fanout::report(&options, &raws))
         }
-        Scenario::Idle(options) => ("idle", idle::run(options, target, &cli.path).await?),
-        Scenario::Connect(options) => ("connect", connect::run(options, target, &cli.path).await?),
+        Scenario::Idle(options) => {
+            let (raws, resident) = if spread {
+                let pid = options.server_pid;
+                let before = pid.map(idle::resident_bytes).transpose()?;
+                let hold = options.hold;
+                let (raws, after) = workers::run(count, || async move {
+                    tokio::time::sleep(hold).await;
+                    pid.map(idle::resident_bytes)
+                })
+                .await?;
+                (raws, before.zip(after.transpose()?))
+            } else {
+                let raw = idle::run(&options, target, &cli.path, slice).await?;
+                if slice.is_worker() {
+                    return workers::hand_in(&raw);
+                }
+                (vec![raw], None)
+            };
+            ("idle", idle::report(&options, &raws, resident))
+        }
+        Scenario::Connect(options) => {
+            let raws = if spread {
+                workers::run(count, || async {}).await?.0
+            } else {
+                let raw = connect::run(&options, target, &cli.path, slice).await?;
+                if slice.is_worker() {
+                    return workers::hand_in(&raw);
+                }
+                vec![raw]
+            };
+            ("connect", connect::report(&options, &raws))
+        }
         Scenario::HttpPublish(options) => {
-            ("http-publish", http_publish::run(options, target).await?)
+            let raws = if spread {
+                workers::run(count, || async {}).await?.0
+            } else {
+                let raw = http_publish::run(&options, target, slice).await?;
+                if slice.is_worker() {
+                    return workers::hand_in(&raw);
+                }
+                vec![raw]
+            };
+            ("http-publish", http_publish::report(&options, &raws))
         }
     };
     report::print(name, parameters, results);

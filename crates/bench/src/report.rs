@@ -9,6 +9,20 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
 }
 
+/// A histogram as (value, count) pairs, to travel from a worker to the parent.
+pub fn export(histogram: &Histogram<u64>) -> Vec<(u64, u64)> {
+    histogram
+        .iter_recorded()
+        .map(|value| (value.value_iterated_to(), value.count_at_value()))
+        .collect()
+}
+
+pub fn import(into: &mut Histogram<u64>, counts: &[(u64, u64)]) {
+    for &(value, count) in counts {
+        let _ = into.record_n(value.max(1), count);
+    }
+}
+
 /// Percentiles in milliseconds.
 pub fn latency_json(histogram: &Histogram<u64>) -> Value {
     let ms = |value: u64| value as f64 / 1000.0;

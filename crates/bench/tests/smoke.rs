@@ -113,6 +113,54 @@ fn fanout_reports_every_delivery() {
 }
 
 #[test]
+fn workers_split_the_load_and_the_parent_merges_it() {
+    let server = start_server();
+    let report = bench(
+        &server,
+        &[
+            "--workers",
+            "2",
+            "fanout",
+            "--rooms",
+            "2",
+            "--subscribers",
+            "5",
+            "--rate",
+            "50",
+            "--duration",
+            "1s",
+            "--drain",
+            "1s",
+        ],
+    );
+    assert_eq!(report["parameters"]["workers"], 2);
+    assert_eq!(report["connections"], 12, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert!(report["deliveries"].as_u64().unwrap() > 0);
+    assert_ordered_latency(&report);
+    let pid = server.child.id().to_string();
+    let report = bench(
+        &server,
+        &[
+            "--workers",
+            "2",
+            "idle",
+            "--connections",
+            "101",
+            "--hold",
+            "200ms",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    assert_eq!(report["open"], 101);
+    assert!(
+        report["rss_per_connection_bytes"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+}
+
+#[test]
 fn http_publish_and_connect_report_rates() {
     let server = start_server();
     let report = bench(
