@@ -191,7 +191,8 @@ impl Connection {
 
 /// Reads and drops what the client still sends, until it closes, then closes our side.
 async fn linger(mut io: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>) {
-    let mut sink = [0u8; 8192];
+    // On the heap: an array here would sit in every connection's task, used or not.
+    let mut sink = vec![0u8; 8192];
     while matches!(io.read(&mut sink).await, Ok(read) if read > 0) {}
     let _ = io.shutdown().await;
 }
