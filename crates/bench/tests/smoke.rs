@@ -88,56 +88,41 @@ fn assert_ordered_latency(report: &Value) {
     assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{latency}");
 }
 
-#[test]
-fn fanout_reports_every_delivery() {
-    let server = start_server();
-    let report = bench(
-        &server,
-        &[
-            "fanout",
-            "--rooms",
-            "2",
-            "--subscribers",
-            "5",
-            "--rate",
-            "50",
-            "--duration",
-            "1s",
-        ],
-    );
+/// A small fan-out (2 rooms x 5 subscribers, 1 s), with `leading` arguments before the scenario;
+/// checks that every delivery arrived and the report is sane.
+fn small_fanout(server: &Server, leading: &[&str]) -> Value {
+    let mut args = leading.to_vec();
+    args.extend([
+        "fanout",
+        "--rooms",
+        "2",
+        "--subscribers",
+        "5",
+        "--rate",
+        "50",
+    ]);
+    args.extend(["--duration", "1s", "--drain", "1s"]);
+    let report = bench(server, &args);
     assert_eq!(report["scenario"], "fanout");
+    assert_eq!(report["connections"], 12, "{report}");
     assert!(report["deliveries"].as_u64().unwrap() > 0);
     assert_eq!(report["lost"], 0, "{report}");
     assert_eq!(report["deliveries"], report["expected_deliveries"]);
     assert_ordered_latency(&report);
+    report
+}
+
+#[test]
+fn fanout_reports_every_delivery() {
+    let server = start_server();
+    small_fanout(&server, &[]);
 }
 
 #[test]
 fn workers_split_the_load_and_the_parent_merges_it() {
     let server = start_server();
-    let report = bench(
-        &server,
-        &[
-            "--workers",
-            "2",
-            "fanout",
-            "--rooms",
-            "2",
-            "--subscribers",
-            "5",
-            "--rate",
-            "50",
-            "--duration",
-            "1s",
-            "--drain",
-            "1s",
-        ],
-    );
+    let report = small_fanout(&server, &["--workers", "2"]);
     assert_eq!(report["parameters"]["workers"], 2);
-    assert_eq!(report["connections"], 12, "{report}");
-    assert_eq!(report["lost"], 0, "{report}");
-    assert!(report["deliveries"].as_u64().unwrap() > 0);
-    assert_ordered_latency(&report);
     let pid = server.child.id().to_string();
     let report = bench(
         &server,
