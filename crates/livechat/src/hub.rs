@@ -11,11 +11,8 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{Notify, mpsc};
-
 use crate::message::{Frames, StoredMessage};
+use crate::outbound::Outbound;
 use crate::room::RoomName;
 
 /// Rooms are spread over shards so that joins and deliveries in different rooms rarely contend.
@@ -45,16 +42,14 @@ struct Room {
 
 struct Member {
     id: u64,
-    frames: mpsc::Sender<Bytes>,
-    evicted: Arc<Notify>,
+    outbound: Arc<Outbound>,
     wants_meta: bool,
 }
 
-/// A connection's place in a room: the frames to send it, and a signal that it was evicted as a
-/// slow consumer. Leaves the room when dropped.
+/// A connection's place in a room: the queue of frames to send it (which also tells when it was
+/// evicted as a slow consumer). Leaves the room when dropped.
 pub struct Subscription {
-    pub frames: mpsc::Receiver<Bytes>,
-    pub evicted: Arc<Notify>,
+    pub outbound: Arc<Outbound>,
     hub: Arc<Hub>,
     room: RoomName,
     id: u64,
@@ -104,8 +99,7 @@ impl Hub {
 
     /// Adds a connection to `room`.
     pub fn join(self: &Arc<Self>, room: &RoomName, wants_meta: bool) -> Subscription {
-        let (sender, frames) = mpsc::channel(self.queue_capacity);
-        let evicted = Arc::new(Notify::new());
+        let outbound = Arc::new(Outbound::new(self.queue_capacity));
         let id = self.next_member_id.fetch_add(1, Ordering::Relaxed);
         let mut rooms = self.shard(room);
         let entry = rooms.entry(room.clone()).or_insert_with(|| {
@@ -117,13 +111,11 @@ impl Hub {
         entry.meta_members += usize::from(wants_meta);
         entry.members.push(Member {
             id,
-            frames: sender,
-            evicted: evicted.clone(),
+            outbound: outbound.clone(),
             wants_meta,
         });
         Subscription {
-            frames,
-            evicted,
+            outbound,
             hub: self.clone(),
             room: room.clone(),
             id,
@@ -153,14 +145,9 @@ impl Hub {
                 (Some(meta), true) => meta.clone(),
                 _ => frames.plain.clone(),
             };
-            match member.frames.try_send(frame) {
-                Ok(()) => {}
-                // A slow consumer: told to close. A closed queue: its connection is ending.
-                Err(TrySendError::Full(_)) => {
-                    member.evicted.notify_one();
-                    lost.push(member.id);
-                }
-                Err(TrySendError::Closed(_)) => lost.push(member.id),
+            // A full queue: a slow consumer, now told to close; it leaves the room here.
+            if member.outbound.push(frame).is_err() {
+                lost.push(member.id);
             }
         }
         if !lost.is_empty() {
@@ -194,7 +181,18 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use serde_json::value::RawValue;
+    use std::collections::VecDeque;
+    use std::future::poll_fn;
+
+    use crate::outbound::Evicted;
+
+    async fn take(subscription: &Subscription) -> Result<VecDeque<Bytes>, Evicted> {
+        let mut frames = VecDeque::new();
+        poll_fn(|cx| subscription.outbound.poll_take(cx, true, &mut frames)).await?;
+        Ok(frames)
+    }
 
     fn message(room: &RoomName, id: u64) -> StoredMessage {
         StoredMessage {
@@ -210,14 +208,15 @@ mod tests {
         let hub = Hub::new(8, None);
         let a = RoomName::parse("a").unwrap();
         let b = RoomName::parse("b").unwrap();
-        let mut plain = hub.join(&a, false);
-        let mut meta = hub.join(&a, true);
-        let mut other = hub.join(&b, false);
+        let plain = hub.join(&a, false);
+        let meta = hub.join(&a, true);
+        let other = hub.join(&b, false);
         hub.deliver(&message(&a, 1));
-        assert_eq!(&plain.frames.recv().await.unwrap()[..], br#"{"message":1}"#);
-        let framed = meta.frames.recv().await.unwrap();
-        assert!(framed.starts_with(br#"{"id":1,"room":"a""#));
-        assert!(other.frames.try_recv().is_err());
+        assert_eq!(&take(&plain).await.unwrap()[0][..], br#"{"message":1}"#);
+        let framed = take(&meta).await.unwrap();
+        assert!(framed[0].starts_with(br#"{"id":1,"room":"a""#));
+        hub.deliver(&message(&b, 2));
+        assert_eq!(take(&other).await.unwrap().len(), 1, "only b's message");
     }
 
     #[tokio::test]
@@ -225,12 +224,12 @@ mod tests {
         let hub = Hub::new(2, None);
         let room = RoomName::parse("r").unwrap();
         let slow = hub.join(&room, false);
-        let mut fast = hub.join(&room, false);
+        let fast = hub.join(&room, false);
         for id in 1..=5 {
             hub.deliver(&message(&room, id));
-            assert!(fast.frames.recv().await.is_some());
+            assert_eq!(take(&fast).await.unwrap().len(), 1);
         }
-        slow.evicted.notified().await;
+        assert_eq!(take(&slow).await, Err(Evicted));
         let rooms = hub.shard(&room);
         assert_eq!(rooms[&room].members.len(), 1);
     }

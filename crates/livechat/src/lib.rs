@@ -8,6 +8,7 @@ pub mod config;
 pub mod engine;
 pub mod hub;
 pub mod message;
+pub mod outbound;
 pub mod room;
 pub mod store;
 pub mod transport;

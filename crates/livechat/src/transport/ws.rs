@@ -27,8 +27,6 @@ use crate::room::RoomName;
 
 /// Publishes of one connection that may wait for the store at once; past it, reading pauses.
 const MAX_IN_FLIGHT: usize = 256;
-/// Frames written in one go before the socket is flushed.
-const MAX_WRITE_BATCH: usize = 64;
 /// Error replies a connection may owe its client before it counts as not reading them.
 const MAX_PENDING_REPLIES: usize = 64;
 /// How long a closing connection waits for its close frame to go out and be answered.
@@ -112,20 +110,29 @@ impl Connection {
             socket,
             state,
             room,
-            mut subscription,
+            subscription,
         } = self;
         let (mut sink, mut stream) = socket.split();
         let shutdown = state.shutdown.clone();
-        let evicted = subscription.evicted.clone();
+        // Frames just taken off the subscription's queue, on their way to the outbox.
+        let mut taken = VecDeque::new();
         let mut receipts: FuturesUnordered<Receipt> = FuturesUnordered::new();
         // Frames waiting for room in the sink: error replies, and hub frames taken off the queue.
         let mut outbox: VecDeque<Message> = VecDeque::new();
         let mut unflushed = false;
         let end = loop {
+            let take_frames = outbox.is_empty();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break End::Close(GOING_AWAY),
-                _ = evicted.notified() => break End::Close(SLOW_CONSUMER),
+                // Always polled, to learn of an eviction even while a write is stuck; frames are
+                // taken only when the outbox is empty, so a stuck client's queue fills up.
+                queued = poll_fn(|cx| subscription.outbound.poll_take(cx, take_frames, &mut taken)) => {
+                    if queued.is_err() {
+                        break End::Close(SLOW_CONSUMER);
+                    }
+                    outbox.extend(taken.drain(..).map(Message::text));
+                }
                 Some(receipt) = receipts.next(), if !receipts.is_empty() => {
                     if let Err(error) = receipt {
                         outbox.push_back(error_frame(&error.to_string()));
@@ -138,14 +145,6 @@ impl Connection {
                         break End::ClientGone;
                     }
                 }
-                frame = subscription.frames.recv(), if outbox.is_empty() => {
-                    let Some(frame) = frame else { break End::Close(SLOW_CONSUMER) };
-                    outbox.push_back(Message::text(frame));
-                    while outbox.len() < MAX_WRITE_BATCH {
-                        let Ok(frame) = subscription.frames.try_recv() else { break };
-                        outbox.push_back(Message::text(frame));
-                    }
-                }
                 incoming = stream.next(), if receipts.len() < MAX_IN_FLIGHT => match incoming {
                     None | Some(Err(WebSocketError::Io(_))) => {
                         break End::ClientGone;
@@ -153,7 +152,9 @@ impl Connection {
                     Some(Err(_)) => break End::ProtocolError,
                     Some(Ok(message)) => match read_frame(&room, message) {
                         Incoming::Publish(draft) => receipts.push(state.engine.publish(draft)),
-                        Incoming::Reply(reply) if outbox.len() < MAX_PENDING_REPLIES => {
+                        Incoming::Reply(reply)
+                            if outbox.len() < subscription.outbound.capacity() + MAX_PENDING_REPLIES =>
+                        {
                             outbox.push_back(reply);
                         }
                         // It sends bad frames and does not read the answers.
