@@ -11,11 +11,14 @@ mod idle;
 mod report;
 mod workers;
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::client::Target;
 use crate::workers::Slice;
@@ -108,33 +111,56 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Alone, a run measures and reports. With `--workers N` the parent starts N workers and
-/// merges what they hand in; a worker runs its slice and hands in its raw result.
+/// What this process does: the whole run alone, one slice as a worker, or the parent of workers.
+#[derive(Clone, Copy)]
+enum Role {
+    Alone,
+    Worker(Slice),
+    Parent(usize),
+}
+
+/// Runs `run_here` alone (its result, as a list of one) or as a worker (hands the result to the
+/// parent and returns None), or, as a parent, collects its workers' results.
+async fn gather<R, F, Fut>(role: Role, run_here: F) -> Result<Option<Vec<R>>, BenchError>
+where
+    R: Serialize + DeserializeOwned,
+    F: FnOnce(Slice) -> Fut,
+    Fut: Future<Output = Result<R, BenchError>>,
+{
+    match role {
+        Role::Alone => Ok(Some(vec![run_here(Slice::WHOLE).await?])),
+        Role::Worker(slice) => {
+            workers::hand_in(&run_here(slice).await?)?;
+            Ok(None)
+        }
+        Role::Parent(count) => Ok(Some(workers::run(count, || async {}).await?.0)),
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), BenchError> {
     let count = cli.workers.max(1);
-    let slice = cli.worker_slice.map(|index| Slice { index, count });
-    let spread = count > 1 && slice.is_none();
-    let slice = slice.unwrap_or(Slice::WHOLE);
+    let role = match cli.worker_slice {
+        Some(index) => Role::Worker(Slice { index, count }),
+        None if count > 1 => Role::Parent(count),
+        None => Role::Alone,
+    };
     let target = Arc::new(Target::parse(&cli.url, cli.source_ips.clone())?);
+    let path = cli.path.as_str();
     let (name, (parameters, results)) = match cli.scenario {
         Scenario::Fanout(options) => {
-            let raws = if spread {
-                workers::run(count, || async {}).await?.0
-            } else {
-                let publish_to = match &options.publish_url {
-                    Some(url) => Arc::new(Target::parse(url, cli.source_ips.clone())?),
-                    None => target.clone(),
-                };
-                let raw = fanout::run(&options, target, publish_to, &cli.path, slice).await?;
-                if slice.is_worker() {
-                    return workers::hand_in(&raw);
-                }
-                vec![raw]
+            let publish_to = match &options.publish_url {
+                Some(url) => Arc::new(Target::parse(url, cli.source_ips.clone())?),
+                None => target.clone(),
+            };
+            let run_here = |slice| fanout::run(&options, target, publish_to, path, slice);
+            let Some(raws) = gather(role, run_here).await? else {
+                return Ok(());
             };
             ("fanout", fanout::report(&options, &raws))
         }
-        Scenario::Idle(options) => {
-            let (raws, resident) = if spread {
+        // The parent reads the server's memory itself, once every worker holds its connections.
+        Scenario::Idle(options) => match role {
+            Role::Parent(count) => {
                 let pid = options.server_pid;
                 let before = pid.map(idle::resident_bytes).transpose()?;
                 let hold = options.hold;
@@ -143,37 +169,28 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
                     pid.map(idle::resident_bytes)
                 })
                 .await?;
-                (raws, before.zip(after.transpose()?))
-            } else {
-                let raw = idle::run(&options, target, &cli.path, slice).await?;
-                if slice.is_worker() {
-                    return workers::hand_in(&raw);
-                }
-                (vec![raw], None)
-            };
-            ("idle", idle::report(&options, &raws, resident))
-        }
+                let resident = before.zip(after.transpose()?);
+                ("idle", idle::report(&options, &raws, resident))
+            }
+            _ => {
+                let run_here = |slice| idle::run(&options, target, path, slice);
+                let Some(raws) = gather(role, run_here).await? else {
+                    return Ok(());
+                };
+                ("idle", idle::report(&options, &raws, None))
+            }
+        },
         Scenario::Connect(options) => {
-            let raws = if spread {
-                workers::run(count, || async {}).await?.0
-            } else {
-                let raw = connect::run(&options, target, &cli.path, slice).await?;
-                if slice.is_worker() {
-                    return workers::hand_in(&raw);
-                }
-                vec![raw]
+            let run_here = |slice| connect::run(&options, target, path, slice);
+            let Some(raws) = gather(role, run_here).await? else {
+                return Ok(());
             };
             ("connect", connect::report(&options, &raws))
         }
         Scenario::HttpPublish(options) => {
-            let raws = if spread {
-                workers::run(count, || async {}).await?.0
-            } else {
-                let raw = http_publish::run(&options, target, slice).await?;
-                if slice.is_worker() {
-                    return workers::hand_in(&raw);
-                }
-                vec![raw]
+            let run_here = |slice| http_publish::run(&options, target, slice);
+            let Some(raws) = gather(role, run_here).await? else {
+                return Ok(());
             };
             ("http-publish", http_publish::report(&options, &raws))
         }

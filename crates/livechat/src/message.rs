@@ -86,11 +86,7 @@ impl Frames {
         plain.put_slice(b"{\"message\":");
         plain.put_slice(raw);
         plain.put_u8(b'}');
-        let meta = with_meta.then(|| {
-            let mut meta = serde_json::to_vec(message).unwrap_or_default();
-            meta.shrink_to_fit();
-            Bytes::from(meta)
-        });
+        let meta = with_meta.then(|| Bytes::from(serde_json::to_vec(message).unwrap_or_default()));
         Self {
             plain: plain.freeze(),
             meta,
