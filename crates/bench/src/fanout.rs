@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -319,37 +319,66 @@ where
     sent
 }
 
-/// Reads frames until told to stop, recording each message's latency.
+/// Reads frames until told to stop, recording each message's latency. Samples are kept locally
+/// and handed to the shared tally whenever the socket has nothing more ready, so the shared
+/// counter and histogram locks are touched once per burst, not once per frame.
 async fn subscribe(
     mut socket: Socket,
     shard: usize,
     tally: Arc<Tally>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut samples: Vec<u64> = Vec::new();
+    let flush = |samples: &mut Vec<u64>| {
+        if samples.is_empty() {
+            return;
+        }
+        let mut histogram = tally.latency[shard]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for &micros in samples.iter() {
+            histogram.saturating_record(micros.max(1));
+        }
+        drop(histogram);
+        tally
+            .received
+            .fetch_add(samples.len() as u64, Ordering::Relaxed);
+        samples.clear();
+    };
+    // Created once: a fresh `changed()` future per frame costs more than reading the frame.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     loop {
-        tokio::select! {
-            next = socket.next() => match next {
-                Some(Ok(message)) => {
-                    if let Some(sent) = message.as_text().and_then(sent_at) {
-                        let micros = now_nanos().saturating_sub(sent) / 1000;
-                        let mut histogram = tally.latency[shard].lock().unwrap_or_else(|p| p.into_inner());
-                        histogram.saturating_record(micros.max(1));
-                        tally.received.fetch_add(1, Ordering::Relaxed);
-                    }
+        let next = match socket.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                flush(&mut samples);
+                tokio::select! {
+                    biased;
+                    _ = &mut stopped => break,
+                    next = socket.next() => next,
                 }
-                _ => {
-                    tally.closed_early.fetch_add(1, Ordering::Relaxed);
-                    break;
+            }
+        };
+        match next {
+            Some(Ok(message)) => {
+                if let Some(sent) = message.as_text().and_then(sent_at) {
+                    samples.push(now_nanos().saturating_sub(sent) / 1000);
                 }
-            },
-            _ = stop.changed() => break,
+            }
+            _ => {
+                tally.closed_early.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
         }
     }
+    flush(&mut samples);
 }
 
 /// The send time in a frame `{"message":{"t":NANOS,...}}`, without parsing the whole frame.
 fn sent_at(frame: &str) -> Option<u64> {
-    let start = frame.find("\"t\":")? + 4;
+    // A plain scan: the key sits near the start, and `str::find` builds a searcher per call.
+    let start = frame.as_bytes().windows(4).position(|w| w == b"\"t\":")? + 4;
     // Other servers may put spaces after the colon (Python's json.dumps does).
     let digits = frame[start..].trim_start();
     let end = digits
