@@ -132,28 +132,42 @@ impl Hub {
         }
     }
 
-    /// Sends a stored message to every local member of its room, in the order of the calls.
-    pub fn deliver(&self, message: &StoredMessage) {
-        let mut rooms = self.shard(&message.room);
-        let Some(room) = rooms.get_mut(&message.room) else {
+    /// Sends stored messages to every local member of their rooms, in the order given per room
+    /// (and in the order of the calls). A member gets all of its room's messages from one call
+    /// in one push, so it wakes once for them and writes them in one go.
+    pub fn deliver(&self, messages: &[StoredMessage]) {
+        let mut by_room: Vec<&StoredMessage> = messages.iter().collect();
+        // Stable: each room's messages keep their order.
+        by_room.sort_by(|a, b| a.room.cmp(&b.room));
+        for batch in by_room.chunk_by(|a, b| a.room == b.room) {
+            self.deliver_to_room(batch);
+        }
+    }
+
+    fn deliver_to_room(&self, batch: &[&StoredMessage]) {
+        let name = &batch[0].room;
+        let mut rooms = self.shard(name);
+        let Some(room) = rooms.get_mut(name) else {
             return;
         };
-        let frames = Frames::encode(message, room.meta_members > 0);
+        let (mut plain, mut meta) = (Vec::with_capacity(batch.len()), Vec::new());
+        for message in batch {
+            let frames = Frames::encode(message, room.meta_members > 0);
+            plain.push(frames.plain);
+            meta.extend(frames.meta);
+        }
         let mut lost = Vec::new();
         for member in &room.members {
-            let frame = match (&frames.meta, member.wants_meta) {
-                (Some(meta), true) => meta.clone(),
-                _ => frames.plain.clone(),
-            };
+            let frames = if member.wants_meta { &meta } else { &plain };
             // A full queue: a slow consumer, now told to close; it leaves the room here.
-            if member.outbound.push(frame).is_err() {
+            if member.outbound.push(frames).is_err() {
                 lost.push(member.id);
             }
         }
         if !lost.is_empty() {
             room.remove_where(|member| lost.contains(&member.id));
             if room.members.is_empty() {
-                self.remove_room(&mut rooms, &message.room);
+                self.remove_room(&mut rooms, name);
             }
         }
     }
@@ -190,8 +204,9 @@ mod tests {
 
     async fn take(subscription: &Subscription) -> Result<VecDeque<Bytes>, Evicted> {
         let mut frames = VecDeque::new();
-        poll_fn(|cx| subscription.outbound.poll_take(cx, true, &mut frames)).await?;
-        Ok(frames)
+        poll_fn(|cx| subscription.outbound.poll_take(cx, Some(&mut frames))).await?;
+        // The JSON, without the WebSocket header.
+        Ok(frames.into_iter().map(|frame| frame.slice(2..)).collect())
     }
 
     fn message(room: &RoomName, id: u64) -> StoredMessage {
@@ -211,12 +226,34 @@ mod tests {
         let plain = hub.join(&a, false);
         let meta = hub.join(&a, true);
         let other = hub.join(&b, false);
-        hub.deliver(&message(&a, 1));
+        hub.deliver(&[message(&a, 1)]);
         assert_eq!(&take(&plain).await.unwrap()[0][..], br#"{"message":1}"#);
         let framed = take(&meta).await.unwrap();
         assert!(framed[0].starts_with(br#"{"id":1,"room":"a""#));
-        hub.deliver(&message(&b, 2));
+        hub.deliver(&[message(&b, 2)]);
         assert_eq!(take(&other).await.unwrap().len(), 1, "only b's message");
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_several_rooms_keeps_each_rooms_order() {
+        let hub = Hub::new(8, None);
+        let a = RoomName::parse("a").unwrap();
+        let b = RoomName::parse("b").unwrap();
+        let (in_a, in_b) = (hub.join(&a, false), hub.join(&b, false));
+        hub.deliver(&[
+            message(&b, 1),
+            message(&a, 1),
+            message(&b, 2),
+            message(&a, 2),
+        ]);
+        assert_eq!(
+            take(&in_a).await.unwrap(),
+            [&b"{\"message\":1}"[..], b"{\"message\":2}"]
+        );
+        assert_eq!(
+            take(&in_b).await.unwrap(),
+            [&b"{\"message\":1}"[..], b"{\"message\":2}"]
+        );
     }
 
     #[tokio::test]
@@ -225,10 +262,10 @@ mod tests {
         let room = RoomName::parse("r").unwrap();
         let slow = hub.join(&room, false);
         let fast = hub.join(&room, false);
-        for id in 1..=5 {
-            hub.deliver(&message(&room, id));
-            assert_eq!(take(&fast).await.unwrap().len(), 1);
-        }
+        hub.deliver(&[message(&room, 1), message(&room, 2)]);
+        assert_eq!(take(&fast).await.unwrap().len(), 2, "one batch, one take");
+        hub.deliver(&[message(&room, 3)]);
+        assert_eq!(take(&fast).await.unwrap().len(), 1);
         assert_eq!(take(&slow).await, Err(Evicted));
         let rooms = hub.shard(&room);
         assert_eq!(rooms[&room].members.len(), 1);

@@ -12,6 +12,7 @@ pub mod outbound;
 pub mod room;
 pub mod store;
 pub mod transport;
+pub mod websocket;
 
 use std::sync::Arc;
 

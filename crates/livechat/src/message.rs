@@ -1,10 +1,11 @@
 //! Messages: what a client publishes, what the store keeps, and the frames sent to subscribers.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::room::RoomName;
+use crate::websocket::frame;
 
 /// A message as accepted from a client, before the store gives it an id and a timestamp.
 #[derive(Debug)]
@@ -70,33 +71,33 @@ fn present<'de, D: serde::Deserializer<'de>>(
     Box::<RawValue>::deserialize(deserializer).map(Some)
 }
 
-/// The two shapes a stored message is sent in; each is serialized once and shared by every
-/// recipient (cloning `Bytes` only bumps a reference count).
+/// The two shapes a stored message is sent in, as complete WebSocket text frames; each is
+/// encoded once and shared by every recipient (cloning `Bytes` only bumps a reference count).
 pub struct Frames {
     /// The seed's shape: `{"message":X}`.
     pub plain: Bytes,
-    /// With metadata, for clients that asked for it: `{"id":N,"room":R,"ts":T,"message":X}`.
+    /// With metadata, for clients that asked for it: `{"id":N,"room":R,"message":X,"ts":T}`.
     pub meta: Option<Bytes>,
 }
 
 impl Frames {
     pub fn encode(message: &StoredMessage, with_meta: bool) -> Self {
         let raw = message.message.get().as_bytes();
-        let mut plain = BytesMut::with_capacity(raw.len() + 12);
-        plain.put_slice(b"{\"message\":");
-        plain.put_slice(raw);
-        plain.put_u8(b'}');
-        let meta = with_meta.then(|| Bytes::from(serde_json::to_vec(message).unwrap_or_default()));
-        Self {
-            plain: plain.freeze(),
-            meta,
-        }
+        let plain = frame::text(&[b"{\"message\":", raw, b"}"]);
+        let meta =
+            with_meta.then(|| frame::text(&[&serde_json::to_vec(message).unwrap_or_default()]));
+        Self { plain, meta }
     }
 }
 
 /// The body of an error frame or HTTP error: `{"error":"..."}`.
 pub fn error_body(reason: &str) -> Bytes {
     Bytes::from(serde_json::json!({ "error": reason }).to_string())
+}
+
+/// An error frame for one WebSocket client: `{"error":"..."}`.
+pub fn error_frame(reason: &str) -> Bytes {
+    frame::text(&[&error_body(reason)])
 }
 
 #[cfg(test)]
@@ -145,9 +146,12 @@ mod tests {
             ts: 1000,
         };
         let frames = Frames::encode(&message, true);
-        assert_eq!(&frames.plain[..], r#"{"message":"hé"}"#.as_bytes());
+        // A text frame of 17 bytes, then the JSON.
+        assert_eq!(&frames.plain[..2], [0x81, 17]);
+        assert_eq!(&frames.plain[2..], r#"{"message":"hé"}"#.as_bytes());
+        let meta = frames.meta.unwrap();
         assert_eq!(
-            &frames.meta.unwrap()[..],
+            &meta[2..],
             r#"{"id":7,"room":"r","message":"hé","ts":1000}"#.as_bytes()
         );
         assert!(Frames::encode(&message, false).meta.is_none());

@@ -44,17 +44,17 @@ impl Outbound {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues a frame; `Err(Evicted)` when the queue is full (now or before).
-    pub fn push(&self, frame: Bytes) -> Result<(), Evicted> {
+    /// Queues frames, in order; `Err(Evicted)` when they do not all fit (now or before).
+    pub fn push(&self, frames: &[Bytes]) -> Result<(), Evicted> {
         let mut state = self.state();
         if state.evicted {
             return Err(Evicted);
         }
-        if state.frames.len() >= self.capacity {
+        if state.frames.len() + frames.len() > self.capacity {
             state.evicted = true;
             state.frames = VecDeque::new();
         } else {
-            state.frames.push_back(frame);
+            state.frames.extend(frames.iter().cloned());
         }
         let waker = state.waker.take();
         let evicted = state.evicted;
@@ -65,20 +65,21 @@ impl Outbound {
         if evicted { Err(Evicted) } else { Ok(()) }
     }
 
-    /// Ready with `Err(Evicted)` once the queue overflowed. Otherwise, when `take` is set and
-    /// frames are queued, swaps them into `spare` (which must be empty; the queue keeps the
-    /// spare's allocation) and is ready; else waits.
+    /// Ready with `Err(Evicted)` once the queue overflowed. Otherwise, when given an empty
+    /// `spare` and frames are queued, swaps them into it (the queue keeps the spare's allocation)
+    /// and is ready; else waits. Without a spare it only watches for an eviction.
     pub fn poll_take(
         &self,
         cx: &mut Context<'_>,
-        take: bool,
-        spare: &mut VecDeque<Bytes>,
+        spare: Option<&mut VecDeque<Bytes>>,
     ) -> Poll<Result<(), Evicted>> {
         let mut state = self.state();
         if state.evicted {
             return Poll::Ready(Err(Evicted));
         }
-        if take && !state.frames.is_empty() {
+        if let Some(spare) = spare
+            && !state.frames.is_empty()
+        {
             std::mem::swap(&mut state.frames, spare);
             return Poll::Ready(Ok(()));
         }
@@ -100,20 +101,18 @@ mod tests {
 
     #[tokio::test]
     async fn takes_everything_queued_and_evicts_past_the_capacity() {
-        let outbound = Outbound::new(2);
-        outbound.push(Bytes::from_static(b"1")).unwrap();
-        outbound.push(Bytes::from_static(b"2")).unwrap();
+        let frame = |text: &'static str| Bytes::from_static(text.as_bytes());
+        let outbound = Outbound::new(3);
+        outbound.push(&[frame("1"), frame("2")]).unwrap();
         let mut taken = VecDeque::new();
-        poll_fn(|cx| outbound.poll_take(cx, true, &mut taken))
+        poll_fn(|cx| outbound.poll_take(cx, Some(&mut taken)))
             .await
             .unwrap();
-        assert_eq!(taken, [Bytes::from_static(b"1"), Bytes::from_static(b"2")]);
-        taken.clear();
-        outbound.push(Bytes::from_static(b"3")).unwrap();
-        outbound.push(Bytes::from_static(b"4")).unwrap();
-        assert_eq!(outbound.push(Bytes::from_static(b"5")), Err(Evicted));
+        assert_eq!(taken, [frame("1"), frame("2")]);
+        outbound.push(&[frame("3"), frame("4")]).unwrap();
+        assert_eq!(outbound.push(&[frame("5"), frame("6")]), Err(Evicted));
         assert_eq!(
-            poll_fn(|cx| outbound.poll_take(cx, false, &mut taken)).await,
+            poll_fn(|cx| outbound.poll_take(cx, None)).await,
             Err(Evicted)
         );
     }

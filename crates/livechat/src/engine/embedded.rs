@@ -154,8 +154,8 @@ impl Writer {
         match self.store.append(drafts) {
             Ok(stored) => {
                 self.set_failure(None);
+                self.hub.deliver(&stored);
                 for (message, answer) in stored.iter().zip(answers) {
-                    self.hub.deliver(message);
                     let _ = answer.send(Ok(Accepted {
                         id: message.id,
                         ts: message.ts,

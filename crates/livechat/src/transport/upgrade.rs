@@ -1,10 +1,5 @@
 //! The WebSocket opening handshake (RFC 6455 section 4.2) as an axum extractor, handing the
-//! upgraded connection to tokio-websockets.
-//!
-//! This replaces the axum-tws wrapper so that a connection keeps its raw socket: after a protocol
-//! error (a frame over the size limit, bad UTF-8) the close frame is sent and the rest of the
-//! client's data is drained before the socket closes. Dropping a socket with unread data makes
-//! the kernel answer with a reset, and the client would never see the close code.
+//! upgraded connection to `crate::websocket`.
 
 use std::future::Future;
 
@@ -15,12 +10,12 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio_websockets::{Limits, ServerBuilder, WebSocketStream};
 
 use super::ApiError;
+use crate::websocket::WebSocket;
 
 /// An accepted WebSocket connection.
-pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+pub type Socket = WebSocket<TokioIo<Upgraded>>;
 
 /// A valid WebSocket handshake request, ready to be answered with 101.
 pub struct Upgrade {
@@ -57,24 +52,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
 }
 
 impl Upgrade {
-    /// Answers 101 Switching Protocols and runs `serve` on the connection once it is upgraded.
-    pub fn on_upgrade<F, Fut>(self, limits: Limits, serve: F) -> Response
+    /// Answers 101 Switching Protocols and runs `serve` on the connection once it is upgraded;
+    /// `max_message`: the largest message the client may send.
+    pub fn on_upgrade<F, Fut>(self, max_message: usize, serve: F) -> Response
     where
         F: FnOnce(Socket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let on_upgrade = self.on_upgrade;
-        tokio::spawn(async move {
+        let task = async move {
             match on_upgrade.await {
-                Ok(upgraded) => {
-                    let socket = ServerBuilder::new()
-                        .limits(limits)
-                        .serve(TokioIo::new(upgraded));
-                    serve(socket).await;
-                }
+                Ok(upgraded) => serve(WebSocket::new(TokioIo::new(upgraded), max_message)).await,
                 Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
             }
-        });
+        };
+        tokio::spawn(task);
         (
             StatusCode::SWITCHING_PROTOCOLS,
             [

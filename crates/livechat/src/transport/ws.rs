@@ -1,29 +1,28 @@
 //! WebSocket connections: `GET /ws/chat/{room}/` joins a room; `{"message": X}` frames publish.
 //!
-//! One task per connection. It reads the client's frames and publishes them without waiting for
-//! each to be stored (up to `MAX_IN_FLIGHT` at once), and writes the frames the hub queued for it,
-//! as many as are waiting in one flush.
+//! One task per connection, polling everything it waits on from one place: frames the hub queued
+//! (taken all at once and written in one vectored write), the client's frames (published without
+//! waiting for each to be stored, up to `MAX_IN_FLIGHT` at once), the answers of the store, and
+//! the server's shutdown.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
-use std::task::{Context, Poll, ready};
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{FuturesUnordered, SplitSink};
-use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_websockets::{CloseCode, Error as WebSocketError, Limits, Message};
 
 use super::upgrade::{Socket, Upgrade};
 use super::{ApiError, AppState};
 use crate::engine::Receipt;
 use crate::hub::Subscription;
-use crate::message::{BadPublish, Draft, Publish, error_body};
+use crate::message::{BadPublish, Draft, Publish, error_frame};
 use crate::room::RoomName;
+use crate::websocket::{CloseCode, Incoming, ProtocolError, ReadError, frame};
 
 /// Publishes of one connection that may wait for the store at once; past it, reading pauses.
 const MAX_IN_FLIGHT: usize = 256;
@@ -71,8 +70,7 @@ pub async fn connect(
     if let Err(error) = state.engine.room_ready(&room).await {
         return ApiError::from(error).into_response();
     }
-    let limits = Limits::default().max_payload_len(Some(state.max_message_bytes));
-    upgrade.on_upgrade(limits, move |socket| {
+    upgrade.on_upgrade(state.max_message_bytes, move |socket| {
         let connections = state.connections.clone();
         connections.track_future(async move {
             let connection = Connection {
@@ -95,161 +93,145 @@ struct Connection {
 
 /// Why a connection ended.
 enum End {
-    /// The client closed, or the socket failed.
+    /// The socket failed or the client hung up without a close frame.
     ClientGone,
-    /// The client broke the protocol (bad UTF-8, too large); the library queued the close frame.
-    ProtocolError,
+    /// The client sent a close frame: answer it, then close.
+    ClientClosed(Option<CloseCode>),
+    /// The client broke the protocol (bad UTF-8, too large): close with the error's code.
+    ProtocolError(ProtocolError),
+    /// We close: shutdown, or a slow consumer.
     Close((CloseCode, &'static str)),
 }
 
 impl Connection {
-    /// Reads and writes independently: a client that stops reading keeps being read (and is
-    /// evicted once its queue fills), and a client that stops sending keeps being written to.
-    async fn run(self) {
+    async fn run(mut self) {
+        let shutdown = self.state.shutdown.clone().cancelled_owned();
+        tokio::pin!(shutdown);
+        let mut receipts = VecDeque::new();
+        let end = poll_fn(|cx| {
+            if shutdown.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(End::Close(GOING_AWAY));
+            }
+            self.poll_turn(cx, &mut receipts)
+        })
+        .await;
         let Connection {
-            socket,
-            state,
+            mut socket,
             room,
             subscription,
+            ..
         } = self;
-        let (mut sink, mut stream) = socket.split();
-        let shutdown = state.shutdown.clone();
-        // Frames just taken off the subscription's queue, on their way to the outbox.
-        let mut taken = VecDeque::new();
-        let mut receipts: FuturesUnordered<Receipt> = FuturesUnordered::new();
-        // Frames waiting for room in the sink: error replies, and hub frames taken off the queue.
-        let mut outbox: VecDeque<Message> = VecDeque::new();
-        let mut unflushed = false;
-        let end = loop {
-            let take_frames = outbox.is_empty();
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break End::Close(GOING_AWAY),
-                // Always polled, to learn of an eviction even while a write is stuck; frames are
-                // taken only when the outbox is empty, so a stuck client's queue fills up.
-                queued = poll_fn(|cx| subscription.outbound.poll_take(cx, take_frames, &mut taken)) => {
-                    if queued.is_err() {
-                        break End::Close(SLOW_CONSUMER);
-                    }
-                    outbox.extend(taken.drain(..).map(Message::text));
-                }
-                Some(receipt) = receipts.next(), if !receipts.is_empty() => {
-                    if let Err(error) = receipt {
-                        outbox.push_back(error_frame(&error.to_string()));
-                    }
-                }
-                written = poll_fn(|cx| write_outbox(&mut sink, &mut outbox, &mut unflushed, cx)),
-                    if unflushed || !outbox.is_empty() =>
-                {
-                    if written.is_err() {
-                        break End::ClientGone;
-                    }
-                }
-                incoming = stream.next(), if receipts.len() < MAX_IN_FLIGHT => match incoming {
-                    None | Some(Err(WebSocketError::Io(_))) => {
-                        break End::ClientGone;
-                    }
-                    Some(Err(_)) => break End::ProtocolError,
-                    Some(Ok(message)) => match read_frame(&room, message) {
-                        Incoming::Publish(draft) => receipts.push(state.engine.publish(draft)),
-                        Incoming::Reply(reply)
-                            if outbox.len() < subscription.outbound.capacity() + MAX_PENDING_REPLIES =>
-                        {
-                            outbox.push_back(reply);
-                        }
-                        // It sends bad frames and does not read the answers.
-                        Incoming::Reply(_) => break End::Close(SLOW_CONSUMER),
-                        Incoming::Nothing => {}
-                    },
-                },
-            }
-        };
         // Leave the room first: nothing more is queued for a closing connection.
         drop(subscription);
         let closing = async {
             match end {
                 End::ClientGone => {}
-                End::ProtocolError => {
-                    // The library queued the close frame (1007, 1009, 1002): send it, then read
-                    // and discard the rest of what the client sends until it hangs up.
-                    let _ = sink.flush().await;
-                    if let Ok(socket) = stream.reunite(sink) {
-                        linger(socket.into_inner()).await;
+                End::ClientClosed(code) => {
+                    socket.queue(frame::close(code.unwrap_or(CloseCode::NORMAL), ""));
+                    let _ = socket.finish().await;
+                }
+                End::ProtocolError(error) => {
+                    tracing::debug!(%room, %error, "closing connection");
+                    socket.queue(frame::close(error.code, error.reason));
+                    // Read what the client still sends until it hangs up: closing a socket with
+                    // unread data makes the kernel send a reset, and the close frame is lost.
+                    if socket.finish().await.is_ok() {
+                        let _ = poll_fn(|cx| socket.poll_discard(cx)).await;
                     }
                 }
                 End::Close((code, reason)) => {
                     tracing::debug!(%room, reason, "closing connection");
-                    if sink.send(Message::close(Some(code), reason)).await.is_ok() {
-                        // Wait for the client's answer to our close frame.
-                        while let Some(Ok(_)) = stream.next().await {}
+                    socket.queue(frame::close(code, reason));
+                    if poll_fn(|cx| socket.poll_write(cx)).await.is_ok() {
+                        socket.await_close().await;
+                        let _ = socket.finish().await;
                     }
                 }
             }
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
     }
-}
 
-/// Reads and drops what the client still sends, until it closes, then closes our side.
-async fn linger(mut io: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>) {
-    // On the heap: an array here would sit in every connection's task, used or not.
-    let mut sink = vec![0u8; 8192];
-    while matches!(io.read(&mut sink).await, Ok(read) if read > 0) {}
-    let _ = io.shutdown().await;
-}
-
-/// What a client's frame asks for.
-enum Incoming {
-    Publish(Draft),
-    Reply(Message),
-    /// Ping, pong and close: the protocol layer answers them.
-    Nothing,
-}
-
-fn read_frame(room: &RoomName, message: Message) -> Incoming {
-    if let Some(text) = message.as_text() {
-        match Publish::parse(text.as_bytes()) {
-            Ok(Publish {
-                message: Some(message),
-                ..
-            }) => Incoming::Publish(Draft {
-                room: room.clone(),
-                message,
-            }),
-            Ok(_) => Incoming::Reply(error_frame(&BadPublish::MissingMessage.to_string())),
-            Err(bad) => Incoming::Reply(error_frame(&bad.to_string())),
-        }
-    } else if message.is_binary() {
-        Incoming::Reply(error_frame(
-            "binary frames are not supported: send JSON text such as {\"message\": \"hi\"}",
-        ))
-    } else {
-        Incoming::Nothing
-    }
-}
-
-fn error_frame(reason: &str) -> Message {
-    Message::text(error_body(reason))
-}
-
-/// Hands the outbox to the sink as it makes room, then flushes once; ready when all is written.
-/// Holds no frame itself, so dropping it (when another branch wins) loses nothing.
-fn write_outbox(
-    sink: &mut SplitSink<Socket, Message>,
-    outbox: &mut VecDeque<Message>,
-    unflushed: &mut bool,
-    cx: &mut Context<'_>,
-) -> Poll<Result<(), WebSocketError>> {
-    while !outbox.is_empty() {
-        ready!(sink.poll_ready_unpin(cx))?;
-        if let Some(frame) = outbox.pop_front() {
-            sink.start_send_unpin(frame)?;
-            *unflushed = true;
+    /// Does all the work that is ready; pending when none is left, ready when the connection ends.
+    /// Reads and writes are independent: a client that stops reading keeps being read (and is
+    /// evicted once its queue fills), and one that stops sending keeps being written to.
+    fn poll_turn(&mut self, cx: &mut Context<'_>, receipts: &mut VecDeque<Receipt>) -> Poll<End> {
+        loop {
+            let mut progress = false;
+            // Frames are taken only once the last ones are written, so a stuck client's queue
+            // fills up; the queue is still polled, to learn of an eviction.
+            match self
+                .subscription
+                .outbound
+                .poll_take(cx, self.socket.empty_outbox())
+            {
+                Poll::Ready(Err(_)) => return Poll::Ready(End::Close(SLOW_CONSUMER)),
+                Poll::Ready(Ok(())) => progress = true,
+                Poll::Pending => {}
+            }
+            while let Some(receipt) = receipts.front_mut() {
+                let Poll::Ready(answer) = Pin::new(receipt).poll(cx) else {
+                    break;
+                };
+                receipts.pop_front();
+                if let Err(error) = answer {
+                    self.socket.queue(error_frame(&error.to_string()));
+                }
+                progress = true;
+            }
+            if let Poll::Ready(Err(_)) = self.socket.poll_write(cx) {
+                return Poll::Ready(End::ClientGone);
+            }
+            if receipts.len() < MAX_IN_FLIGHT {
+                match self.socket.poll_next(cx) {
+                    Poll::Pending => {}
+                    Poll::Ready(Ok(None) | Err(ReadError::Io(_))) => {
+                        return Poll::Ready(End::ClientGone);
+                    }
+                    Poll::Ready(Err(ReadError::Protocol(error))) => {
+                        return Poll::Ready(End::ProtocolError(error));
+                    }
+                    Poll::Ready(Ok(Some(incoming))) => {
+                        progress = true;
+                        if let Some(end) = self.take(incoming, receipts) {
+                            return Poll::Ready(end);
+                        }
+                    }
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
         }
     }
-    if *unflushed {
-        ready!(sink.poll_flush_unpin(cx))?;
-        *unflushed = false;
+
+    /// Acts on one message or control frame from the client.
+    fn take(&mut self, incoming: Incoming, receipts: &mut VecDeque<Receipt>) -> Option<End> {
+        let reply = match incoming {
+            Incoming::Text(text) => match Publish::parse(&text) {
+                Ok(Publish {
+                    message: Some(message),
+                    ..
+                }) => {
+                    let room = self.room.clone();
+                    receipts.push_back(self.state.engine.publish(Draft { room, message }));
+                    return None;
+                }
+                Ok(_) => error_frame(&BadPublish::MissingMessage.to_string()),
+                Err(bad) => error_frame(&bad.to_string()),
+            },
+            Incoming::Binary => error_frame(
+                "binary frames are not supported: send JSON text such as {\"message\": \"hi\"}",
+            ),
+            Incoming::Ping(payload) => frame::pong(&payload),
+            Incoming::Pong => return None,
+            Incoming::Close(code) => return Some(End::ClientClosed(code)),
+        };
+        // A client that sends bad frames and does not read the answers.
+        if self.socket.queued() >= self.subscription.outbound.capacity() + MAX_PENDING_REPLIES {
+            return Some(End::Close(SLOW_CONSUMER));
+        }
+        self.socket.queue(reply);
+        None
     }
-    Poll::Ready(Ok(()))
 }

@@ -282,7 +282,7 @@ impl Subscriber {
             && message.id > *last
         {
             *last = message.id;
-            self.hub.deliver(&message);
+            self.hub.deliver(std::slice::from_ref(&message));
         }
     }
 }

@@ -1,0 +1,502 @@
+//! RFC 6455 framing, server side. Frames we send are unmasked, so each is encoded once, header
+//! included, and the same bytes go to every recipient. Frames clients send are decoded with every
+//! rule a server must enforce: masking, reserved bits, known opcodes, control-frame limits,
+//! fragmentation, the message size limit, and UTF-8 in text messages and close reasons.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+const FIN: u8 = 0x80;
+const RESERVED_BITS: u8 = 0x70;
+const MASKED: u8 = 0x80;
+/// Control frames (close, ping, pong) carry at most this much payload.
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+const CONTINUATION: u8 = 0x0;
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+const PONG: u8 = 0xA;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpCode {
+    Continuation,
+    Text,
+    Binary,
+    Close,
+    Ping,
+    Pong,
+}
+
+impl OpCode {
+    fn parse(bits: u8) -> Option<Self> {
+        Some(match bits {
+            CONTINUATION => Self::Continuation,
+            TEXT => Self::Text,
+            BINARY => Self::Binary,
+            CLOSE => Self::Close,
+            PING => Self::Ping,
+            PONG => Self::Pong,
+            _ => return None,
+        })
+    }
+}
+
+/// A close status code (RFC 6455 section 7.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseCode(pub u16);
+
+impl CloseCode {
+    pub const NORMAL: Self = Self(1000);
+    pub const GOING_AWAY: Self = Self(1001);
+    pub const PROTOCOL_ERROR: Self = Self(1002);
+    pub const INVALID_PAYLOAD: Self = Self(1007);
+    pub const POLICY_VIOLATION: Self = Self(1008);
+    pub const TOO_BIG: Self = Self(1009);
+
+    /// Whether a peer may send this code in a close frame.
+    fn is_sendable(self) -> bool {
+        matches!(self.0, 1000..=1003 | 1007..=1014 | 3000..=4999)
+    }
+}
+
+/// A complete message or control frame from the client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A whole text message, UTF-8 checked.
+    Text(Bytes),
+    /// A whole binary message; its content is of no use here.
+    Binary,
+    Ping(Bytes),
+    Pong,
+    /// The client's close frame, with its status code if it gave one.
+    Close(Option<CloseCode>),
+}
+
+/// The client broke the protocol: the connection is closed with `code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct ProtocolError {
+    pub code: CloseCode,
+    pub reason: &'static str,
+}
+
+fn protocol_error(reason: &'static str) -> ProtocolError {
+    ProtocolError {
+        code: CloseCode::PROTOCOL_ERROR,
+        reason,
+    }
+}
+
+/// A text frame whose payload is the concatenation of `parts`, in one allocation.
+pub fn text(parts: &[&[u8]]) -> Bytes {
+    encode(TEXT, parts)
+}
+
+pub fn pong(payload: &[u8]) -> Bytes {
+    encode(PONG, &[payload])
+}
+
+/// A close frame; the reason is cut (at a character boundary) to fit a control frame.
+pub fn close(code: CloseCode, reason: &str) -> Bytes {
+    let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    encode(CLOSE, &[&code.0.to_be_bytes(), &reason.as_bytes()[..end]])
+}
+
+fn encode(opcode: u8, parts: &[&[u8]]) -> Bytes {
+    let len: usize = parts.iter().map(|part| part.len()).sum();
+    let mut frame = BytesMut::with_capacity(10 + len);
+    frame.put_u8(FIN | opcode);
+    if len < 126 {
+        frame.put_u8(len as u8);
+    } else if let Ok(len) = u16::try_from(len) {
+        frame.put_u8(126);
+        frame.put_u16(len);
+    } else {
+        frame.put_u8(127);
+        frame.put_u64(len as u64);
+    }
+    for part in parts {
+        frame.put_slice(part);
+    }
+    frame.freeze()
+}
+
+/// Turns the bytes a client sent into messages; keeps a fragmented message until its last frame.
+pub struct Decoder {
+    max_message: usize,
+    fragmented: Option<Fragmented>,
+}
+
+struct Fragmented {
+    text: bool,
+    data: BytesMut,
+}
+
+/// A frame's header, once all of it has arrived.
+struct Header {
+    fin: bool,
+    opcode: OpCode,
+    mask: [u8; 4],
+    header_len: usize,
+    payload_len: usize,
+}
+
+impl Decoder {
+    /// `max_message`: the largest message (all its fragments together) accepted, in bytes.
+    pub fn new(max_message: usize) -> Self {
+        Self {
+            max_message,
+            fragmented: None,
+        }
+    }
+
+    /// Takes the next message or control frame off the front of `buffer`; `None` when more bytes
+    /// are needed. Limits are checked as soon as a header arrives, before its payload is read.
+    pub fn decode(&mut self, buffer: &mut BytesMut) -> Result<Option<Incoming>, ProtocolError> {
+        loop {
+            let Some(header) = Header::parse(buffer)? else {
+                return Ok(None);
+            };
+            self.check(&header)?;
+            if buffer.len() < header.header_len + header.payload_len {
+                return Ok(None);
+            }
+            buffer.advance(header.header_len);
+            let mut payload = buffer.split_to(header.payload_len);
+            unmask(&mut payload, header.mask);
+            if let Some(incoming) = self.take_frame(&header, payload)? {
+                return Ok(Some(incoming));
+            }
+        }
+    }
+
+    fn check(&self, header: &Header) -> Result<(), ProtocolError> {
+        match header.opcode {
+            OpCode::Close | OpCode::Ping | OpCode::Pong => {
+                if !header.fin {
+                    return Err(protocol_error("control frames must not be fragmented"));
+                }
+                if header.payload_len > MAX_CONTROL_PAYLOAD {
+                    return Err(protocol_error("control frame payload over 125 bytes"));
+                }
+                Ok(())
+            }
+            _ => {
+                let gathered = self.fragmented.as_ref().map_or(0, |f| f.data.len());
+                if gathered.saturating_add(header.payload_len) > self.max_message {
+                    return Err(ProtocolError {
+                        code: CloseCode::TOO_BIG,
+                        reason: "message too large",
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn take_frame(
+        &mut self,
+        header: &Header,
+        payload: BytesMut,
+    ) -> Result<Option<Incoming>, ProtocolError> {
+        let text = header.opcode == OpCode::Text;
+        match (header.opcode, self.fragmented.as_mut()) {
+            (OpCode::Ping, _) => Ok(Some(Incoming::Ping(payload.freeze()))),
+            (OpCode::Pong, _) => Ok(Some(Incoming::Pong)),
+            (OpCode::Close, _) => close_frame(&payload).map(Some),
+            (OpCode::Text | OpCode::Binary, Some(_)) => Err(protocol_error(
+                "a new message started before the fragmented one ended",
+            )),
+            (OpCode::Text | OpCode::Binary, None) if header.fin => {
+                message(text, payload.freeze()).map(Some)
+            }
+            (OpCode::Text | OpCode::Binary, None) => {
+                self.fragmented = Some(Fragmented {
+                    text,
+                    data: payload,
+                });
+                Ok(None)
+            }
+            (OpCode::Continuation, None) => Err(protocol_error(
+                "continuation frame without a message to continue",
+            )),
+            (OpCode::Continuation, Some(fragmented)) => {
+                fragmented.data.extend_from_slice(&payload);
+                match self.fragmented.take_if(|_| header.fin) {
+                    Some(Fragmented { text, data }) => message(text, data.freeze()).map(Some),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+}
+
+fn message(text: bool, payload: Bytes) -> Result<Incoming, ProtocolError> {
+    if !text {
+        return Ok(Incoming::Binary);
+    }
+    match std::str::from_utf8(&payload) {
+        Ok(_) => Ok(Incoming::Text(payload)),
+        Err(_) => Err(ProtocolError {
+            code: CloseCode::INVALID_PAYLOAD,
+            reason: "text message is not valid UTF-8",
+        }),
+    }
+}
+
+fn close_frame(payload: &[u8]) -> Result<Incoming, ProtocolError> {
+    match payload {
+        [] => Ok(Incoming::Close(None)),
+        [_] => Err(protocol_error("close frame with a one-byte payload")),
+        [high, low, reason @ ..] => {
+            let code = CloseCode(u16::from_be_bytes([*high, *low]));
+            if !code.is_sendable() {
+                return Err(protocol_error("close frame with an invalid status code"));
+            }
+            if std::str::from_utf8(reason).is_err() {
+                return Err(ProtocolError {
+                    code: CloseCode::INVALID_PAYLOAD,
+                    reason: "close reason is not valid UTF-8",
+                });
+            }
+            Ok(Incoming::Close(Some(code)))
+        }
+    }
+}
+
+impl Header {
+    fn parse(buffer: &[u8]) -> Result<Option<Self>, ProtocolError> {
+        let [first, second, rest @ ..] = buffer else {
+            return Ok(None);
+        };
+        if first & RESERVED_BITS != 0 {
+            return Err(protocol_error(
+                "reserved bits set, but no extension was agreed",
+            ));
+        }
+        let Some(opcode) = OpCode::parse(first & 0x0F) else {
+            return Err(protocol_error("unknown opcode"));
+        };
+        if second & MASKED == 0 {
+            return Err(protocol_error("client frames must be masked"));
+        }
+        let (payload_len, extended) = match second & 0x7F {
+            126 => match rest {
+                [a, b, ..] => (u64::from(u16::from_be_bytes([*a, *b])), 2),
+                _ => return Ok(None),
+            },
+            127 => match rest.first_chunk::<8>() {
+                Some(bytes) => (u64::from_be_bytes(*bytes), 8),
+                None => return Ok(None),
+            },
+            len => (u64::from(len), 0),
+        };
+        if payload_len >> 63 != 0 {
+            return Err(protocol_error("payload length has its top bit set"));
+        }
+        let Some(mask) = rest[extended..].first_chunk::<4>() else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            fin: first & FIN != 0,
+            opcode,
+            mask: *mask,
+            header_len: 2 + extended + 4,
+            // Larger than memory can hold is larger than any limit: it fails the size check.
+            payload_len: usize::try_from(payload_len).unwrap_or(usize::MAX),
+        }))
+    }
+}
+
+/// XORs the payload with the client's masking key, eight bytes at a time.
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    let word = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut chunks = payload.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(chunk);
+        chunk.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ word).to_ne_bytes());
+    }
+    for (index, byte) in chunks.into_remainder().iter_mut().enumerate() {
+        *byte ^= mask[index % 4];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    /// A frame as a client sends it: masked with `KEY`.
+    fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mut frame = vec![first];
+        match payload.len() {
+            len if len < 126 => frame.push(MASKED | len as u8),
+            len if len <= 0xFFFF => {
+                frame.push(MASKED | 126);
+                frame.extend((len as u16).to_be_bytes());
+            }
+            len => {
+                frame.push(MASKED | 127);
+                frame.extend((len as u64).to_be_bytes());
+            }
+        }
+        frame.extend(KEY);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ KEY[i % 4]));
+        frame
+    }
+
+    fn decode_all(bytes: &[u8], max: usize) -> Result<Vec<Incoming>, ProtocolError> {
+        let mut decoder = Decoder::new(max);
+        let mut buffer = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Some(incoming) = decoder.decode(&mut buffer)? {
+            out.push(incoming);
+        }
+        assert!(buffer.is_empty(), "every byte consumed");
+        Ok(out)
+    }
+
+    fn code_of(result: Result<Vec<Incoming>, ProtocolError>) -> u16 {
+        result.expect_err("a protocol error").code.0
+    }
+
+    #[test]
+    fn encodes_headers_for_every_length() {
+        assert_eq!(&text(&[b"hi"])[..], b"\x81\x02hi");
+        let medium = text(&[&[b'x'; 300]]);
+        assert_eq!(&medium[..4], &[0x81, 126, 0x01, 0x2c]);
+        assert_eq!(medium.len(), 304);
+        let large = text(&[&vec![b'x'; 70_000]]);
+        assert_eq!(&large[..2], &[0x81, 127]);
+        assert_eq!(&large[2..10], &70_000u64.to_be_bytes());
+        assert_eq!(&pong(b"p")[..], b"\x8a\x01p");
+        assert_eq!(&close(CloseCode::NORMAL, "")[..], b"\x88\x02\x03\xe8");
+        let long_reason = "é".repeat(100);
+        let frame = close(CloseCode::GOING_AWAY, &long_reason);
+        assert!(frame.len() <= 2 + MAX_CONTROL_PAYLOAD);
+        assert!(
+            std::str::from_utf8(&frame[4..]).is_ok(),
+            "cut at a boundary"
+        );
+    }
+
+    #[test]
+    fn decodes_masked_messages_of_every_length_byte_by_byte() {
+        let small = b"{\"message\":1}".to_vec();
+        let medium = vec![b'a'; 1000];
+        let large = vec![b'b'; 70_000];
+        let mut stream = Vec::new();
+        for payload in [&small, &medium, &large] {
+            stream.extend(client_frame(FIN | TEXT, payload));
+        }
+        let mut decoder = Decoder::new(1 << 20);
+        let mut buffer = BytesMut::new();
+        let mut got = Vec::new();
+        for byte in stream {
+            buffer.put_u8(byte);
+            if let Some(incoming) = decoder.decode(&mut buffer).unwrap() {
+                got.push(incoming);
+            }
+        }
+        assert_eq!(
+            got,
+            [small, medium, large].map(|p| Incoming::Text(Bytes::from(p)))
+        );
+    }
+
+    #[test]
+    fn joins_fragments_with_control_frames_between() {
+        let mut stream = client_frame(TEXT, b"hel");
+        stream.extend(client_frame(FIN | PING, b"ping?"));
+        stream.extend(client_frame(CONTINUATION, b"lo "));
+        stream.extend(client_frame(FIN | CONTINUATION, "wörld".as_bytes()));
+        stream.extend(client_frame(FIN | BINARY, b"\x00\x01"));
+        stream.extend(client_frame(FIN | PONG, b""));
+        stream.extend(client_frame(FIN | CLOSE, &[0x03, 0xe8, b'o', b'k']));
+        assert_eq!(
+            decode_all(&stream, 100).unwrap(),
+            [
+                Incoming::Ping(Bytes::from_static(b"ping?")),
+                Incoming::Text(Bytes::from("hello wörld")),
+                Incoming::Binary,
+                Incoming::Pong,
+                Incoming::Close(Some(CloseCode::NORMAL)),
+            ]
+        );
+        assert_eq!(
+            decode_all(&client_frame(FIN | CLOSE, b""), 100).unwrap(),
+            [Incoming::Close(None)]
+        );
+    }
+
+    #[test]
+    fn enforces_the_size_limit_before_the_payload_arrives() {
+        let frame = client_frame(FIN | TEXT, &[b'x'; 101]);
+        // Only the header: the limit is known to be broken already.
+        assert_eq!(code_of(decode_all(&frame[..8], 100)), 1009);
+        let mut fragments = client_frame(TEXT, &[b'x'; 60]);
+        fragments.extend(client_frame(FIN | CONTINUATION, &[b'x'; 41]));
+        assert_eq!(code_of(decode_all(&fragments, 100)), 1009);
+        assert!(decode_all(&client_frame(FIN | TEXT, &[b'x'; 100]), 100).is_ok());
+    }
+
+    #[test]
+    fn refuses_what_the_rfc_forbids() {
+        let unmasked = [FIN | TEXT, 1, b'x'];
+        assert_eq!(code_of(decode_all(&unmasked, 100)), 1002);
+        assert_eq!(
+            code_of(decode_all(&client_frame(FIN | 0x40 | TEXT, b"x"), 100)),
+            1002
+        );
+        assert_eq!(
+            code_of(decode_all(&client_frame(FIN | 0x3, b"x"), 100)),
+            1002
+        );
+        assert_eq!(code_of(decode_all(&client_frame(PING, b"x"), 100)), 1002);
+        assert_eq!(
+            code_of(decode_all(&client_frame(FIN | PING, &[0; 126]), 1000)),
+            1002
+        );
+        assert_eq!(
+            code_of(decode_all(&client_frame(FIN | CONTINUATION, b"x"), 100)),
+            1002
+        );
+        let mut interleaved = client_frame(TEXT, b"a");
+        interleaved.extend(client_frame(FIN | TEXT, b"b"));
+        assert_eq!(code_of(decode_all(&interleaved, 100)), 1002);
+        let mut huge = vec![FIN | TEXT, MASKED | 127];
+        huge.extend(u64::MAX.to_be_bytes());
+        huge.extend(KEY);
+        assert_eq!(code_of(decode_all(&huge, 100)), 1002);
+    }
+
+    #[test]
+    fn checks_utf8_and_close_payloads() {
+        assert_eq!(
+            code_of(decode_all(&client_frame(FIN | TEXT, b"\xff"), 100)),
+            1007
+        );
+        // A character split between two fragments is fine.
+        let mut split = client_frame(TEXT, &"é".as_bytes()[..1]);
+        split.extend(client_frame(FIN | CONTINUATION, &"é".as_bytes()[1..]));
+        assert!(decode_all(&split, 100).is_ok());
+        assert_eq!(
+            code_of(decode_all(&client_frame(FIN | CLOSE, &[3]), 100)),
+            1002
+        );
+        for bad in [999u16, 1004, 1005, 1006, 1015, 2000, 5000] {
+            let frame = client_frame(FIN | CLOSE, &bad.to_be_bytes());
+            assert_eq!(code_of(decode_all(&frame, 100)), 1002, "code {bad}");
+        }
+        let bad_reason = client_frame(FIN | CLOSE, &[0x03, 0xe8, 0xff]);
+        assert_eq!(code_of(decode_all(&bad_reason, 100)), 1007);
+    }
+}
