@@ -4,15 +4,15 @@
 //! Each connection has a bounded queue of outgoing frames. Delivery never waits: a frame is
 //! serialized once per message and its shared buffer is pushed to every member's queue; a member
 //! whose queue is full is a slow consumer and is evicted, so nobody else slows down and memory
-//! stays bounded.
+//! stays bounded. On shutdown the hub tells every member, present and joining, to close.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::message::{Frames, StoredMessage};
-use crate::outbound::Outbound;
+use crate::outbound::{Closed, Outbound};
 use crate::room::RoomName;
 
 /// Rooms are spread over shards so that joins and deliveries in different rooms rarely contend.
@@ -24,6 +24,7 @@ pub struct Hub {
     next_member_id: AtomicU64,
     queue_capacity: usize,
     observer: Option<Arc<dyn RoomObserver>>,
+    shutting_down: AtomicBool,
 }
 
 /// Told, under the room's lock (so in order), when a room gets its first local member and when
@@ -63,6 +64,7 @@ impl Hub {
             next_member_id: AtomicU64::new(1),
             queue_capacity: queue_capacity.max(1),
             observer,
+            shutting_down: AtomicBool::new(false),
         })
     }
 
@@ -109,6 +111,11 @@ impl Hub {
             Room::default()
         });
         entry.meta_members += usize::from(wants_meta);
+        // Checked under the shard's lock, which `close_all` takes after setting the flag: a
+        // member either sees the flag here or is told by `close_all`.
+        if self.shutting_down.load(Ordering::SeqCst) {
+            outbound.close(Closed::ShuttingDown);
+        }
         entry.members.push(Member {
             id,
             outbound: outbound.clone(),
@@ -119,6 +126,19 @@ impl Hub {
             hub: self.clone(),
             room: room.clone(),
             id,
+        }
+    }
+
+    /// Tells every member, and any that joins later, to close: the server is shutting down.
+    pub fn close_all(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        for shard in &self.shards {
+            let rooms = shard
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for member in rooms.values().flat_map(|room| &room.members) {
+                member.outbound.close(Closed::ShuttingDown);
+            }
         }
     }
 
@@ -200,9 +220,7 @@ mod tests {
     use std::collections::VecDeque;
     use std::future::poll_fn;
 
-    use crate::outbound::Evicted;
-
-    async fn take(subscription: &Subscription) -> Result<VecDeque<Bytes>, Evicted> {
+    async fn take(subscription: &Subscription) -> Result<VecDeque<Bytes>, Closed> {
         let mut frames = VecDeque::new();
         poll_fn(|cx| subscription.outbound.poll_take(cx, Some(&mut frames))).await?;
         // The JSON, without the WebSocket header.
@@ -266,9 +284,20 @@ mod tests {
         assert_eq!(take(&fast).await.unwrap().len(), 2, "one batch, one take");
         hub.deliver(&[message(&room, 3)]);
         assert_eq!(take(&fast).await.unwrap().len(), 1);
-        assert_eq!(take(&slow).await, Err(Evicted));
+        assert_eq!(take(&slow).await, Err(Closed::SlowConsumer));
         let rooms = hub.shard(&room);
         assert_eq!(rooms[&room].members.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn close_all_reaches_members_and_later_joiners() {
+        let hub = Hub::new(2, None);
+        let room = RoomName::parse("r").unwrap();
+        let before = hub.join(&room, false);
+        hub.close_all();
+        let after = hub.join(&room, false);
+        assert_eq!(take(&before).await, Err(Closed::ShuttingDown));
+        assert_eq!(take(&after).await, Err(Closed::ShuttingDown));
     }
 
     #[test]

@@ -53,12 +53,18 @@ pub async fn run(
     };
     let connections = TaskTracker::new();
     let state = AppState::new(Shared {
-        hub,
+        hub: hub.clone(),
         engine: engine.clone(),
         default_room: config.default_room.clone(),
         max_message_bytes: config.max_message_bytes,
-        shutdown: shutdown.clone(),
         connections: connections.clone(),
+    });
+    // On SIGTERM/SIGINT the hub tells every WebSocket connection to close with 1001.
+    let closing_hub = hub.clone();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        signal.cancelled().await;
+        closing_hub.close_all();
     });
     let app = transport::router(state);
     axum::serve(listener, app)

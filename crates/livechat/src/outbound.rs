@@ -1,7 +1,8 @@
 //! A connection's outbound queue: the hub pushes frames into it without ever waiting, and the
 //! connection task takes everything queued in one go. It is bounded: a push past the capacity
 //! marks the connection as a slow consumer (its frames are dropped), and the task learns it the
-//! next time it looks. Nothing is allocated until the first frame arrives.
+//! next time it looks. The hub closes it the same way when the server shuts down. Nothing is
+//! allocated until the first frame arrives.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
@@ -18,12 +19,17 @@ pub struct Outbound {
 struct State {
     frames: VecDeque<Bytes>,
     waker: Option<Waker>,
-    evicted: bool,
+    closed: Option<Closed>,
 }
 
-/// The connection did not keep up: its queue overflowed.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Evicted;
+/// Why the queue takes no more frames: the connection is to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The connection did not keep up: its queue overflowed.
+    SlowConsumer,
+    /// The server is shutting down.
+    ShuttingDown,
+}
 
 impl Outbound {
     pub fn new(capacity: usize) -> Self {
@@ -44,44 +50,60 @@ impl Outbound {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues frames, in order; `Err(Evicted)` when they do not all fit (now or before).
-    pub fn push(&self, frames: &[Bytes]) -> Result<(), Evicted> {
+    /// Queues frames, in order. A slow consumer when they do not all fit.
+    pub fn push(&self, frames: &[Bytes]) -> Result<(), Closed> {
         let mut state = self.state();
-        if state.evicted {
-            return Err(Evicted);
+        if let Some(closed) = state.closed {
+            return Err(closed);
         }
         if state.frames.len() + frames.len() > self.capacity {
-            state.evicted = true;
             state.frames = VecDeque::new();
-        } else {
-            state.frames.extend(frames.iter().cloned());
+            self.close_locked(state, Closed::SlowConsumer);
+            return Err(Closed::SlowConsumer);
         }
+        state.frames.extend(frames.iter().cloned());
+        Self::wake(state);
+        Ok(())
+    }
+
+    /// Tells the connection to close (unless it already is closing).
+    pub fn close(&self, why: Closed) {
+        let state = self.state();
+        if state.closed.is_none() {
+            self.close_locked(state, why);
+        }
+    }
+
+    fn close_locked(&self, mut state: MutexGuard<'_, State>, why: Closed) {
+        state.closed = Some(why);
+        Self::wake(state);
+    }
+
+    fn wake(mut state: MutexGuard<'_, State>) {
         let waker = state.waker.take();
-        let evicted = state.evicted;
         drop(state);
         if let Some(waker) = waker {
             waker.wake();
         }
-        if evicted { Err(Evicted) } else { Ok(()) }
     }
 
-    /// Ready with `Err(Evicted)` once the queue overflowed. Otherwise, when given an empty
-    /// `spare` and frames are queued, swaps them into it (the queue keeps the spare's allocation)
-    /// and is ready; else waits. Without a spare it only watches for an eviction.
+    /// When given an empty `spare` and frames are queued, swaps them into it (the queue keeps the
+    /// spare's allocation) and is ready, even when closed: frames queued before a shutdown still
+    /// go out. Otherwise ready with the reason once closed, else waits.
     pub fn poll_take(
         &self,
         cx: &mut Context<'_>,
         spare: Option<&mut VecDeque<Bytes>>,
-    ) -> Poll<Result<(), Evicted>> {
+    ) -> Poll<Result<(), Closed>> {
         let mut state = self.state();
-        if state.evicted {
-            return Poll::Ready(Err(Evicted));
-        }
         if let Some(spare) = spare
             && !state.frames.is_empty()
         {
             std::mem::swap(&mut state.frames, spare);
             return Poll::Ready(Ok(()));
+        }
+        if let Some(closed) = state.closed {
+            return Poll::Ready(Err(closed));
         }
         if !state
             .waker
@@ -110,10 +132,34 @@ mod tests {
             .unwrap();
         assert_eq!(taken, [frame("1"), frame("2")]);
         outbound.push(&[frame("3"), frame("4")]).unwrap();
-        assert_eq!(outbound.push(&[frame("5"), frame("6")]), Err(Evicted));
         assert_eq!(
-            poll_fn(|cx| outbound.poll_take(cx, None)).await,
-            Err(Evicted)
+            outbound.push(&[frame("5"), frame("6")]),
+            Err(Closed::SlowConsumer)
+        );
+        taken.clear();
+        assert_eq!(
+            poll_fn(|cx| outbound.poll_take(cx, Some(&mut taken))).await,
+            Err(Closed::SlowConsumer),
+            "a slow consumer's frames are dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_lets_queued_frames_out_first() {
+        let outbound = Outbound::new(3);
+        outbound.push(&[Bytes::from_static(b"1")]).unwrap();
+        outbound.close(Closed::ShuttingDown);
+        assert_eq!(outbound.push(&[]), Err(Closed::ShuttingDown));
+        let mut taken = VecDeque::new();
+        assert_eq!(
+            poll_fn(|cx| outbound.poll_take(cx, Some(&mut taken))).await,
+            Ok(())
+        );
+        assert_eq!(taken.len(), 1);
+        taken.clear();
+        assert_eq!(
+            poll_fn(|cx| outbound.poll_take(cx, Some(&mut taken))).await,
+            Err(Closed::ShuttingDown)
         );
     }
 }

@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use error::ApiError;
@@ -31,8 +30,6 @@ pub struct Shared {
     pub engine: Arc<dyn Engine>,
     pub default_room: RoomName,
     pub max_message_bytes: usize,
-    /// Cancelled on SIGTERM/SIGINT: WebSocket connections close with 1001.
-    pub shutdown: CancellationToken,
     /// Every open WebSocket connection, so that shutdown can wait for them to close.
     pub connections: TaskTracker,
 }

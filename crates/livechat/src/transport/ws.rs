@@ -1,9 +1,10 @@
 //! WebSocket connections: `GET /ws/chat/{room}/` joins a room; `{"message": X}` frames publish.
 //!
 //! One task per connection, polling everything it waits on from one place: frames the hub queued
-//! (taken all at once and written in one vectored write), the client's frames (published without
-//! waiting for each to be stored, up to `MAX_IN_FLIGHT` at once), the answers of the store, and
-//! the server's shutdown.
+//! (taken all at once and written in one vectored write; the hub also says when to close), the
+//! client's frames (published without waiting for each to be stored, up to `MAX_IN_FLIGHT` at
+//! once), and the answers of the store. An idle connection is this task and its socket, nothing
+//! more: what it needs only to close is allocated when it closes.
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
@@ -21,6 +22,7 @@ use super::{ApiError, AppState};
 use crate::engine::Receipt;
 use crate::hub::Subscription;
 use crate::message::{BadPublish, Draft, Publish, error_frame};
+use crate::outbound::Closed;
 use crate::room::RoomName;
 use crate::websocket::{CloseCode, Incoming, ProtocolError, ReadError, frame};
 
@@ -105,50 +107,18 @@ enum End {
 
 impl Connection {
     async fn run(mut self) {
-        let shutdown = self.state.shutdown.clone().cancelled_owned();
-        tokio::pin!(shutdown);
         let mut receipts = VecDeque::new();
-        let end = poll_fn(|cx| {
-            if shutdown.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(End::Close(GOING_AWAY));
-            }
-            self.poll_turn(cx, &mut receipts)
-        })
-        .await;
+        let end = poll_fn(|cx| self.poll_turn(cx, &mut receipts)).await;
         let Connection {
-            mut socket,
+            socket,
             room,
             subscription,
             ..
         } = self;
         // Leave the room first: nothing more is queued for a closing connection.
         drop(subscription);
-        let closing = async {
-            match end {
-                End::ClientGone => {}
-                End::ClientClosed(code) => {
-                    socket.queue(frame::close(code.unwrap_or(CloseCode::NORMAL), ""));
-                    let _ = socket.finish().await;
-                }
-                End::ProtocolError(error) => {
-                    tracing::debug!(%room, %error, "closing connection");
-                    socket.queue(frame::close(error.code, error.reason));
-                    // Read what the client still sends until it hangs up: closing a socket with
-                    // unread data makes the kernel send a reset, and the close frame is lost.
-                    if socket.finish().await.is_ok() {
-                        let _ = poll_fn(|cx| socket.poll_discard(cx)).await;
-                    }
-                }
-                End::Close((code, reason)) => {
-                    tracing::debug!(%room, reason, "closing connection");
-                    socket.queue(frame::close(code, reason));
-                    if poll_fn(|cx| socket.poll_write(cx)).await.is_ok() {
-                        socket.await_close().await;
-                        let _ = socket.finish().await;
-                    }
-                }
-            }
-        };
+        // Boxed: an open connection's task does not carry the closing steps' state.
+        let closing = Box::pin(close(socket, room, end));
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
     }
 
@@ -165,7 +135,12 @@ impl Connection {
                 .outbound
                 .poll_take(cx, self.socket.empty_outbox())
             {
-                Poll::Ready(Err(_)) => return Poll::Ready(End::Close(SLOW_CONSUMER)),
+                Poll::Ready(Err(Closed::SlowConsumer)) => {
+                    return Poll::Ready(End::Close(SLOW_CONSUMER));
+                }
+                Poll::Ready(Err(Closed::ShuttingDown)) => {
+                    return Poll::Ready(End::Close(GOING_AWAY));
+                }
                 Poll::Ready(Ok(())) => progress = true,
                 Poll::Pending => {}
             }
@@ -233,5 +208,33 @@ impl Connection {
         }
         self.socket.queue(reply);
         None
+    }
+}
+
+/// The closing handshake, by who ended the connection.
+async fn close(mut socket: Socket, room: RoomName, end: End) {
+    match end {
+        End::ClientGone => {}
+        End::ClientClosed(code) => {
+            socket.queue(frame::close(code.unwrap_or(CloseCode::NORMAL), ""));
+            let _ = socket.finish().await;
+        }
+        End::ProtocolError(error) => {
+            tracing::debug!(%room, %error, "closing connection");
+            socket.queue(frame::close(error.code, error.reason));
+            // Read what the client still sends until it hangs up: closing a socket with unread
+            // data makes the kernel send a reset, and the close frame would be lost.
+            if socket.finish().await.is_ok() {
+                let _ = poll_fn(|cx| socket.poll_discard(cx)).await;
+            }
+        }
+        End::Close((code, reason)) => {
+            tracing::debug!(%room, reason, "closing connection");
+            socket.queue(frame::close(code, reason));
+            if poll_fn(|cx| socket.poll_write(cx)).await.is_ok() {
+                socket.await_close().await;
+                let _ = socket.finish().await;
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
 use super::frame::{Decoder, Incoming, ProtocolError};
@@ -57,11 +57,25 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
                 }
                 return Poll::Ready(Ok(Some(incoming)));
             }
-            self.read.reserve(READ_CHUNK);
-            if ready!(poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read))? == 0 {
+            if ready!(self.poll_read(cx))? == 0 {
                 return Poll::Ready(Ok(None));
             }
         }
+    }
+
+    /// Reads more bytes into the read buffer. With nothing pending, it reads into the stack and
+    /// allocates only for what arrived, so that a connection waiting for its client holds no
+    /// buffer at all.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if !self.read.is_empty() {
+            self.read.reserve(READ_CHUNK);
+            return poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read);
+        }
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut filled = ReadBuf::new(&mut chunk);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut filled))?;
+        self.read.extend_from_slice(filled.filled());
+        Poll::Ready(Ok(filled.filled().len()))
     }
 
     /// Reads and drops whatever the client still sends until it closes the connection.
@@ -175,6 +189,13 @@ mod tests {
         client.write_all(b"\x81\x82\0\0\0\0hi").await.unwrap();
         let next = poll_fn(|cx| socket.poll_next(cx)).await.unwrap();
         assert_eq!(next, Some(Incoming::Text(Bytes::from_static(b"hi"))));
+        assert_eq!(socket.read.capacity(), 0);
+        // Waiting for more allocates nothing either.
+        assert!(
+            poll_fn(|cx| Poll::Ready(socket.poll_next(cx)))
+                .await
+                .is_pending()
+        );
         assert_eq!(socket.read.capacity(), 0);
         drop(client);
         assert_eq!(poll_fn(|cx| socket.poll_next(cx)).await.unwrap(), None);
