@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::message::{Frames, StoredMessage};
 use crate::outbound::{Closed, Outbound};
+use crate::pacer::Pacer;
 use crate::room::RoomName;
 
 /// Rooms are spread over shards so that joins and deliveries in different rooms rarely contend.
@@ -24,6 +25,7 @@ pub struct Hub {
     next_member_id: AtomicU64,
     queue_capacity: usize,
     observer: Option<Arc<dyn RoomObserver>>,
+    pacer: Arc<Pacer>,
     shutting_down: AtomicBool,
 }
 
@@ -57,13 +59,19 @@ pub struct Subscription {
 }
 
 impl Hub {
-    pub fn new(queue_capacity: usize, observer: Option<Arc<dyn RoomObserver>>) -> Arc<Self> {
+    /// `pacer` decides when a member is woken for the frames pushed to it.
+    pub fn new(
+        queue_capacity: usize,
+        observer: Option<Arc<dyn RoomObserver>>,
+        pacer: Arc<Pacer>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             next_member_id: AtomicU64::new(1),
             queue_capacity: queue_capacity.max(1),
             observer,
+            pacer,
             shutting_down: AtomicBool::new(false),
         })
     }
@@ -180,7 +188,7 @@ impl Hub {
         for member in &room.members {
             let frames = if member.wants_meta { &meta } else { &plain };
             // A full queue: a slow consumer, now told to close; it leaves the room here.
-            if member.outbound.push(frames).is_err() {
+            if member.outbound.push(frames, &self.pacer).is_err() {
                 lost.push(member.id);
             }
         }
@@ -219,6 +227,11 @@ mod tests {
     use serde_json::value::RawValue;
     use std::collections::VecDeque;
     use std::future::poll_fn;
+    use std::time::Duration;
+
+    fn hub(queue_capacity: usize) -> Arc<Hub> {
+        Hub::new(queue_capacity, None, Pacer::new(Duration::ZERO))
+    }
 
     async fn take(subscription: &Subscription) -> Result<VecDeque<Bytes>, Closed> {
         let mut frames = VecDeque::new();
@@ -238,7 +251,7 @@ mod tests {
 
     #[tokio::test]
     async fn delivers_to_members_of_the_room_only() {
-        let hub = Hub::new(8, None);
+        let hub = hub(8);
         let a = RoomName::parse("a").unwrap();
         let b = RoomName::parse("b").unwrap();
         let plain = hub.join(&a, false);
@@ -254,7 +267,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_of_several_rooms_keeps_each_rooms_order() {
-        let hub = Hub::new(8, None);
+        let hub = hub(8);
         let a = RoomName::parse("a").unwrap();
         let b = RoomName::parse("b").unwrap();
         let (in_a, in_b) = (hub.join(&a, false), hub.join(&b, false));
@@ -276,7 +289,7 @@ mod tests {
 
     #[tokio::test]
     async fn evicts_a_slow_consumer_and_keeps_the_others() {
-        let hub = Hub::new(2, None);
+        let hub = hub(2);
         let room = RoomName::parse("r").unwrap();
         let slow = hub.join(&room, false);
         let fast = hub.join(&room, false);
@@ -291,7 +304,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_all_reaches_members_and_later_joiners() {
-        let hub = Hub::new(2, None);
+        let hub = hub(2);
         let room = RoomName::parse("r").unwrap();
         let before = hub.join(&room, false);
         hub.close_all();
@@ -302,7 +315,7 @@ mod tests {
 
     #[test]
     fn the_last_member_leaving_removes_the_room() {
-        let hub = Hub::new(2, None);
+        let hub = hub(2);
         let room = RoomName::parse("r").unwrap();
         let subscription = hub.join(&room, true);
         drop(subscription);

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod hub;
 pub mod message;
 pub mod outbound;
+pub mod pacer;
 pub mod room;
 pub mod store;
 pub mod transport;
@@ -16,6 +17,7 @@ pub mod websocket;
 
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, StoreKind};
 use crate::engine::{EmbeddedEngine, Engine, RedisEngine, RedisSettings, RoomRegistry};
 use crate::hub::Hub;
+use crate::pacer::Pacer;
 use crate::store::{HistoryStore, MemoryStore, Retention, SqliteStore, StoreError};
 use crate::transport::{AppState, Shared};
 
@@ -67,6 +70,13 @@ pub async fn run(
         closing_hub.close_all();
     });
     let app = transport::router(state);
+    // Without TCP_NODELAY, Nagle's algorithm holds a small write back until the client's delayed
+    // ACK (up to 40 ms on Linux): measured as a 37-48 ms p90-p99 in fan-out.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
@@ -85,7 +95,7 @@ pub async fn run(
 type Parts = (Arc<Hub>, Arc<dyn Engine>);
 
 fn start_embedded(config: &Config, retention: Retention) -> Result<Parts, RunError> {
-    let hub = Hub::new(config.outbound_queue, None);
+    let hub = Hub::new(config.outbound_queue, None, start_pacer(config));
     let store: Arc<dyn HistoryStore> = match config.store {
         StoreKind::Sqlite => Arc::new(SqliteStore::open(
             &config.data_dir,
@@ -105,7 +115,11 @@ async fn start_redis(
     retention: Retention,
 ) -> Result<Parts, RunError> {
     let (registry, commands) = RoomRegistry::new(config.redis_timeout);
-    let hub = Hub::new(config.outbound_queue, Some(registry.clone()));
+    let hub = Hub::new(
+        config.outbound_queue,
+        Some(registry.clone()),
+        start_pacer(config),
+    );
     let node_id = config.node_id.clone().unwrap_or_else(random_node_id);
     tracing::info!(?urls, cluster = config.redis_cluster, %node_id, "Redis engine");
     let settings = RedisSettings {
@@ -119,6 +133,12 @@ async fn start_redis(
     };
     let engine = RedisEngine::start(settings, hub.clone(), registry, commands).await?;
     Ok((hub, Arc::new(engine)))
+}
+
+fn start_pacer(config: &Config) -> Arc<Pacer> {
+    let pacer = Pacer::new(config.write_interval);
+    tokio::spawn(pacer.clone().run());
+    pacer
 }
 
 fn random_node_id() -> String {

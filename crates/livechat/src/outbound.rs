@@ -10,6 +10,8 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
+use crate::pacer::{LastWake, Pacer};
+
 pub struct Outbound {
     state: Mutex<State>,
     capacity: usize,
@@ -20,6 +22,7 @@ struct State {
     frames: VecDeque<Bytes>,
     waker: Option<Waker>,
     closed: Option<Closed>,
+    last_wake: LastWake,
 }
 
 /// Why the queue takes no more frames: the connection is to close.
@@ -50,8 +53,9 @@ impl Outbound {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues frames, in order. A slow consumer when they do not all fit.
-    pub fn push(&self, frames: &[Bytes]) -> Result<(), Closed> {
+    /// Queues frames, in order, and wakes the connection as `pacer` allows. A slow consumer when
+    /// they do not all fit.
+    pub fn push(&self, frames: &[Bytes], pacer: &Pacer) -> Result<(), Closed> {
         let mut state = self.state();
         if let Some(closed) = state.closed {
             return Err(closed);
@@ -62,7 +66,15 @@ impl Outbound {
             return Err(Closed::SlowConsumer);
         }
         state.frames.extend(frames.iter().cloned());
-        Self::wake(state);
+        if let Some(waker) = state.waker.take() {
+            let now = pacer.admit(&mut state.last_wake);
+            drop(state);
+            if now {
+                waker.wake();
+            } else {
+                pacer.defer(waker);
+            }
+        }
         Ok(())
     }
 
@@ -120,20 +132,22 @@ impl Outbound {
 mod tests {
     use super::*;
     use std::future::poll_fn;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn takes_everything_queued_and_evicts_past_the_capacity() {
         let frame = |text: &'static str| Bytes::from_static(text.as_bytes());
         let outbound = Outbound::new(3);
-        outbound.push(&[frame("1"), frame("2")]).unwrap();
+        let pacer = Pacer::new(Duration::ZERO);
+        outbound.push(&[frame("1"), frame("2")], &pacer).unwrap();
         let mut taken = VecDeque::new();
         poll_fn(|cx| outbound.poll_take(cx, Some(&mut taken)))
             .await
             .unwrap();
         assert_eq!(taken, [frame("1"), frame("2")]);
-        outbound.push(&[frame("3"), frame("4")]).unwrap();
+        outbound.push(&[frame("3"), frame("4")], &pacer).unwrap();
         assert_eq!(
-            outbound.push(&[frame("5"), frame("6")]),
+            outbound.push(&[frame("5"), frame("6")], &pacer),
             Err(Closed::SlowConsumer)
         );
         taken.clear();
@@ -147,9 +161,10 @@ mod tests {
     #[tokio::test]
     async fn a_shutdown_lets_queued_frames_out_first() {
         let outbound = Outbound::new(3);
-        outbound.push(&[Bytes::from_static(b"1")]).unwrap();
+        let pacer = Pacer::new(Duration::ZERO);
+        outbound.push(&[Bytes::from_static(b"1")], &pacer).unwrap();
         outbound.close(Closed::ShuttingDown);
-        assert_eq!(outbound.push(&[]), Err(Closed::ShuttingDown));
+        assert_eq!(outbound.push(&[], &pacer), Err(Closed::ShuttingDown));
         let mut taken = VecDeque::new();
         assert_eq!(
             poll_fn(|cx| outbound.poll_take(cx, Some(&mut taken))).await,
