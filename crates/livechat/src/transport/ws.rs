@@ -80,6 +80,7 @@ pub async fn connect(
                 state,
                 room,
                 subscription,
+                receipts: VecDeque::new(),
             };
             connection.run().await;
         })
@@ -91,6 +92,8 @@ struct Connection {
     state: AppState,
     room: RoomName,
     subscription: Subscription,
+    /// Publishes waiting to be stored, oldest first; a failed one owes its client an error frame.
+    receipts: VecDeque<Receipt>,
 }
 
 /// Why a connection ended.
@@ -107,8 +110,7 @@ enum End {
 
 impl Connection {
     async fn run(mut self) {
-        let mut receipts = VecDeque::new();
-        let end = poll_fn(|cx| self.poll_turn(cx, &mut receipts)).await;
+        let end = poll_fn(|cx| self.poll_turn(cx)).await;
         let Connection {
             socket,
             room,
@@ -117,15 +119,18 @@ impl Connection {
         } = self;
         // Leave the room first: nothing more is queued for a closing connection.
         drop(subscription);
-        // Boxed: an open connection's task does not carry the closing steps' state.
-        let closing = Box::pin(close(socket, room, end));
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
+        // Boxed: an open connection's task does not carry the closing steps' state or timer.
+        let _ = Box::pin(tokio::time::timeout(
+            CLOSE_TIMEOUT,
+            close(socket, room, end),
+        ))
+        .await;
     }
 
     /// Does all the work that is ready; pending when none is left, ready when the connection ends.
     /// Reads and writes are independent: a client that stops reading keeps being read (and is
     /// evicted once its queue fills), and one that stops sending keeps being written to.
-    fn poll_turn(&mut self, cx: &mut Context<'_>, receipts: &mut VecDeque<Receipt>) -> Poll<End> {
+    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<End> {
         loop {
             let mut progress = false;
             // Frames are taken only once the last ones are written, so a stuck client's queue
@@ -144,11 +149,11 @@ impl Connection {
                 Poll::Ready(Ok(())) => progress = true,
                 Poll::Pending => {}
             }
-            while let Some(receipt) = receipts.front_mut() {
+            while let Some(receipt) = self.receipts.front_mut() {
                 let Poll::Ready(answer) = Pin::new(receipt).poll(cx) else {
                     break;
                 };
-                receipts.pop_front();
+                self.receipts.pop_front();
                 if let Err(error) = answer {
                     self.socket.queue(error_frame(&error.to_string()));
                 }
@@ -157,7 +162,7 @@ impl Connection {
             if let Poll::Ready(Err(_)) = self.socket.poll_write(cx) {
                 return Poll::Ready(End::ClientGone);
             }
-            if receipts.len() < MAX_IN_FLIGHT {
+            if self.receipts.len() < MAX_IN_FLIGHT {
                 match self.socket.poll_next(cx) {
                     Poll::Pending => {}
                     Poll::Ready(Ok(None) | Err(ReadError::Io(_))) => {
@@ -168,7 +173,7 @@ impl Connection {
                     }
                     Poll::Ready(Ok(Some(incoming))) => {
                         progress = true;
-                        if let Some(end) = self.take(incoming, receipts) {
+                        if let Some(end) = self.take(incoming) {
                             return Poll::Ready(end);
                         }
                     }
@@ -181,7 +186,7 @@ impl Connection {
     }
 
     /// Acts on one message or control frame from the client.
-    fn take(&mut self, incoming: Incoming, receipts: &mut VecDeque<Receipt>) -> Option<End> {
+    fn take(&mut self, incoming: Incoming) -> Option<End> {
         let reply = match incoming {
             Incoming::Text(text) => match Publish::parse(&text) {
                 Ok(Publish {
@@ -189,7 +194,8 @@ impl Connection {
                     ..
                 }) => {
                     let room = self.room.clone();
-                    receipts.push_back(self.state.engine.publish(Draft { room, message }));
+                    let receipt = self.state.engine.publish(Draft { room, message });
+                    self.receipts.push_back(receipt);
                     return None;
                 }
                 Ok(_) => error_frame(&BadPublish::MissingMessage.to_string()),
