@@ -173,7 +173,9 @@ impl Hub {
     }
 
     fn deliver_to_room(&self, batch: &[&StoredMessage]) {
-        let name = &batch[0].room;
+        let Some(name) = batch.first().map(|message| &message.room) else {
+            return;
+        };
         let mut rooms = self.shard(name);
         let Some(room) = rooms.get_mut(name) else {
             return;
@@ -187,7 +189,7 @@ impl Hub {
         let mut lost = Vec::new();
         for member in &room.members {
             let frames = if member.wants_meta { &meta } else { &plain };
-            // A full queue: a slow consumer, now told to close; it leaves the room here.
+            // A closed queue (a slow consumer, now told to close, or shutdown): it leaves here.
             if member.outbound.push(frames, &self.pacer).is_err() {
                 lost.push(member.id);
             }

@@ -1,9 +1,12 @@
 //! CONTRACT section 3, single node: bad input gets a clear answer and nothing is stored.
 
+use futures_util::StreamExt;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_websockets::Message;
 
-use crate::support::{Event, Server, http};
+use crate::support::{Event, PATIENCE, Server, http};
 
 #[tokio::test]
 async fn bad_frames_get_an_error_frame_to_the_sender_only_and_the_connection_stays_open() {
@@ -144,4 +147,52 @@ async fn close_from_the_client_is_answered() {
         Event::Closed(code, _) => assert_eq!(code, 1000),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_ping_is_answered_with_a_pong() {
+    let server = Server::start(&[]).await;
+    let mut client = server.join("pings").await;
+    client.send_raw(Message::ping("are you there")).await;
+    let pong = tokio::time::timeout(PATIENCE, client.ws.next())
+        .await
+        .expect("an answer in time")
+        .expect("the connection is open")
+        .expect("a frame");
+    assert!(pong.is_pong(), "{pong:?}");
+    assert_eq!(&*pong.into_payload(), b"are you there");
+}
+
+#[tokio::test]
+async fn a_frame_that_breaks_the_rfc_closes_with_1002() {
+    let server = Server::start(&[]).await;
+    let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+    tcp.write_all(
+        b"GET /ws/chat/raw/ HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .expect("handshake sent");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = tokio::time::timeout(PATIENCE, tcp.read_u8())
+            .await
+            .expect("the 101 in time")
+            .expect("the 101");
+        head.push(byte);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // A text frame without a mask: clients must mask every frame (RFC 6455 section 5.1).
+    tcp.write_all(b"\x81\x01x").await.expect("frame sent");
+    let mut close = [0u8; 4];
+    tokio::time::timeout(PATIENCE, tcp.read_exact(&mut close))
+        .await
+        .expect("the close frame in time")
+        .expect("the close frame");
+    assert_eq!(close[0], 0x88, "a close frame");
+    assert_eq!(u16::from_be_bytes([close[2], close[3]]), 1002);
 }
