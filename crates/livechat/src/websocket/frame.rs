@@ -368,6 +368,63 @@ mod tests {
         result.expect_err("a protocol error").code.0
     }
 
+    /// xorshift64: deterministic, so a failing seed can be replayed.
+    struct Random(u64);
+
+    impl Random {
+        fn below(&mut self, bound: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % bound as u64) as usize
+        }
+    }
+
+    #[test]
+    fn random_streams_cut_anywhere_decode_to_what_was_sent() {
+        for seed in 1..=300u64 {
+            let mut random = Random(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let (mut stream, mut expected) = (Vec::new(), Vec::new());
+            for _ in 0..random.below(12) + 1 {
+                let len = [0, 1, 125, 126, 127, 1000, 65_535, 65_536, 70_000][random.below(9)];
+                // Multi-byte characters, so fragments also split them.
+                let text: String = "abcdé€".chars().cycle().take(len).collect();
+                let text = text.into_bytes();
+                let mut rest = &text[..];
+                let mut opcode = TEXT;
+                loop {
+                    let take = rest.len().min(random.below(text.len() / 2 + 2));
+                    let (part, left) = rest.split_at(take);
+                    let fin = left.is_empty() || random.below(4) == 0;
+                    let (part, left) = if fin { (rest, &[][..]) } else { (part, left) };
+                    stream.extend(client_frame(if fin { FIN | opcode } else { opcode }, part));
+                    rest = left;
+                    opcode = CONTINUATION;
+                    if fin {
+                        break;
+                    }
+                    if random.below(3) == 0 {
+                        stream.extend(client_frame(FIN | PING, b"between"));
+                        expected.push(Incoming::Ping(Bytes::from_static(b"between")));
+                    }
+                }
+                expected.push(Incoming::Text(Bytes::from(text)));
+            }
+            let mut decoder = Decoder::new(1 << 20);
+            let (mut buffer, mut got, mut at) = (BytesMut::new(), Vec::new(), 0);
+            while at < stream.len() {
+                let chunk = (random.below(9000) + 1).min(stream.len() - at);
+                buffer.extend_from_slice(&stream[at..at + chunk]);
+                at += chunk;
+                while let Some(incoming) = decoder.decode(&mut buffer).unwrap() {
+                    got.push(incoming);
+                }
+            }
+            assert!(buffer.is_empty(), "seed {seed}: bytes left over");
+            assert_eq!(got, expected, "seed {seed}");
+        }
+    }
+
     #[test]
     fn encodes_headers_for_every_length() {
         assert_eq!(&text(&[b"hi"])[..], b"\x81\x02hi");
