@@ -62,7 +62,7 @@ impl Outbound {
         }
         if state.frames.len() + frames.len() > self.capacity {
             state.frames = VecDeque::new();
-            self.close_locked(state, Closed::SlowConsumer);
+            close_locked(state, Closed::SlowConsumer);
             return Err(Closed::SlowConsumer);
         }
         state.frames.extend(frames.iter().cloned());
@@ -82,20 +82,7 @@ impl Outbound {
     pub fn close(&self, why: Closed) {
         let state = self.state();
         if state.closed.is_none() {
-            self.close_locked(state, why);
-        }
-    }
-
-    fn close_locked(&self, mut state: MutexGuard<'_, State>, why: Closed) {
-        state.closed = Some(why);
-        Self::wake(state);
-    }
-
-    fn wake(mut state: MutexGuard<'_, State>) {
-        let waker = state.waker.take();
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
+            close_locked(state, why);
         }
     }
 
@@ -125,6 +112,16 @@ impl Outbound {
             state.waker = Some(cx.waker().clone());
         }
         Poll::Pending
+    }
+}
+
+/// Marks the queue closed and wakes its connection at once (closing is never paced).
+fn close_locked(mut state: MutexGuard<'_, State>, why: Closed) {
+    state.closed = Some(why);
+    let waker = state.waker.take();
+    drop(state);
+    if let Some(waker) = waker {
+        waker.wake();
     }
 }
 

@@ -60,13 +60,12 @@ impl Upgrade {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let on_upgrade = self.on_upgrade;
-        let task = async move {
+        tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => serve(WebSocket::new(TokioIo::new(upgraded), max_message)).await,
                 Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
             }
-        };
-        tokio::spawn(task);
+        });
         (
             StatusCode::SWITCHING_PROTOCOLS,
             [

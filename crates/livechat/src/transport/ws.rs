@@ -102,7 +102,8 @@ enum End {
     ClientGone,
     /// The client sent a close frame: answer it, then close.
     ClientClosed(Option<CloseCode>),
-    /// The client broke the protocol (bad UTF-8, too large): close with the error's code.
+    /// The client broke the protocol (1002), sent bad UTF-8 (1007) or too large a message
+    /// (1009): close with the error's code.
     ProtocolError(ProtocolError),
     /// We close: shutdown, or a slow consumer.
     Close((CloseCode, &'static str)),
