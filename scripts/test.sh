@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of livechat. Installs what the tests need when it is missing
-# (redis-server and chromium from Debian, playwright-core from npm under tests/web), so that a
-# fresh Debian machine with Rust needs nothing else. Usage: ./scripts/test.sh
+# (redis-server and chromium from Debian, playwright-core from npm under tests/web, Python tools
+# from PyPI into target/pytools), so that a fresh Debian machine with Rust needs nothing else.
+# Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,13 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   apt_install redis-server redis-tools
 fi
 
+step "Python test tools (PyPI, into target/pytools)"
+if [ ! -x target/pytools/bin/python ]; then
+  python3 -m venv target/pytools
+fi
+target/pytools/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+PYTHON="$PWD/target/pytools/bin/python"
+
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
 
@@ -31,6 +39,9 @@ cargo test --workspace
 
 step "the end-to-end contract tests again, on the Redis engine"
 LIVECHAT_TEST_ENGINE=redis cargo test -p livechat --test e2e -- --skip nodes::
+
+step "the README's run command, exactly as written (cargo run --release)"
+"$PYTHON" tests/run_command/check.py
 
 step "the chat page in headless Chromium (tests/web)"
 tests/web/run.sh
