@@ -248,6 +248,7 @@ mod tests {
             room: room.clone(),
             message: RawValue::from_string(id.to_string()).unwrap(),
             ts: 0,
+            user: None,
         }
     }
 

@@ -1,5 +1,7 @@
 //! Messages: what a client publishes, what the store keeps, and the frames sent to subscribers.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -13,6 +15,8 @@ pub struct Draft {
     pub room: RoomName,
     /// The client's `message` value, kept as the exact JSON text it sent.
     pub message: Box<RawValue>,
+    /// Who wrote it, as the server knows them (never taken from the message itself).
+    pub user: Option<Arc<Author>>,
 }
 
 /// A message that has been stored: it has a per-room id that only grows and a server timestamp.
@@ -23,6 +27,30 @@ pub struct StoredMessage {
     pub message: Box<RawValue>,
     /// Milliseconds since the Unix epoch, taken by the server when it stored the message.
     pub ts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<Arc<Author>>,
+}
+
+/// The author of a message: `id` (and `name`, if the token has one) from a verified token, or
+/// only a `name` the client chose for itself; a reader tells them apart by the `id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Author {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl Author {
+    /// The JSON kept beside a stored message.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// Reads what `to_json` wrote; `None` for anything else.
+    pub fn from_json(text: &str) -> Option<Arc<Self>> {
+        serde_json::from_str(text).ok().map(Arc::new)
+    }
 }
 
 /// What a client sends: `{"message": X}`; other keys are ignored, as the seed did.
@@ -144,6 +172,7 @@ mod tests {
             room: RoomName::parse("r").unwrap(),
             message: raw(r#""hé""#),
             ts: 1000,
+            user: None,
         };
         let frames = Frames::encode(&message, true);
         // A text frame of 17 bytes, then the JSON.

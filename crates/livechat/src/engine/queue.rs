@@ -125,6 +125,7 @@ mod tests {
         Draft {
             room: RoomName::parse("r").unwrap(),
             message: RawValue::from_string(n.to_string()).unwrap(),
+            user: None,
         }
     }
 

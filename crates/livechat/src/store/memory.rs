@@ -47,6 +47,7 @@ impl HistoryStore for MemoryStore {
                     room: draft.room,
                     message: draft.message,
                     ts,
+                    user: draft.user,
                 };
                 log.messages.push_back(message.clone());
                 if log.messages.len() as u64 > self.retention.max_count {

@@ -67,12 +67,15 @@ pub fn now_ms() -> u64 {
 mod tests {
     //! The same behaviour checks, run against every store.
     use super::*;
+    use crate::message::Author;
     use serde_json::value::RawValue;
+    use std::sync::Arc;
 
     fn draft(room: &str, n: u64) -> Draft {
         Draft {
             room: RoomName::parse(room).unwrap(),
             message: RawValue::from_string(n.to_string()).unwrap(),
+            user: None,
         }
     }
 
@@ -135,6 +138,16 @@ mod tests {
         assert_eq!(store.prune_older_than(now_ms() + 1).unwrap(), 11);
         assert!(store.page(&query("a", 50, None, None)).unwrap().is_empty());
         assert_eq!(ids(&store.append(vec![draft("a", 13)]).unwrap()), [13]);
+        // The author is kept with the message.
+        let alice = Arc::new(Author {
+            id: Some("u1".into()),
+            name: Some("Alice".into()),
+        });
+        let mut signed = draft("c", 1);
+        signed.user = Some(alice.clone());
+        store.append(vec![signed]).unwrap();
+        let page = store.page(&query("c", 1, None, None)).unwrap();
+        assert_eq!(page[0].user.as_deref(), Some(&*alice));
     }
 
     const RETENTION: Retention = Retention {

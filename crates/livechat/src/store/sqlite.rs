@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use super::{HistoryQuery, HistoryStore, Retention, StoreError, now_ms};
 use crate::config::SqliteSync;
-use crate::message::{Draft, StoredMessage};
+use crate::message::{Author, Draft, StoredMessage};
 use crate::room::RoomName;
 
 const FILE_NAME: &str = "history.sqlite3";
@@ -28,6 +28,7 @@ const SCHEMA: &str = "
         id   INTEGER NOT NULL,
         ts   INTEGER NOT NULL,
         body TEXT    NOT NULL,
+        user TEXT,
         PRIMARY KEY (room, id)
     ) WITHOUT ROWID;
 ";
@@ -71,6 +72,7 @@ impl SqliteStore {
         connection.pragma_update(None, "synchronous", synchronous)?;
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.execute_batch(SCHEMA)?;
+        add_user_column(&connection)?;
         connection.execute_batch(match retention.max_age {
             Some(_) => TIME_INDEX,
             None => NO_TIME_INDEX,
@@ -119,6 +121,17 @@ impl SqliteStore {
     }
 }
 
+/// History files written before messages had authors lack the column; they gain it, empty.
+fn add_user_column(connection: &Connection) -> Result<(), StoreError> {
+    let has_user = connection
+        .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'user'")?
+        .exists([])?;
+    if !has_user {
+        connection.execute_batch("ALTER TABLE messages ADD COLUMN user TEXT")?;
+    }
+    Ok(())
+}
+
 impl Writer {
     fn last_id(&mut self, room: &RoomName) -> Result<u64, StoreError> {
         if let Some(id) = self.last_ids.get(room) {
@@ -156,19 +169,21 @@ impl HistoryStore for SqliteStore {
                 room: draft.room,
                 message: draft.message,
                 ts,
+                user: draft.user,
             });
         }
         let transaction = writer.connection.transaction()?;
         {
             let mut insert = transaction.prepare_cached(
-                "INSERT INTO messages (room, id, ts, body) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO messages (room, id, ts, body, user) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for message in &stored {
                 insert.execute(params![
                     message.room.as_str(),
                     message.id as i64,
                     ts as i64,
-                    message.message.get()
+                    message.message.get(),
+                    message.user.as_ref().map(|user| user.to_json()),
                 ])?;
             }
             let mut advance = transaction.prepare_cached(
@@ -193,10 +208,10 @@ impl HistoryStore for SqliteStore {
         // Without `after`, take the newest matching rows and turn them oldest-first afterwards.
         let newest_first = query.after.is_none();
         let sql = if newest_first {
-            "SELECT id, ts, body FROM messages WHERE room = ?1 AND id > ?2 AND id < ?3
+            "SELECT id, ts, body, user FROM messages WHERE room = ?1 AND id > ?2 AND id < ?3
              ORDER BY id DESC LIMIT ?4"
         } else {
-            "SELECT id, ts, body FROM messages WHERE room = ?1 AND id > ?2 AND id < ?3
+            "SELECT id, ts, body, user FROM messages WHERE room = ?1 AND id > ?2 AND id < ?3
              ORDER BY id ASC LIMIT ?4"
         };
         let after = query.after.unwrap_or(0).min(i64::MAX as u64) as i64;
@@ -210,12 +225,13 @@ impl HistoryStore for SqliteStore {
                         row.get::<_, i64>(0)? as u64,
                         row.get::<_, i64>(1)? as u64,
                         row.get::<_, String>(2)?,
+                        row.get::<_, Option<String>>(3)?,
                     ))
                 },
             )?;
             let mut page = Vec::new();
             for row in rows {
-                let (id, ts, body) = row?;
+                let (id, ts, body, user) = row?;
                 let message = RawValue::from_string(body).map_err(|_| StoreError::Corrupt {
                     room: query.room.clone(),
                     id,
@@ -225,6 +241,7 @@ impl HistoryStore for SqliteStore {
                     room: query.room.clone(),
                     message,
                     ts,
+                    user: user.as_deref().and_then(Author::from_json),
                 });
             }
             Ok(page)
@@ -242,5 +259,37 @@ impl HistoryStore for SqliteStore {
             .prepare_cached("DELETE FROM messages WHERE ts < ?1")?
             .execute([cutoff_ms as i64])?;
         Ok(pruned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_from_before_authors_gains_the_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+        old.execute_batch(
+            "CREATE TABLE messages (room TEXT NOT NULL, id INTEGER NOT NULL, ts INTEGER NOT NULL,
+                 body TEXT NOT NULL, PRIMARY KEY (room, id)) WITHOUT ROWID;
+             INSERT INTO messages VALUES ('a', 1, 0, '\"old\"');",
+        )
+        .unwrap();
+        drop(old);
+        let retention = Retention {
+            max_count: 10,
+            max_age: None,
+        };
+        let store = SqliteStore::open(dir.path(), retention, SqliteSync::Normal).unwrap();
+        let query = HistoryQuery {
+            room: RoomName::parse("a").unwrap(),
+            limit: 10,
+            before: None,
+            after: None,
+        };
+        let page = store.page(&query).unwrap();
+        assert_eq!(page[0].message.get(), "\"old\"");
+        assert!(page[0].user.is_none());
     }
 }

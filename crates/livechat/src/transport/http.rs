@@ -55,6 +55,7 @@ pub async fn send(
         .publish(Draft {
             room: room.clone(),
             message,
+            user: None,
         })
         .await?;
     Ok(Json(SendAnswer {

@@ -195,7 +195,11 @@ impl Connection {
                     ..
                 }) => {
                     let room = self.room.clone();
-                    let receipt = self.state.engine.publish(Draft { room, message });
+                    let receipt = self.state.engine.publish(Draft {
+                        room,
+                        message,
+                        user: None,
+                    });
                     self.receipts.push_back(receipt);
                     return None;
                 }

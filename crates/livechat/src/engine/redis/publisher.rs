@@ -17,13 +17,21 @@ use crate::message::Draft;
 use crate::room::RoomName;
 
 /// KEYS: stream, sequence. ARGV: message JSON, max count, max age in ms (0: none), channel,
-/// publish command. Returns {id, ts}. The frame published is `{"id":N,"ts":T,"message":X}`.
+/// publish command, author JSON (empty: none). Returns {id, ts}. The frame published is
+/// `{"id":N,"ts":T,"user":U,"message":X}` (`user` only with an author).
 const PUBLISH_SCRIPT: &str = r#"
 local id = redis.call('INCR', KEYS[2])
 local now = redis.call('TIME')
 local ts = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], string.format('%d-0', id),
-           'ts', string.format('%d', ts), 'm', ARGV[1])
+local head = string.format('{"id":%d,"ts":%d,', id, ts)
+if ARGV[6] == '' then
+  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], string.format('%d-0', id),
+             'ts', string.format('%d', ts), 'm', ARGV[1])
+else
+  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], string.format('%d-0', id),
+             'ts', string.format('%d', ts), 'm', ARGV[1], 'u', ARGV[6])
+  head = head .. '"user":' .. ARGV[6] .. ','
+end
 local max_age = tonumber(ARGV[3])
 if max_age > 0 then
   for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 16)) do
@@ -31,7 +39,7 @@ if max_age > 0 then
     redis.call('XDEL', KEYS[1], entry[1])
   end
 end
-redis.call(ARGV[5], ARGV[4], string.format('{"id":%d,"ts":%d,"message":', id, ts) .. ARGV[1] .. '}')
+redis.call(ARGV[5], ARGV[4], head .. '"message":' .. ARGV[1] .. '}')
 return {id, ts}
 "#;
 
@@ -74,7 +82,13 @@ impl Publisher {
                 .arg(self.max_count)
                 .arg(self.max_age.map_or(0, |age| age.as_millis() as u64))
                 .arg(self.keys.channel(&draft.room))
-                .arg(self.connection.publish_command());
+                .arg(self.connection.publish_command())
+                .arg(
+                    draft
+                        .user
+                        .as_ref()
+                        .map_or(String::new(), |user| user.to_json()),
+                );
             answers.push(answer);
         }
         let sent = by_room.into_values().map(|(pipeline, answers)| async move {

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use super::connection::Connection;
 use super::keys::Keys;
-use crate::message::StoredMessage;
+use crate::message::{Author, StoredMessage};
 use crate::room::RoomName;
 use crate::store::{HistoryQuery, now_ms};
 
@@ -99,11 +99,15 @@ fn decode(
             let ts: u64 = entry.get("ts")?;
             let body: String = entry.get("m")?;
             let message = RawValue::from_string(body).ok()?;
+            let user = entry
+                .get::<String>("u")
+                .and_then(|user| Author::from_json(&user));
             (ts >= cutoff).then(|| StoredMessage {
                 id,
                 room: room.clone(),
                 message,
                 ts,
+                user,
             })
         })
         .collect()

@@ -21,7 +21,7 @@ use super::keys::Keys;
 use super::stream;
 use crate::engine::EngineError;
 use crate::hub::{Hub, RoomObserver};
-use crate::message::StoredMessage;
+use crate::message::{Author, StoredMessage};
 use crate::room::RoomName;
 
 /// How often a node retries catching up after its connection came back.
@@ -116,6 +116,8 @@ struct Published {
     id: u64,
     ts: u64,
     message: Box<RawValue>,
+    #[serde(default)]
+    user: Option<Arc<Author>>,
 }
 
 pub struct Subscriber {
@@ -217,6 +219,7 @@ impl Subscriber {
             room,
             message: published.message,
             ts: published.ts,
+            user: published.user,
         });
     }
 
