@@ -5,8 +5,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use std::num::NonZeroU32;
 
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::auth::AuthMode;
+use crate::rate::Rate;
 use crate::room::RoomName;
 
 /// livechat: a real-time chat server, compatible with the seed's Django Channels live chat API.
@@ -85,6 +89,58 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
 
+    /// Bytes queued for one WebSocket client before it counts as a slow consumer and is closed
+    /// (1008); a single message larger than this still goes out alone.
+    #[arg(long, env = "LIVECHAT_OUTBOUND_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub outbound_bytes: usize,
+
+    /// `off`: anyone may connect and publish, clients may name themselves with `?name=` (the
+    /// seed's behaviour). `required`: a token (or the API key, for HTTP) is needed.
+    #[arg(long, env = "LIVECHAT_AUTH", value_enum, default_value_t = AuthMode::Off)]
+    pub auth: AuthMode,
+
+    /// Secret that signs HS256 tokens (and that `livechat token` signs with).
+    #[arg(long, env = "LIVECHAT_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Path to a PEM public key that verifies RS256, ES256 or EdDSA tokens.
+    #[arg(long, env = "LIVECHAT_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Required `iss` claim of tokens, if set.
+    #[arg(long, env = "LIVECHAT_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim of tokens, if set.
+    #[arg(long, env = "LIVECHAT_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Server key for backends (`Authorization: Bearer KEY`): any room, may publish as any user.
+    #[arg(long, env = "LIVECHAT_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Browser origins allowed besides the server's own, comma-separated:
+    /// `https://chat.example.com`, `https://*.example.com`, or `*` for any.
+    #[arg(long, env = "LIVECHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Publishes allowed per WebSocket connection, and per user or client IP over HTTP, e.g.
+    /// `20/s`, `600/m`; unset: no limit.
+    #[arg(long, env = "LIVECHAT_RATE_LIMIT", value_parser = Rate::parse)]
+    pub rate_limit: Option<Rate>,
+
+    /// Publishes allowed at once above the rate (the bucket's size); default: the rate's count.
+    #[arg(long, env = "LIVECHAT_RATE_BURST")]
+    pub rate_burst: Option<NonZeroU32>,
+
+    /// A WebSocket client that sent nothing for this long is pinged; `0` never pings.
+    #[arg(long, env = "LIVECHAT_PING_INTERVAL", value_parser = parse_duration, default_value = "25s")]
+    pub ping_interval: Duration,
+
+    /// A pinged client that sends nothing (no pong, no frame) for this long is closed.
+    #[arg(long, env = "LIVECHAT_PONG_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub pong_timeout: Duration,
+
     /// Under load, each WebSocket client is written at most once per this interval, so messages
     /// that arrive close together leave in one write; the first message after a quiet interval
     /// goes out at once. `0` writes every delivery as soon as it is made.
@@ -98,6 +154,35 @@ pub struct Config {
     /// Log filter in `tracing` syntax, e.g. `info` or `livechat=debug`.
     #[arg(long, env = "LIVECHAT_LOG", default_value = "info")]
     pub log: String,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Prints a token signed with LIVECHAT_JWT_SECRET, e.g.
+    /// `livechat token --sub alice --name Alice --rooms lobby,dev --ttl 1h`.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The user's id (`sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// Display name (`name`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Rooms the user may join and read, comma-separated; `dev-*` is a prefix. Default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub rooms: Option<Vec<String>>,
+    /// Lifetime, e.g. `15m`, `1h`, `7d`.
+    #[arg(long, value_parser = parse_duration, default_value = "1h")]
+    pub ttl: Duration,
+    /// A token that may read but not publish.
+    #[arg(long)]
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

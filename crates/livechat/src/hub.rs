@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::message::{Frames, StoredMessage};
-use crate::outbound::{Closed, Outbound};
+use crate::outbound::{Closed, Outbound, QueueLimits};
 use crate::pacer::Pacer;
 use crate::room::RoomName;
 
@@ -23,7 +23,7 @@ pub struct Hub {
     shards: Box<[Mutex<HashMap<RoomName, Room>>]>,
     hasher: RandomState,
     next_member_id: AtomicU64,
-    queue_capacity: usize,
+    queue_limits: QueueLimits,
     observer: Option<Arc<dyn RoomObserver>>,
     pacer: Arc<Pacer>,
     shutting_down: AtomicBool,
@@ -61,7 +61,7 @@ pub struct Subscription {
 impl Hub {
     /// `pacer` decides when a member is woken for the frames pushed to it.
     pub fn new(
-        queue_capacity: usize,
+        queue_limits: QueueLimits,
         observer: Option<Arc<dyn RoomObserver>>,
         pacer: Arc<Pacer>,
     ) -> Arc<Self> {
@@ -69,7 +69,7 @@ impl Hub {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             next_member_id: AtomicU64::new(1),
-            queue_capacity: queue_capacity.max(1),
+            queue_limits,
             observer,
             pacer,
             shutting_down: AtomicBool::new(false),
@@ -109,7 +109,7 @@ impl Hub {
 
     /// Adds a connection to `room`.
     pub fn join(self: &Arc<Self>, room: &RoomName, wants_meta: bool) -> Subscription {
-        let outbound = Arc::new(Outbound::new(self.queue_capacity));
+        let outbound = Arc::new(Outbound::new(self.queue_limits));
         let id = self.next_member_id.fetch_add(1, Ordering::Relaxed);
         let mut rooms = self.shard(room);
         let entry = rooms.entry(room.clone()).or_insert_with(|| {
@@ -137,17 +137,23 @@ impl Hub {
         }
     }
 
-    /// Tells every member, and any that joins later, to close: the server is shutting down.
-    pub fn close_all(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
+    /// Calls `visit` with every member's queue, one shard at a time (joins and deliveries in that
+    /// shard wait meanwhile, so `visit` must not block).
+    pub fn for_each_member(&self, mut visit: impl FnMut(&Outbound)) {
         for shard in &self.shards {
             let rooms = shard
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             for member in rooms.values().flat_map(|room| &room.members) {
-                member.outbound.close(Closed::ShuttingDown);
+                visit(&member.outbound);
             }
         }
+    }
+
+    /// Tells every member, and any that joins later, to close: the server is shutting down.
+    pub fn close_all(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.for_each_member(|outbound| outbound.close(Closed::ShuttingDown));
     }
 
     fn leave(&self, room: &RoomName, id: u64) {
@@ -232,7 +238,11 @@ mod tests {
     use std::time::Duration;
 
     fn hub(queue_capacity: usize) -> Arc<Hub> {
-        Hub::new(queue_capacity, None, Pacer::new(Duration::ZERO))
+        Hub::new(
+            QueueLimits::new(queue_capacity, 1 << 20),
+            None,
+            Pacer::new(Duration::ZERO),
+        )
     }
 
     async fn take(subscription: &Subscription) -> Result<VecDeque<Bytes>, Closed> {

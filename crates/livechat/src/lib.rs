@@ -4,12 +4,15 @@
 //! The path of a message: `transport` (a socket or HTTP request) -> `engine` (stores it and
 //! gives it its place in the room's order) -> `hub` (fans it out to local sockets).
 
+pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod hub;
+pub mod keepalive;
 pub mod message;
 pub mod outbound;
 pub mod pacer;
+pub mod rate;
 pub mod room;
 pub mod store;
 pub mod transport;
@@ -22,15 +25,28 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{Auth, AuthSettings, AuthSetupError};
 use crate::config::{Config, StoreKind};
 use crate::engine::{EmbeddedEngine, Engine, RedisEngine, RedisSettings, RoomRegistry};
 use crate::hub::Hub;
+use crate::keepalive::KeepaliveSettings;
+use crate::outbound::QueueLimits;
 use crate::pacer::Pacer;
+use crate::rate::RateLimit;
 use crate::store::{HistoryStore, MemoryStore, Retention, SqliteStore, StoreError};
-use crate::transport::{AppState, Shared};
+use crate::transport::{AppState, OriginPolicy, Shared};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    #[error("cannot read LIVECHAT_JWT_PUBLIC_KEY {path}: {source}")]
+    PublicKey {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("LIVECHAT_ALLOWED_ORIGINS: {0}")]
+    Origins(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot use Redis: {0}")]
@@ -50,6 +66,12 @@ pub async fn run(
         max_count: config.history_max_count,
         max_age: config.history_max_age,
     };
+    let auth = start_auth(&config)?;
+    let origins = OriginPolicy::new(&config.allowed_origins).map_err(RunError::Origins)?;
+    let rate_limit = config.rate_limit.map(|rate| {
+        let limit = RateLimit::new(rate, config.rate_burst);
+        (limit, limit.for_http())
+    });
     let (hub, engine) = match config.redis_urls() {
         Some(urls) => start_redis(&config, urls, retention).await?,
         None => start_embedded(&config, retention)?,
@@ -61,7 +83,15 @@ pub async fn run(
         default_room: config.default_room.clone(),
         max_message_bytes: config.max_message_bytes,
         connections: connections.clone(),
+        auth,
+        origins,
+        rate_limit,
     });
+    let keepalive = KeepaliveSettings {
+        ping_interval: config.ping_interval,
+        pong_timeout: config.pong_timeout,
+    };
+    let sweep = tokio::spawn(keepalive::run(hub.clone(), keepalive));
     // On SIGTERM/SIGINT the hub tells every WebSocket connection to close with 1001.
     let closing_hub = hub.clone();
     let signal = shutdown.clone();
@@ -77,9 +107,13 @@ pub async fn run(
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await?;
+    sweep.abort();
     connections.close();
     if tokio::time::timeout(config.shutdown_timeout, connections.wait())
         .await
@@ -94,8 +128,32 @@ pub async fn run(
 
 type Parts = (Arc<Hub>, Arc<dyn Engine>);
 
+fn start_auth(config: &Config) -> Result<Auth, RunError> {
+    let public_key_pem = match &config.jwt_public_key {
+        Some(path) => Some(std::fs::read(path).map_err(|source| RunError::PublicKey {
+            path: path.display().to_string(),
+            source,
+        })?),
+        None => None,
+    };
+    let auth = Auth::new(AuthSettings {
+        mode: config.auth,
+        secret: config.jwt_secret.as_deref(),
+        public_key_pem,
+        issuer: config.jwt_issuer.as_deref(),
+        audience: config.jwt_audience.as_deref(),
+        api_key: config.api_key.as_deref(),
+    })?;
+    tracing::info!(mode = ?config.auth, "authentication");
+    Ok(auth)
+}
+
+fn queue_limits(config: &Config) -> QueueLimits {
+    QueueLimits::new(config.outbound_queue, config.outbound_bytes)
+}
+
 fn start_embedded(config: &Config, retention: Retention) -> Result<Parts, RunError> {
-    let hub = Hub::new(config.outbound_queue, None, start_pacer(config));
+    let hub = Hub::new(queue_limits(config), None, start_pacer(config));
     let store: Arc<dyn HistoryStore> = match config.store {
         StoreKind::Sqlite => Arc::new(SqliteStore::open(
             &config.data_dir,
@@ -116,12 +174,13 @@ async fn start_redis(
 ) -> Result<Parts, RunError> {
     let (registry, commands) = RoomRegistry::new(config.redis_timeout);
     let hub = Hub::new(
-        config.outbound_queue,
+        queue_limits(config),
         Some(registry.clone()),
         start_pacer(config),
     );
     let node_id = config.node_id.clone().unwrap_or_else(random_node_id);
-    tracing::info!(?urls, cluster = config.redis_cluster, %node_id, "Redis engine");
+    let shown: Vec<String> = urls.iter().map(|url| redact_url(url)).collect();
+    tracing::info!(urls = ?shown, cluster = config.redis_cluster, %node_id, "Redis engine");
     let settings = RedisSettings {
         urls,
         cluster: config.redis_cluster,
@@ -141,8 +200,39 @@ fn start_pacer(config: &Config) -> Arc<Pacer> {
     pacer
 }
 
+/// A URL fit for logs: the password (and a user name) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
 fn random_node_id() -> String {
     use std::hash::{BuildHasher, RandomState};
     let salt = RandomState::new().hash_one(std::process::id());
     format!("node-{}-{:08x}", std::process::id(), salt as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_credentials_from_urls() {
+        assert_eq!(
+            super::redact_url("redis://user:secret@cache:6379/0"),
+            "redis://***@cache:6379/0"
+        );
+        assert_eq!(
+            super::redact_url("redis://:p@ss@cache/"),
+            "redis://***@cache/"
+        );
+        assert_eq!(
+            super::redact_url("redis://cache:6379/"),
+            "redis://cache:6379/"
+        );
+    }
 }

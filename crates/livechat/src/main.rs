@@ -1,16 +1,21 @@
-//! The `livechat` binary: reads settings, starts the server, stops it on SIGTERM or SIGINT.
+//! The `livechat` binary: reads settings, starts the server, stops it on SIGTERM or SIGINT;
+//! `livechat token ...` prints a token instead.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use livechat::config::Config;
+use livechat::auth::{TokenRequest, issue};
+use livechat::config::{Command, Config, TokenArgs};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let config = Config::parse();
+    if let Some(Command::Token(args)) = &config.command {
+        return print_token(&config, args);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -45,6 +50,30 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+fn print_token(config: &Config, args: &TokenArgs) -> ExitCode {
+    let Some(secret) = config.jwt_secret.as_deref() else {
+        eprintln!("livechat token: set LIVECHAT_JWT_SECRET (or --jwt-secret) to sign with");
+        return ExitCode::FAILURE;
+    };
+    let request = TokenRequest {
+        sub: args.sub.clone(),
+        name: args.name.clone(),
+        rooms: args.rooms.clone(),
+        publish: !args.read_only,
+        ttl_seconds: i64::try_from(args.ttl.as_secs()).unwrap_or(i64::MAX),
+    };
+    match issue(secret, &request) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("livechat token: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

@@ -61,6 +61,15 @@ pub struct Publish {
     pub message: Option<Box<RawValue>>,
     #[serde(default)]
     pub room: Option<String>,
+    /// A fresh token for an open WebSocket connection (`{"token": NEW}`).
+    #[serde(default, deserialize_with = "lenient")]
+    pub token: Option<String>,
+    /// HTTP with auth off: the name the sender chose.
+    #[serde(default, deserialize_with = "lenient")]
+    pub name: Option<String>,
+    /// HTTP with the API key: the user a backend publishes for. Ignored from anyone else.
+    #[serde(default, deserialize_with = "lenient")]
+    pub user: Option<Author>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -86,7 +95,11 @@ impl Publish {
             );
         }
         match serde_json::from_slice::<Publish>(text) {
-            Ok(Publish { message: None, .. }) => Err(BadPublish::MissingMessage),
+            Ok(Publish {
+                message: None,
+                token: None,
+                ..
+            }) => Err(BadPublish::MissingMessage),
             Ok(publish) => Ok(publish),
             Err(error) => Err(BadPublish::InvalidJson(error.to_string())),
         }
@@ -97,6 +110,15 @@ fn present<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Box<RawValue>>, D::Error> {
     Box::<RawValue>::deserialize(deserializer).map(Some)
+}
+
+/// An optional key that is `None` when it has the wrong shape: a WebSocket client's extra keys
+/// are ignored, whatever they hold, as the seed ignored them.
+fn lenient<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 /// The two shapes a stored message is sent in, as complete WebSocket text frames; each is
@@ -163,6 +185,8 @@ mod tests {
             Publish::parse(br#"{"message": 1, "room": 5}"#),
             Err(BadPublish::InvalidJson(_))
         ));
+        let forged = Publish::parse(br#"{"message": 1, "user": "root", "name": 7}"#).unwrap();
+        assert!(forged.user.is_none() && forged.name.is_none());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! A connection's outbound queue: the hub pushes frames into it without ever waiting, and the
-//! connection task takes everything queued in one go. It is bounded: a push past the capacity
-//! marks the connection as a slow consumer (its frames are dropped), and the task learns it the
-//! next time it looks. The hub closes it the same way when the server shuts down. Nothing is
-//! allocated until the first frame arrives.
+//! connection task takes everything queued in one go. It is bounded in frames and in bytes: a
+//! push past either marks the connection as a slow consumer (its frames are dropped), and the
+//! task learns it the next time it looks. The hub closes it the same way when the server shuts
+//! down, and the keepalive sweep when the client stopped answering or its token expired. Nothing
+//! is allocated until the first frame arrives.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
@@ -10,16 +11,39 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
+use crate::keepalive::Liveness;
 use crate::pacer::{LastWake, Pacer};
 
 pub struct Outbound {
     state: Mutex<State>,
-    capacity: usize,
+    limits: QueueLimits,
+    /// When the client was last heard from; read by the keepalive sweep.
+    pub liveness: Liveness,
+}
+
+/// How much a queue holds before its connection counts as a slow consumer. 32 bits each keep
+/// every idle connection's queue small.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub frames: u32,
+    /// A single frame larger than this still fits into an empty queue.
+    pub bytes: u32,
+}
+
+impl QueueLimits {
+    pub fn new(frames: usize, bytes: usize) -> Self {
+        Self {
+            frames: u32::try_from(frames).unwrap_or(u32::MAX).max(1),
+            bytes: u32::try_from(bytes).unwrap_or(u32::MAX).max(1),
+        }
+    }
 }
 
 #[derive(Default)]
 struct State {
     frames: VecDeque<Bytes>,
+    /// The bytes of `frames`.
+    bytes: usize,
     waker: Option<Waker>,
     closed: Option<Closed>,
     last_wake: LastWake,
@@ -32,19 +56,23 @@ pub enum Closed {
     SlowConsumer,
     /// The server is shutting down.
     ShuttingDown,
+    /// The client did not answer a ping in time.
+    Unresponsive,
+    /// The client's token expired and no fresh one came.
+    TokenExpired,
 }
 
 impl Outbound {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(limits: QueueLimits) -> Self {
         Self {
             state: Mutex::default(),
-            capacity: capacity.max(1),
+            limits,
+            liveness: Liveness::default(),
         }
     }
 
-    /// Frames it holds before the connection counts as a slow consumer.
-    pub fn capacity(&self) -> usize {
-        self.capacity
+    pub fn limits(&self) -> QueueLimits {
+        self.limits
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -60,12 +88,16 @@ impl Outbound {
         if let Some(closed) = state.closed {
             return Err(closed);
         }
-        if state.frames.len() + frames.len() > self.capacity {
+        let bytes = state.bytes + frames.iter().map(Bytes::len).sum::<usize>();
+        let over_bytes = bytes > self.limits.bytes as usize && !state.frames.is_empty();
+        if state.frames.len() + frames.len() > self.limits.frames as usize || over_bytes {
             state.frames = VecDeque::new();
+            state.bytes = 0;
             close_locked(state, Closed::SlowConsumer);
             return Err(Closed::SlowConsumer);
         }
         state.frames.extend(frames.iter().cloned());
+        state.bytes = bytes;
         if let Some(waker) = state.waker.take() {
             let now = pacer.admit(&mut state.last_wake);
             drop(state);
@@ -76,6 +108,22 @@ impl Outbound {
             }
         }
         Ok(())
+    }
+
+    /// Queues a control frame (a ping) and wakes the connection at once; it does not count
+    /// against the limits, and is dropped when the connection is closing.
+    pub fn push_control(&self, frame: Bytes) {
+        let mut state = self.state();
+        if state.closed.is_some() {
+            return;
+        }
+        state.bytes += frame.len();
+        state.frames.push_back(frame);
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// Tells the connection to close (unless it already is closing).
@@ -99,6 +147,7 @@ impl Outbound {
             && !state.frames.is_empty()
         {
             std::mem::swap(&mut state.frames, spare);
+            state.bytes = 0;
             return Poll::Ready(Ok(()));
         }
         if let Some(closed) = state.closed {
@@ -134,7 +183,7 @@ mod tests {
     #[tokio::test]
     async fn takes_everything_queued_and_evicts_past_the_capacity() {
         let frame = |text: &'static str| Bytes::from_static(text.as_bytes());
-        let outbound = Outbound::new(3);
+        let outbound = Outbound::new(QueueLimits::new(3, 1 << 20));
         let pacer = Pacer::new(Duration::ZERO);
         outbound.push(&[frame("1"), frame("2")], &pacer).unwrap();
         let mut taken = VecDeque::new();
@@ -156,8 +205,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn evicts_past_the_byte_bound_but_takes_one_large_frame() {
+        let outbound = Outbound::new(QueueLimits::new(100, 10));
+        let pacer = Pacer::new(Duration::ZERO);
+        let big = Bytes::from(vec![b'x'; 50]);
+        outbound.push(std::slice::from_ref(&big), &pacer).unwrap();
+        let mut taken = VecDeque::new();
+        poll_fn(|cx| outbound.poll_take(cx, Some(&mut taken)))
+            .await
+            .unwrap();
+        outbound
+            .push(&[Bytes::from_static(b"12345")], &pacer)
+            .unwrap();
+        assert_eq!(
+            outbound.push(&[Bytes::from_static(b"678901")], &pacer),
+            Err(Closed::SlowConsumer)
+        );
+    }
+
+    #[tokio::test]
     async fn a_shutdown_lets_queued_frames_out_first() {
-        let outbound = Outbound::new(3);
+        let outbound = Outbound::new(QueueLimits::new(3, 1 << 20));
         let pacer = Pacer::new(Duration::ZERO);
         outbound.push(&[Bytes::from_static(b"1")], &pacer).unwrap();
         outbound.close(Closed::ShuttingDown);

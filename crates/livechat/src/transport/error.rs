@@ -3,6 +3,7 @@
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::AuthError;
 use crate::engine::EngineError;
 use crate::message::{BadPublish, error_body};
 use crate::room::InvalidRoom;
@@ -29,6 +30,12 @@ pub enum ApiError {
     NotFound,
     #[error(transparent)]
     Unavailable(#[from] EngineError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("origin not allowed")]
+    OriginNotAllowed,
+    #[error("rate limited")]
+    RateLimited { retry_after_ms: u64 },
 }
 
 impl ApiError {
@@ -44,18 +51,45 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Auth(AuthError::Missing | AuthError::Invalid(_)) => StatusCode::UNAUTHORIZED,
+            Self::Auth(AuthError::BadName(_)) => StatusCode::BAD_REQUEST,
+            Self::Auth(_) | Self::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        if let Self::RateLimited { retry_after_ms } = self {
+            let body =
+                serde_json::json!({ "error": "rate limited", "retry_after_ms": retry_after_ms });
+            return (
+                self.status(),
+                [
+                    (header::CONTENT_TYPE, "application/json".to_owned()),
+                    (
+                        header::RETRY_AFTER,
+                        retry_after_ms.div_ceil(1000).to_string(),
+                    ),
+                ],
+                body.to_string(),
+            )
+                .into_response();
+        }
+        let mut response = (
             self.status(),
             [(header::CONTENT_TYPE, "application/json")],
             error_body(&self.to_string()),
         )
-            .into_response()
+            .into_response();
+        if self.status() == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 

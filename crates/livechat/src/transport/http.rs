@@ -1,15 +1,19 @@
 //! HTTP routes: publish (`POST /chat/send/`), history (`GET /chat/history/`), health checks.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, caller};
+use crate::auth::Identity;
 use crate::message::{BadPublish, Draft, Publish, StoredMessage};
 use crate::room::RoomName;
 use crate::store::HistoryQuery;
@@ -31,9 +35,12 @@ pub struct SendAnswer {
 }
 
 /// `POST /chat/send/` with `{"message": X, "room"?: R}` (or `?room=R`): stores and delivers X.
-/// The body is read as JSON whatever its content type, as the seed did.
+/// The body is read as JSON whatever its content type, as the seed did (a browser page on
+/// another site cannot post here: the origin guard refuses it first).
 pub async fn send(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     params: Result<Query<RoomParam>, QueryRejection>,
     body: Body,
 ) -> Result<Json<SendAnswer>, ApiError> {
@@ -48,14 +55,22 @@ pub async fn send(
         }
     })?;
     let publish = Publish::parse(&bytes)?;
+    let identity = caller::identify(&state, &headers, None, publish.name.as_deref())?;
     let message = publish.message.ok_or(BadPublish::MissingMessage)?;
     let room = room_or_default(&state, publish.room.or(params.room).as_deref())?;
+    identity.check_room(&room)?;
+    identity.check_publish()?;
+    check_rate(&state, &identity, peer)?;
+    let user = match identity.is_server {
+        true => publish.user.map(Arc::new),
+        false => identity.user,
+    };
     let accepted = state
         .engine
         .publish(Draft {
             room: room.clone(),
             message,
-            user: None,
+            user,
         })
         .await?;
     Ok(Json(SendAnswer {
@@ -82,8 +97,10 @@ struct HistoryAnswer {
 /// `GET /chat/history/?room=R&limit=N&before=ID&after=ID`: stored messages, oldest first.
 pub async fn history(
     State(state): State<AppState>,
+    headers: HeaderMap,
     params: Result<Query<HistoryParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let identity = caller::identify(&state, &headers, None, None)?;
     let Query(params) = params?;
     let limit = number(params.limit.as_deref(), "limit")?
         .map_or(DEFAULT_PAGE, |limit| (limit as usize).min(MAX_PAGE));
@@ -93,6 +110,7 @@ pub async fn history(
         before: number(params.before.as_deref(), "before")?,
         after: number(params.after.as_deref(), "after")?,
     };
+    identity.check_room(&query.room)?;
     let chat_history = if query.limit == 0 {
         Vec::new()
     } else {
@@ -101,9 +119,15 @@ pub async fn history(
     Ok(Json(HistoryAnswer { chat_history }).into_response())
 }
 
-/// `GET /chat/rooms/`: rooms with members (on any node), with member counts.
-pub async fn rooms(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let rooms = state.engine.rooms().await?;
+/// `GET /chat/rooms/`: rooms with members (on any node), with member counts; with auth on, only
+/// the rooms the caller may enter.
+pub async fn rooms(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let identity = caller::identify(&state, &headers, None, None)?;
+    let mut rooms = state.engine.rooms().await?;
+    rooms.retain(|count| identity.may_enter(&count.room));
     Ok(Json(json!({ "rooms": rooms })).into_response())
 }
 
@@ -122,6 +146,24 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// The HTTP publish limit, per user (token `sub`) or else per client IP; the server key is a
+/// backend publishing for many users and is not limited.
+fn check_rate(state: &AppState, identity: &Identity, peer: SocketAddr) -> Result<(), ApiError> {
+    let Some((_, limiter)) = &state.rate_limit else {
+        return Ok(());
+    };
+    if identity.is_server {
+        return Ok(());
+    }
+    let key = match identity.user.as_ref().and_then(|user| user.id.as_deref()) {
+        Some(id) => format!("user:{id}"),
+        None => format!("ip:{}", peer.ip()),
+    };
+    limiter
+        .check(&key)
+        .map_err(|retry_after_ms| ApiError::RateLimited { retry_after_ms })
 }
 
 fn room_or_default(state: &AppState, room: Option<&str>) -> Result<RoomName, ApiError> {

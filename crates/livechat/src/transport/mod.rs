@@ -3,9 +3,12 @@
 //! Handlers turn requests and frames into calls on the engine (publish, history) and the hub
 //! (join a room); they own no chat state themselves.
 
+mod caller;
 mod error;
 mod http;
+mod origin;
 mod page;
+mod session;
 mod upgrade;
 mod ws;
 
@@ -16,9 +19,12 @@ use axum::routing::{get, post};
 use tokio_util::task::TaskTracker;
 
 pub use error::ApiError;
+pub use origin::OriginPolicy;
 
+use crate::auth::Auth;
 use crate::engine::Engine;
 use crate::hub::Hub;
+use crate::rate::{HttpLimiter, RateLimit};
 use crate::room::RoomName;
 
 /// What every handler can reach.
@@ -32,6 +38,10 @@ pub struct Shared {
     pub max_message_bytes: usize,
     /// Every open WebSocket connection, so that shutdown can wait for them to close.
     pub connections: TaskTracker,
+    pub auth: Auth,
+    pub origins: OriginPolicy,
+    /// The publish rate limit, if one is set, and its buckets for HTTP callers.
+    pub rate_limit: Option<(RateLimit, Arc<HttpLimiter>)>,
 }
 
 impl AppState {
@@ -65,5 +75,9 @@ pub fn router(state: AppState) -> Router {
         .merge(page::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::guard,
+        ))
         .with_state(state)
 }

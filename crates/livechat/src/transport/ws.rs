@@ -1,10 +1,11 @@
 //! WebSocket connections: `GET /ws/chat/{room}/` joins a room; `{"message": X}` frames publish.
 //!
 //! One task per connection, polling everything it waits on from one place: frames the hub queued
-//! (taken all at once and written in one vectored write; the hub also says when to close), the
-//! client's frames (published without waiting for each to be stored, up to `MAX_IN_FLIGHT` at
-//! once), and the answers of the store. An idle connection is this task and its socket, nothing
-//! more: what it needs only to close is allocated when it closes.
+//! (taken all at once and written in one vectored write; the hub, and the keepalive sweep, also
+//! say when to close), the client's frames (what each asks for is the `session`'s call; publishes
+//! go out without waiting for each to be stored, up to `MAX_IN_FLIGHT` / `MAX_IN_FLIGHT_BYTES`
+//! at once), and the answers of the store. An idle connection is this task and its socket,
+//! nothing more: what it needs only to close is allocated when it closes.
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
@@ -14,22 +15,27 @@ use std::time::Duration;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::session::{Action, Session};
 use super::upgrade::{Socket, Upgrade};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, caller};
 use crate::engine::Receipt;
 use crate::hub::Subscription;
-use crate::message::{BadPublish, Draft, Publish, error_frame};
+use crate::message::error_frame;
 use crate::outbound::Closed;
 use crate::room::RoomName;
 use crate::websocket::{CloseCode, Incoming, ProtocolError, ReadError, frame};
 
-/// Publishes of one connection that may wait for the store at once; past it, reading pauses.
+/// Publishes of one connection that may wait for the store at once; past either bound, reading
+/// pauses until the store answers.
 const MAX_IN_FLIGHT: usize = 256;
-/// Error replies a connection may owe its client before it counts as not reading them.
-const MAX_PENDING_REPLIES: usize = 64;
+const MAX_IN_FLIGHT_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes of replies (errors, pongs) a connection may owe its client beyond its outbound bound
+/// before it counts as not reading them.
+const REPLY_BUDGET_BYTES: usize = 64 * 1024;
 /// How long a closing connection waits for its close frame to go out and be answered.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -39,15 +45,23 @@ pub const SLOW_CONSUMER: (CloseCode, &str) = (
     "slow consumer: outbound queue full",
 );
 const GOING_AWAY: (CloseCode, &str) = (CloseCode::GOING_AWAY, "server shutting down");
+/// A client that did not answer a ping: it is most likely gone, so nobody waits for its answer.
+const PING_TIMEOUT: (CloseCode, &str) = (CloseCode::GOING_AWAY, "ping timeout");
+pub const TOKEN_EXPIRED: (CloseCode, &str) = (CloseCode(4001), "token expired");
 
 #[derive(Debug, Deserialize)]
 pub struct ConnectOptions {
     /// `?meta=1`: frames carry `id`, `room` and `ts` beside `message`.
     meta: Option<String>,
+    /// `?token=`: the caller's token (browsers cannot set headers on a WebSocket).
+    token: Option<String>,
+    /// `?name=`: with auth off, the name the client chose.
+    name: Option<String>,
 }
 
 pub async fn connect(
     State(state): State<AppState>,
+    headers: HeaderMap,
     room: Result<Path<String>, PathRejection>,
     options: Result<Query<ConnectOptions>, QueryRejection>,
     upgrade: Result<Upgrade, ApiError>,
@@ -55,9 +69,17 @@ pub async fn connect(
     let parsed = (|| {
         let Path(room) = room?;
         let Query(options) = options?;
-        Ok::<_, ApiError>((RoomName::parse(&room)?, options))
+        let room = RoomName::parse(&room)?;
+        let identity = caller::identify(
+            &state,
+            &headers,
+            options.token.as_deref(),
+            options.name.as_deref(),
+        )?;
+        identity.check_room(&room)?;
+        Ok::<_, ApiError>((room, options, identity))
     })();
-    let (room, options) = match parsed {
+    let (room, options, identity) = match parsed {
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
@@ -69,6 +91,15 @@ pub async fn connect(
     // Join before answering the handshake: once the client is told it is connected, it misses
     // nothing published to the room (frames queue up until the socket is ready).
     let subscription = state.hub.join(&room, wants_meta);
+    subscription
+        .outbound
+        .liveness
+        .expire_at(identity.expires_at);
+    let limiter = state
+        .rate_limit
+        .as_ref()
+        .map(|(limit, _)| limit.for_connection());
+    let session = Session::new(&identity, limiter);
     if let Err(error) = state.engine.room_ready(&room).await {
         return ApiError::from(error).into_response();
     }
@@ -80,7 +111,9 @@ pub async fn connect(
                 state,
                 room,
                 subscription,
+                session,
                 receipts: VecDeque::new(),
+                in_flight_bytes: 0,
             };
             connection.run().await;
         })
@@ -92,8 +125,11 @@ struct Connection {
     state: AppState,
     room: RoomName,
     subscription: Subscription,
-    /// Publishes waiting to be stored, oldest first; a failed one owes its client an error frame.
-    receipts: VecDeque<Receipt>,
+    session: Session,
+    /// Publishes waiting to be stored, oldest first, with their sizes; a failed one owes its
+    /// client an error frame.
+    receipts: VecDeque<(Receipt, usize)>,
+    in_flight_bytes: usize,
 }
 
 /// Why a connection ended.
@@ -105,8 +141,11 @@ enum End {
     /// The client broke the protocol (1002), sent bad UTF-8 (1007) or too large a message
     /// (1009): close with the error's code.
     ProtocolError(ProtocolError),
-    /// We close: shutdown, or a slow consumer.
+    /// We close: shutdown, a slow consumer, an expired token, rate abuse.
     Close((CloseCode, &'static str)),
+    /// We close a client that stopped answering: the close frame goes out if it can, without
+    /// waiting for the client's answer.
+    Abandon((CloseCode, &'static str)),
 }
 
 impl Connection {
@@ -147,23 +186,32 @@ impl Connection {
                 Poll::Ready(Err(Closed::ShuttingDown)) => {
                     return Poll::Ready(End::Close(GOING_AWAY));
                 }
+                Poll::Ready(Err(Closed::TokenExpired)) => {
+                    return Poll::Ready(End::Close(TOKEN_EXPIRED));
+                }
+                Poll::Ready(Err(Closed::Unresponsive)) => {
+                    return Poll::Ready(End::Abandon(PING_TIMEOUT));
+                }
                 Poll::Ready(Ok(())) => progress = true,
                 Poll::Pending => {}
             }
-            while let Some(receipt) = self.receipts.front_mut() {
+            while let Some((receipt, bytes)) = self.receipts.front_mut() {
                 let Poll::Ready(answer) = Pin::new(receipt).poll(cx) else {
                     break;
                 };
+                self.in_flight_bytes -= *bytes;
                 self.receipts.pop_front();
-                if let Err(error) = answer {
-                    self.socket.queue(error_frame(&error.to_string()));
+                if let Err(error) = answer
+                    && let Some(end) = self.reply(error_frame(&error.to_string()))
+                {
+                    return Poll::Ready(end);
                 }
                 progress = true;
             }
             if let Poll::Ready(Err(_)) = self.socket.poll_write(cx) {
                 return Poll::Ready(End::ClientGone);
             }
-            if self.receipts.len() < MAX_IN_FLIGHT {
+            if self.receipts.len() < MAX_IN_FLIGHT && self.in_flight_bytes < MAX_IN_FLIGHT_BYTES {
                 match self.socket.poll_next(cx) {
                     Poll::Pending => {}
                     Poll::Ready(Ok(None) | Err(ReadError::Io(_))) => {
@@ -173,6 +221,7 @@ impl Connection {
                         return Poll::Ready(End::ProtocolError(error));
                     }
                     Poll::Ready(Ok(Some(incoming))) => {
+                        self.subscription.outbound.liveness.heard();
                         progress = true;
                         if let Some(end) = self.take(incoming) {
                             return Poll::Ready(end);
@@ -189,23 +238,24 @@ impl Connection {
     /// Acts on one message or control frame from the client.
     fn take(&mut self, incoming: Incoming) -> Option<End> {
         let reply = match incoming {
-            Incoming::Text(text) => match Publish::parse(&text) {
-                Ok(Publish {
-                    message: Some(message),
-                    ..
-                }) => {
-                    let room = self.room.clone();
-                    let receipt = self.state.engine.publish(Draft {
-                        room,
-                        message,
-                        user: None,
-                    });
-                    self.receipts.push_back(receipt);
-                    return None;
+            Incoming::Text(text) => {
+                let liveness = &self.subscription.outbound.liveness;
+                match self
+                    .session
+                    .on_text(&text, &self.room, &self.state.auth, liveness)
+                {
+                    Action::Publish(draft) => {
+                        let bytes = draft.message.get().len();
+                        self.in_flight_bytes += bytes;
+                        self.receipts
+                            .push_back((self.state.engine.publish(draft), bytes));
+                        return None;
+                    }
+                    Action::Reply(reply) => reply,
+                    Action::Close(close) => return Some(End::Close(close)),
+                    Action::Nothing => return None,
                 }
-                Ok(_) => error_frame(&BadPublish::MissingMessage.to_string()),
-                Err(bad) => error_frame(&bad.to_string()),
-            },
+            }
             Incoming::Binary => error_frame(
                 "binary frames are not supported: send JSON text such as {\"message\": \"hi\"}",
             ),
@@ -213,11 +263,18 @@ impl Connection {
             Incoming::Pong => return None,
             Incoming::Close(code) => return Some(End::ClientClosed(code)),
         };
-        // A client that sends bad frames and does not read the answers.
-        if self.socket.queued() >= self.subscription.outbound.capacity() + MAX_PENDING_REPLIES {
+        self.reply(reply)
+    }
+
+    /// Queues a frame for this client alone, unless it already owes it more than it reads: a
+    /// client that keeps sending (bad frames, pings, publishes that fail) without reading the
+    /// answers is a slow consumer.
+    fn reply(&mut self, frame: bytes::Bytes) -> Option<End> {
+        let budget = self.subscription.outbound.limits().bytes as usize + REPLY_BUDGET_BYTES;
+        if self.socket.queued_bytes() + frame.len() > budget {
             return Some(End::Close(SLOW_CONSUMER));
         }
-        self.socket.queue(reply);
+        self.socket.queue(frame);
         None
     }
 }
@@ -246,6 +303,11 @@ async fn close(mut socket: Socket, room: RoomName, end: End) {
                 socket.await_close().await;
                 let _ = socket.finish().await;
             }
+        }
+        End::Abandon((code, reason)) => {
+            tracing::debug!(%room, reason, "dropping connection");
+            socket.queue(frame::close(code, reason));
+            let _ = poll_fn(|cx| Poll::Ready(socket.poll_write(cx))).await;
         }
     }
 }

@@ -97,6 +97,10 @@ pub fn pong(payload: &[u8]) -> Bytes {
     encode(PONG, &[payload])
 }
 
+pub fn ping(payload: &[u8]) -> Bytes {
+    encode(PING, &[payload])
+}
+
 /// A close frame; the reason is cut (at a character boundary) to fit a control frame.
 pub fn close(code: CloseCode, reason: &str) -> Bytes {
     let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);

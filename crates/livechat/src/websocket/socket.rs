@@ -95,6 +95,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
         self.outbox.len()
     }
 
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.outbox.iter().map(Bytes::len).sum::<usize>() - self.written
+    }
+
     /// Queues an encoded frame behind the others.
     pub fn queue(&mut self, frame: Bytes) {
         self.outbox.push_back(frame);

@@ -5,4 +5,5 @@ mod compat;
 mod faults;
 mod history;
 mod nodes;
+mod security;
 mod support;

@@ -1,11 +1,9 @@
 //! Several nodes on one Redis: shared rooms with one order, one history, Redis outages, and a
 //! node that dies. (Every other contract test also runs on the Redis engine: see `on_redis`.)
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
-use crate::support::{Client, RedisCluster, RedisServer, Server};
+use crate::support::{Client, RedisCluster, RedisServer, Server, eventually};
 
 async fn read_messages(client: &mut Client, count: usize) -> Vec<Value> {
     let mut seen = Vec::with_capacity(count);
@@ -13,22 +11,6 @@ async fn read_messages(client: &mut Client, count: usize) -> Vec<Value> {
         seen.push(client.recv().await["message"].clone());
     }
     seen
-}
-
-/// Polls `check` until it holds, for at most 15 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn status(server: &Server, path: &str) -> u16 {

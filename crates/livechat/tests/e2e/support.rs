@@ -150,14 +150,29 @@ impl Server {
     }
 
     pub async fn connect(&self, path: &str) -> Client {
-        let uri = self.ws_url(path);
-        let (ws, _) = ClientBuilder::new()
-            .uri(&uri)
-            .expect("uri")
-            .connect()
+        self.connect_with(path, &[])
             .await
-            .unwrap_or_else(|e| panic!("connect {uri}: {e}"));
-        Client { ws }
+            .unwrap_or_else(|e| panic!("connect {path}: {e}"))
+    }
+
+    /// Connects with extra handshake headers; the error says why the server refused.
+    pub async fn connect_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, String> {
+        let uri = self.ws_url(path);
+        let mut builder = ClientBuilder::new().uri(&uri).expect("uri");
+        for (name, value) in headers {
+            builder = builder
+                .add_header(
+                    name.parse().expect("header name"),
+                    value.parse().expect("header value"),
+                )
+                .expect("header");
+        }
+        let (ws, _) = builder.connect().await.map_err(|e| e.to_string())?;
+        Ok(Client { ws })
     }
 
     pub async fn http(&self, method: &str, path: &str, body: Option<&str>) -> HttpAnswer {
@@ -180,6 +195,22 @@ impl Server {
             .as_array()
             .expect("chat_history list")
             .clone()
+    }
+}
+
+/// Polls `check` until it holds, for at most `PATIENCE`.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -342,19 +373,19 @@ fn dechunk(mut body: &str) -> String {
 
 /// The WebSocket handshake as raw HTTP, to see how the server answers before any upgrade.
 pub async fn handshake(addr: SocketAddr, path: &str) -> HttpAnswer {
-    http(
-        addr,
-        "GET",
-        path,
-        None,
-        &[
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-            ("Sec-WebSocket-Version", "13"),
-        ],
-    )
-    .await
+    handshake_with(addr, path, &[]).await
+}
+
+/// The same with extra headers; only for handshakes the server refuses (it answers and closes).
+pub async fn handshake_with(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> HttpAnswer {
+    let mut headers = vec![
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+    ];
+    headers.extend_from_slice(extra);
+    http(addr, "GET", path, None, &headers).await
 }
 
 /// A real `redis-server` on a free port, with append-only persistence (fsync always) in a

@@ -1,0 +1,383 @@
+//! Who may do what: verifies JSON Web Tokens and the server's API key, and answers the questions
+//! the transport asks (may this caller join or read this room, publish, and as whom).
+//!
+//! With `LIVECHAT_AUTH=off` (the default, the seed's behaviour) everyone may do everything and a
+//! client may name itself. With `required`, every WebSocket and API request needs a token signed
+//! with `LIVECHAT_JWT_SECRET` (HS256) or the key in `LIVECHAT_JWT_PUBLIC_KEY` (RS256, ES256,
+//! EdDSA), or the server key `LIVECHAT_API_KEY`. The identity on a stored message always comes
+//! from here, never from what the client wrote in it.
+
+mod token;
+
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+pub use token::{TokenRequest, issue};
+
+use crate::message::Author;
+use crate::room::RoomName;
+
+/// Clock skew tolerated on `exp` (and `nbf`), in seconds.
+pub const LEEWAY_SECONDS: u64 = 5;
+/// Longest display name, in characters, for a token's `name` or a chosen `?name=`.
+pub const MAX_NAME_CHARS: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Anyone may connect, read and publish; clients may choose a name.
+    Off,
+    /// A valid token (or the API key, for HTTP) is needed.
+    Required,
+}
+
+/// What the server needs to verify callers, read from the settings.
+pub struct AuthSettings<'a> {
+    pub mode: AuthMode,
+    pub secret: Option<&'a str>,
+    pub public_key_pem: Option<Vec<u8>>,
+    pub issuer: Option<&'a str>,
+    pub audience: Option<&'a str>,
+    pub api_key: Option<&'a str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("authentication required: pass a token as ?token= or Authorization: Bearer")]
+    Missing,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("this token does not allow room {0}")]
+    RoomNotAllowed(RoomName),
+    #[error("this token may not publish (read-only)")]
+    ReadOnly,
+    #[error("a refreshed token must be for the same user")]
+    OtherUser,
+    #[error("invalid name: {0}")]
+    BadName(&'static str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    #[error("LIVECHAT_AUTH=required needs LIVECHAT_JWT_SECRET or LIVECHAT_JWT_PUBLIC_KEY")]
+    NoKey,
+    #[error("LIVECHAT_JWT_PUBLIC_KEY is not an RSA, EC (P-256) or Ed25519 public key in PEM")]
+    BadPublicKey,
+}
+
+/// The claims livechat reads; others are ignored.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    rooms: Option<Vec<String>>,
+    #[serde(default)]
+    publish: Option<bool>,
+}
+
+/// A verified caller, or an anonymous one when auth is off.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Who the caller's messages are from: `None` for an anonymous client.
+    pub user: Option<Arc<Author>>,
+    /// Rooms it may join and read: `None` is every room.
+    rooms: Option<Arc<[String]>>,
+    pub can_publish: bool,
+    /// When its token expires (seconds since the Unix epoch); `None`: never.
+    pub expires_at: Option<u64>,
+    /// The server's API key: any room, and may publish on a user's behalf.
+    pub is_server: bool,
+}
+
+pub struct Auth {
+    mode: AuthMode,
+    secret: Option<(DecodingKey, Validation)>,
+    public_key: Option<(DecodingKey, Validation)>,
+    api_key: Option<String>,
+}
+
+impl Auth {
+    pub fn new(settings: AuthSettings<'_>) -> Result<Self, AuthSetupError> {
+        let validation = |algorithm: Algorithm| {
+            let mut validation = Validation::new(algorithm);
+            validation.leeway = LEEWAY_SECONDS;
+            validation.set_required_spec_claims(&["exp", "sub"]);
+            if let Some(issuer) = settings.issuer {
+                validation.set_issuer(&[issuer]);
+            }
+            match settings.audience {
+                Some(audience) => validation.set_audience(&[audience]),
+                None => validation.validate_aud = false,
+            }
+            validation
+        };
+        let secret = settings.secret.map(|secret| {
+            (
+                DecodingKey::from_secret(secret.as_bytes()),
+                validation(Algorithm::HS256),
+            )
+        });
+        let public_key = match settings.public_key_pem {
+            Some(pem) => {
+                Some(public_key(&pem).map(|(key, algorithm)| (key, validation(algorithm)))?)
+            }
+            None => None,
+        };
+        if settings.mode == AuthMode::Required && secret.is_none() && public_key.is_none() {
+            return Err(AuthSetupError::NoKey);
+        }
+        Ok(Self {
+            mode: settings.mode,
+            secret,
+            public_key,
+            api_key: settings.api_key.map(str::to_owned),
+        })
+    }
+
+    /// Auth off, for tests and tools.
+    pub fn off() -> Self {
+        Self {
+            mode: AuthMode::Off,
+            secret: None,
+            public_key: None,
+            api_key: None,
+        }
+    }
+
+    pub fn is_required(&self) -> bool {
+        self.mode == AuthMode::Required
+    }
+
+    /// The caller of a WebSocket handshake or HTTP request, from its token (or the API key, or
+    /// with auth off its chosen name). `name` is ignored when auth is on.
+    pub fn identify(&self, token: Option<&str>, name: Option<&str>) -> Result<Identity, AuthError> {
+        if self.mode == AuthMode::Off {
+            let user = name.map(chosen_name).transpose()?;
+            return Ok(Identity {
+                user: user.map(Arc::new),
+                rooms: None,
+                can_publish: true,
+                expires_at: None,
+                is_server: false,
+            });
+        }
+        let token = token
+            .filter(|token| !token.is_empty())
+            .ok_or(AuthError::Missing)?;
+        if let Some(key) = &self.api_key
+            && constant_time_eq(key.as_bytes(), token.as_bytes())
+        {
+            return Ok(Identity {
+                user: None,
+                rooms: None,
+                can_publish: true,
+                expires_at: None,
+                is_server: true,
+            });
+        }
+        self.verify(token)
+    }
+
+    /// A token sent on an open connection to extend it: valid, and for the same user.
+    pub fn refresh(&self, current: Option<&Author>, token: &str) -> Result<Identity, AuthError> {
+        let fresh = self.verify(token)?;
+        let id = |user: Option<&Author>| user.and_then(|user| user.id.clone());
+        if id(fresh.user.as_deref()) != id(current) {
+            return Err(AuthError::OtherUser);
+        }
+        Ok(fresh)
+    }
+
+    fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let (key, validation) = match header.alg {
+            Algorithm::HS256 => self.secret.as_ref(),
+            _ => self.public_key.as_ref(),
+        }
+        .ok_or_else(|| {
+            AuthError::Invalid(format!("{:?} tokens are not accepted here", header.alg))
+        })?;
+        let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
+            .map_err(|e| AuthError::Invalid(e.to_string()))?
+            .claims;
+        if claims.sub.is_empty() {
+            return Err(AuthError::Invalid("empty `sub`".into()));
+        }
+        let name = claims.name.map(|name| truncate(&name, MAX_NAME_CHARS));
+        Ok(Identity {
+            user: Some(Arc::new(Author {
+                id: Some(claims.sub),
+                name,
+            })),
+            rooms: claims.rooms.map(Arc::from),
+            can_publish: claims.publish.unwrap_or(true),
+            expires_at: Some(claims.exp),
+            is_server: false,
+        })
+    }
+}
+
+impl Identity {
+    /// Whether it may join and read `room`: a `rooms` entry names it, or ends in `*` and is a
+    /// prefix of it.
+    pub fn may_enter(&self, room: &RoomName) -> bool {
+        let Some(rooms) = &self.rooms else {
+            return true;
+        };
+        rooms.iter().any(|allowed| match allowed.strip_suffix('*') {
+            Some(prefix) => room.as_str().starts_with(prefix),
+            None => allowed == room.as_str(),
+        })
+    }
+
+    pub fn check_room(&self, room: &RoomName) -> Result<(), AuthError> {
+        if self.may_enter(room) {
+            Ok(())
+        } else {
+            Err(AuthError::RoomNotAllowed(room.clone()))
+        }
+    }
+
+    pub fn check_publish(&self) -> Result<(), AuthError> {
+        if self.can_publish {
+            Ok(())
+        } else {
+            Err(AuthError::ReadOnly)
+        }
+    }
+}
+
+/// A name a client chose for itself (auth off): 1-64 characters, no control characters.
+pub fn chosen_name(name: &str) -> Result<Author, AuthError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(AuthError::BadName("empty"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(AuthError::BadName("longer than 64 characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(AuthError::BadName("control characters"));
+    }
+    Ok(Author {
+        id: None,
+        name: Some(name.to_owned()),
+    })
+}
+
+fn truncate(text: &str, chars: usize) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .take(chars)
+        .collect()
+}
+
+/// Reads a PEM public key: RSA (RS256), EC P-256 (ES256) or Ed25519 (EdDSA).
+fn public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), AuthSetupError> {
+    if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+        return Ok((key, Algorithm::RS256));
+    }
+    if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+        return Ok((key, Algorithm::ES256));
+    }
+    if let Ok(key) = DecodingKey::from_ed_pem(pem) {
+        return Ok((key, Algorithm::EdDSA));
+    }
+    Err(AuthSetupError::BadPublicKey)
+}
+
+/// Compares secrets without telling, by timing, how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "test-secret";
+
+    fn auth() -> Auth {
+        Auth::new(AuthSettings {
+            mode: AuthMode::Required,
+            secret: Some(SECRET),
+            public_key_pem: None,
+            issuer: None,
+            audience: None,
+            api_key: Some("server-key"),
+        })
+        .unwrap()
+    }
+
+    fn token(sub: &str, rooms: Option<&str>, ttl_seconds: i64) -> String {
+        issue(
+            SECRET,
+            &TokenRequest {
+                sub: sub.into(),
+                name: Some("Alice".into()),
+                rooms: rooms.map(|rooms| rooms.split(',').map(str::to_owned).collect()),
+                publish: true,
+                ttl_seconds,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn verifies_tokens_and_rooms() {
+        let auth = auth();
+        let identity = auth
+            .identify(Some(&token("u1", Some("lobby,dev-*"), 60)), None)
+            .unwrap();
+        let user = identity.user.as_deref().unwrap();
+        assert_eq!(user.id.as_deref(), Some("u1"));
+        assert_eq!(user.name.as_deref(), Some("Alice"));
+        assert!(identity.may_enter(&RoomName::parse("lobby").unwrap()));
+        assert!(identity.may_enter(&RoomName::parse("dev-1").unwrap()));
+        assert!(!identity.may_enter(&RoomName::parse("ops").unwrap()));
+        assert!(matches!(auth.identify(None, None), Err(AuthError::Missing)));
+        assert!(matches!(
+            auth.identify(Some("nope"), None),
+            Err(AuthError::Invalid(_))
+        ));
+        // Expired beyond the leeway.
+        let expired = token("u1", None, -(LEEWAY_SECONDS as i64) - 10);
+        assert!(matches!(
+            auth.identify(Some(&expired), None),
+            Err(AuthError::Invalid(_))
+        ));
+        let forged = issue("other-secret", &TokenRequest::for_user("u1")).unwrap();
+        assert!(matches!(
+            auth.identify(Some(&forged), None),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(auth.identify(Some("server-key"), None).unwrap().is_server);
+    }
+
+    #[test]
+    fn refresh_keeps_the_user() {
+        let auth = auth();
+        let current = auth.identify(Some(&token("u1", None, 60)), None).unwrap();
+        let current = current.user.as_deref();
+        assert!(auth.refresh(current, &token("u1", None, 120)).is_ok());
+        assert!(matches!(
+            auth.refresh(current, &token("u2", None, 120)),
+            Err(AuthError::OtherUser)
+        ));
+    }
+
+    #[test]
+    fn off_takes_a_chosen_name() {
+        let auth = Auth::off();
+        let identity = auth.identify(None, Some("Bob")).unwrap();
+        assert_eq!(identity.user.as_deref().unwrap().id, None);
+        assert!(auth.identify(None, Some("")).is_err());
+        assert!(auth.identify(None, Some(&"x".repeat(65))).is_err());
+        assert!(auth.identify(None, None).unwrap().user.is_none());
+    }
+}
