@@ -371,6 +371,47 @@ mod tests {
         ));
     }
 
+    /// Tokens signed with a private key, verified with its public key in PEM.
+    #[test]
+    fn verifies_es256_and_eddsa_with_a_public_key() {
+        for (algorithm, rcgen_algorithm) in [
+            (Algorithm::ES256, &rcgen::PKCS_ECDSA_P256_SHA256),
+            (Algorithm::EdDSA, &rcgen::PKCS_ED25519),
+        ] {
+            let pair = rcgen::KeyPair::generate_for(rcgen_algorithm).unwrap();
+            let auth = Auth::new(AuthSettings {
+                mode: AuthMode::Required,
+                secret: None,
+                public_key_pem: Some(pair.public_key_pem().into_bytes()),
+                issuer: Some("issuer"),
+                audience: Some("chat"),
+                api_key: None,
+            })
+            .unwrap();
+            let private = pair.serialize_pem();
+            let key = match algorithm {
+                Algorithm::ES256 => jsonwebtoken::EncodingKey::from_ec_pem(private.as_bytes()),
+                _ => jsonwebtoken::EncodingKey::from_ed_pem(private.as_bytes()),
+            }
+            .unwrap();
+            let sign = |claims: serde_json::Value| {
+                jsonwebtoken::encode(&jsonwebtoken::Header::new(algorithm), &claims, &key).unwrap()
+            };
+            let exp = crate::store::now_ms() / 1000 + 60;
+            let good =
+                sign(serde_json::json!({"sub": "u", "exp": exp, "iss": "issuer", "aud": "chat"}));
+            assert!(auth.identify(Some(&good), None).is_ok(), "{algorithm:?}");
+            let wrong_audience =
+                sign(serde_json::json!({"sub": "u", "exp": exp, "iss": "issuer", "aud": "other"}));
+            assert!(auth.identify(Some(&wrong_audience), None).is_err());
+            let no_sub = sign(serde_json::json!({"exp": exp, "iss": "issuer", "aud": "chat"}));
+            assert!(auth.identify(Some(&no_sub), None).is_err());
+            // An HS256 token is refused: no secret is configured.
+            let hs = issue("secret", &TokenRequest::for_user("u")).unwrap();
+            assert!(auth.identify(Some(&hs), None).is_err());
+        }
+    }
+
     #[test]
     fn off_takes_a_chosen_name() {
         let auth = Auth::off();
