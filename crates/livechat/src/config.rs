@@ -133,6 +133,25 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_RATE_BURST")]
     pub rate_burst: Option<NonZeroU32>,
 
+    /// A request (WebSocket handshake included) whose headers, or whose body, have not all
+    /// arrived this long after it started is dropped.
+    #[arg(long, env = "LIVECHAT_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub request_timeout: Duration,
+
+    /// Most WebSocket connections at once; past it, handshakes get 503. Default: the open-file
+    /// limit less a reserve (128 + 1%) for HTTP requests, the store and Redis.
+    #[arg(long, env = "LIVECHAT_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Most WebSocket connections from one client IP; unset: no such limit.
+    #[arg(long, env = "LIVECHAT_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<u32>,
+
+    /// Proxies whose `X-Forwarded-For`/`-Proto`/`-Host` headers are believed, comma-separated
+    /// addresses or CIDR ranges (`127.0.0.1,10.0.0.0/8`); none by default.
+    #[arg(long, env = "LIVECHAT_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
     /// A WebSocket client that sent nothing for this long is pinged; `0` never pings.
     #[arg(long, env = "LIVECHAT_PING_INTERVAL", value_parser = parse_duration, default_value = "25s")]
     pub ping_interval: Duration,

@@ -3,6 +3,7 @@
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::admission::Refused;
 use crate::auth::AuthError;
 use crate::engine::EngineError;
 use crate::message::{BadPublish, error_body};
@@ -36,6 +37,10 @@ pub enum ApiError {
     OriginNotAllowed,
     #[error("rate limited")]
     RateLimited { retry_after_ms: u64 },
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    #[error("the request did not arrive within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 impl ApiError {
@@ -55,6 +60,8 @@ impl ApiError {
             Self::Auth(AuthError::BadName(_)) => StatusCode::BAD_REQUEST,
             Self::Auth(_) | Self::OriginNotAllowed => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }

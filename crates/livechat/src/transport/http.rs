@@ -1,17 +1,18 @@
 //! HTTP routes: publish (`POST /chat/send/`), history (`GET /chat/history/`), health checks.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::client_ip::ClientIp;
 use super::{ApiError, AppState, caller};
 use crate::auth::Identity;
 use crate::message::{BadPublish, Draft, Publish, StoredMessage};
@@ -39,28 +40,32 @@ pub struct SendAnswer {
 /// another site cannot post here: the origin guard refuses it first).
 pub async fn send(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client_ip): ClientIp,
     headers: HeaderMap,
     params: Result<Query<RoomParam>, QueryRejection>,
     body: Body,
 ) -> Result<Json<SendAnswer>, ApiError> {
     let Query(params) = params?;
     let limit = state.max_message_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|error| {
-        let inner = error.into_inner();
-        if inner.is::<http_body_util::LengthLimitError>() {
-            ApiError::TooLarge(limit)
-        } else {
-            ApiError::BadBody(inner.to_string())
-        }
-    })?;
+    let timeout = state.request_timeout;
+    let bytes = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| ApiError::Timeout(timeout))?
+        .map_err(|error| {
+            let inner = error.into_inner();
+            if inner.is::<http_body_util::LengthLimitError>() {
+                ApiError::TooLarge(limit)
+            } else {
+                ApiError::BadBody(inner.to_string())
+            }
+        })?;
     let publish = Publish::parse(&bytes)?;
     let identity = caller::identify(&state, &headers, None, publish.name.as_deref())?;
     let message = publish.message.ok_or(BadPublish::MissingMessage)?;
     let room = room_or_default(&state, publish.room.or(params.room).as_deref())?;
     identity.check_room(&room)?;
     identity.check_publish()?;
-    check_rate(&state, &identity, peer)?;
+    check_rate(&state, &identity, client_ip)?;
     let user = match identity.is_server {
         true => publish.user.map(Arc::new),
         false => identity.user,
@@ -150,7 +155,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// The HTTP publish limit, per user (token `sub`) or else per client IP; the server key is a
 /// backend publishing for many users and is not limited.
-fn check_rate(state: &AppState, identity: &Identity, peer: SocketAddr) -> Result<(), ApiError> {
+fn check_rate(state: &AppState, identity: &Identity, client_ip: IpAddr) -> Result<(), ApiError> {
     let Some((_, limiter)) = &state.rate_limit else {
         return Ok(());
     };
@@ -159,7 +164,7 @@ fn check_rate(state: &AppState, identity: &Identity, peer: SocketAddr) -> Result
     }
     let key = match identity.user.as_ref().and_then(|user| user.id.as_deref()) {
         Some(id) => format!("user:{id}"),
-        None => format!("ip:{}", peer.ip()),
+        None => format!("ip:{client_ip}"),
     };
     limiter
         .check(&key)

@@ -3,11 +3,14 @@
 //! Handlers turn requests and frames into calls on the engine (publish, history) and the hub
 //! (join a room); they own no chat state themselves.
 
+mod admission;
 mod caller;
+mod client_ip;
 mod error;
 mod http;
 mod origin;
 mod page;
+mod serve;
 mod session;
 mod upgrade;
 mod ws;
@@ -18,8 +21,11 @@ use axum::Router;
 use axum::routing::{get, post};
 use tokio_util::task::TaskTracker;
 
+pub use admission::Admission;
+pub use client_ip::TrustedProxies;
 pub use error::ApiError;
 pub use origin::OriginPolicy;
+pub use serve::serve;
 
 use crate::auth::Auth;
 use crate::engine::Engine;
@@ -42,6 +48,9 @@ pub struct Shared {
     pub origins: OriginPolicy,
     /// The publish rate limit, if one is set, and its buckets for HTTP callers.
     pub rate_limit: Option<(RateLimit, Arc<HttpLimiter>)>,
+    pub admission: Arc<Admission>,
+    pub trusted_proxies: TrustedProxies,
+    pub request_timeout: std::time::Duration,
 }
 
 impl AppState {

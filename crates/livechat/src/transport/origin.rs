@@ -6,10 +6,11 @@
 //! headers, and their preflight requests are answered.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::client_ip::peer;
 use super::{ApiError, AppState};
 
 /// The origins allowed besides the server's own.
@@ -70,7 +71,14 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         return next.run(request).await;
     };
     let lowered = origin.to_str().unwrap_or("").to_ascii_lowercase();
-    if own_origin(request.headers()).is_some_and(|own| own == lowered) {
+    let (parts, body) = request.into_parts();
+    let own = peer(&parts).ok().and_then(|peer| {
+        state
+            .trusted_proxies
+            .public_origin(peer.ip(), &parts.headers)
+    });
+    let request = Request::from_parts(parts, body);
+    if own.is_some_and(|own| own == lowered) {
         return next.run(request).await;
     }
     if !state.origins.allows(&lowered) {
@@ -103,12 +111,6 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.append(header::VARY, HeaderValue::from_static("origin"));
     response
-}
-
-/// The server's own origin as the browser sees it: `http://` and the `Host` it was reached at.
-fn own_origin(headers: &HeaderMap) -> Option<String> {
-    let host = headers.get(header::HOST)?.to_str().ok()?;
-    Some(format!("http://{}", host.to_ascii_lowercase()))
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::admission::Permit;
+use super::client_ip::ClientIp;
 use super::session::{Action, Session};
 use super::upgrade::{Socket, Upgrade};
 use super::{ApiError, AppState, caller};
@@ -61,6 +63,7 @@ pub struct ConnectOptions {
 
 pub async fn connect(
     State(state): State<AppState>,
+    client_ip: Result<ClientIp, ApiError>,
     headers: HeaderMap,
     room: Result<Path<String>, PathRejection>,
     options: Result<Query<ConnectOptions>, QueryRejection>,
@@ -77,9 +80,11 @@ pub async fn connect(
             options.name.as_deref(),
         )?;
         identity.check_room(&room)?;
-        Ok::<_, ApiError>((room, options, identity))
+        let ClientIp(ip) = client_ip?;
+        let permit = state.admission.admit(ip)?;
+        Ok::<_, ApiError>((room, options, identity, permit))
     })();
-    let (room, options, identity) = match parsed {
+    let (room, options, identity, permit) = match parsed {
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
@@ -114,6 +119,7 @@ pub async fn connect(
                 session,
                 receipts: VecDeque::new(),
                 in_flight_bytes: 0,
+                _permit: permit,
             };
             connection.run().await;
         })
@@ -130,6 +136,8 @@ struct Connection {
     /// client an error frame.
     receipts: VecDeque<(Receipt, usize)>,
     in_flight_bytes: usize,
+    /// The connection's place under the connection caps, given back when it ends.
+    _permit: Permit,
 }
 
 /// Why a connection ended.

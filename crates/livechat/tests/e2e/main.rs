@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod compat;
+mod edge;
 mod faults;
 mod history;
 mod nodes;

@@ -20,6 +20,8 @@ pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// What was run: the server, or a wrapper (`prlimit`) and its arguments first in `args`.
+    program: String,
     args: Vec<String>,
     /// Owns the temporary data directory, when the test did not bring its own.
     _temp: Option<tempfile::TempDir>,
@@ -65,13 +67,42 @@ impl Server {
         Server::spawn(data_dir.to_path_buf(), "127.0.0.1:0".parse().unwrap(), args).await
     }
 
+    /// Starts a server (embedded engine) that may open at most `files` files (`prlimit`).
+    pub async fn start_with_file_limit(files: u32, args: &[&str]) -> Server {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut all = vec![
+            format!("--nofile={files}:{files}"),
+            env!("CARGO_BIN_EXE_livechat").to_owned(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let mut server = Server::launch(
+            "prlimit",
+            temp.path().to_path_buf(),
+            "127.0.0.1:0".parse().unwrap(),
+            all,
+        )
+        .await;
+        server._temp = Some(temp);
+        server
+    }
+
     async fn spawn(data_dir: PathBuf, bind: SocketAddr, args: Vec<String>) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_livechat"))
+        Server::launch(env!("CARGO_BIN_EXE_livechat"), data_dir, bind, args).await
+    }
+
+    /// Runs `program` (the server, or a wrapper that execs it with `args` first).
+    async fn launch(
+        program: &str,
+        data_dir: PathBuf,
+        bind: SocketAddr,
+        args: Vec<String>,
+    ) -> Server {
+        let mut child = Command::new(program)
+            .args(&args)
             .arg("--bind")
             .arg(bind.to_string())
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(&args)
             .env("LIVECHAT_LOG", "info,livechat=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -102,6 +133,7 @@ impl Server {
             child,
             addr,
             data_dir,
+            program: program.to_owned(),
             args,
             _temp: None,
             redis: None,
@@ -134,7 +166,13 @@ impl Server {
 
     /// Starts the server again on the same data directory and port, with the same flags.
     pub async fn restart(&mut self) {
-        let mut again = Server::spawn(self.data_dir.clone(), self.addr, self.args.clone()).await;
+        let mut again = Server::launch(
+            &self.program,
+            self.data_dir.clone(),
+            self.addr,
+            self.args.clone(),
+        )
+        .await;
         again._temp = self._temp.take();
         again.redis = self.redis.take();
         *self = again;
