@@ -81,6 +81,16 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_HISTORY_MAX_COUNT", default_value_t = 10_000)]
     pub history_max_count: u64,
 
+    /// Bytes of messages kept per room (their JSON and author); the oldest are deleted past it,
+    /// the newest message stays whatever its size.
+    #[arg(long, env = "LIVECHAT_HISTORY_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub history_max_bytes: u64,
+
+    /// Largest `GET /chat/history/` answer, in bytes of messages: a page stops before the message
+    /// that would cross it (it always holds at least one) and says `"more": true`.
+    #[arg(long, env = "LIVECHAT_HISTORY_PAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub history_page_bytes: usize,
+
     /// Maximum age of kept messages, e.g. `90s`, `30m`, `12h`, `7d`; unset keeps them regardless of age.
     #[arg(long, env = "LIVECHAT_HISTORY_MAX_AGE", value_parser = parse_duration)]
     pub history_max_age: Option<Duration>,

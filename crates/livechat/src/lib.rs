@@ -65,6 +65,7 @@ pub async fn run(
     let retention = Retention {
         max_count: config.history_max_count,
         max_age: config.history_max_age,
+        max_bytes: config.history_max_bytes,
     };
     let auth = start_auth(&config)?;
     let origins = OriginPolicy::new(&config.allowed_origins).map_err(RunError::Origins)?;
@@ -89,6 +90,7 @@ pub async fn run(
         engine: engine.clone(),
         default_room: config.default_room.clone(),
         max_message_bytes: config.max_message_bytes,
+        history_page_bytes: config.history_page_bytes,
         connections: connections.clone(),
         auth,
         origins,

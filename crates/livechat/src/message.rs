@@ -31,6 +31,24 @@ pub struct StoredMessage {
     pub user: Option<Arc<Author>>,
 }
 
+impl StoredMessage {
+    /// What it counts for in byte bounds (history pages, retention): its JSON and its author's.
+    pub fn stored_bytes(&self) -> usize {
+        stored_bytes(&self.message, self.user.as_deref())
+    }
+}
+
+impl Draft {
+    /// The same, before it is stored.
+    pub fn stored_bytes(&self) -> usize {
+        stored_bytes(&self.message, self.user.as_deref())
+    }
+}
+
+fn stored_bytes(message: &RawValue, user: Option<&Author>) -> usize {
+    message.get().len() + user.map_or(0, |user| user.to_json().len())
+}
+
 /// The author of a message: `id` (and `name`, if the token has one) from a verified token, or
 /// only a `name` the client chose for itself; a reader tells them apart by the `id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -26,7 +26,7 @@ pub struct Outbound {
 #[derive(Debug, Clone, Copy)]
 pub struct QueueLimits {
     pub frames: u32,
-    /// A single frame larger than this still fits into an empty queue.
+    /// Past this many bytes waiting, a further push closes the connection.
     pub bytes: u32,
 }
 
@@ -88,8 +88,10 @@ impl Outbound {
         if let Some(closed) = state.closed {
             return Err(closed);
         }
-        let bytes = state.bytes + frames.iter().map(Bytes::len).sum::<usize>();
-        let over_bytes = bytes > self.limits.bytes as usize && !state.frames.is_empty();
+        // Bytes count against what is already waiting: a connection that keeps up takes any
+        // burst (its frames are shared with the room, not copied), one that does not is closed
+        // once its backlog passes the bound.
+        let over_bytes = state.bytes >= self.limits.bytes as usize;
         if state.frames.len() + frames.len() > self.limits.frames as usize || over_bytes {
             state.frames = VecDeque::new();
             state.bytes = 0;
@@ -97,7 +99,7 @@ impl Outbound {
             return Err(Closed::SlowConsumer);
         }
         state.frames.extend(frames.iter().cloned());
-        state.bytes = bytes;
+        state.bytes += frames.iter().map(Bytes::len).sum::<usize>();
         if let Some(waker) = state.waker.take() {
             let now = pacer.admit(&mut state.last_wake);
             drop(state);
@@ -205,7 +207,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn evicts_past_the_byte_bound_but_takes_one_large_frame() {
+    async fn evicts_once_the_backlog_passes_the_byte_bound() {
         let outbound = Outbound::new(QueueLimits::new(100, 10));
         let pacer = Pacer::new(Duration::ZERO);
         let big = Bytes::from(vec![b'x'; 50]);
@@ -217,9 +219,13 @@ mod tests {
         outbound
             .push(&[Bytes::from_static(b"12345")], &pacer)
             .unwrap();
+        outbound
+            .push(&[Bytes::from_static(b"678901")], &pacer)
+            .unwrap();
         assert_eq!(
-            outbound.push(&[Bytes::from_static(b"678901")], &pacer),
-            Err(Closed::SlowConsumer)
+            outbound.push(&[Bytes::from_static(b"2")], &pacer),
+            Err(Closed::SlowConsumer),
+            "11 bytes waiting, over the bound of 10"
         );
     }
 

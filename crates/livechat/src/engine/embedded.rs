@@ -15,12 +15,15 @@ use futures_util::future::BoxFuture;
 use super::queue::{Answer, QueueReceiver, QueueSender, queue};
 use super::{Accepted, Engine, EngineError, Receipt, RoomCount};
 use crate::hub::Hub;
-use crate::message::{Draft, StoredMessage};
+use crate::message::Draft;
 use crate::room::RoomName;
-use crate::store::{HistoryQuery, HistoryStore, Retention, now_ms};
+use crate::store::{HistoryQuery, HistoryStore, Page, Retention, now_ms};
 
 /// Most messages committed in one transaction.
 const MAX_BATCH: usize = 4096;
+/// History pages read at once; more requests wait their turn, so that memory is bounded by this
+/// many pages.
+const CONCURRENT_READS: usize = 8;
 
 /// Work for the writer besides publishes.
 struct Prune;
@@ -32,6 +35,7 @@ pub struct EmbeddedEngine {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// The last store failure, cleared by the next successful commit.
     failure: Arc<Mutex<Option<String>>>,
+    reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl EmbeddedEngine {
@@ -65,6 +69,7 @@ impl EmbeddedEngine {
             store,
             writer: Mutex::new(Some(writer)),
             failure,
+            reads: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_READS)),
         }
     }
 }
@@ -74,12 +79,14 @@ impl Engine for EmbeddedEngine {
         self.jobs.publish(draft)
     }
 
-    fn history(
-        &self,
-        query: HistoryQuery,
-    ) -> BoxFuture<'static, Result<Vec<StoredMessage>, EngineError>> {
+    fn history(&self, query: HistoryQuery) -> BoxFuture<'static, Result<Page, EngineError>> {
         let store = self.store.clone();
+        let reads = self.reads.clone();
         async move {
+            let _turn = reads
+                .acquire_owned()
+                .await
+                .map_err(|_| EngineError::Stopped)?;
             tokio::task::spawn_blocking(move || store.page(&query))
                 .await
                 .map_err(|error| EngineError::Unavailable(error.to_string()))?

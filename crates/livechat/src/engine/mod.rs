@@ -22,9 +22,8 @@ pub use redis::{RedisEngine, RedisSettings, RoomCommands, RoomRegistry};
 use serde::Serialize;
 
 use crate::message::Draft;
-use crate::message::StoredMessage;
 use crate::room::RoomName;
-use crate::store::HistoryQuery;
+use crate::store::{HistoryQuery, Page};
 
 pub trait Engine: Send + Sync + 'static {
     /// Queues a message. Messages get ids (and reach subscribers) in the order of the calls, so a
@@ -32,11 +31,8 @@ pub trait Engine: Send + Sync + 'static {
     /// once the message is stored and handed to the hub.
     fn publish(&self, draft: Draft) -> Receipt;
 
-    /// One page of a room's stored history, oldest first.
-    fn history(
-        &self,
-        query: HistoryQuery,
-    ) -> BoxFuture<'static, Result<Vec<StoredMessage>, EngineError>>;
+    /// One page of a room's stored history, oldest first, cut at the query's byte cap.
+    fn history(&self, query: HistoryQuery) -> BoxFuture<'static, Result<Page, EngineError>>;
 
     /// Resolves once messages published to `room` from now on reach this node's hub. A WebSocket
     /// joins its room and waits for this before the handshake is answered, so that it misses
@@ -72,6 +68,8 @@ pub enum EngineError {
     Unavailable(String),
     #[error("server is shutting down")]
     Stopped,
+    #[error("server overloaded: too many messages waiting to be stored; try again shortly")]
+    Overloaded,
 }
 
 /// Resolves when a published message has been stored (or could not be).

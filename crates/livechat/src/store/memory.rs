@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use super::{HistoryQuery, HistoryStore, Retention, StoreError, now_ms};
+use super::{HistoryQuery, HistoryStore, Page, PageBuilder, Retention, StoreError, now_ms};
 use crate::message::{Draft, StoredMessage};
 use crate::room::RoomName;
 
@@ -16,6 +16,20 @@ pub struct MemoryStore {
 struct RoomLog {
     last_id: u64,
     messages: VecDeque<StoredMessage>,
+    /// `stored_bytes` of `messages`.
+    bytes: u64,
+}
+
+impl RoomLog {
+    fn pop_oldest(&mut self) -> bool {
+        match self.messages.pop_front() {
+            Some(message) => {
+                self.bytes -= message.stored_bytes() as u64;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl MemoryStore {
@@ -49,9 +63,14 @@ impl HistoryStore for MemoryStore {
                     ts,
                     user: draft.user,
                 };
+                log.bytes += message.stored_bytes() as u64;
                 log.messages.push_back(message.clone());
-                if log.messages.len() as u64 > self.retention.max_count {
-                    log.messages.pop_front();
+                // The newest message stays, whatever its size.
+                while log.messages.len() > 1
+                    && (log.messages.len() as u64 > self.retention.max_count
+                        || log.bytes > self.retention.max_bytes)
+                {
+                    log.pop_oldest();
                 }
                 message
             })
@@ -59,32 +78,32 @@ impl HistoryStore for MemoryStore {
         Ok(stored)
     }
 
-    fn page(&self, query: &HistoryQuery) -> Result<Vec<StoredMessage>, StoreError> {
+    fn page(&self, query: &HistoryQuery) -> Result<Page, StoreError> {
         let rooms = self.rooms();
         let Some(log) = rooms.get(&query.room) else {
-            return Ok(Vec::new());
+            return Ok(Page::default());
         };
         let after = query.after.unwrap_or(0);
         let before = query.before.unwrap_or(u64::MAX);
-        let in_range = log
-            .messages
-            .iter()
-            .filter(|m| m.id > after && m.id < before);
-        let page: Vec<StoredMessage> = if query.after.is_some() {
-            in_range.take(query.limit).cloned().collect()
-        } else {
-            let mut latest: Vec<_> = in_range.rev().take(query.limit).cloned().collect();
-            latest.reverse();
-            latest
+        let in_range = |m: &&StoredMessage| m.id > after && m.id < before;
+        let mut page = PageBuilder::new(query);
+        let read_order: Box<dyn Iterator<Item = &StoredMessage>> = match query.newest_first() {
+            true => Box::new(log.messages.iter().rev()),
+            false => Box::new(log.messages.iter()),
         };
-        Ok(page)
+        for message in read_order.filter(in_range) {
+            if !page.offer(message.clone()) {
+                break;
+            }
+        }
+        Ok(page.finish())
     }
 
     fn prune_older_than(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
         let mut pruned = 0;
         for log in self.rooms().values_mut() {
             while log.messages.front().is_some_and(|m| m.ts < cutoff_ms) {
-                log.messages.pop_front();
+                log.pop_oldest();
                 pruned += 1;
             }
         }

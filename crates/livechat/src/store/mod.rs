@@ -20,8 +20,8 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// timestamp; then deletes what falls outside the per-room count limit.
     fn append(&self, batch: Vec<Draft>) -> Result<Vec<StoredMessage>, StoreError>;
 
-    /// One page of a room's history, oldest first.
-    fn page(&self, query: &HistoryQuery) -> Result<Vec<StoredMessage>, StoreError>;
+    /// One page of a room's history, oldest first, cut at `query.max_bytes`.
+    fn page(&self, query: &HistoryQuery) -> Result<Page, StoreError>;
 
     /// Deletes messages stored before `cutoff_ms` (milliseconds since the Unix epoch).
     fn prune_older_than(&self, cutoff_ms: u64) -> Result<usize, StoreError>;
@@ -29,12 +29,82 @@ pub trait HistoryStore: Send + Sync + 'static {
 
 /// `GET /chat/history/`: without bounds the latest `limit` messages; with `before` the `limit`
 /// just before it; with `after` the `limit` just after it (with both, the first `limit` between).
+/// A page holds at most `max_bytes` of messages (at least one message, whatever its size).
 #[derive(Debug, Clone)]
 pub struct HistoryQuery {
     pub room: RoomName,
     pub limit: usize,
     pub before: Option<u64>,
     pub after: Option<u64>,
+    pub max_bytes: usize,
+}
+
+impl HistoryQuery {
+    /// Pages without `after` are read from the newest message back.
+    pub fn newest_first(&self) -> bool {
+        self.after.is_none()
+    }
+}
+
+/// A page of history, oldest first.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub messages: Vec<StoredMessage>,
+    /// The byte cap cut the page short: the range holds more (read on from the page's edge).
+    pub more: bool,
+}
+
+/// Builds a page in the order the store reads it, stopping at the query's limit or byte cap.
+pub struct PageBuilder {
+    page: Page,
+    bytes: usize,
+    limit: usize,
+    max_bytes: usize,
+    newest_first: bool,
+}
+
+impl PageBuilder {
+    pub fn new(query: &HistoryQuery) -> Self {
+        Self {
+            page: Page::default(),
+            bytes: 0,
+            limit: query.limit,
+            max_bytes: query.max_bytes,
+            newest_first: query.newest_first(),
+        }
+    }
+
+    /// Takes the next message read; false once the page is full (the message is not taken).
+    pub fn offer(&mut self, message: StoredMessage) -> bool {
+        if self.page.messages.len() >= self.limit {
+            return false;
+        }
+        let size = message.stored_bytes();
+        if !self.page.messages.is_empty() && self.bytes + size > self.max_bytes {
+            self.page.more = true;
+            return false;
+        }
+        self.bytes += size;
+        self.page.messages.push(message);
+        true
+    }
+
+    /// Whether another message would still be taken.
+    pub fn wants_more(&self) -> bool {
+        !self.page.more && self.page.messages.len() < self.limit
+    }
+
+    /// Bytes the page may still take.
+    pub fn bytes_left(&self) -> usize {
+        self.max_bytes.saturating_sub(self.bytes)
+    }
+
+    pub fn finish(mut self) -> Page {
+        if self.newest_first {
+            self.page.messages.reverse();
+        }
+        self.page
+    }
 }
 
 /// How much history each room keeps.
@@ -42,6 +112,8 @@ pub struct HistoryQuery {
 pub struct Retention {
     pub max_count: u64,
     pub max_age: Option<Duration>,
+    /// Bytes of messages (their JSON and author) per room.
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,11 +157,16 @@ mod tests {
             limit,
             before,
             after,
+            max_bytes: 1 << 20,
         }
     }
 
     fn ids(messages: &[StoredMessage]) -> Vec<u64> {
         messages.iter().map(|m| m.id).collect()
+    }
+
+    fn page_ids(store: &dyn HistoryStore, query: &HistoryQuery) -> Vec<u64> {
+        ids(&store.page(query).unwrap().messages)
     }
 
     fn behaves_as_a_history_store(store: &dyn HistoryStore) {
@@ -102,41 +179,24 @@ mod tests {
             )
             .unwrap();
         assert_eq!(ids(&stored), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1]);
-        assert_eq!(
-            ids(&store.page(&query("a", 3, None, None)).unwrap()),
-            [8, 9, 10]
-        );
-        assert_eq!(
-            ids(&store.page(&query("a", 3, Some(5), None)).unwrap()),
-            [2, 3, 4]
-        );
-        assert_eq!(
-            ids(&store.page(&query("a", 3, None, Some(5))).unwrap()),
-            [6, 7, 8]
-        );
-        assert_eq!(
-            ids(&store.page(&query("a", 9, Some(5), Some(1))).unwrap()),
-            [2, 3, 4]
-        );
-        assert_eq!(ids(&store.page(&query("b", 50, None, None)).unwrap()), [1]);
+        assert_eq!(page_ids(store, &query("a", 3, None, None)), [8, 9, 10]);
+        assert_eq!(page_ids(store, &query("a", 3, Some(5), None)), [2, 3, 4]);
+        assert_eq!(page_ids(store, &query("a", 3, None, Some(5))), [6, 7, 8]);
+        assert_eq!(page_ids(store, &query("a", 9, Some(5), Some(1))), [2, 3, 4]);
+        assert_eq!(page_ids(store, &query("b", 50, None, None)), [1]);
         assert!(
             store
                 .page(&query("nobody", 50, None, None))
                 .unwrap()
+                .messages
                 .is_empty()
         );
         // Retention keeps 10 per room: ids keep growing past deleted ones.
         store.append(vec![draft("a", 11), draft("a", 12)]).unwrap();
-        assert_eq!(
-            ids(&store.page(&query("a", 2, Some(5), None)).unwrap()),
-            [3, 4]
-        );
-        assert_eq!(
-            ids(&store.page(&query("a", 50, None, None)).unwrap()).len(),
-            10
-        );
+        assert_eq!(page_ids(store, &query("a", 2, Some(5), None)), [3, 4]);
+        assert_eq!(page_ids(store, &query("a", 50, None, None)).len(), 10);
         assert_eq!(store.prune_older_than(now_ms() + 1).unwrap(), 11);
-        assert!(store.page(&query("a", 50, None, None)).unwrap().is_empty());
+        assert!(page_ids(store, &query("a", 50, None, None)).is_empty());
         assert_eq!(ids(&store.append(vec![draft("a", 13)]).unwrap()), [13]);
         // The author is kept with the message.
         let alice = Arc::new(Author {
@@ -146,13 +206,98 @@ mod tests {
         let mut signed = draft("c", 1);
         signed.user = Some(alice.clone());
         store.append(vec![signed]).unwrap();
-        let page = store.page(&query("c", 1, None, None)).unwrap();
+        let page = store.page(&query("c", 1, None, None)).unwrap().messages;
         assert_eq!(page[0].user.as_deref(), Some(&*alice));
+        pages_stop_at_their_byte_cap(store);
+    }
+
+    /// Messages of 10 bytes (`"xxxxxxxx"`); pages of 25 bytes hold two, and say there is more.
+    fn pages_stop_at_their_byte_cap(store: &dyn HistoryStore) {
+        store
+            .append((0..5).map(|_| ten_bytes_in("d")).collect())
+            .unwrap();
+        let capped = |before: Option<u64>, after: Option<u64>, max_bytes: usize| HistoryQuery {
+            max_bytes,
+            ..query("d", 50, before, after)
+        };
+        let latest = store.page(&capped(None, None, 25)).unwrap();
+        assert_eq!((ids(&latest.messages), latest.more), (vec![4, 5], true));
+        let older = store.page(&capped(Some(4), None, 25)).unwrap();
+        assert_eq!((ids(&older.messages), older.more), (vec![2, 3], true));
+        let oldest = store.page(&capped(Some(2), None, 25)).unwrap();
+        assert_eq!((ids(&oldest.messages), oldest.more), (vec![1], false));
+        let forward = store.page(&capped(None, Some(1), 25)).unwrap();
+        assert_eq!((ids(&forward.messages), forward.more), (vec![2, 3], true));
+        // One message bigger than the cap still comes, alone.
+        let tiny = store.page(&capped(None, None, 3)).unwrap();
+        assert_eq!((ids(&tiny.messages), tiny.more), (vec![5], true));
+    }
+
+    /// Rooms of 10-byte messages under a 35-byte cap keep their newest three.
+    fn keeps_rooms_under_their_byte_cap(store: &dyn HistoryStore) {
+        let drafts = (0..5).map(|n| Draft {
+            room: RoomName::parse("e").unwrap(),
+            message: RawValue::from_string(format!("\"xxxxxxx{n}\"")).unwrap(),
+            user: None,
+        });
+        store.append(drafts.collect()).unwrap();
+        assert_eq!(page_ids(store, &query("e", 50, None, None)), [3, 4, 5]);
+        let big = Draft {
+            room: RoomName::parse("e").unwrap(),
+            message: RawValue::from_string(format!("\"{}\"", "y".repeat(100))).unwrap(),
+            user: None,
+        };
+        store.append(vec![big]).unwrap();
+        assert_eq!(
+            page_ids(store, &query("e", 50, None, None)),
+            [6],
+            "the newest stays"
+        );
+        store.append(vec![ten_bytes_in("e")]).unwrap();
+        assert_eq!(page_ids(store, &query("e", 50, None, None)), [7]);
+        store
+            .append(vec![ten_bytes_in("e"), ten_bytes_in("e")])
+            .unwrap();
+        assert_eq!(page_ids(store, &query("e", 50, None, None)), [7, 8, 9]);
+    }
+
+    fn ten_bytes_in(room: &str) -> Draft {
+        Draft {
+            room: RoomName::parse(room).unwrap(),
+            message: RawValue::from_string("\"xxxxxxxx\"".into()).unwrap(),
+            user: None,
+        }
+    }
+
+    const BYTE_CAPPED: Retention = Retention {
+        max_count: 100,
+        max_age: None,
+        max_bytes: 35,
+    };
+
+    #[test]
+    fn memory_store_byte_retention() {
+        keeps_rooms_under_their_byte_cap(&MemoryStore::new(BYTE_CAPPED));
+    }
+
+    #[test]
+    fn sqlite_store_byte_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open(dir.path(), BYTE_CAPPED, crate::config::SqliteSync::Normal).unwrap();
+        keeps_rooms_under_their_byte_cap(&store);
+        // Age pruning takes its share off the room's total.
+        assert_eq!(store.prune_older_than(now_ms() + 1).unwrap(), 3);
+        for _ in 0..3 {
+            store.append(vec![ten_bytes_in("e")]).unwrap();
+        }
+        assert_eq!(page_ids(&store, &query("e", 50, None, None)), [10, 11, 12]);
     }
 
     const RETENTION: Retention = Retention {
         max_count: 10,
         max_age: None,
+        max_bytes: 1 << 20,
     };
 
     #[test]
@@ -170,9 +315,6 @@ mod tests {
         let reopened =
             SqliteStore::open(dir.path(), RETENTION, crate::config::SqliteSync::Full).unwrap();
         assert_eq!(ids(&reopened.append(vec![draft("a", 14)]).unwrap()), [14]);
-        assert_eq!(
-            ids(&reopened.page(&query("a", 50, None, None)).unwrap()),
-            [13, 14]
-        );
+        assert_eq!(page_ids(&reopened, &query("a", 50, None, None)), [13, 14]);
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! One connection writes, used only by the engine's writer thread, which hands it whole batches:
 //! one transaction and one commit (one fsync with `synchronous=FULL`) per batch. Readers use their
-//! own connections, which WAL lets run beside the writer.
+//! own connections, which WAL lets run beside the writer; at most `MAX_POOLED_READERS` are kept.
+//! Each room's row in `rooms` keeps its last id and the bytes of its stored messages, so that
+//! retention by count and by bytes trims the oldest messages in the same transaction.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,17 +13,26 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OpenFlags, params};
 use serde_json::value::RawValue;
 
-use super::{HistoryQuery, HistoryStore, Retention, StoreError, now_ms};
+use super::{HistoryQuery, HistoryStore, Page, PageBuilder, Retention, StoreError, now_ms};
 use crate::config::SqliteSync;
 use crate::message::{Author, Draft, StoredMessage};
 use crate::room::RoomName;
 
 const FILE_NAME: &str = "history.sqlite3";
 
+/// Read connections kept open between reads.
+const MAX_POOLED_READERS: usize = 8;
+/// Rooms whose last id the writer keeps in memory; past it the cache starts again (the `rooms`
+/// table has every id).
+const MAX_CACHED_ROOMS: usize = 10_000;
+/// What a stored message counts for in bytes, in SQL (as `StoredMessage::stored_bytes`).
+const MESSAGE_BYTES: &str = "octet_length(body) + coalesce(octet_length(user), 0)";
+
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS rooms (
         room    TEXT PRIMARY KEY,
-        last_id INTEGER NOT NULL
+        last_id INTEGER NOT NULL,
+        bytes   INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS messages (
         room TEXT    NOT NULL,
@@ -43,12 +54,13 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
     max_count: u64,
+    max_bytes: u64,
 }
 
 struct Writer {
     connection: Connection,
-    /// The last id given in each room seen since start; the `rooms` table keeps it across
-    /// restarts, so ids keep growing even after retention deleted every message of a room.
+    /// The last id given in recently written rooms; the `rooms` table keeps it across restarts,
+    /// so ids keep growing even after retention deleted every message of a room.
     last_ids: HashMap<RoomName, u64>,
 }
 
@@ -73,6 +85,7 @@ impl SqliteStore {
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.execute_batch(SCHEMA)?;
         add_user_column(&connection)?;
+        add_bytes_column(&connection)?;
         connection.execute_batch(match retention.max_age {
             Some(_) => TIME_INDEX,
             None => NO_TIME_INDEX,
@@ -85,6 +98,7 @@ impl SqliteStore {
             readers: Mutex::default(),
             path,
             max_count: retention.max_count,
+            max_bytes: retention.max_bytes,
         })
     }
 
@@ -116,7 +130,10 @@ impl SqliteStore {
             }
         };
         let result = read(&connection);
-        self.readers().push(connection);
+        let mut pool = self.readers();
+        if pool.len() < MAX_POOLED_READERS {
+            pool.push(connection);
+        }
         result
     }
 }
@@ -128,6 +145,21 @@ fn add_user_column(connection: &Connection) -> Result<(), StoreError> {
         .exists([])?;
     if !has_user {
         connection.execute_batch("ALTER TABLE messages ADD COLUMN user TEXT")?;
+    }
+    Ok(())
+}
+
+/// Files from before byte retention gain the column, filled from the messages they hold.
+fn add_bytes_column(connection: &Connection) -> Result<(), StoreError> {
+    let has_bytes = connection
+        .prepare("SELECT 1 FROM pragma_table_info('rooms') WHERE name = 'bytes'")?
+        .exists([])?;
+    if !has_bytes {
+        connection.execute_batch(&format!(
+            "ALTER TABLE rooms ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+             UPDATE rooms SET bytes = (SELECT coalesce(sum({MESSAGE_BYTES}), 0)
+                                       FROM messages WHERE messages.room = rooms.room);"
+        ))?;
     }
     Ok(())
 }
@@ -146,8 +178,66 @@ impl Writer {
                 rusqlite::Error::QueryReturnedNoRows => Ok(0),
                 error => Err(error),
             })?;
+        if self.last_ids.len() >= MAX_CACHED_ROOMS {
+            self.last_ids.clear();
+        }
         self.last_ids.insert(room.clone(), id);
         Ok(id)
+    }
+
+    /// Deletes a room's oldest messages while it holds more than `max_count` messages or
+    /// `max_bytes` bytes, keeping its newest message whatever its size.
+    fn trim(
+        transaction: &rusqlite::Transaction<'_>,
+        room: &RoomName,
+        last_id: u64,
+        max_count: u64,
+        max_bytes: u64,
+    ) -> Result<(), StoreError> {
+        let mut cut = last_id.saturating_sub(max_count);
+        let bytes: i64 = transaction
+            .prepare_cached("SELECT bytes FROM rooms WHERE room = ?1")?
+            .query_row([room.as_str()], |row| row.get(0))?;
+        let mut kept = bytes.max(0) as u64;
+        if cut > 0 {
+            kept = kept.saturating_sub(Self::bytes_through(transaction, room, cut)?);
+        }
+        if kept > max_bytes {
+            // Walk from the oldest kept message until enough is freed.
+            let mut oldest = transaction.prepare_cached(&format!(
+                "SELECT id, {MESSAGE_BYTES} FROM messages WHERE room = ?1 AND id > ?2 AND id < ?3
+                 ORDER BY id"
+            ))?;
+            let mut rows = oldest.query(params![room.as_str(), cut as i64, last_id as i64])?;
+            while kept > max_bytes {
+                let Some(row) = rows.next()? else { break };
+                cut = row.get::<_, i64>(0)? as u64;
+                kept = kept.saturating_sub(row.get::<_, i64>(1)? as u64);
+            }
+        }
+        if cut > 0 {
+            transaction
+                .prepare_cached("DELETE FROM messages WHERE room = ?1 AND id <= ?2")?
+                .execute(params![room.as_str(), cut as i64])?;
+        }
+        transaction
+            .prepare_cached("UPDATE rooms SET bytes = ?2 WHERE room = ?1")?
+            .execute(params![room.as_str(), kept as i64])?;
+        Ok(())
+    }
+
+    /// Bytes of a room's messages with ids up to `id`.
+    fn bytes_through(
+        transaction: &rusqlite::Transaction<'_>,
+        room: &RoomName,
+        id: u64,
+    ) -> Result<u64, StoreError> {
+        let bytes: i64 = transaction
+            .prepare_cached(&format!(
+                "SELECT coalesce(sum({MESSAGE_BYTES}), 0) FROM messages WHERE room = ?1 AND id <= ?2"
+            ))?
+            .query_row(params![room.as_str(), id as i64], |row| row.get(0))?;
+        Ok(bytes.max(0) as u64)
     }
 }
 
@@ -156,14 +246,17 @@ impl HistoryStore for SqliteStore {
         let ts = now_ms();
         let mut writer = self.writer();
         // Ids given in this batch; they become the cached last ids only once the commit succeeds.
-        let mut batch_ids: HashMap<RoomName, u64> = HashMap::new();
+        let mut batch_ids: HashMap<RoomName, (u64, u64)> = HashMap::new();
         let mut stored = Vec::with_capacity(batch.len());
         for draft in batch {
-            let id = match batch_ids.get(&draft.room) {
-                Some(id) => id + 1,
-                None => writer.last_id(&draft.room)? + 1,
+            let (id, bytes) = match batch_ids.get(&draft.room) {
+                Some((id, bytes)) => (id + 1, *bytes),
+                None => (writer.last_id(&draft.room)? + 1, 0),
             };
-            batch_ids.insert(draft.room.clone(), id);
+            batch_ids.insert(
+                draft.room.clone(),
+                (id, bytes + draft.stored_bytes() as u64),
+            );
             stored.push(StoredMessage {
                 id,
                 room: draft.room,
@@ -187,27 +280,25 @@ impl HistoryStore for SqliteStore {
                 ])?;
             }
             let mut advance = transaction.prepare_cached(
-                "INSERT INTO rooms (room, last_id) VALUES (?1, ?2)
-                 ON CONFLICT (room) DO UPDATE SET last_id = excluded.last_id",
+                "INSERT INTO rooms (room, last_id, bytes) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (room) DO UPDATE SET last_id = excluded.last_id,
+                                                  bytes = bytes + excluded.bytes",
             )?;
-            let mut trim =
-                transaction.prepare_cached("DELETE FROM messages WHERE room = ?1 AND id <= ?2")?;
-            for (room, last_id) in &batch_ids {
-                advance.execute(params![room.as_str(), *last_id as i64])?;
-                if *last_id > self.max_count {
-                    trim.execute(params![room.as_str(), (last_id - self.max_count) as i64])?;
-                }
+            for (room, (last_id, bytes)) in &batch_ids {
+                advance.execute(params![room.as_str(), *last_id as i64, *bytes as i64])?;
+                Writer::trim(&transaction, room, *last_id, self.max_count, self.max_bytes)?;
             }
         }
         transaction.commit()?;
-        writer.last_ids.extend(batch_ids);
+        writer
+            .last_ids
+            .extend(batch_ids.into_iter().map(|(room, (id, _))| (room, id)));
         Ok(stored)
     }
 
-    fn page(&self, query: &HistoryQuery) -> Result<Vec<StoredMessage>, StoreError> {
-        // Without `after`, take the newest matching rows and turn them oldest-first afterwards.
-        let newest_first = query.after.is_none();
-        let sql = if newest_first {
+    fn page(&self, query: &HistoryQuery) -> Result<Page, StoreError> {
+        // Without `after`, read the newest matching rows first; the builder turns them around.
+        let sql = if query.newest_first() {
             "SELECT id, ts, body, user FROM messages WHERE room = ?1 AND id > ?2 AND id < ?3
              ORDER BY id DESC LIMIT ?4"
         } else {
@@ -216,48 +307,57 @@ impl HistoryStore for SqliteStore {
         };
         let after = query.after.unwrap_or(0).min(i64::MAX as u64) as i64;
         let before = query.before.unwrap_or(u64::MAX).min(i64::MAX as u64) as i64;
-        let mut page = self.with_reader(|connection| {
+        self.with_reader(|connection| {
             let mut statement = connection.prepare_cached(sql)?;
-            let rows = statement.query_map(
-                params![query.room.as_str(), after, before, query.limit as i64],
-                |row| {
-                    Ok((
-                        row.get::<_, i64>(0)? as u64,
-                        row.get::<_, i64>(1)? as u64,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, Option<String>>(3)?,
-                    ))
-                },
-            )?;
-            let mut page = Vec::new();
-            for row in rows {
-                let (id, ts, body, user) = row?;
-                let message = RawValue::from_string(body).map_err(|_| StoreError::Corrupt {
-                    room: query.room.clone(),
-                    id,
+            let mut rows = statement.query(params![
+                query.room.as_str(),
+                after,
+                before,
+                query.limit as i64
+            ])?;
+            // Rows are read one at a time and the page stops at its byte cap: a request never
+            // holds more than that.
+            let mut page = PageBuilder::new(query);
+            while let Some(row) = rows.next()? {
+                let id = row.get::<_, i64>(0)? as u64;
+                let message = RawValue::from_string(row.get::<_, String>(2)?).map_err(|_| {
+                    StoreError::Corrupt {
+                        room: query.room.clone(),
+                        id,
+                    }
                 })?;
-                page.push(StoredMessage {
+                let user = row.get::<_, Option<String>>(3)?;
+                let taken = page.offer(StoredMessage {
                     id,
                     room: query.room.clone(),
                     message,
-                    ts,
+                    ts: row.get::<_, i64>(1)? as u64,
                     user: user.as_deref().and_then(Author::from_json),
                 });
+                if !taken {
+                    break;
+                }
             }
-            Ok(page)
-        })?;
-        if newest_first {
-            page.reverse();
-        }
-        Ok(page)
+            Ok(page.finish())
+        })
     }
 
     fn prune_older_than(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
-        let writer = self.writer();
-        let pruned = writer
-            .connection
+        let mut writer = self.writer();
+        let transaction = writer.connection.transaction()?;
+        // The rooms' byte totals lose what is deleted, in the same transaction.
+        transaction
+            .prepare_cached(&format!(
+                "UPDATE rooms SET bytes = max(0, bytes - (
+                     SELECT coalesce(sum({MESSAGE_BYTES}), 0) FROM messages
+                     WHERE messages.room = rooms.room AND ts < ?1))
+                 WHERE room IN (SELECT DISTINCT room FROM messages WHERE ts < ?1)"
+            ))?
+            .execute([cutoff_ms as i64])?;
+        let pruned = transaction
             .prepare_cached("DELETE FROM messages WHERE ts < ?1")?
             .execute([cutoff_ms as i64])?;
+        transaction.commit()?;
         Ok(pruned)
     }
 }
@@ -267,19 +367,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_file_from_before_authors_gains_the_column() {
+    fn a_file_from_before_authors_and_byte_retention_gains_the_columns() {
         let dir = tempfile::tempdir().unwrap();
         let old = Connection::open(dir.path().join(FILE_NAME)).unwrap();
         old.execute_batch(
             "CREATE TABLE messages (room TEXT NOT NULL, id INTEGER NOT NULL, ts INTEGER NOT NULL,
                  body TEXT NOT NULL, PRIMARY KEY (room, id)) WITHOUT ROWID;
-             INSERT INTO messages VALUES ('a', 1, 0, '\"old\"');",
+             INSERT INTO messages VALUES ('a', 1, 0, '\"old\"');
+             CREATE TABLE rooms (room TEXT PRIMARY KEY, last_id INTEGER NOT NULL) WITHOUT ROWID;
+             INSERT INTO rooms VALUES ('a', 1);",
         )
         .unwrap();
         drop(old);
         let retention = Retention {
             max_count: 10,
             max_age: None,
+            max_bytes: 1 << 20,
         };
         let store = SqliteStore::open(dir.path(), retention, SqliteSync::Normal).unwrap();
         let query = HistoryQuery {
@@ -287,9 +390,17 @@ mod tests {
             limit: 10,
             before: None,
             after: None,
+            max_bytes: 1 << 20,
         };
-        let page = store.page(&query).unwrap();
+        let page = store.page(&query).unwrap().messages;
         assert_eq!(page[0].message.get(), "\"old\"");
         assert!(page[0].user.is_none());
+        // The room's byte total was filled in from what it held.
+        let writer = store.writer();
+        let bytes: i64 = writer
+            .connection
+            .query_row("SELECT bytes FROM rooms", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(bytes, 5);
     }
 }

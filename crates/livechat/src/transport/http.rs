@@ -17,7 +17,7 @@ use super::{ApiError, AppState, caller};
 use crate::auth::Identity;
 use crate::message::{BadPublish, Draft, Publish, StoredMessage};
 use crate::room::RoomName;
-use crate::store::HistoryQuery;
+use crate::store::{HistoryQuery, Page};
 
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 1000;
@@ -97,6 +97,20 @@ pub struct HistoryParams {
 #[derive(Serialize)]
 struct HistoryAnswer {
     chat_history: Vec<StoredMessage>,
+    /// The page stopped at its byte cap: `next` reads on.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    more: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<Cursor>,
+}
+
+/// Where to read on from a page cut by its byte cap: older messages with `before`, newer ones
+/// with `after`.
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Cursor {
+    Before(u64),
+    After(u64),
 }
 
 /// `GET /chat/history/?room=R&limit=N&before=ID&after=ID`: stored messages, oldest first.
@@ -114,14 +128,26 @@ pub async fn history(
         limit,
         before: number(params.before.as_deref(), "before")?,
         after: number(params.after.as_deref(), "after")?,
+        max_bytes: state.history_page_bytes,
     };
     identity.check_room(&query.room)?;
-    let chat_history = if query.limit == 0 {
-        Vec::new()
+    let newest_first = query.newest_first();
+    let page = if query.limit == 0 {
+        Page::default()
     } else {
         state.engine.history(query).await?
     };
-    Ok(Json(HistoryAnswer { chat_history }).into_response())
+    let next = match (page.more, newest_first) {
+        (false, _) => None,
+        (true, true) => page.messages.first().map(|m| Cursor::Before(m.id)),
+        (true, false) => page.messages.last().map(|m| Cursor::After(m.id)),
+    };
+    let answer = HistoryAnswer {
+        chat_history: page.messages,
+        more: page.more,
+        next,
+    };
+    Ok(Json(answer).into_response())
 }
 
 /// `GET /chat/rooms/`: rooms with members (on any node), with member counts; with auth on, only

@@ -42,6 +42,7 @@ pub struct Shared {
     pub engine: Arc<dyn Engine>,
     pub default_room: RoomName,
     pub max_message_bytes: usize,
+    pub history_page_bytes: usize,
     /// Every open WebSocket connection, so that shutdown can wait for them to close.
     pub connections: TaskTracker,
     pub auth: Auth,

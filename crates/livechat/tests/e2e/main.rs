@@ -1,6 +1,8 @@
 //! End-to-end tests: the real server binary, real clients over TCP, a real SQLite file.
 
+mod abuse;
 mod bad_input;
+mod bounds;
 mod compat;
 mod edge;
 mod faults;

@@ -27,6 +27,11 @@ impl Keys {
         format!("{}:{{{room}}}:seq", self.prefix)
     }
 
+    /// The bytes of the room's stored messages (INCRBY/DECRBY), for retention by size.
+    pub fn bytes(&self, room: &RoomName) -> String {
+        format!("{}:{{{room}}}:bytes", self.prefix)
+    }
+
     /// The room's pub/sub channel.
     pub fn channel(&self, room: &RoomName) -> String {
         format!("{}:{{{room}}}:messages", self.prefix)

@@ -39,9 +39,9 @@ use self::subscriber::Subscriber;
 use super::queue::{QueueSender, queue};
 use super::{Engine, EngineError, Receipt, RoomCount};
 use crate::hub::Hub;
-use crate::message::{Draft, StoredMessage};
+use crate::message::Draft;
 use crate::room::RoomName;
-use crate::store::{HistoryQuery, Retention};
+use crate::store::{HistoryQuery, Page, Retention};
 
 pub struct RedisSettings {
     pub urls: Vec<String>,
@@ -85,6 +85,7 @@ impl RedisEngine {
             keys: keys.clone(),
             max_count: settings.retention.max_count,
             max_age: settings.retention.max_age,
+            max_bytes: settings.retention.max_bytes,
             health: health.clone(),
         };
         let subscriber = Subscriber {
@@ -125,10 +126,7 @@ impl Engine for RedisEngine {
         self.jobs.publish(draft)
     }
 
-    fn history(
-        &self,
-        query: HistoryQuery,
-    ) -> BoxFuture<'static, Result<Vec<StoredMessage>, EngineError>> {
+    fn history(&self, query: HistoryQuery) -> BoxFuture<'static, Result<Page, EngineError>> {
         let mut connection = self.connection.clone();
         let keys = self.keys.clone();
         let max_age = self.max_age;

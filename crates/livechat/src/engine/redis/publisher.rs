@@ -16,29 +16,41 @@ use crate::engine::{Accepted, EngineError};
 use crate::message::Draft;
 use crate::room::RoomName;
 
-/// KEYS: stream, sequence. ARGV: message JSON, max count, max age in ms (0: none), channel,
-/// publish command, author JSON (empty: none). Returns {id, ts}. The frame published is
-/// `{"id":N,"ts":T,"user":U,"message":X}` (`user` only with an author).
+/// KEYS: stream, sequence, byte total. ARGV: message JSON, max count, max age in ms (0: none),
+/// channel, publish command, author JSON (empty: none), max bytes. Returns {id, ts}. The frame
+/// published is `{"id":N,"ts":T,"user":U,"message":X}` (`user` only with an author).
+/// After adding, the oldest entries go while the room is over its count, its bytes or its age;
+/// the newest stays. A stream written before byte totals existed counts from zero, so its older
+/// entries are under-counted until they are trimmed.
 const PUBLISH_SCRIPT: &str = r#"
 local id = redis.call('INCR', KEYS[2])
 local now = redis.call('TIME')
 local ts = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local head = string.format('{"id":%d,"ts":%d,', id, ts)
+local entry = string.format('%d-0', id)
 if ARGV[6] == '' then
-  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], string.format('%d-0', id),
-             'ts', string.format('%d', ts), 'm', ARGV[1])
+  redis.call('XADD', KEYS[1], entry, 'ts', string.format('%d', ts), 'm', ARGV[1])
 else
-  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], string.format('%d-0', id),
-             'ts', string.format('%d', ts), 'm', ARGV[1], 'u', ARGV[6])
+  redis.call('XADD', KEYS[1], entry, 'ts', string.format('%d', ts), 'm', ARGV[1], 'u', ARGV[6])
   head = head .. '"user":' .. ARGV[6] .. ','
 end
-local max_age = tonumber(ARGV[3])
-if max_age > 0 then
-  for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 16)) do
-    if tonumber(entry[2][2]) >= ts - max_age then break end
-    redis.call('XDEL', KEYS[1], entry[1])
+local bytes = redis.call('INCRBY', KEYS[3], string.len(ARGV[1]) + string.len(ARGV[6]))
+local count = redis.call('XLEN', KEYS[1])
+local max_count, max_age, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[7])
+while count > 1 and (count > max_count or bytes > max_bytes or max_age > 0) do
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+  local fields, size, old_ts = oldest[2], 0, ts
+  for i = 1, #fields, 2 do
+    if fields[i] == 'ts' then old_ts = tonumber(fields[i + 1])
+    else size = size + string.len(fields[i + 1]) end
   end
+  local too_old = max_age > 0 and old_ts < ts - max_age
+  if count <= max_count and bytes <= max_bytes and not too_old then break end
+  redis.call('XDEL', KEYS[1], oldest[1])
+  count = count - 1
+  bytes = redis.call('DECRBY', KEYS[3], size)
 end
+if bytes < 0 then redis.call('SET', KEYS[3], 0) end
 redis.call(ARGV[5], ARGV[4], head .. '"message":' .. ARGV[1] .. '}')
 return {id, ts}
 "#;
@@ -51,6 +63,7 @@ pub struct Publisher {
     pub keys: Keys,
     pub max_count: u64,
     pub max_age: Option<Duration>,
+    pub max_bytes: u64,
     pub health: std::sync::Arc<Health>,
 }
 
@@ -75,9 +88,10 @@ impl Publisher {
             pipeline
                 .cmd("EVAL")
                 .arg(PUBLISH_SCRIPT)
-                .arg(2)
+                .arg(3)
                 .arg(self.keys.stream(&draft.room))
                 .arg(self.keys.sequence(&draft.room))
+                .arg(self.keys.bytes(&draft.room))
                 .arg(draft.message.get())
                 .arg(self.max_count)
                 .arg(self.max_age.map_or(0, |age| age.as_millis() as u64))
@@ -88,7 +102,8 @@ impl Publisher {
                         .user
                         .as_ref()
                         .map_or(String::new(), |user| user.to_json()),
-                );
+                )
+                .arg(self.max_bytes);
             answers.push(answer);
         }
         let sent = by_room.into_values().map(|(pipeline, answers)| async move {

@@ -10,33 +10,61 @@ use super::connection::Connection;
 use super::keys::Keys;
 use crate::message::{Author, StoredMessage};
 use crate::room::RoomName;
-use crate::store::{HistoryQuery, now_ms};
+use crate::store::{HistoryQuery, Page, PageBuilder, now_ms};
 
-/// One page, oldest first; messages older than `max_age` are left out even before they are trimmed.
+/// Entries asked for in the first read of a page; later reads ask for as many as the page's
+/// remaining bytes hold at the size seen so far, up to `MAX_CHUNK`.
+const FIRST_CHUNK: usize = 10;
+const MAX_CHUNK: usize = 200;
+
+/// One page, oldest first; messages older than `max_age` are left out even before they are
+/// trimmed. Read in chunks, so that a request holds about its byte cap, not `limit` messages.
 pub async fn page(
     connection: &mut Connection,
     keys: &Keys,
     query: &HistoryQuery,
     max_age: Option<Duration>,
-) -> RedisResult<Vec<StoredMessage>> {
+) -> RedisResult<Page> {
     let stream = keys.stream(&query.room);
-    let upper = query.before.map_or("+".to_owned(), exclusive);
-    let mut command = if let Some(after) = query.after {
-        let mut command = redis::cmd("XRANGE");
-        command.arg(&stream).arg(exclusive(after)).arg(upper);
-        command
-    } else {
-        let mut command = redis::cmd("XREVRANGE");
-        command.arg(&stream).arg(upper).arg("-");
-        command
-    };
-    command.arg("COUNT").arg(query.limit);
-    let reply: StreamRangeReply = command.query_async(connection).await?;
-    let mut messages = decode(&query.room, reply, max_age);
-    if query.after.is_none() {
-        messages.reverse();
+    let (mut after, mut before) = (query.after, query.before);
+    let mut page = PageBuilder::new(query);
+    let mut chunk = FIRST_CHUNK.min(query.limit.max(1));
+    let (mut read, mut read_bytes) = (0usize, 0usize);
+    while page.wants_more() {
+        let upper = before.map_or("+".to_owned(), exclusive);
+        let mut command = if let Some(after) = after {
+            let mut command = redis::cmd("XRANGE");
+            command.arg(&stream).arg(exclusive(after)).arg(upper);
+            command
+        } else {
+            let mut command = redis::cmd("XREVRANGE");
+            command.arg(&stream).arg(upper).arg("-");
+            command
+        };
+        command.arg("COUNT").arg(chunk);
+        let reply: StreamRangeReply = command.query_async(connection).await?;
+        let entries = reply.ids.len();
+        let Some(edge) = reply.ids.last().and_then(|entry| message_id(&entry.id)) else {
+            break;
+        };
+        match after {
+            Some(_) => after = Some(edge),
+            None => before = Some(edge),
+        }
+        for message in decode(&query.room, reply, max_age) {
+            read += 1;
+            read_bytes += message.stored_bytes();
+            if !page.offer(message) {
+                break;
+            }
+        }
+        if entries < chunk {
+            break; // The stream has no more in this direction.
+        }
+        let average = (read_bytes / read.max(1)).max(1);
+        chunk = (page.bytes_left() / average).clamp(1, MAX_CHUNK);
     }
-    Ok(messages)
+    Ok(page.finish())
 }
 
 /// Messages with `after < id < before` (`before` None: up to the newest), oldest first.
