@@ -43,5 +43,8 @@ LIVECHAT_TEST_ENGINE=redis cargo test -p livechat --test e2e -- --skip nodes::
 step "the README's run command, exactly as written (cargo run --release)"
 "$PYTHON" tests/run_command/check.py
 
+step "the WebSocket layer against the Autobahn|Testsuite fuzzing client (kosoku)"
+"$PYTHON" tests/autobahn/run.py
+
 step "the chat page in headless Chromium (tests/web)"
 tests/web/run.sh

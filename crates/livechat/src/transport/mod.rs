@@ -26,6 +26,7 @@ pub use client_ip::TrustedProxies;
 pub use error::ApiError;
 pub use origin::OriginPolicy;
 pub use serve::serve;
+pub use upgrade::{Socket, Upgrade};
 
 use crate::auth::Auth;
 use crate::engine::Engine;

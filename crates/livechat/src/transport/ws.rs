@@ -264,7 +264,7 @@ impl Connection {
                     Action::Nothing => return None,
                 }
             }
-            Incoming::Binary => error_frame(
+            Incoming::Binary(_) => error_frame(
                 "binary frames are not supported: send JSON text such as {\"message\": \"hi\"}",
             ),
             Incoming::Ping(payload) => frame::pong(&payload),

@@ -65,8 +65,9 @@ impl CloseCode {
 pub enum Incoming {
     /// A whole text message, UTF-8 checked.
     Text(Bytes),
-    /// A whole binary message; its content is of no use here.
-    Binary,
+    /// A whole binary message; its payload is empty unless the decoder keeps binary payloads
+    /// (the chat protocol has no use for them).
+    Binary(Bytes),
     Ping(Bytes),
     Pong,
     /// The client's close frame, with its status code if it gave one.
@@ -91,6 +92,10 @@ fn protocol_error(reason: &'static str) -> ProtocolError {
 /// A text frame whose payload is the concatenation of `parts`, in one allocation.
 pub fn text(parts: &[&[u8]]) -> Bytes {
     encode(TEXT, parts)
+}
+
+pub fn binary(parts: &[&[u8]]) -> Bytes {
+    encode(BINARY, parts)
 }
 
 pub fn pong(payload: &[u8]) -> Bytes {
@@ -133,6 +138,7 @@ fn encode(opcode: u8, parts: &[&[u8]]) -> Bytes {
 pub struct Decoder {
     max_message: usize,
     fragmented: Option<Fragmented>,
+    keep_binary: bool,
 }
 
 struct Fragmented {
@@ -155,7 +161,13 @@ impl Decoder {
         Self {
             max_message,
             fragmented: None,
+            keep_binary: false,
         }
+    }
+
+    /// Binary messages keep their payload from now on.
+    pub fn keep_binary(&mut self) {
+        self.keep_binary = true;
     }
 
     /// Takes the next message or control frame off the front of `buffer`; `None` when more bytes
@@ -216,7 +228,7 @@ impl Decoder {
                 "a new message started before the fragmented one ended",
             )),
             (OpCode::Text | OpCode::Binary, None) if header.fin => {
-                message(text, payload.freeze()).map(Some)
+                message(text, payload.freeze(), self.keep_binary).map(Some)
             }
             (OpCode::Text | OpCode::Binary, None) => {
                 self.fragmented = Some(Fragmented {
@@ -231,7 +243,9 @@ impl Decoder {
             (OpCode::Continuation, Some(fragmented)) => {
                 fragmented.data.extend_from_slice(&payload);
                 match self.fragmented.take_if(|_| header.fin) {
-                    Some(Fragmented { text, data }) => message(text, data.freeze()).map(Some),
+                    Some(Fragmented { text, data }) => {
+                        message(text, data.freeze(), self.keep_binary).map(Some)
+                    }
                     None => Ok(None),
                 }
             }
@@ -239,9 +253,13 @@ impl Decoder {
     }
 }
 
-fn message(text: bool, payload: Bytes) -> Result<Incoming, ProtocolError> {
+fn message(text: bool, payload: Bytes, keep_binary: bool) -> Result<Incoming, ProtocolError> {
     if !text {
-        return Ok(Incoming::Binary);
+        return Ok(Incoming::Binary(if keep_binary {
+            payload
+        } else {
+            Bytes::new()
+        }));
     }
     match std::str::from_utf8(&payload) {
         Ok(_) => Ok(Incoming::Text(payload)),
@@ -299,6 +317,10 @@ impl Header {
             },
             len => (u64::from(len), 0),
         };
+        // RFC 6455 section 5.2: the length MUST be in its shortest form.
+        if (extended == 2 && payload_len < 126) || (extended == 8 && payload_len <= 0xFFFF) {
+            return Err(protocol_error("payload length not in its minimal encoding"));
+        }
         if payload_len >> 63 != 0 {
             return Err(protocol_error("payload length has its top bit set"));
         }
@@ -487,7 +509,7 @@ mod tests {
             [
                 Incoming::Ping(Bytes::from_static(b"ping?")),
                 Incoming::Text(Bytes::from("hello wörld")),
-                Incoming::Binary,
+                Incoming::Binary(Bytes::new()),
                 Incoming::Pong,
                 Incoming::Close(Some(CloseCode::NORMAL)),
             ]
@@ -559,5 +581,39 @@ mod tests {
         }
         let bad_reason = client_frame(FIN | CLOSE, &[0x03, 0xe8, 0xff]);
         assert_eq!(code_of(decode_all(&bad_reason, 100)), 1007);
+    }
+
+    #[test]
+    fn lengths_must_be_in_their_shortest_form() {
+        let long_form = |len_byte: u8, length: &[u8], payload: &[u8]| {
+            let mut frame = vec![FIN | TEXT, MASKED | len_byte];
+            frame.extend(length);
+            frame.extend(KEY);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ KEY[i % 4]));
+            frame
+        };
+        let five_in_16_bits = long_form(126, &5u16.to_be_bytes(), b"hello");
+        assert_eq!(code_of(decode_all(&five_in_16_bits, 1 << 20)), 1002);
+        let small_in_64_bits = long_form(127, &200u64.to_be_bytes(), &[b'a'; 200]);
+        assert_eq!(code_of(decode_all(&small_in_64_bits, 1 << 20)), 1002);
+        let shortest = long_form(126, &200u16.to_be_bytes(), &[b'a'; 200]);
+        assert!(decode_all(&shortest, 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn binary_payloads_are_kept_only_when_asked() {
+        let mut fragmented = client_frame(BINARY, b"\x00\x01");
+        fragmented.extend(client_frame(FIN | CONTINUATION, b"\x02"));
+        let mut decoder = Decoder::new(100);
+        decoder.keep_binary();
+        let mut buffer = BytesMut::from(&fragmented[..]);
+        assert_eq!(
+            decoder.decode(&mut buffer).unwrap(),
+            Some(Incoming::Binary(Bytes::from_static(b"\x00\x01\x02")))
+        );
+        assert_eq!(
+            decode_all(&fragmented, 100).unwrap(),
+            [Incoming::Binary(Bytes::new())]
+        );
     }
 }

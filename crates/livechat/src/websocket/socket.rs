@@ -47,6 +47,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
         }
     }
 
+    /// Binary messages keep their payload from now on (the chat protocol refuses them unread).
+    pub fn keep_binary(&mut self) {
+        self.decoder.keep_binary();
+    }
+
     /// The client's next message or control frame; `None` once it closed the TCP connection.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Incoming>, ReadError>> {
         loop {

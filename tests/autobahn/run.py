@@ -1,0 +1,75 @@
+"""The Autobahn|Testsuite fuzzing client (PyPI `kosoku`) against an echo server built on livechat's
+own WebSocket layer (crates/livechat/examples/ws_echo.rs). Compression cases (12.*, 13.*) are left
+out: livechat offers no extension. Prints the count per behaviour and fails on any FAILED case.
+Usage: python tests/autobahn/run.py   (from the repository root; builds the example in release)"""
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_listening(port: int, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            sys.exit(f"the echo server exited with {server.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit("the echo server did not listen in time")
+
+
+def main() -> None:
+    subprocess.run(
+        ["cargo", "build", "--release", "-p", "livechat", "--example", "ws_echo", "--quiet"],
+        cwd=ROOT,
+        check=True,
+    )
+    port = free_port()
+    echo = subprocess.Popen([ROOT / "target/release/examples/ws_echo", f"127.0.0.1:{port}"])
+    reports = Path(tempfile.mkdtemp(prefix="autobahn-"))
+    try:
+        wait_listening(port, echo)
+        kosoku = shutil.which("kosoku", path=str(Path(sys.executable).parent)) or "kosoku"
+        subprocess.run(
+            [kosoku, "-m", "fuzzingclient", f"127.0.0.1:{port}", "-x", "12.*", "-x", "13.*",
+             "-p", "4", "-o", str(reports)],
+            check=False,
+        )
+        index = json.loads((reports / "index.json").read_text())
+    finally:
+        echo.kill()
+        echo.wait()
+    cases = {case: result for agent in index.values() for case, result in agent.items()}
+    behaviours = Counter(result["behavior"] for result in cases.values())
+    for behaviour, count in sorted(behaviours.items()):
+        print(f"autobahn {behaviour}: {count}")
+    failed = sorted(case for case, result in cases.items() if result["behavior"] not in PASSING)
+    for case in failed:
+        print(f"autobahn case {case}: {cases[case]['behavior']} (report in {reports})")
+    passed = len(cases) - len(failed)
+    print(f"autobahn: {passed} passed, {len(failed)} failed")
+    if failed or not cases:
+        sys.exit(1)
+    shutil.rmtree(reports, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
