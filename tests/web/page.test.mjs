@@ -1,7 +1,8 @@
 // The chat page in real headless Chromium (Debian's /usr/bin/chromium) against the real server.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { createServer } from 'node:http';
 import { copyFileSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -15,8 +16,8 @@ const artifacts = join(root, 'test-artifacts');
 const WAIT = { timeout: 15_000 };
 
 class Server {
-  static start({ dataDir = mkdtempSync(join(tmpdir(), 'livechat-web-')), bind = '127.0.0.1:0' } = {}) {
-    const child = spawn(binary, ['--bind', bind, '--data-dir', dataDir], {
+  static start({ dataDir = mkdtempSync(join(tmpdir(), 'livechat-web-')), bind = '127.0.0.1:0', args = [] } = {}) {
+    const child = spawn(binary, ['--bind', bind, '--data-dir', dataDir, ...args], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     return new Promise((resolve, reject) => {
@@ -230,6 +231,113 @@ test('rooms named like API routes work; the picker; screenshots at phone and des
     assert.ok(overflow <= 0, `no horizontal scrolling at phone width (${overflow}px)`);
     await phone.page.screenshot({ path: join(artifacts, 'chat-phone.png') });
 
+    for (const { problems } of opened) assert.deepEqual(problems, []);
+  } finally {
+    for (const { close } of opened) await close();
+    await server.stop();
+  }
+});
+
+const SECRET = 'web-test-secret';
+
+/** A token from the real binary's `token` subcommand. */
+function token(sub, name, ...extra) {
+  return execFileSync(binary, ['token', '--sub', sub, '--name', name, ...extra], {
+    env: { ...process.env, LIVECHAT_JWT_SECRET: SECRET },
+  }).toString().trim();
+}
+
+function author(page, text) {
+  return page.locator('#log li', { hasText: text }).locator('.author');
+}
+
+test('a page on another origin can neither connect nor post; the server\'s own page can', async () => {
+  const server = await Server.start();
+  const foreign = createServer((request, response) => {
+    response.setHeader('Content-Type', 'text/html');
+    response.end(`<!doctype html><title>elsewhere</title><script>
+      window.results = {};
+      const socket = new WebSocket('ws://${server.host}/ws/chat/lobby/');
+      socket.onopen = () => { window.results.ws = 'open'; };
+      socket.onclose = () => { window.results.ws = window.results.ws ?? 'refused'; };
+      fetch('${server.url}/chat/send/', { method: 'POST', body: JSON.stringify({ message: 'csrf' }) })
+        .then((r) => { window.results.post = String(r.status); })
+        .catch(() => { window.results.post = 'refused'; });
+    </script>`);
+  });
+  await new Promise((resolve) => foreign.listen(0, '127.0.0.1', resolve));
+  const context = await browser.newContext();
+  const own = await open(server, '/r/lobby');
+  try {
+    const page = await context.newPage();
+    await page.goto(`http://127.0.0.1:${foreign.address().port}/`);
+    await page.waitForFunction(() => window.results.ws && window.results.post, null, WAIT);
+    const results = await page.evaluate(() => window.results);
+    assert.equal(results.ws, 'refused');
+    assert.ok(['refused', '403'].includes(results.post), results.post);
+    await connected(own.page);
+    await say(own.page, 'from the page itself');
+    await message(own.page, 'from the page itself').waitFor(WAIT);
+    const history = await (await fetch(`${server.url}/chat/history/?room=lobby`)).json();
+    assert.deepEqual(history.chat_history.map((m) => m.message), ['from the page itself']);
+  } finally {
+    await own.close();
+    await context.close();
+    foreign.close();
+    await server.stop();
+  }
+});
+
+test('with auth required, a sign-in link shows who is speaking; a bad or missing one is refused', async () => {
+  const server = await Server.start({ args: ['--auth', 'required', '--jwt-secret', SECRET] });
+  const opened = [];
+  try {
+    const alice = await open(server, `/r/lobby#token=${token('alice', 'Alice')}`);
+    const bob = await open(server, `/r/lobby#token=${token('bob', 'Bob')}`);
+    opened.push(alice, bob);
+    await connected(alice.page);
+    await connected(bob.page);
+    assert.ok(!alice.page.url().includes('token'), 'the token left the address bar');
+    await say(alice.page, 'hello, I am Alice');
+    await author(bob.page, 'hello, I am Alice').waitFor(WAIT);
+    assert.equal(await author(bob.page, 'hello, I am Alice').textContent(), 'Alice');
+    await alice.page.locator('#log li.mine', { hasText: 'hello, I am Alice' }).waitFor(WAIT);
+    assert.equal(await bob.page.locator('#log li.mine').count(), 0);
+    assert.equal(await alice.page.locator('#name-form').isHidden(), true);
+    for (const { problems } of opened) assert.deepEqual(problems, []);
+
+    const elsewhere = await open(server, `/r/lobby#token=${token('carol', 'Carol', '--rooms', 'dev')}`);
+    const nobody = await open(server, '/r/lobby');
+    opened.push(elsewhere, nobody);
+    await elsewhere.page.locator('#access', { hasText: 'does not give access' }).waitFor(WAIT);
+    await nobody.page.locator('#access', { hasText: 'needs a sign-in link' }).waitFor(WAIT);
+    await nobody.page.screenshot({ path: join(artifacts, 'chat-sign-in-needed.png') });
+  } finally {
+    for (const { close } of opened) await close();
+    await server.stop();
+  }
+});
+
+test('with auth off, a chosen name is shown, marked as chosen', async () => {
+  const server = await Server.start();
+  const opened = [];
+  try {
+    const dana = await open(server, '/r/names');
+    const erin = await open(server, '/r/names');
+    opened.push(dana, erin);
+    await connected(dana.page);
+    await dana.page.fill('#name-input', 'Dana');
+    await dana.page.press('#name-input', 'Enter');
+    await connected(dana.page);
+    await say(dana.page, 'hi from Dana');
+    await author(erin.page, 'hi from Dana').waitFor(WAIT);
+    assert.equal(await author(erin.page, 'hi from Dana').textContent(), 'Dana (unverified)');
+    await dana.page.locator('#log li.mine', { hasText: 'hi from Dana' }).waitFor(WAIT);
+    await say(erin.page, 'hi from nobody in particular');
+    assert.equal(await author(dana.page, 'hi from nobody').textContent(), 'anonymous');
+    // Remembered on the next visit.
+    await dana.page.reload();
+    assert.equal(await dana.page.inputValue('#name-input'), 'Dana');
     for (const { problems } of opened) assert.deepEqual(problems, []);
   } finally {
     for (const { close } of opened) await close();

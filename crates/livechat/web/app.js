@@ -1,8 +1,13 @@
 // livechat page: pick a room at `/`, chat at `/r/{room}`. Plain JavaScript, no framework.
 //
 // The room view shows recent history, then live messages over a WebSocket with `?meta=1`, so
-// every frame carries its id. After a reconnect it reads the history after the last id it saw,
-// so nothing sent while it was away is missing; ids also drop duplicates and keep the order.
+// every frame carries its id and author. After a reconnect it reads the history after the last id
+// it saw, so nothing sent while it was away is missing; ids also drop duplicates and keep the order.
+//
+// Identity: on a server with auth required, the page takes a token from its URL fragment
+// (`/r/lobby#token=...`), keeps it for this tab only (sessionStorage), removes it from the address
+// bar, and sends it to this server alone (`?token=` on the WebSocket, a Bearer header on fetches).
+// With auth off, the user picks a name, remembered in localStorage and sent as `?name=`.
 'use strict';
 
 const ROOM_PATTERN = /^[A-Za-z0-9_-]{1,94}$/;
@@ -11,7 +16,39 @@ const CATCH_UP_PAGE = 1000;
 const RETRY_FIRST_MS = 500;
 const RETRY_MAX_MS = 5000;
 
+const TOKEN_KEY = 'livechat-token';
+const NAME_KEY = 'livechat-name';
+const MAX_NAME = 64;
+
 const $ = (id) => document.getElementById(id);
+
+/** The token from the fragment (then dropped from the address bar), or the tab's saved one. */
+function takeToken() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const token = fragment.get('token');
+  if (token) {
+    sessionStorage.setItem(TOKEN_KEY, token);
+    history.replaceState(null, '', location.pathname + location.search);
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+/** The `sub` of a token, to tell one's own messages apart (the server checks the signature). */
+function tokenSubject(token) {
+  try {
+    const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    return JSON.parse(atob(payload)).sub ?? null;
+  } catch {
+    return null;
+  }
+}
+
+const TOKEN = takeToken();
+
+/** fetch() to this server, with the token when there is one. */
+function api(url) {
+  return fetch(url, TOKEN ? { headers: { Authorization: `Bearer ${TOKEN}` } } : {});
+}
 
 function setStatus(state, text) {
   const status = $('status');
@@ -58,7 +95,7 @@ async function showPicker(problem) {
 async function listRooms() {
   const list = $('room-list');
   try {
-    const response = await fetch('/chat/rooms/');
+    const response = await api('/chat/rooms/');
     if (!response.ok) return;
     const { rooms } = await response.json();
     for (const { room, members } of rooms) {
@@ -85,6 +122,8 @@ class RoomView {
     this.socket = null;
     this.retryMs = RETRY_FIRST_MS;
     this.log = $('log');
+    this.me = { id: TOKEN ? tokenSubject(TOKEN) : null, name: localStorage.getItem(NAME_KEY) ?? '' };
+    this.stopped = false;
   }
 
   start() {
@@ -98,14 +137,70 @@ class RoomView {
       if (this.nearBottom()) $('jump').hidden = true;
     });
     $('jump').addEventListener('click', () => this.scrollToEnd());
+    this.checkAccess();
+  }
+
+  // A WebSocket cannot read the handshake's status, so a history request asks first whether
+  // this server wants a token, and whether ours is good for this room.
+  async checkAccess() {
+    let status;
+    try {
+      status = (await api(historyUrl(this.room, 'limit=0'))).status;
+    } catch {
+      status = 0;
+    }
+    if (status === 401) {
+      this.stop(TOKEN
+        ? 'Your sign-in link is invalid or has expired. Ask for a new one.'
+        : 'This chat needs a sign-in link (it ends in #token=...). Ask whoever runs it for one.');
+      return;
+    }
+    if (status === 403) {
+      this.stop(`Your sign-in link does not give access to #${this.room}.`);
+      return;
+    }
+    if (!TOKEN) this.wireName();
     this.connect();
+  }
+
+  /** Stops for good, saying why (the server refused us; retrying would not help). */
+  stop(reason) {
+    this.stopped = true;
+    setStatus('stopped', 'Not connected');
+    this.setSendable(false);
+    const notice = $('access');
+    notice.textContent = reason;
+    notice.hidden = false;
+  }
+
+  wireName() {
+    const form = $('name-form');
+    const input = $('name-input');
+    form.hidden = false;
+    input.value = this.me.name;
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      const name = input.value.trim().slice(0, MAX_NAME);
+      input.value = name;
+      if (name === this.me.name) return;
+      this.me.name = name;
+      if (name) localStorage.setItem(NAME_KEY, name);
+      else localStorage.removeItem(NAME_KEY);
+      // The name is part of the connection: connect again under the new one.
+      const previous = this.socket;
+      this.connect();
+      previous?.close(1000, 'name changed');
+    });
   }
 
   connect() {
     setStatus(this.socket ? 'reconnecting' : 'connecting', this.socket ? 'Reconnecting…' : 'Connecting…');
     this.setSendable(false);
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const url = `${scheme}://${location.host}/ws/chat/${encodeURIComponent(this.room)}/?meta=1`;
+    const params = new URLSearchParams({ meta: '1' });
+    if (TOKEN) params.set('token', TOKEN);
+    else if (this.me.name) params.set('name', this.me.name);
+    const url = `${scheme}://${location.host}/ws/chat/${encodeURIComponent(this.room)}/?${params}`;
     const socket = new WebSocket(url);
     this.socket = socket;
     socket.addEventListener('open', () => {
@@ -115,8 +210,12 @@ class RoomView {
       this.fillIn();
     });
     socket.addEventListener('message', (event) => this.receive(event.data));
-    socket.addEventListener('close', () => {
-      if (socket !== this.socket) return;
+    socket.addEventListener('close', (event) => {
+      if (socket !== this.socket || this.stopped) return;
+      if (event.code === 4001) {
+        this.stop('Your session has expired. Open a new sign-in link to go on.');
+        return;
+      }
       setStatus('reconnecting', 'Reconnecting…');
       this.setSendable(false);
       setTimeout(() => this.connect(), this.retryMs);
@@ -142,7 +241,7 @@ class RoomView {
   }
 
   async load(url) {
-    const response = await fetch(url);
+    const response = await api(url);
     if (!response.ok) throw new Error(`history: HTTP ${response.status}`);
     const { chat_history: page } = await response.json();
     for (const message of page) this.add(message);
@@ -163,7 +262,7 @@ class RoomView {
     }
   }
 
-  add({ id, ts, message }) {
+  add({ id, ts, message, user }) {
     if (this.seen.has(id)) return;
     this.seen.add(id);
     this.lastId = Math.max(this.lastId, id);
@@ -179,7 +278,8 @@ class RoomView {
     text.className = 'text';
     // Text, never HTML: whatever a message holds is shown as characters.
     text.textContent = typeof message === 'string' ? message : JSON.stringify(message);
-    item.append(time, text);
+    item.append(this.author(user), time, text);
+    if (this.isMine(user)) item.classList.add('mine');
 
     // Keep id order when a late history page meets newer live frames.
     let next = null;
@@ -191,6 +291,29 @@ class RoomView {
 
     if (stick) this.scrollToEnd();
     else $('jump').hidden = false;
+  }
+
+  /** Who wrote it: a verified name (from a token), a name the sender chose, or nobody. */
+  author(user) {
+    const author = document.createElement('span');
+    author.className = 'author';
+    if (user?.id) {
+      author.textContent = user.name || user.id;
+      author.title = `Signed in as ${user.id}`;
+    } else if (user?.name) {
+      author.textContent = `${user.name} (unverified)`;
+      author.classList.add('chosen');
+      author.title = 'A name the sender chose; anyone can pick any name.';
+    } else {
+      author.textContent = 'anonymous';
+      author.classList.add('chosen');
+    }
+    return author;
+  }
+
+  isMine(user) {
+    if (this.me.id) return user?.id === this.me.id;
+    return Boolean(this.me.name) && !user?.id && user?.name === this.me.name;
   }
 
   nearBottom() {
