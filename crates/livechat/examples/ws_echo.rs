@@ -35,7 +35,15 @@ async fn main() -> std::io::Result<()> {
 
 async fn accept(upgrade: Result<Upgrade, livechat::transport::ApiError>) -> Response {
     match upgrade {
-        Ok(upgrade) => upgrade.on_upgrade(MAX_MESSAGE, echo),
+        Ok(upgrade) => {
+            let (response, pending) = upgrade.accept(MAX_MESSAGE);
+            tokio::spawn(async move {
+                if let Ok(socket) = pending.ready().await {
+                    echo(socket).await;
+                }
+            });
+            response
+        }
         Err(refused) => axum::response::IntoResponse::into_response(refused),
     }
 }

@@ -1,8 +1,6 @@
 //! The WebSocket opening handshake (RFC 6455 section 4.2) as an axum extractor, handing the
 //! upgraded connection to `crate::websocket`.
 
-use std::future::Future;
-
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -52,21 +50,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
 }
 
 impl Upgrade {
-    /// Answers 101 Switching Protocols and runs `serve` on the connection once it is upgraded;
-    /// `max_message`: the largest message the client may send.
-    pub fn on_upgrade<F, Fut>(self, max_message: usize, serve: F) -> Response
-    where
-        F: FnOnce(Socket) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let on_upgrade = self.on_upgrade;
-        tokio::spawn(async move {
-            match on_upgrade.await {
-                Ok(upgraded) => serve(WebSocket::new(TokioIo::new(upgraded), max_message)).await,
-                Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
-            }
-        });
-        (
+    /// The 101 Switching Protocols answer, and the socket it leads to once hyper hands the
+    /// connection over; `max_message`: the largest message the client may send.
+    pub fn accept(self, max_message: usize) -> (Response, PendingSocket) {
+        let response = (
             StatusCode::SWITCHING_PROTOCOLS,
             [
                 (header::CONNECTION, HeaderValue::from_static("upgrade")),
@@ -77,7 +64,26 @@ impl Upgrade {
                 ),
             ],
         )
-            .into_response()
+            .into_response();
+        let pending = PendingSocket {
+            on_upgrade: self.on_upgrade,
+            max_message,
+        };
+        (response, pending)
+    }
+}
+
+/// A WebSocket whose 101 answer is on its way. Awaited by the connection's own task, so that
+/// what the connection holds is kept once in that task, not also in a task that waits for it.
+pub struct PendingSocket {
+    on_upgrade: OnUpgrade,
+    max_message: usize,
+}
+
+impl PendingSocket {
+    pub async fn ready(self) -> Result<Socket, hyper::Error> {
+        let upgraded = self.on_upgrade.await?;
+        Ok(WebSocket::new(TokioIo::new(upgraded), self.max_message))
     }
 }
 

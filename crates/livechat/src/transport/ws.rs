@@ -22,7 +22,7 @@ use serde::Deserialize;
 use super::admission::Permit;
 use super::client_ip::ClientIp;
 use super::session::{Action, Session};
-use super::upgrade::{Socket, Upgrade};
+use super::upgrade::{PendingSocket, Socket, Upgrade};
 use super::{ApiError, AppState, caller};
 use crate::engine::Receipt;
 use crate::hub::Subscription;
@@ -108,26 +108,24 @@ pub async fn connect(
     if let Err(error) = state.engine.room_ready(&room).await {
         return ApiError::from(error).into_response();
     }
-    upgrade.on_upgrade(state.max_message_bytes, move |socket| {
-        let connections = state.connections.clone();
-        connections.track_future(async move {
-            let connection = Connection {
-                socket,
-                state,
-                room,
-                subscription,
-                session,
-                receipts: VecDeque::new(),
-                in_flight_bytes: 0,
-                _permit: permit,
-            };
-            connection.run().await;
-        })
-    })
+    let (response, pending) = upgrade.accept(state.max_message_bytes);
+    let connections = state.connections.clone();
+    let connection = Connection {
+        state,
+        room,
+        subscription,
+        session,
+        receipts: VecDeque::new(),
+        in_flight_bytes: 0,
+        _permit: permit,
+    };
+    // The task's future is the connection's own: every byte in it is paid by each idle socket.
+    tokio::spawn(connections.track_future(connection.run(pending)));
+    response
 }
 
+/// What a connection holds besides its socket.
 struct Connection {
-    socket: Socket,
     state: AppState,
     room: RoomName,
     subscription: Subscription,
@@ -157,13 +155,17 @@ enum End {
 }
 
 impl Connection {
-    async fn run(mut self) {
-        let end = poll_fn(|cx| self.poll_turn(cx)).await;
+    async fn run(mut self, pending: PendingSocket) {
+        let mut socket = match pending.ready().await {
+            Ok(socket) => socket,
+            Err(error) => {
+                tracing::debug!(%error, "WebSocket upgrade failed");
+                return;
+            }
+        };
+        let end = poll_fn(|cx| self.poll_turn(&mut socket, cx)).await;
         let Connection {
-            socket,
-            room,
-            subscription,
-            ..
+            room, subscription, ..
         } = self;
         // Leave the room first: nothing more is queued for a closing connection.
         drop(subscription);
@@ -178,7 +180,7 @@ impl Connection {
     /// Does all the work that is ready; pending when none is left, ready when the connection ends.
     /// Reads and writes are independent: a client that stops reading keeps being read (and is
     /// evicted once its queue fills), and one that stops sending keeps being written to.
-    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+    fn poll_turn(&mut self, socket: &mut Socket, cx: &mut Context<'_>) -> Poll<End> {
         loop {
             let mut progress = false;
             // Frames are taken only once the last ones are written, so a stuck client's queue
@@ -186,7 +188,7 @@ impl Connection {
             match self
                 .subscription
                 .outbound
-                .poll_take(cx, self.socket.empty_outbox())
+                .poll_take(cx, socket.empty_outbox())
             {
                 Poll::Ready(Err(Closed::SlowConsumer)) => {
                     return Poll::Ready(End::Close(SLOW_CONSUMER));
@@ -210,17 +212,17 @@ impl Connection {
                 self.in_flight_bytes -= *bytes;
                 self.receipts.pop_front();
                 if let Err(error) = answer
-                    && let Some(end) = self.reply(error_frame(&error.to_string()))
+                    && let Some(end) = self.reply(socket, error_frame(&error.to_string()))
                 {
                     return Poll::Ready(end);
                 }
                 progress = true;
             }
-            if let Poll::Ready(Err(_)) = self.socket.poll_write(cx) {
+            if let Poll::Ready(Err(_)) = socket.poll_write(cx) {
                 return Poll::Ready(End::ClientGone);
             }
             if self.receipts.len() < MAX_IN_FLIGHT && self.in_flight_bytes < MAX_IN_FLIGHT_BYTES {
-                match self.socket.poll_next(cx) {
+                match socket.poll_next(cx) {
                     Poll::Pending => {}
                     Poll::Ready(Ok(None) | Err(ReadError::Io(_))) => {
                         return Poll::Ready(End::ClientGone);
@@ -231,7 +233,7 @@ impl Connection {
                     Poll::Ready(Ok(Some(incoming))) => {
                         self.subscription.outbound.liveness.heard();
                         progress = true;
-                        if let Some(end) = self.take(incoming) {
+                        if let Some(end) = self.take(socket, incoming) {
                             return Poll::Ready(end);
                         }
                     }
@@ -244,7 +246,7 @@ impl Connection {
     }
 
     /// Acts on one message or control frame from the client.
-    fn take(&mut self, incoming: Incoming) -> Option<End> {
+    fn take(&mut self, socket: &mut Socket, incoming: Incoming) -> Option<End> {
         let reply = match incoming {
             Incoming::Text(text) => {
                 let liveness = &self.subscription.outbound.liveness;
@@ -271,18 +273,18 @@ impl Connection {
             Incoming::Pong => return None,
             Incoming::Close(code) => return Some(End::ClientClosed(code)),
         };
-        self.reply(reply)
+        self.reply(socket, reply)
     }
 
     /// Queues a frame for this client alone, unless it already owes it more than it reads: a
     /// client that keeps sending (bad frames, pings, publishes that fail) without reading the
     /// answers is a slow consumer.
-    fn reply(&mut self, frame: bytes::Bytes) -> Option<End> {
+    fn reply(&self, socket: &mut Socket, frame: bytes::Bytes) -> Option<End> {
         let budget = self.subscription.outbound.limits().bytes as usize + REPLY_BUDGET_BYTES;
-        if self.socket.queued_bytes() + frame.len() > budget {
+        if socket.queued_bytes() + frame.len() > budget {
             return Some(End::Close(SLOW_CONSUMER));
         }
-        self.socket.queue(frame);
+        socket.queue(frame);
         None
     }
 }
