@@ -1,4 +1,4 @@
-//! livechat-bench: load for any server that speaks the seed's live chat protocol (WebSocket rooms
+//! livechat-bench: load for any server that speaks the Django Channels live chat protocol (WebSocket rooms
 //! at a path template, `{"message": X}` frames, `POST /chat/send/`).
 //!
 //! Each scenario prints a short summary for people, then one JSON line for scripts.

@@ -1,7 +1,6 @@
 //! Settings: every one is a command-line flag and an environment variable, with embedded defaults
 //! so that `livechat` with no arguments serves a single node on 127.0.0.1:8003.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,13 +12,15 @@ use crate::auth::AuthMode;
 use crate::rate::Rate;
 use crate::room::RoomName;
 
-/// livechat: a real-time chat server, compatible with the seed's Django Channels live chat API.
+/// livechat: a real-time chat server, compatible with the Django Channels live chat API
+/// (docs/live-chat-api.md), with durable history, tokens, limits and several nodes over Redis.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "livechat", version, about, long_about = None)]
 pub struct Config {
-    /// Address and port to serve HTTP and WebSocket on.
-    #[arg(long, env = "LIVECHAT_BIND", default_value = "127.0.0.1:8003")]
-    pub bind: SocketAddr,
+    /// Address (or host name) and port to serve HTTP and WebSocket on, e.g. `0.0.0.0:8003`,
+    /// `localhost:8003`, `[::1]:8003`; port 0 picks a free port.
+    #[arg(long, env = "LIVECHAT_BIND", default_value = "127.0.0.1:8003", value_parser = parse_bind)]
+    pub bind: String,
 
     /// Directory for the embedded history file (`history.sqlite3`); created if missing.
     #[arg(long, env = "LIVECHAT_DATA_DIR", default_value = "./data")]
@@ -27,10 +28,10 @@ pub struct Config {
 
     /// Redis URL (`redis://host:port/db`): with it, this node shares rooms and history with every
     /// node on the same Redis. With `--redis-cluster`, a comma-separated list of cluster nodes.
-    #[arg(long, env = "REDIS_URL")]
+    #[arg(long, env = "REDIS_URL", value_parser = parse_redis_urls)]
     pub redis_url: Option<String>,
 
-    /// Redis host, the seed's convention; used when `REDIS_URL` is not set.
+    /// Redis host, the original service's convention; used when `REDIS_URL` is not set.
     #[arg(long, env = "REDIS_HOST")]
     pub redis_host: Option<String>,
 
@@ -74,7 +75,8 @@ pub struct Config {
     pub default_room: RoomName,
 
     /// Largest accepted message: a WebSocket frame (closed with 1009 above it) or an HTTP body (413).
-    #[arg(long, env = "LIVECHAT_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "LIVECHAT_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024,
+          value_parser = parse_message_bytes)]
     pub max_message_bytes: usize,
 
     /// Messages kept per room; older ones are deleted as new ones arrive.
@@ -105,7 +107,7 @@ pub struct Config {
     pub outbound_bytes: usize,
 
     /// `off`: anyone may connect and publish, clients may name themselves with `?name=` (the
-    /// seed's behaviour). `required`: a token (or the API key, for HTTP) is needed.
+    /// original service's behaviour). `required`: a token (or the API key, for HTTP) is needed.
     #[arg(long, env = "LIVECHAT_AUTH", value_enum, default_value_t = AuthMode::Off)]
     pub auth: AuthMode,
 
@@ -176,13 +178,18 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_WRITE_INTERVAL", value_parser = parse_duration, default_value = "10ms")]
     pub write_interval: Duration,
 
-    /// How long shutdown waits for WebSocket clients to take their close frame.
+    /// How long shutdown waits for WebSocket clients to take their close frame; also how long
+    /// any closing connection waits for the client's answer to its close frame.
     #[arg(long, env = "LIVECHAT_SHUTDOWN_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
     pub shutdown_timeout: Duration,
 
     /// Log filter in `tracing` syntax, e.g. `info` or `livechat=debug`.
-    #[arg(long, env = "LIVECHAT_LOG", default_value = "info")]
+    #[arg(long, env = "LIVECHAT_LOG", default_value = "info", value_parser = parse_log_filter)]
     pub log: String,
+
+    /// Log lines as `text` (for people) or `json` (one object per line, for log collectors).
+    #[arg(long, env = "LIVECHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -215,6 +222,12 @@ pub struct TokenArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StoreKind {
     Sqlite,
     Memory,
@@ -227,6 +240,57 @@ pub enum SqliteSync {
 }
 
 impl Config {
+    /// The effective settings in one line for the start-up log, credentials left out (secrets
+    /// show as `set`, Redis URLs without their password).
+    pub fn summary(&self) -> String {
+        let set = |value: &Option<String>| if value.is_some() { "set" } else { "unset" };
+        let redis = self.redis_urls().map(|urls| {
+            urls.iter()
+                .map(|url| crate::redact_url(url))
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        format!(
+            "bind={} data_dir={} engine={} store={:?} default_room={} max_message_bytes={} \
+             history_max_count={} history_max_bytes={} history_max_age={:?} \
+             history_page_bytes={} outbound_queue={} outbound_bytes={} auth={:?} \
+             jwt_secret={} jwt_public_key={:?} jwt_issuer={:?} jwt_audience={:?} api_key={} \
+             allowed_origins={:?} rate_limit={:?} rate_burst={:?} max_connections={:?} \
+             max_connections_per_ip={:?} trusted_proxies={:?} request_timeout={:?} \
+             ping_interval={:?} pong_timeout={:?} write_interval={:?} shutdown_timeout={:?}",
+            self.bind,
+            self.data_dir.display(),
+            redis.map_or("embedded".to_owned(), |urls| format!("redis({urls})")),
+            self.store,
+            self.default_room,
+            self.max_message_bytes,
+            self.history_max_count,
+            self.history_max_bytes,
+            self.history_max_age,
+            self.history_page_bytes,
+            self.outbound_queue,
+            self.outbound_bytes,
+            self.auth,
+            set(&self.jwt_secret),
+            self.jwt_public_key,
+            self.jwt_issuer,
+            self.jwt_audience,
+            set(&self.api_key),
+            self.allowed_origins,
+            self.rate_limit
+                .map(|rate| format!("{}/{:?}", rate.count, rate.per)),
+            self.rate_burst,
+            self.max_connections,
+            self.max_connections_per_ip,
+            self.trusted_proxies,
+            self.request_timeout,
+            self.ping_interval,
+            self.pong_timeout,
+            self.write_interval,
+            self.shutdown_timeout,
+        )
+    }
+
     /// The Redis nodes to use, if any: `REDIS_URL`, else `REDIS_HOST` + `REDIS_PORT`.
     pub fn redis_urls(&self) -> Option<Vec<String>> {
         match (&self.redis_url, &self.redis_host) {
@@ -235,6 +299,51 @@ impl Config {
             (None, None) => None,
         }
     }
+}
+
+/// Largest message that can be set: far above any real need, far below where sizes overflow.
+const MAX_MESSAGE_BYTES_LIMIT: usize = 1 << 30;
+
+fn parse_bind(value: &str) -> Result<String, String> {
+    let expected =
+        || format!("`{value}` is not HOST:PORT, e.g. 127.0.0.1:8003, localhost:8003 or [::1]:8003");
+    let (host, port) = value.rsplit_once(':').ok_or_else(expected)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(expected());
+    }
+    Ok(value.to_owned())
+}
+
+/// One URL, or with a cluster several comma-separated: `redis://`, `rediss://` or `unix://`.
+fn parse_redis_urls(value: &str) -> Result<String, String> {
+    use redis::IntoConnectionInfo;
+    for url in value.split(',').map(str::trim) {
+        if let Err(error) = url.into_connection_info() {
+            return Err(format!(
+                "`{}` is not a Redis URL ({error}): expected redis://[:password@]host:port/db, \
+                 rediss://... for TLS, or unix:///path/to/socket",
+                crate::redact_url(url)
+            ));
+        }
+    }
+    Ok(value.to_owned())
+}
+
+fn parse_message_bytes(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(bytes) if (1..=MAX_MESSAGE_BYTES_LIMIT).contains(&bytes) => Ok(bytes),
+        _ => Err(format!(
+            "`{value}` is not a size from 1 to {MAX_MESSAGE_BYTES_LIMIT} bytes"
+        )),
+    }
+}
+
+fn parse_log_filter(value: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(value)
+        .map(|_| value.to_owned())
+        .map_err(|error| {
+            format!("`{value}` is not a log filter such as info or livechat=debug: {error}")
+        })
 }
 
 fn parse_prefix(value: &str) -> Result<String, String> {
@@ -270,7 +379,10 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Ok(Duration::from_secs(number * seconds))
+    number
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{value}` is too long a duration"))
 }
 
 #[cfg(test)]
@@ -285,12 +397,13 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("18446744073709551615d").is_err());
     }
 
     #[test]
     fn defaults_need_no_arguments() {
         let config = Config::try_parse_from(["livechat"]).expect("defaults parse");
-        assert_eq!(config.bind.port(), 8003);
+        assert_eq!(config.bind, "127.0.0.1:8003");
         assert_eq!(config.max_message_bytes, 1 << 20);
         assert_eq!(config.default_room.as_str(), "lobby");
         assert_eq!(config.redis_urls(), None);
@@ -310,5 +423,47 @@ mod tests {
                 .unwrap();
         assert_eq!(config.redis_urls().unwrap(), ["redis://a:1", "redis://b:2"]);
         assert!(Config::try_parse_from(["livechat", "--redis-prefix", "a{b}"]).is_err());
+        assert!(Config::try_parse_from(["livechat", "--redis-url", "http://nope"]).is_err());
+    }
+
+    #[test]
+    fn the_summary_shows_no_credentials() {
+        let config = Config::try_parse_from([
+            "livechat",
+            "--jwt-secret",
+            "hunter2",
+            "--api-key",
+            "k3y",
+            "--redis-url",
+            "redis://user:pa55@cache:6379/0",
+        ])
+        .unwrap();
+        let summary = config.summary();
+        for secret in ["hunter2", "k3y", "pa55"] {
+            assert!(!summary.contains(secret), "{summary}");
+        }
+        assert!(summary.contains("jwt_secret=set") && summary.contains("redis://***@cache"));
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_what_was_expected() {
+        for bad in [
+            &["--bind", "8003"][..],
+            &["--bind", "localhost"],
+            &["--bind", "host:99999"],
+            &["--max-message-bytes", "0"],
+            &["--max-message-bytes", "18446744073709551615"],
+            &["--log", "livechat=loud"],
+            &["--ping-interval", "99999999999999999999d"],
+        ] {
+            let args = std::iter::once("livechat").chain(bad.iter().copied());
+            assert!(Config::try_parse_from(args).is_err(), "{bad:?}");
+        }
+        for good in ["localhost:8003", "[::1]:0", "0.0.0.0:8003"] {
+            assert!(
+                Config::try_parse_from(["livechat", "--bind", good]).is_ok(),
+                "{good}"
+            );
+        }
     }
 }

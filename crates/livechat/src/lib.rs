@@ -1,4 +1,4 @@
-//! livechat: a real-time chat server that speaks the seed's live chat API (WebSocket rooms,
+//! livechat: a real-time chat server that speaks the Django Channels live chat API (WebSocket rooms,
 //! `POST /chat/send/`, `GET /chat/history/`) and keeps a durable history.
 //!
 //! The path of a message: `transport` (a socket or HTTP request) -> `engine` (stores it and
@@ -62,68 +62,102 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let retention = Retention {
-        max_count: config.history_max_count,
-        max_age: config.history_max_age,
-        max_bytes: config.history_max_bytes,
-    };
-    let auth = start_auth(&config)?;
-    let origins = OriginPolicy::new(&config.allowed_origins).map_err(RunError::Origins)?;
-    let trusted_proxies =
-        TrustedProxies::parse(&config.trusted_proxies).map_err(RunError::TrustedProxies)?;
-    let admission = Admission::new(config.max_connections, config.max_connections_per_ip);
-    tracing::info!(
-        max_connections = admission.max_total(),
-        "WebSocket connection limit"
-    );
-    let rate_limit = config.rate_limit.map(|rate| {
-        let limit = RateLimit::new(rate, config.rate_burst);
-        (limit, limit.for_http())
-    });
-    let (hub, engine) = match config.redis_urls() {
-        Some(urls) => start_redis(&config, urls, retention).await?,
-        None => start_embedded(&config, retention)?,
-    };
-    let connections = TaskTracker::new();
-    let state = AppState::new(Shared {
-        hub: hub.clone(),
-        engine: engine.clone(),
-        default_room: config.default_room.clone(),
-        max_message_bytes: config.max_message_bytes,
-        history_page_bytes: config.history_page_bytes,
-        connections: connections.clone(),
-        auth,
-        origins,
-        rate_limit,
-        admission,
-        trusted_proxies,
-        request_timeout: config.request_timeout,
-    });
-    let keepalive = KeepaliveSettings {
-        ping_interval: config.ping_interval,
-        pong_timeout: config.pong_timeout,
-    };
-    let sweep = tokio::spawn(keepalive::run(hub.clone(), keepalive));
-    // On SIGTERM/SIGINT the hub tells every WebSocket connection to close with 1001.
-    let closing_hub = hub.clone();
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        signal.cancelled().await;
-        closing_hub.close_all();
-    });
-    let app = transport::router(state);
-    transport::serve(listener, app, config.request_timeout, shutdown).await;
-    sweep.abort();
-    connections.close();
-    if tokio::time::timeout(config.shutdown_timeout, connections.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some WebSocket clients did not close in time");
-    }
-    engine.shutdown().await;
-    tracing::info!("stopped");
+    Server::start(config).await?.serve(listener, shutdown).await;
     Ok(())
+}
+
+/// A server with everything it needs checked and open (settings, keys, the store or Redis), not
+/// yet listening: whatever cannot work fails here, before anyone is told it is listening.
+pub struct Server {
+    state: AppState,
+    hub: Arc<Hub>,
+    engine: Arc<dyn Engine>,
+    connections: TaskTracker,
+    keepalive: KeepaliveSettings,
+    request_timeout: std::time::Duration,
+    shutdown_timeout: std::time::Duration,
+}
+
+impl Server {
+    pub async fn start(config: Config) -> Result<Self, RunError> {
+        let retention = Retention {
+            max_count: config.history_max_count,
+            max_age: config.history_max_age,
+            max_bytes: config.history_max_bytes,
+        };
+        let auth = start_auth(&config)?;
+        let origins = OriginPolicy::new(&config.allowed_origins).map_err(RunError::Origins)?;
+        let trusted_proxies =
+            TrustedProxies::parse(&config.trusted_proxies).map_err(RunError::TrustedProxies)?;
+        let admission = Admission::new(config.max_connections, config.max_connections_per_ip);
+        let rate_limit = config.rate_limit.map(|rate| {
+            let limit = RateLimit::new(rate, config.rate_burst);
+            (limit, limit.for_http())
+        });
+        let (hub, engine) = match config.redis_urls() {
+            Some(urls) => start_redis(&config, urls, retention).await?,
+            None => start_embedded(&config, retention)?,
+        };
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            max_connections = admission.max_total(),
+            settings = %config.summary(),
+            "livechat ready"
+        );
+        let connections = TaskTracker::new();
+        let state = AppState::new(Shared {
+            hub: hub.clone(),
+            engine: engine.clone(),
+            default_room: config.default_room.clone(),
+            max_message_bytes: config.max_message_bytes,
+            history_page_bytes: config.history_page_bytes,
+            connections: connections.clone(),
+            auth,
+            origins,
+            rate_limit,
+            admission,
+            trusted_proxies,
+            request_timeout: config.request_timeout,
+            close_timeout: config.shutdown_timeout,
+        });
+        Ok(Self {
+            state,
+            hub,
+            engine,
+            connections,
+            keepalive: KeepaliveSettings {
+                ping_interval: config.ping_interval,
+                pong_timeout: config.pong_timeout,
+            },
+            request_timeout: config.request_timeout,
+            shutdown_timeout: config.shutdown_timeout,
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` is cancelled, then closes every WebSocket with
+    /// 1001, stores everything already accepted and returns.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
+        let sweep = tokio::spawn(keepalive::run(self.hub.clone(), self.keepalive));
+        // On SIGTERM/SIGINT the hub tells every WebSocket connection to close with 1001.
+        let closing_hub = self.hub.clone();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            signal.cancelled().await;
+            closing_hub.close_all();
+        });
+        let app = transport::router(self.state);
+        transport::serve(listener, app, self.request_timeout, shutdown).await;
+        sweep.abort();
+        self.connections.close();
+        if tokio::time::timeout(self.shutdown_timeout, self.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some WebSocket clients did not close in time");
+        }
+        self.engine.shutdown().await;
+        tracing::info!("stopped");
+    }
 }
 
 type Parts = (Arc<Hub>, Arc<dyn Engine>);

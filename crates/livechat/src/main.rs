@@ -5,8 +5,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use livechat::Server;
 use livechat::auth::{TokenRequest, issue};
-use livechat::config::{Command, Config, TokenArgs};
+use livechat::config::{Command, Config, LogFormat, TokenArgs};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -16,23 +17,28 @@ fn main() -> ExitCode {
     if let Some(Command::Token(args)) = &config.command {
         return print_token(&config, args);
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
+    init_logging(&config);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
-            tracing::error!(%error, "cannot start the async runtime");
+            tracing::error!(error = %error_chain(&error), "cannot start the async runtime");
             return ExitCode::FAILURE;
         }
     };
     runtime.block_on(async {
-        let listener = match TcpListener::bind(config.bind).await {
+        // Everything that can fail is checked before the port is taken and announced.
+        let bind = config.bind.clone();
+        let server = match Server::start(config).await {
+            Ok(server) => server,
+            Err(error) => {
+                tracing::error!(error = %error_chain(&error), "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        let listener = match TcpListener::bind(bind.as_str()).await {
             Ok(listener) => listener,
             Err(error) => {
-                tracing::error!(%error, bind = %config.bind, "cannot listen");
+                tracing::error!(error = %error_chain(&error), %bind, "cannot listen");
                 return ExitCode::FAILURE;
             }
         };
@@ -42,14 +48,37 @@ fn main() -> ExitCode {
         }
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        match livechat::run(config, listener, shutdown).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                tracing::error!(%error, "livechat stopped on an error");
-                ExitCode::FAILURE
-            }
-        }
+        server.serve(listener, shutdown).await;
+        ExitCode::SUCCESS
     })
+}
+
+/// Logs to stderr, as text or one JSON object per line; the filter was checked with the settings.
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+}
+
+/// An error and every error that caused it: `a: b: c`.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Errors that wrap transparently repeat their cause's text.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn print_token(config: &Config, args: &TokenArgs) -> ExitCode {

@@ -71,7 +71,7 @@ impl Author {
     }
 }
 
-/// What a client sends: `{"message": X}`; other keys are ignored, as the seed did.
+/// What a client sends: `{"message": X}`; other keys are ignored, as the original service did.
 #[derive(Debug, Deserialize)]
 pub struct Publish {
     /// `None` when the key is missing; `{"message": null}` is a message like any other.
@@ -131,7 +131,7 @@ fn present<'de, D: serde::Deserializer<'de>>(
 }
 
 /// An optional key that is `None` when it has the wrong shape: a WebSocket client's extra keys
-/// are ignored, whatever they hold, as the seed ignored them.
+/// are ignored, whatever they hold, as the original service ignored them.
 fn lenient<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(
     deserializer: D,
 ) -> Result<Option<T>, D::Error> {
@@ -142,7 +142,7 @@ fn lenient<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(
 /// The two shapes a stored message is sent in, as complete WebSocket text frames; each is
 /// encoded once and shared by every recipient (cloning `Bytes` only bumps a reference count).
 pub struct Frames {
-    /// The seed's shape: `{"message":X}`.
+    /// The original service's shape: `{"message":X}`.
     pub plain: Bytes,
     /// With metadata, for clients that asked for it: `{"id":N,"room":R,"message":X,"ts":T}`.
     pub meta: Option<Bytes>,

@@ -1,12 +1,12 @@
-//! Room names: what the seed accepted (ASCII letters, digits, `_`, up to 94 characters), plus `-`.
+//! Room names: what the original service accepted (ASCII letters, digits, `_`, up to 94 characters), plus `-`.
 
 use std::fmt;
 use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 
-/// Longest room name the seed accepted (Django Channels group names are at most 100 bytes,
-/// and the seed prefixed `chat_`).
+/// Longest room name the original service accepted (Django Channels group names are at most 100 bytes,
+/// and it prefixed `chat_`).
 pub const MAX_ROOM_LEN: usize = 94;
 
 /// A validated room name; cheap to clone.
@@ -68,7 +68,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn accepts_what_the_seed_accepted() {
+    fn accepts_what_the_original_service_accepted() {
         for name in [
             "testroom",
             "Room_42",

@@ -1,7 +1,7 @@
 //! Who may do what: verifies JSON Web Tokens and the server's API key, and answers the questions
 //! the transport asks (may this caller join or read this room, publish, and as whom).
 //!
-//! With `LIVECHAT_AUTH=off` (the default, the seed's behaviour) everyone may do everything and a
+//! With `LIVECHAT_AUTH=off` (the default, the original service's behaviour) everyone may do everything and a
 //! client may name itself. With `required`, every WebSocket and API request needs a token signed
 //! with `LIVECHAT_JWT_SECRET` (HS256) or the key in `LIVECHAT_JWT_PUBLIC_KEY` (RS256, ES256,
 //! EdDSA), or the server key `LIVECHAT_API_KEY`. The identity on a stored message always comes

@@ -47,7 +47,7 @@ impl Admission {
             max_per_ip,
             total: AtomicUsize::new(0),
             per_ip: Mutex::default(),
-            warnings: Throttle::new(Duration::from_secs(60)),
+            warnings: Throttle::new(Duration::from_secs(60), 1),
         })
     }
 
@@ -91,6 +91,13 @@ impl Admission {
             *count += 1;
         }
         Ok(())
+    }
+}
+
+impl Permit {
+    /// The client address it was taken for.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
     }
 }
 

@@ -36,7 +36,7 @@ pub struct SendAnswer {
 }
 
 /// `POST /chat/send/` with `{"message": X, "room"?: R}` (or `?room=R`): stores and delivers X.
-/// The body is read as JSON whatever its content type, as the seed did (a browser page on
+/// The body is read as JSON whatever its content type, as the original service did (a browser page on
 /// another site cannot post here: the origin guard refuses it first).
 pub async fn send(
     State(state): State<AppState>,

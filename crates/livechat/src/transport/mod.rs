@@ -53,6 +53,8 @@ pub struct Shared {
     pub admission: Arc<Admission>,
     pub trusted_proxies: TrustedProxies,
     pub request_timeout: std::time::Duration,
+    /// How long a closing connection waits for its close frame to go out and be answered.
+    pub close_timeout: std::time::Duration,
 }
 
 impl AppState {
@@ -69,7 +71,7 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// Every API route, with and without the trailing slash, as the seed's clients may use either;
+/// Every API route, with and without the trailing slash, as existing clients may use either;
 /// and the chat page.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -90,5 +92,29 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             origin::guard,
         ))
+        .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
+}
+
+/// One debug line per request: method, path (never the query, which may hold a token), status,
+/// time to the answer. Nothing is measured unless debug lines are on.
+async fn access_log(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return next.run(request).await;
+    }
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
 }

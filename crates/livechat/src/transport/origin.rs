@@ -1,7 +1,7 @@
 //! Which web pages may talk to the server. A browser names the page's origin in `Origin` on every
 //! WebSocket handshake and cross-site request; such a request is served when the origin is the
 //! server's own or matches `LIVECHAT_ALLOWED_ORIGINS`, and refused with 403 before any handler
-//! (and before any upgrade) otherwise. Requests without `Origin` (wscat, servers, the seed's
+//! (and before any upgrade) otherwise. Requests without `Origin` (wscat, servers, existing
 //! clients) are not browsers acting for another site, and pass. Allowed foreign origins get CORS
 //! headers, and their preflight requests are answered.
 

@@ -25,7 +25,7 @@ use crate::throttle::Throttle;
 const NO_FILES_LEFT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
 Content-Length: 53\r\nConnection: close\r\n\r\n{\"error\": \"server at its open-file limit; try later\"}";
 
-static ACCEPT_WARNINGS: Throttle = Throttle::new(Duration::from_secs(60));
+static ACCEPT_WARNINGS: Throttle = Throttle::new(Duration::from_secs(60), 1);
 
 /// Serves `app` on `listener` until `shutdown`, then waits for requests in progress.
 pub async fn serve(

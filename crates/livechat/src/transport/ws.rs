@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -29,7 +29,12 @@ use crate::hub::Subscription;
 use crate::message::error_frame;
 use crate::outbound::Closed;
 use crate::room::RoomName;
+use crate::throttle::Throttle;
 use crate::websocket::{CloseCode, Incoming, ProtocolError, ReadError, frame};
+
+/// Lines about connections the server closed: at most 20 a second; a storm is summed up by the
+/// count held back, in the next line let through.
+static CLOSE_LINES: Throttle = Throttle::new(Duration::from_secs(1), 20);
 
 /// Publishes of one connection that may wait for the store at once; past either bound, reading
 /// pauses until the store answers.
@@ -38,8 +43,6 @@ const MAX_IN_FLIGHT_BYTES: usize = 4 * 1024 * 1024;
 /// Bytes of replies (errors, pongs) a connection may owe its client beyond its outbound bound
 /// before it counts as not reading them.
 const REPLY_BUDGET_BYTES: usize = 64 * 1024;
-/// How long a closing connection waits for its close frame to go out and be answered.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Close code and reason for a client whose outbound queue filled up (it does not read fast enough).
 pub const SLOW_CONSUMER: (CloseCode, &str) = (
@@ -117,7 +120,8 @@ pub async fn connect(
         session,
         receipts: VecDeque::new(),
         in_flight_bytes: 0,
-        _permit: permit,
+        permit,
+        opened: Instant::now(),
     };
     // The task's future is the connection's own: every byte in it is paid by each idle socket.
     tokio::spawn(connections.track_future(connection.run(pending)));
@@ -135,7 +139,8 @@ struct Connection {
     receipts: VecDeque<(Receipt, usize)>,
     in_flight_bytes: usize,
     /// The connection's place under the connection caps, given back when it ends.
-    _permit: Permit,
+    permit: Permit,
+    opened: Instant,
 }
 
 /// Why a connection ended.
@@ -165,14 +170,20 @@ impl Connection {
         };
         let end = poll_fn(|cx| self.poll_turn(&mut socket, cx)).await;
         let Connection {
-            room, subscription, ..
+            room,
+            subscription,
+            state,
+            permit,
+            opened,
+            ..
         } = self;
         // Leave the room first: nothing more is queued for a closing connection.
         drop(subscription);
+        log_close(&end, &room, &permit, opened);
         // Boxed: an open connection's task does not carry the closing steps' state or timer.
         let _ = Box::pin(tokio::time::timeout(
-            CLOSE_TIMEOUT,
-            close(socket, room, end),
+            state.close_timeout,
+            close(socket, end),
         ))
         .await;
     }
@@ -289,8 +300,34 @@ impl Connection {
     }
 }
 
+/// One info line per connection the server closes (a client that leaves is not news), with
+/// what an operator needs to tell why; a client gone without a close frame is a debug line.
+fn log_close(end: &End, room: &RoomName, permit: &Permit, opened: Instant) {
+    let (code, reason) = match end {
+        End::ClientClosed(_) => return,
+        End::ClientGone => {
+            tracing::debug!(%room, peer = %permit.ip(), "client gone without a close frame");
+            return;
+        }
+        End::ProtocolError(error) => (error.code, error.reason),
+        End::Close(close) | End::Abandon(close) => *close,
+    };
+    if let Some(held_back) = CLOSE_LINES.allow() {
+        let seconds = opened.elapsed().as_secs_f64();
+        tracing::info!(
+            %room,
+            peer = %permit.ip(),
+            duration_s = (seconds * 10.0).round() / 10.0,
+            code = code.0,
+            reason,
+            closed_without_a_line = held_back,
+            "closed a connection"
+        );
+    }
+}
+
 /// The closing handshake, by who ended the connection.
-async fn close(mut socket: Socket, room: RoomName, end: End) {
+async fn close(mut socket: Socket, end: End) {
     match end {
         End::ClientGone => {}
         End::ClientClosed(code) => {
@@ -298,7 +335,6 @@ async fn close(mut socket: Socket, room: RoomName, end: End) {
             let _ = socket.finish().await;
         }
         End::ProtocolError(error) => {
-            tracing::debug!(%room, %error, "closing connection");
             socket.queue(frame::close(error.code, error.reason));
             // Read what the client still sends until it hangs up: closing a socket with unread
             // data makes the kernel send a reset, and the close frame would be lost.
@@ -307,7 +343,6 @@ async fn close(mut socket: Socket, room: RoomName, end: End) {
             }
         }
         End::Close((code, reason)) => {
-            tracing::debug!(%room, reason, "closing connection");
             socket.queue(frame::close(code, reason));
             if poll_fn(|cx| socket.poll_write(cx)).await.is_ok() {
                 socket.await_close().await;
@@ -315,7 +350,6 @@ async fn close(mut socket: Socket, room: RoomName, end: End) {
             }
         }
         End::Abandon((code, reason)) => {
-            tracing::debug!(%room, reason, "dropping connection");
             socket.queue(frame::close(code, reason));
             let _ = poll_fn(|cx| Poll::Ready(socket.poll_write(cx))).await;
         }

@@ -9,4 +9,5 @@ mod faults;
 mod history;
 mod nodes;
 mod security;
+mod settings;
 mod support;

@@ -1,7 +1,7 @@
 //! The Redis engine: several nodes share rooms, one order per room, and one history.
 //!
 //! A publish runs one script on Redis that gives the message the room's next id, appends it to
-//! the room's stream (history, MAXLEN retention) and publishes it on the room's channel, all in
+//! the room's stream (history, trimmed by count, bytes and age) and publishes it on the room's channel, all in
 //! one atomic step. Every node with local members in the room is subscribed to that channel and
 //! hands what arrives to its hub, so every member on every node sees Redis' order.
 //!
