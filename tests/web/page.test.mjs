@@ -24,7 +24,7 @@ class Server {
       const lines = createInterface({ input: child.stderr });
       child.once('exit', (code) => reject(new Error(`livechat exited (${code}) before listening`)));
       lines.on('line', (line) => {
-        const match = line.match(/listening on (http:\/\/\S+)/);
+        const match = line.match(/listening on (https?:\/\/\S+)/);
         if (match) resolve(Object.assign(new Server(), { child, dataDir, url: match[1] }));
       });
     });
@@ -341,6 +341,30 @@ test('with auth off, a chosen name is shown, marked as chosen', async () => {
     for (const { problems } of opened) assert.deepEqual(problems, []);
   } finally {
     for (const { close } of opened) await close();
+    await server.stop();
+  }
+});
+
+test('served over TLS (https and wss) with its own certificate', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'livechat-tls-'));
+  execFileSync(process.env.CERT_TOOL ?? join(root, 'target', 'debug', 'examples', 'test_cert'), [dir]);
+  const server = await Server.start({
+    args: ['--tls-cert', join(dir, 'cert.pem'), '--tls-key', join(dir, 'key.pem')],
+  });
+  // The test's certificate is not signed by anyone Chromium knows.
+  const context = await browser.newContext({ ignoreHTTPSErrors: true });
+  try {
+    assert.ok(server.url.startsWith('https://'), server.url);
+    const page = await context.newPage();
+    const sockets = [];
+    page.on('websocket', (socket) => sockets.push(socket.url()));
+    await page.goto(`${server.url}/r/secure`);
+    await connected(page);
+    await say(page, 'sent over wss');
+    await message(page, 'sent over wss').waitFor(WAIT);
+    assert.ok(sockets.length > 0 && sockets.every((url) => url.startsWith('wss://')), sockets.join());
+  } finally {
+    await context.close();
     await server.stop();
   }
 });

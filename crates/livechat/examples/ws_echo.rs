@@ -26,6 +26,7 @@ async fn main() -> std::io::Result<()> {
     serve(
         listener,
         app,
+        None,
         Duration::from_secs(10),
         CancellationToken::new(),
     )

@@ -164,6 +164,14 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
 
+    /// PEM certificate chain (leaf first): with `--tls-key`, serve https:// and wss:// directly.
+    #[arg(long, env = "LIVECHAT_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the certificate.
+    #[arg(long, env = "LIVECHAT_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
     /// A WebSocket client that sent nothing for this long is pinged; `0` never pings.
     #[arg(long, env = "LIVECHAT_PING_INTERVAL", value_parser = parse_duration, default_value = "25s")]
     pub ping_interval: Duration,

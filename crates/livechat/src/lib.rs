@@ -34,7 +34,7 @@ use crate::outbound::QueueLimits;
 use crate::pacer::Pacer;
 use crate::rate::RateLimit;
 use crate::store::{HistoryStore, MemoryStore, Retention, SqliteStore, StoreError};
-use crate::transport::{Admission, AppState, OriginPolicy, Shared, TrustedProxies};
+use crate::transport::{Admission, AppState, OriginPolicy, Shared, TlsError, TrustedProxies};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -49,6 +49,8 @@ pub enum RunError {
     Origins(String),
     #[error("LIVECHAT_TRUSTED_PROXIES: {0}")]
     TrustedProxies(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot use Redis: {0}")]
@@ -74,6 +76,7 @@ pub struct Server {
     engine: Arc<dyn Engine>,
     connections: TaskTracker,
     keepalive: KeepaliveSettings,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     request_timeout: std::time::Duration,
     shutdown_timeout: std::time::Duration,
 }
@@ -90,6 +93,7 @@ impl Server {
         let trusted_proxies =
             TrustedProxies::parse(&config.trusted_proxies).map_err(RunError::TrustedProxies)?;
         let admission = Admission::new(config.max_connections, config.max_connections_per_ip);
+        let tls = transport::tls_acceptor(config.tls_cert.as_deref(), config.tls_key.as_deref())?;
         let rate_limit = config.rate_limit.map(|rate| {
             let limit = RateLimit::new(rate, config.rate_burst);
             (limit, limit.for_http())
@@ -119,6 +123,7 @@ impl Server {
             trusted_proxies,
             request_timeout: config.request_timeout,
             close_timeout: config.shutdown_timeout,
+            tls: tls.is_some(),
         });
         Ok(Self {
             state,
@@ -129,6 +134,7 @@ impl Server {
                 ping_interval: config.ping_interval,
                 pong_timeout: config.pong_timeout,
             },
+            tls,
             request_timeout: config.request_timeout,
             shutdown_timeout: config.shutdown_timeout,
         })
@@ -146,7 +152,7 @@ impl Server {
             closing_hub.close_all();
         });
         let app = transport::router(self.state);
-        transport::serve(listener, app, self.request_timeout, shutdown).await;
+        transport::serve(listener, app, self.tls, self.request_timeout, shutdown).await;
         sweep.abort();
         self.connections.close();
         if tokio::time::timeout(self.shutdown_timeout, self.connections.wait())

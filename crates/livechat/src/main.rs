@@ -28,6 +28,11 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         // Everything that can fail is checked before the port is taken and announced.
         let bind = config.bind.clone();
+        let scheme = if config.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let server = match Server::start(config).await {
             Ok(server) => server,
             Err(error) => {
@@ -44,7 +49,7 @@ fn main() -> ExitCode {
         };
         if let Ok(address) = listener.local_addr() {
             // Tests and scripts read this line to learn the port when started with port 0.
-            tracing::info!("listening on http://{address}");
+            tracing::info!("listening on {scheme}://{address}");
         }
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));

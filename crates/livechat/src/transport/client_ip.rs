@@ -74,8 +74,8 @@ impl TrustedProxies {
         client
     }
 
-    /// `scheme://host` as the browser reached the server.
-    pub fn public_origin(&self, peer: IpAddr, headers: &HeaderMap) -> Option<String> {
+    /// `scheme://host` as the browser reached the server (`tls`: it serves https itself).
+    pub fn public_origin(&self, peer: IpAddr, headers: &HeaderMap, tls: bool) -> Option<String> {
         let forwarded = |name: &str| {
             self.contains(peer)
                 .then(|| headers.get(name)?.to_str().ok())
@@ -83,7 +83,7 @@ impl TrustedProxies {
                 .and_then(|value| value.split(',').next())
                 .map(str::trim)
         };
-        let scheme = forwarded("x-forwarded-proto").unwrap_or("http");
+        let scheme = forwarded("x-forwarded-proto").unwrap_or(if tls { "https" } else { "http" });
         let host =
             forwarded("x-forwarded-host").or_else(|| headers.get(header::HOST)?.to_str().ok())?;
         Some(format!("{scheme}://{host}").to_ascii_lowercase())
@@ -174,10 +174,12 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "chat.example.com"),
         ]);
-        let origin = trusted.public_origin(ip("10.0.0.1"), &proxied);
+        let origin = trusted.public_origin(ip("10.0.0.1"), &proxied, false);
         assert_eq!(origin.as_deref(), Some("https://chat.example.com"));
-        let direct = trusted.public_origin(ip("192.0.2.1"), &proxied);
+        let direct = trusted.public_origin(ip("192.0.2.1"), &proxied, false);
         assert_eq!(direct.as_deref(), Some("http://10.0.0.5:8003"));
+        let tls = trusted.public_origin(ip("192.0.2.1"), &proxied, true);
+        assert_eq!(tls.as_deref(), Some("https://10.0.0.5:8003"));
         assert!(TrustedProxies::parse(&["10.0.0.0/33".into()]).is_err());
         assert!(TrustedProxies::parse(&["nope".into()]).is_err());
     }

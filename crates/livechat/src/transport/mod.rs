@@ -12,6 +12,7 @@ mod origin;
 mod page;
 mod serve;
 mod session;
+mod tls;
 mod upgrade;
 mod ws;
 
@@ -26,6 +27,7 @@ pub use client_ip::TrustedProxies;
 pub use error::ApiError;
 pub use origin::OriginPolicy;
 pub use serve::serve;
+pub use tls::{TlsError, acceptor as tls_acceptor};
 pub use upgrade::{Socket, Upgrade};
 
 use crate::auth::Auth;
@@ -55,6 +57,8 @@ pub struct Shared {
     pub request_timeout: std::time::Duration,
     /// How long a closing connection waits for its close frame to go out and be answered.
     pub close_timeout: std::time::Duration,
+    /// Served over TLS: the server's own origin is `https://`.
+    pub tls: bool,
 }
 
 impl AppState {

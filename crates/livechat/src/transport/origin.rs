@@ -75,7 +75,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     let own = peer(&parts).ok().and_then(|peer| {
         state
             .trusted_proxies
-            .public_origin(peer.ip(), &parts.headers)
+            .public_origin(peer.ip(), &parts.headers, state.tls)
     });
     let request = Request::from_parts(parts, body);
     if own.is_some_and(|own| own == lowered) {

@@ -1,6 +1,6 @@
 //! The accept loop: HTTP/1.1 on every accepted TCP connection (hyper), with upgrades for
-//! WebSockets. Each connection gets `TCP_NODELAY` and its peer address; a request whose headers
-//! have not all arrived within the request timeout is dropped. At the process's open-file limit
+//! WebSockets, over TLS when an acceptor is given. Each connection gets `TCP_NODELAY` and its peer
+//! address; a TLS handshake, or request headers, not done within the request timeout is dropped. At the process's open-file limit
 //! a pending connection is still answered (503) and closed, with a warning, instead of waiting
 //! unseen. On shutdown it stops accepting and lets requests in progress finish.
 
@@ -14,7 +14,9 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -27,10 +29,12 @@ Content-Length: 53\r\nConnection: close\r\n\r\n{\"error\": \"server at its open-
 
 static ACCEPT_WARNINGS: Throttle = Throttle::new(Duration::from_secs(60), 1);
 
-/// Serves `app` on `listener` until `shutdown`, then waits for requests in progress.
+/// Serves `app` on `listener` (over TLS with `tls`) until `shutdown`, then waits for requests in
+/// progress.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    tls: Option<TlsAcceptor>,
     request_timeout: Duration,
     shutdown: CancellationToken,
 ) {
@@ -62,27 +66,19 @@ pub async fn serve(
             // Without it, Nagle holds small writes until the client's delayed ACK (up to 40 ms).
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
-        let service = app
-            .clone()
-            .map_request(move |request: axum::http::Request<Incoming>| {
-                let mut request = request.map(axum::body::Body::new);
-                request
-                    .extensions_mut()
-                    .insert(ConnectInfo::<SocketAddr>(peer));
-                request
-            });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-            .with_upgrades();
-        let closing = shutdown.clone();
+        let (app, builder, closing, tls) =
+            (app.clone(), builder.clone(), shutdown.clone(), tls.clone());
         requests.spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
-                () = closing.cancelled() => {
-                    // Finish the request in progress, take no other.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+            let ended = match tls {
+                None => serve_connection(stream, peer, app, &builder, closing).await,
+                Some(tls) => {
+                    match tokio::time::timeout(request_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, peer, app, &builder, closing).await
+                        }
+                        Ok(Err(error)) => Err(format!("TLS handshake failed: {error}")),
+                        Err(_) => Err("TLS handshake timed out".to_owned()),
+                    }
                 }
             };
             if let Err(error) = ended {
@@ -93,6 +89,39 @@ pub async fn serve(
     drop(listener);
     requests.close();
     requests.wait().await;
+}
+
+/// HTTP/1.1 on one connection until it ends, is upgraded, or (on shutdown) has finished the
+/// request in progress.
+async fn serve_connection<Io>(
+    io: Io,
+    peer: SocketAddr,
+    app: Router,
+    builder: &http1::Builder,
+    closing: CancellationToken,
+) -> Result<(), String>
+where
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = app.map_request(move |request: axum::http::Request<Incoming>| {
+        let mut request = request.map(axum::body::Body::new);
+        request
+            .extensions_mut()
+            .insert(ConnectInfo::<SocketAddr>(peer));
+        request
+    });
+    let connection = builder
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = closing.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    ended.map_err(|error| error.to_string())
 }
 
 fn out_of_files(error: &io::Error) -> bool {

@@ -11,3 +11,4 @@ mod nodes;
 mod security;
 mod settings;
 mod support;
+mod tls;

@@ -115,7 +115,8 @@ impl Server {
         let addr = tokio::time::timeout(PATIENCE, async {
             while let Some(line) = lines.next_line().await.expect("read stderr") {
                 eprintln!("[livechat] {line}");
-                if let Some(rest) = line.split("listening on http://").nth(1) {
+                let listening = line.split("listening on http").nth(1);
+                if let Some(rest) = listening.and_then(|rest| rest.split("://").nth(1)) {
                     return rest.trim().parse::<SocketAddr>().expect("address");
                 }
             }
