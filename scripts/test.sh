@@ -20,6 +20,14 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   step "installing redis-server (Debian)"
   apt_install redis-server redis-tools
 fi
+if ! command -v nginx >/dev/null; then
+  step "installing nginx (Debian)"
+  apt_install nginx
+fi
+if ! command -v systemd-analyze >/dev/null; then
+  step "installing systemd-analyze (Debian)"
+  apt_install systemd
+fi
 
 step "Python test tools (PyPI, into target/pytools)"
 if [ ! -x target/pytools/bin/python ]; then
@@ -38,7 +46,14 @@ step "unit and end-to-end tests, embedded engine (cargo test)"
 cargo test --workspace
 
 step "the end-to-end contract tests again, on the Redis engine"
-LIVECHAT_TEST_ENGINE=redis cargo test -p livechat --test e2e -- --skip nodes::
+LIVECHAT_TEST_ENGINE=redis cargo test -p livechat --test e2e -- --skip nodes:: --skip proxy::
+
+step "the systemd unit (systemd-analyze verify, with the unit pointing at the built binary)"
+unit_dir=$(mktemp -d)
+sed "s|/usr/local/bin/livechat|$PWD/target/debug/livechat|" deploy/systemd/livechat.service \
+  > "$unit_dir/livechat.service"
+systemd-analyze verify "$unit_dir/livechat.service"
+rm -rf "$unit_dir"
 
 step "the README's run command, exactly as written (cargo run --release)"
 "$PYTHON" tests/run_command/check.py

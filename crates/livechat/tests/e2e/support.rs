@@ -1,9 +1,11 @@
 //! Test support: the real `livechat` binary on a free port with its own data directory, real
 //! WebSocket clients over TCP, and a minimal HTTP/1.1 client.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -27,7 +29,11 @@ pub struct Server {
     _temp: Option<tempfile::TempDir>,
     /// The Redis this server uses, when the suite runs on the Redis engine.
     pub redis: Option<RedisServer>,
+    /// Its latest log lines (the newest `LOG_LINES_KEPT`).
+    log: Arc<Mutex<VecDeque<String>>>,
 }
+
+const LOG_LINES_KEPT: usize = 2000;
 
 /// Which engine the contract tests run on: `LIVECHAT_TEST_ENGINE=redis` for the Redis engine
 /// (each server then gets a Redis of its own), anything else for the embedded one.
@@ -125,9 +131,16 @@ impl Server {
         .await
         .expect("livechat did not start listening in time");
         // Keep draining the log so the server never blocks on a full pipe; it shows on failure.
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let kept = log.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 eprintln!("[livechat {addr}] {line}");
+                let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+                if kept.len() == LOG_LINES_KEPT {
+                    kept.pop_front();
+                }
+                kept.push_back(line);
             }
         });
         Server {
@@ -138,6 +151,7 @@ impl Server {
             args,
             _temp: None,
             redis: None,
+            log,
         }
     }
 
@@ -177,6 +191,13 @@ impl Server {
         again._temp = self._temp.take();
         again.redis = self.redis.take();
         *self = again;
+    }
+
+    /// Whether a log line the server wrote since it started contains all of `parts`.
+    pub fn logged(&self, parts: &[&str]) -> bool {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter()
+            .any(|line| parts.iter().all(|part| line.contains(part)))
     }
 
     /// The server's process id.
