@@ -11,9 +11,9 @@ step() { printf '\n==> %s\n' "$*"; }
 # Debian packages the tests use, installed only when missing.
 apt_install() {
   if [ "$(id -u)" -eq 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
   else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
   fi
 }
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
@@ -23,6 +23,10 @@ fi
 if ! command -v nginx >/dev/null; then
   step "installing nginx (Debian)"
   apt_install nginx
+fi
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  step "installing prometheus and promtool (Debian)"
+  apt_install prometheus
 fi
 if ! command -v systemd-analyze >/dev/null; then
   step "installing systemd-analyze (Debian)"
@@ -46,7 +50,7 @@ step "unit and end-to-end tests, embedded engine (cargo test)"
 cargo test --workspace
 
 step "the end-to-end contract tests again, on the Redis engine"
-LIVECHAT_TEST_ENGINE=redis cargo test -p livechat --test e2e -- --skip nodes:: --skip proxy::
+LIVECHAT_TEST_ENGINE=redis cargo test -p livechat --test e2e -- --skip nodes:: --skip proxy:: --skip metrics::
 
 step "the systemd unit (systemd-analyze verify, with the unit pointing at the built binary)"
 unit_dir=$(mktemp -d)

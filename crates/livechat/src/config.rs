@@ -164,6 +164,11 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
 
+    /// Serve `GET /metrics` on this address (host:port) instead of the main port, so that it need
+    /// not be public; unset: on the main port.
+    #[arg(long, env = "LIVECHAT_METRICS_BIND", value_parser = parse_bind)]
+    pub metrics_bind: Option<String>,
+
     /// PEM certificate chain (leaf first): with `--tls-key`, serve https:// and wss:// directly.
     #[arg(long, env = "LIVECHAT_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,

@@ -27,6 +27,8 @@ pub struct Hub {
     observer: Option<Arc<dyn RoomObserver>>,
     pacer: Arc<Pacer>,
     shutting_down: AtomicBool,
+    /// Messages handed to members, counted per room batch.
+    deliveries: metrics::Counter,
 }
 
 /// Told, under the room's lock (so in order), when a room gets its first local member and when
@@ -64,6 +66,7 @@ impl Hub {
         queue_limits: QueueLimits,
         observer: Option<Arc<dyn RoomObserver>>,
         pacer: Arc<Pacer>,
+        deliveries: metrics::Counter,
     ) -> Arc<Self> {
         Arc::new(Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -73,7 +76,16 @@ impl Hub {
             observer,
             pacer,
             shutting_down: AtomicBool::new(false),
+            deliveries,
         })
+    }
+
+    /// How many rooms have local members.
+    pub fn room_count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
     }
 
     /// Rooms with local members, and how many each has.
@@ -200,6 +212,8 @@ impl Hub {
                 lost.push(member.id);
             }
         }
+        let reached = room.members.len() - lost.len();
+        self.deliveries.increment((reached * batch.len()) as u64);
         if !lost.is_empty() {
             room.remove_where(|member| lost.contains(&member.id));
             if room.members.is_empty() {
@@ -242,6 +256,7 @@ mod tests {
             QueueLimits::new(queue_capacity, 1 << 20),
             None,
             Pacer::new(Duration::ZERO),
+            metrics::Counter::noop(),
         )
     }
 

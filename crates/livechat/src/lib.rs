@@ -10,6 +10,7 @@ pub mod engine;
 pub mod hub;
 pub mod keepalive;
 pub mod message;
+pub mod metrics;
 pub mod outbound;
 pub mod pacer;
 pub mod rate;
@@ -30,6 +31,7 @@ use crate::config::{Config, StoreKind};
 use crate::engine::{EmbeddedEngine, Engine, RedisEngine, RedisSettings, RoomRegistry};
 use crate::hub::Hub;
 use crate::keepalive::KeepaliveSettings;
+use crate::metrics::Metrics;
 use crate::outbound::QueueLimits;
 use crate::pacer::Pacer;
 use crate::rate::RateLimit;
@@ -51,6 +53,11 @@ pub enum RunError {
     TrustedProxies(String),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("cannot listen for metrics on {bind}: {source}")]
+    MetricsBind {
+        bind: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot use Redis: {0}")]
@@ -77,6 +84,8 @@ pub struct Server {
     connections: TaskTracker,
     keepalive: KeepaliveSettings,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `GET /metrics` on an address of its own, bound before the server is announced.
+    metrics_listener: Option<TcpListener>,
     request_timeout: std::time::Duration,
     shutdown_timeout: std::time::Duration,
 }
@@ -98,9 +107,19 @@ impl Server {
             let limit = RateLimit::new(rate, config.rate_burst);
             (limit, limit.for_http())
         });
+        let metrics = Metrics::new();
+        let metrics_listener = match &config.metrics_bind {
+            Some(bind) => Some(TcpListener::bind(bind.as_str()).await.map_err(|source| {
+                RunError::MetricsBind {
+                    bind: bind.clone(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
         let (hub, engine) = match config.redis_urls() {
-            Some(urls) => start_redis(&config, urls, retention).await?,
-            None => start_embedded(&config, retention)?,
+            Some(urls) => start_redis(&config, urls, retention, &metrics).await?,
+            None => start_embedded(&config, retention, &metrics)?,
         };
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
@@ -124,6 +143,8 @@ impl Server {
             request_timeout: config.request_timeout,
             close_timeout: config.shutdown_timeout,
             tls: tls.is_some(),
+            metrics: metrics.clone(),
+            metrics_here: config.metrics_bind.is_none(),
         });
         Ok(Self {
             state,
@@ -135,6 +156,7 @@ impl Server {
                 pong_timeout: config.pong_timeout,
             },
             tls,
+            metrics_listener,
             request_timeout: config.request_timeout,
             shutdown_timeout: config.shutdown_timeout,
         })
@@ -151,6 +173,20 @@ impl Server {
             signal.cancelled().await;
             closing_hub.close_all();
         });
+        if let Some(listener) = self.metrics_listener {
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!("metrics on http://{address}/metrics");
+            }
+            let app = transport::metrics_router().with_state(self.state.clone());
+            let timeout = self.request_timeout;
+            tokio::spawn(transport::serve(
+                listener,
+                app,
+                None,
+                timeout,
+                shutdown.clone(),
+            ));
+        }
         let app = transport::router(self.state);
         transport::serve(listener, app, self.tls, self.request_timeout, shutdown).await;
         sweep.abort();
@@ -192,8 +228,17 @@ fn queue_limits(config: &Config) -> QueueLimits {
     QueueLimits::new(config.outbound_queue, config.outbound_bytes)
 }
 
-fn start_embedded(config: &Config, retention: Retention) -> Result<Parts, RunError> {
-    let hub = Hub::new(queue_limits(config), None, start_pacer(config));
+fn start_embedded(
+    config: &Config,
+    retention: Retention,
+    metrics: &Arc<Metrics>,
+) -> Result<Parts, RunError> {
+    let hub = Hub::new(
+        queue_limits(config),
+        None,
+        start_pacer(config),
+        metrics.deliveries.clone(),
+    );
     let store: Arc<dyn HistoryStore> = match config.store {
         StoreKind::Sqlite => Arc::new(SqliteStore::open(
             &config.data_dir,
@@ -203,7 +248,7 @@ fn start_embedded(config: &Config, retention: Retention) -> Result<Parts, RunErr
         StoreKind::Memory => Arc::new(MemoryStore::new(retention)),
     };
     tracing::info!(store = ?config.store, data_dir = %config.data_dir.display(), "embedded engine");
-    let engine = EmbeddedEngine::start(store, hub.clone(), retention);
+    let engine = EmbeddedEngine::start(store, hub.clone(), retention, metrics.clone());
     Ok((hub, Arc::new(engine)))
 }
 
@@ -211,12 +256,14 @@ async fn start_redis(
     config: &Config,
     urls: Vec<String>,
     retention: Retention,
+    metrics: &Arc<Metrics>,
 ) -> Result<Parts, RunError> {
     let (registry, commands) = RoomRegistry::new(config.redis_timeout);
     let hub = Hub::new(
         queue_limits(config),
         Some(registry.clone()),
         start_pacer(config),
+        metrics.deliveries.clone(),
     );
     let node_id = config.node_id.clone().unwrap_or_else(random_node_id);
     let shown: Vec<String> = urls.iter().map(|url| redact_url(url)).collect();
@@ -229,6 +276,7 @@ async fn start_redis(
         node_id,
         node_ttl: config.node_ttl,
         retention,
+        metrics: metrics.clone(),
     };
     let engine = RedisEngine::start(settings, hub.clone(), registry, commands).await?;
     Ok((hub, Arc::new(engine)))

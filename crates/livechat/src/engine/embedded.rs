@@ -16,6 +16,7 @@ use super::queue::{Answer, QueueReceiver, QueueSender, queue};
 use super::{Accepted, Engine, EngineError, Receipt, RoomCount};
 use crate::hub::Hub;
 use crate::message::Draft;
+use crate::metrics::Metrics;
 use crate::room::RoomName;
 use crate::store::{HistoryQuery, HistoryStore, Page, Retention, now_ms};
 
@@ -40,7 +41,12 @@ pub struct EmbeddedEngine {
 
 impl EmbeddedEngine {
     /// Starts the writer thread (and, with a maximum age, the pruning timer; needs a tokio runtime).
-    pub fn start(store: Arc<dyn HistoryStore>, hub: Arc<Hub>, retention: Retention) -> Self {
+    pub fn start(
+        store: Arc<dyn HistoryStore>,
+        hub: Arc<Hub>,
+        retention: Retention,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let (jobs, queued) = queue();
         let failure = Arc::new(Mutex::new(None));
         let writer = Writer {
@@ -48,6 +54,7 @@ impl EmbeddedEngine {
             hub: hub.clone(),
             failure: failure.clone(),
             max_age: retention.max_age,
+            metrics,
         };
         let writer = std::thread::Builder::new()
             .name("history-writer".into())
@@ -140,6 +147,7 @@ struct Writer {
     hub: Arc<Hub>,
     failure: Arc<Mutex<Option<String>>>,
     max_age: Option<Duration>,
+    metrics: Arc<Metrics>,
 }
 
 impl Writer {
@@ -158,7 +166,14 @@ impl Writer {
     }
 
     fn commit(&self, drafts: Vec<Draft>, answers: Vec<Answer>) {
-        match self.store.append(drafts) {
+        let started = std::time::Instant::now();
+        let count = drafts.len();
+        let appended = self.store.append(drafts);
+        self.metrics
+            .store_commit_seconds
+            .record(started.elapsed().as_secs_f64());
+        self.metrics.store_batch_messages.record(count as f64);
+        match appended {
             Ok(stored) => {
                 self.set_failure(None);
                 self.hub.deliver(&stored);

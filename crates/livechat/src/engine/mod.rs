@@ -72,6 +72,18 @@ pub enum EngineError {
     Overloaded,
 }
 
+impl EngineError {
+    /// How metrics name this refusal.
+    pub fn metric(&self) -> crate::metrics::PublishError {
+        use crate::metrics::PublishError;
+        match self {
+            Self::Unavailable(_) => PublishError::StoreUnavailable,
+            Self::Stopped => PublishError::ShuttingDown,
+            Self::Overloaded => PublishError::Overloaded,
+        }
+    }
+}
+
 /// Resolves when a published message has been stored (or could not be).
 pub struct Receipt(oneshot::Receiver<Result<Accepted, EngineError>>);
 

@@ -16,6 +16,7 @@ use super::client_ip::ClientIp;
 use super::{ApiError, AppState, caller};
 use crate::auth::Identity;
 use crate::message::{BadPublish, Draft, Publish, StoredMessage};
+use crate::metrics::PublishError;
 use crate::room::RoomName;
 use crate::store::{HistoryQuery, Page};
 
@@ -64,20 +65,27 @@ pub async fn send(
     let message = publish.message.ok_or(BadPublish::MissingMessage)?;
     let room = room_or_default(&state, publish.room.or(params.room).as_deref())?;
     identity.check_room(&room)?;
-    identity.check_publish()?;
-    check_rate(&state, &identity, client_ip)?;
+    let metrics = &state.metrics;
+    identity
+        .check_publish()
+        .inspect_err(|_| metrics.publish_error(PublishError::Forbidden))?;
+    check_rate(&state, &identity, client_ip)
+        .inspect_err(|_| metrics.publish_error(PublishError::RateLimited))?;
     let user = match identity.is_server {
         true => publish.user.map(Arc::new),
         false => identity.user,
     };
+    let draft = Draft {
+        room: room.clone(),
+        message,
+        user,
+    };
     let accepted = state
         .engine
-        .publish(Draft {
-            room: room.clone(),
-            message,
-            user,
-        })
-        .await?;
+        .publish(draft)
+        .await
+        .inspect_err(|error| metrics.publish_error(error.metric()))?;
+    metrics.published(true);
     Ok(Json(SendAnswer {
         message: "Message sent!",
         room,
@@ -160,6 +168,19 @@ pub async fn rooms(
     let mut rooms = state.engine.rooms().await?;
     rooms.retain(|count| identity.may_enter(&count.room));
     Ok(Json(json!({ "rooms": rooms })).into_response())
+}
+
+/// `GET /metrics`: Prometheus' text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.metrics.render(state.hub.room_count());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// `GET /healthz`: the process is alive and serving.

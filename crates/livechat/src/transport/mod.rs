@@ -19,6 +19,7 @@ mod ws;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::State;
 use axum::routing::{get, post};
 use tokio_util::task::TaskTracker;
 
@@ -33,6 +34,7 @@ pub use upgrade::{Socket, Upgrade};
 use crate::auth::Auth;
 use crate::engine::Engine;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::rate::{HttpLimiter, RateLimit};
 use crate::room::RoomName;
 
@@ -59,6 +61,9 @@ pub struct Shared {
     pub close_timeout: std::time::Duration,
     /// Served over TLS: the server's own origin is `https://`.
     pub tls: bool,
+    pub metrics: Arc<Metrics>,
+    /// `GET /metrics` on this port (false: it has an address of its own).
+    pub metrics_here: bool,
 }
 
 impl AppState {
@@ -76,8 +81,13 @@ impl std::ops::Deref for AppState {
 }
 
 /// Every API route, with and without the trailing slash, as existing clients may use either;
-/// and the chat page.
+/// the chat page; and `/metrics` unless it is served on an address of its own.
 pub fn router(state: AppState) -> Router {
+    let metrics = if state.metrics_here {
+        metrics_router()
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/ws/chat/{room}/", get(ws::connect))
         .route("/ws/chat/{room}", get(ws::connect))
@@ -90,35 +100,51 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .merge(page::routes())
+        .merge(metrics)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             origin::guard,
         ))
-        .layer(axum::middleware::from_fn(access_log))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access_log,
+        ))
         .with_state(state)
 }
 
-/// One debug line per request: method, path (never the query, which may hold a token), status,
-/// time to the answer. Nothing is measured unless debug lines are on.
+/// `GET /metrics` alone, for its own address (`LIVECHAT_METRICS_BIND`) or the main port.
+pub fn metrics_router() -> Router<AppState> {
+    Router::new().route("/metrics", get(http::metrics))
+}
+
+/// Counts every request by route pattern and status; at debug level, one line per request:
+/// method, path (never the query, which may hold a token), status, time to the answer.
 async fn access_log(
+    State(state): State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    if !tracing::enabled!(tracing::Level::DEBUG) {
-        return next.run(request).await;
-    }
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let debug = tracing::enabled!(tracing::Level::DEBUG);
+    let (method, path) = match debug {
+        true => (
+            Some(request.method().clone()),
+            request.uri().path().to_owned(),
+        ),
+        false => (None, String::new()),
+    };
     let started = std::time::Instant::now();
     let response = next.run(request).await;
-    tracing::debug!(
-        %method,
-        path,
-        status = response.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
+    let status = response.status().as_u16();
+    state.metrics.http_request(&route, status);
+    if let Some(method) = method {
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::debug!(%method, path, status, ms, "request");
+    }
     response
 }

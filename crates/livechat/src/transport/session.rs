@@ -9,6 +9,7 @@ use bytes::Bytes;
 use crate::auth::{Auth, Identity};
 use crate::keepalive::Liveness;
 use crate::message::{Author, BadPublish, Draft, Publish, error_frame};
+use crate::metrics::PublishError;
 use crate::rate::{ConnectionLimiter, Verdict};
 use crate::room::RoomName;
 use crate::websocket::CloseCode;
@@ -21,6 +22,8 @@ pub enum Action {
     Publish(Draft),
     /// Answer the client alone.
     Reply(Bytes),
+    /// A publish refused (read-only, rate limited): the answer, and the reason for the metrics.
+    Refuse(PublishError, Bytes),
     Close((CloseCode, &'static str)),
     /// Done (a token refreshed).
     Nothing,
@@ -68,13 +71,15 @@ impl Session {
             return Action::Reply(error_frame(&BadPublish::MissingMessage.to_string()));
         };
         if !self.can_publish {
-            return Action::Reply(error_frame(&crate::auth::AuthError::ReadOnly.to_string()));
+            let refusal = error_frame(&crate::auth::AuthError::ReadOnly.to_string());
+            return Action::Refuse(PublishError::Forbidden, refusal);
         }
         if let Some(limiter) = &mut self.limiter {
             match limiter.check() {
                 Verdict::Allowed => {}
                 Verdict::Limited { retry_after_ms } => {
-                    return Action::Reply(rate_limited_frame(retry_after_ms));
+                    let refusal = rate_limited_frame(retry_after_ms);
+                    return Action::Refuse(PublishError::RateLimited, refusal);
                 }
                 Verdict::Abusive => return Action::Close(RATE_ABUSE),
             }

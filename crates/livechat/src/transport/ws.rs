@@ -21,12 +21,13 @@ use serde::Deserialize;
 
 use super::admission::Permit;
 use super::client_ip::ClientIp;
-use super::session::{Action, Session};
+use super::session::{Action, RATE_ABUSE, Session};
 use super::upgrade::{PendingSocket, Socket, Upgrade};
 use super::{ApiError, AppState, caller};
 use crate::engine::Receipt;
 use crate::hub::Subscription;
 use crate::message::error_frame;
+use crate::metrics::CloseReason;
 use crate::outbound::Closed;
 use crate::room::RoomName;
 use crate::throttle::Throttle;
@@ -168,7 +169,11 @@ impl Connection {
                 return;
             }
         };
+        let metrics = self.state.metrics.clone();
+        metrics.connections.increment(1.0);
         let end = poll_fn(|cx| self.poll_turn(&mut socket, cx)).await;
+        metrics.connections.decrement(1.0);
+        metrics.closed(end.metric());
         let Connection {
             room,
             subscription,
@@ -222,10 +227,14 @@ impl Connection {
                 };
                 self.in_flight_bytes -= *bytes;
                 self.receipts.pop_front();
-                if let Err(error) = answer
-                    && let Some(end) = self.reply(socket, error_frame(&error.to_string()))
-                {
-                    return Poll::Ready(end);
+                match answer {
+                    Ok(_) => self.state.metrics.published(false),
+                    Err(error) => {
+                        self.state.metrics.publish_error(error.metric());
+                        if let Some(end) = self.reply(socket, error_frame(&error.to_string())) {
+                            return Poll::Ready(end);
+                        }
+                    }
                 }
                 progress = true;
             }
@@ -273,6 +282,10 @@ impl Connection {
                         return None;
                     }
                     Action::Reply(reply) => reply,
+                    Action::Refuse(reason, reply) => {
+                        self.state.metrics.publish_error(reason);
+                        reply
+                    }
                     Action::Close(close) => return Some(End::Close(close)),
                     Action::Nothing => return None,
                 }
@@ -297,6 +310,22 @@ impl Connection {
         }
         socket.queue(frame);
         None
+    }
+}
+
+impl End {
+    /// How metrics name it.
+    fn metric(&self) -> CloseReason {
+        match self {
+            End::ClientGone => CloseReason::ClientGone,
+            End::ClientClosed(_) => CloseReason::Client,
+            End::ProtocolError(_) => CloseReason::Protocol,
+            End::Abandon(_) => CloseReason::Timeout,
+            End::Close(close) if *close == SLOW_CONSUMER => CloseReason::SlowConsumer,
+            End::Close(close) if *close == TOKEN_EXPIRED => CloseReason::Auth,
+            End::Close(close) if *close == RATE_ABUSE => CloseReason::RateLimit,
+            End::Close(_) => CloseReason::Shutdown,
+        }
     }
 }
 

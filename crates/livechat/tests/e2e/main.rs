@@ -7,6 +7,7 @@ mod compat;
 mod edge;
 mod faults;
 mod history;
+mod metrics;
 mod nginx;
 mod nodes;
 mod proxy;

@@ -40,6 +40,7 @@ use super::queue::{QueueSender, queue};
 use super::{Engine, EngineError, Receipt, RoomCount};
 use crate::hub::Hub;
 use crate::message::Draft;
+use crate::metrics::Metrics;
 use crate::room::RoomName;
 use crate::store::{HistoryQuery, Page, Retention};
 
@@ -51,6 +52,7 @@ pub struct RedisSettings {
     pub node_id: String,
     pub node_ttl: Duration,
     pub retention: Retention,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct RedisEngine {
@@ -77,7 +79,7 @@ impl RedisEngine {
         let connection =
             Connection::open(&settings.urls, settings.cluster, settings.timeout, pushes).await?;
         let keys = Keys::new(&settings.prefix);
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Health::new(&settings.metrics));
         let stop = CancellationToken::new();
         let (jobs, queued) = queue();
         let publisher = Publisher {
@@ -87,6 +89,7 @@ impl RedisEngine {
             max_age: settings.retention.max_age,
             max_bytes: settings.retention.max_bytes,
             health: health.clone(),
+            metrics: settings.metrics.clone(),
         };
         let subscriber = Subscriber {
             connection: connection.clone(),
@@ -178,12 +181,26 @@ fn unavailable(error: RedisError) -> EngineError {
 }
 
 /// Whether Redis is usable, as the last command (or a disconnection notice) showed.
-#[derive(Default)]
 pub struct Health {
     problem: Mutex<Option<String>>,
+    errors: metrics::Counter,
+    reconnects: metrics::Counter,
 }
 
 impl Health {
+    fn new(metrics: &Metrics) -> Self {
+        Self {
+            problem: Mutex::default(),
+            errors: metrics.redis_errors.clone(),
+            reconnects: metrics.redis_reconnects.clone(),
+        }
+    }
+
+    /// The connection is back and every subscription caught up.
+    pub fn reconnected(&self) {
+        self.reconnects.increment(1);
+    }
+
     fn set(&self, problem: Option<String>) {
         *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
     }
@@ -193,10 +210,12 @@ impl Health {
     }
 
     pub fn failed(&self, error: &RedisError) {
+        self.errors.increment(1);
         self.set(Some(format!("Redis: {error}")));
     }
 
     pub fn disconnected(&self) {
+        self.errors.increment(1);
         self.set(Some("Redis: connection lost".into()));
     }
 

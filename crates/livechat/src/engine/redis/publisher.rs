@@ -65,6 +65,7 @@ pub struct Publisher {
     pub max_age: Option<Duration>,
     pub max_bytes: u64,
     pub health: std::sync::Arc<Health>,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Publisher {
@@ -108,7 +109,13 @@ impl Publisher {
         }
         let sent = by_room.into_values().map(|(pipeline, answers)| async move {
             let mut connection = self.connection.clone();
+            let started = std::time::Instant::now();
             let stored: RedisResult<Vec<(u64, u64)>> = pipeline.query_async(&mut connection).await;
+            let metrics = &self.metrics;
+            metrics
+                .store_commit_seconds
+                .record(started.elapsed().as_secs_f64());
+            metrics.store_batch_messages.record(answers.len() as f64);
             (stored, answers)
         });
         for (stored, answers) in join_all(sent).await {

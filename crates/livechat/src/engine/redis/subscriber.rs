@@ -276,6 +276,7 @@ impl Subscriber {
         }
         if complete {
             tracing::info!("Redis connection back; subscriptions caught up");
+            self.health.reconnected();
         }
         complete
     }

@@ -1,0 +1,236 @@
+//! Prometheus metrics (`GET /metrics`, text format), with `metrics` and
+//! `metrics-exporter-prometheus`: its output is Prometheus' own text format, which `promtool check
+//! metrics` accepts as is (prometheus-client writes OpenMetrics, whose `_total` names promtool's
+//! linter flags). Every series is a handle registered once on a recorder this server owns (no
+//! global recorder, no lookup by name when counting): counting is an atomic add, and the fan-out
+//! counts per delivered batch, not per frame.
+
+use std::sync::Arc;
+
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+const COMMIT_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 4096.0,
+];
+
+/// Why a publish was refused.
+#[derive(Debug, Clone, Copy)]
+pub enum PublishError {
+    StoreUnavailable,
+    Overloaded,
+    ShuttingDown,
+    RateLimited,
+    Forbidden,
+}
+
+/// Why the server closed (or lost) a WebSocket connection.
+#[derive(Debug, Clone, Copy)]
+pub enum CloseReason {
+    /// The client sent a close frame.
+    Client,
+    /// The connection ended without a close frame.
+    ClientGone,
+    Protocol,
+    SlowConsumer,
+    Shutdown,
+    RateLimit,
+    /// The token expired.
+    Auth,
+    /// No answer to a ping.
+    Timeout,
+}
+
+/// Label values, in the order of `PublishError`.
+const PUBLISH_ERRORS: [&str; 5] = [
+    "store_unavailable",
+    "overloaded",
+    "shutting_down",
+    "rate_limited",
+    "forbidden",
+];
+
+/// Label values, in the order of `CloseReason`.
+const CLOSE_REASONS: [&str; 8] = [
+    "client",
+    "client_gone",
+    "protocol",
+    "slow_consumer",
+    "shutdown",
+    "rate_limit",
+    "auth",
+    "timeout",
+];
+
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    pub connections: Gauge,
+    pub rooms: Gauge,
+    published_ws: Counter,
+    published_http: Counter,
+    pub deliveries: Counter,
+    publish_errors: Vec<Counter>,
+    closes: Vec<Counter>,
+    pub store_commit_seconds: Histogram,
+    pub store_batch_messages: Histogram,
+    pub redis_errors: Counter,
+    pub redis_reconnects: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("livechat_store_commit_seconds".into()),
+                COMMIT_BUCKETS,
+            )
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full("livechat_store_batch_messages".into()),
+                    BATCH_BUCKETS,
+                )
+            })
+            .map(PrometheusBuilder::build_recorder)
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        let describe =
+            |name: &'static str, unit: Option<Unit>, help: &'static str| (name, unit, help);
+        let descriptions = [
+            describe("livechat_connections", None, "Open WebSocket connections."),
+            describe("livechat_rooms", None, "Rooms with members on this node."),
+            describe(
+                "livechat_messages_published_total",
+                None,
+                "Messages stored, by transport.",
+            ),
+            describe(
+                "livechat_deliveries_total",
+                None,
+                "Messages handed to WebSocket clients.",
+            ),
+            describe(
+                "livechat_publish_errors_total",
+                None,
+                "Publishes refused, by reason.",
+            ),
+            describe(
+                "livechat_connections_closed_total",
+                None,
+                "WebSocket connections ended, by reason.",
+            ),
+            describe(
+                "livechat_store_commit_seconds",
+                Some(Unit::Seconds),
+                "Time to store one batch.",
+            ),
+            describe(
+                "livechat_store_batch_messages",
+                None,
+                "Messages stored per batch.",
+            ),
+            describe(
+                "livechat_redis_errors_total",
+                None,
+                "Redis commands or connections that failed.",
+            ),
+            describe(
+                "livechat_redis_reconnects_total",
+                None,
+                "Times the Redis connection came back.",
+            ),
+            describe(
+                "livechat_http_requests_total",
+                None,
+                "HTTP requests, by route and status.",
+            ),
+        ];
+        for (name, unit, help) in descriptions {
+            if name.ends_with("_seconds") || name.ends_with("_messages") {
+                recorder.describe_histogram(name.into(), unit, help.into());
+            } else if name == "livechat_connections" || name == "livechat_rooms" {
+                recorder.describe_gauge(name.into(), unit, help.into());
+            } else {
+                recorder.describe_counter(name.into(), unit, help.into());
+            }
+        }
+        let metadata = Metadata::new(module_path!(), metrics::Level::INFO, None);
+        let counter = |name: &'static str, labels: Vec<Label>| {
+            recorder.register_counter(&Key::from_parts(name, labels), &metadata)
+        };
+        let labelled = |name: &'static str, label: &'static str, value: &'static str| {
+            counter(name, vec![Label::new(label, value)])
+        };
+        let metrics = Self {
+            handle: recorder.handle(),
+            connections: recorder
+                .register_gauge(&Key::from_static_name("livechat_connections"), &metadata),
+            rooms: recorder.register_gauge(&Key::from_static_name("livechat_rooms"), &metadata),
+            published_ws: labelled("livechat_messages_published_total", "transport", "ws"),
+            published_http: labelled("livechat_messages_published_total", "transport", "http"),
+            deliveries: counter("livechat_deliveries_total", Vec::new()),
+            publish_errors: PUBLISH_ERRORS
+                .iter()
+                .map(|reason| labelled("livechat_publish_errors_total", "reason", reason))
+                .collect(),
+            closes: CLOSE_REASONS
+                .iter()
+                .map(|reason| labelled("livechat_connections_closed_total", "reason", reason))
+                .collect(),
+            store_commit_seconds: recorder.register_histogram(
+                &Key::from_static_name("livechat_store_commit_seconds"),
+                &metadata,
+            ),
+            store_batch_messages: recorder.register_histogram(
+                &Key::from_static_name("livechat_store_batch_messages"),
+                &metadata,
+            ),
+            redis_errors: counter("livechat_redis_errors_total", Vec::new()),
+            redis_reconnects: counter("livechat_redis_reconnects_total", Vec::new()),
+            recorder,
+        };
+        Arc::new(metrics)
+    }
+
+    pub fn published(&self, over_http: bool) {
+        match over_http {
+            true => self.published_http.increment(1),
+            false => self.published_ws.increment(1),
+        }
+    }
+
+    pub fn publish_error(&self, error: PublishError) {
+        self.publish_errors[error as usize].increment(1);
+    }
+
+    pub fn closed(&self, reason: CloseReason) {
+        self.closes[reason as usize].increment(1);
+    }
+
+    /// One HTTP request answered; `route` is the route's pattern, never the path itself (rooms
+    /// would make a series each).
+    pub fn http_request(&self, route: &str, status: u16) {
+        let labels = vec![
+            Label::new("route", route.to_owned()),
+            Label::new("status", status.to_string()),
+        ];
+        let metadata = Metadata::new(module_path!(), metrics::Level::INFO, None);
+        self.recorder
+            .register_counter(
+                &Key::from_parts("livechat_http_requests_total", labels),
+                &metadata,
+            )
+            .increment(1);
+    }
+
+    /// The text exposition; `rooms` is read now, the rest is counted as it happens.
+    pub fn render(&self, rooms: usize) -> String {
+        self.rooms.set(rooms as f64);
+        self.handle.run_upkeep();
+        self.handle.render()
+    }
+}
