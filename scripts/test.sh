@@ -59,6 +59,9 @@ sed "s|/usr/local/bin/livechat|$PWD/target/debug/livechat|" deploy/systemd/livec
 systemd-analyze verify "$unit_dir/livechat.service"
 rm -rf "$unit_dir"
 
+step "the WebSocket frames against docs/asyncapi.yaml"
+"$PYTHON" tests/asyncapi/check.py target/debug/livechat
+
 step "the README's run command, exactly as written (cargo run --release)"
 "$PYTHON" tests/run_command/check.py
 

@@ -1,0 +1,89 @@
+"""Keeps docs/asyncapi.yaml true: runs the server, has WebSocket clients provoke every frame the
+document lists (plain and meta messages, errors, rate-limit refusals), and checks each frame
+against the document's schemas, and that every frame seen is one the document describes.
+Usage: python tests/asyncapi/check.py BINARY   (from the repository root)"""
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import jsonschema
+import websockets
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def schemas() -> dict:
+    document = yaml.safe_load((ROOT / "docs/asyncapi.yaml").read_text())
+    assert document["asyncapi"].startswith("3."), document["asyncapi"]
+    return {name: message["payload"] for name, message in document["components"]["messages"].items()}
+
+
+def start(binary: str, data_dir: str) -> tuple[subprocess.Popen, str]:
+    server = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1:0", "--data-dir", data_dir, "--rate-limit", "1/m",
+         "--rate-burst", "2"],
+        stderr=subprocess.PIPE, text=True)
+    for line in server.stderr:
+        match = re.search(r"listening on http://(\S+)", line)
+        if match:
+            return server, match.group(1)
+    sys.exit("the server did not start")
+
+
+async def frames(address: str) -> list[tuple[str, dict]]:
+    """(what the client was sent, the frame) for each frame the scenario produces."""
+    seen = []
+    url = f"ws://{address}/ws/chat/documented/"
+    async with websockets.connect(url) as plain, \
+            websockets.connect(url + "?meta=1&name=Dana") as meta:
+        await meta.send(json.dumps({"message": {"any": ["json", 1]}}))
+        seen.append(("message", json.loads(await plain.recv())))
+        seen.append(("messageWithMeta", json.loads(await meta.recv())))
+        await plain.send("not json")
+        seen.append(("error", json.loads(await plain.recv())))
+        await plain.send(json.dumps({"message": "second"}))
+        seen.append(("message", json.loads(await plain.recv())))
+        seen.append(("messageWithMeta", json.loads(await meta.recv())))
+        await plain.send(json.dumps({"message": "third"}))
+        seen.append(("message", json.loads(await plain.recv())))
+        # This connection's burst (2) is spent: the next publish is refused.
+        await plain.send(json.dumps({"message": "fourth"}))
+        seen.append(("rateLimited", json.loads(await plain.recv())))
+    return seen
+
+
+def main() -> None:
+    documented = schemas()
+    with tempfile.TemporaryDirectory() as data_dir:
+        server, address = start(sys.argv[1], data_dir)
+        try:
+            seen = asyncio.run(asyncio.wait_for(frames(address), 30))
+        finally:
+            server.terminate()
+            server.wait()
+    receivable = ["message", "messageWithMeta", "error", "rateLimited"]
+    failed = 0
+    for expected, frame in seen:
+        try:
+            jsonschema.validate(frame, documented[expected])
+            matching = [name for name in receivable
+                        if jsonschema.Draft202012Validator(documented[name]).is_valid(frame)]
+            assert matching, f"no documented frame matches {frame}"
+        except (jsonschema.ValidationError, AssertionError) as error:
+            failed += 1
+            print(f"asyncapi: {expected}: {frame}: {error}")
+    # The sent frames the scenario used are documented too.
+    jsonschema.validate({"message": {"any": ["json", 1]}}, documented["publish"])
+    jsonschema.validate({"token": "eyJ..."}, documented["refreshToken"])
+    print(f"asyncapi frames: {len(seen) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
