@@ -62,6 +62,9 @@ rm -rf "$unit_dir"
 step "the WebSocket frames against docs/asyncapi.yaml"
 "$PYTHON" tests/asyncapi/check.py target/debug/livechat
 
+step "the HTTP API against docs/openapi.json (openapi-spec-validator, schemathesis)"
+"$PYTHON" tests/openapi/check.py target/debug/livechat
+
 step "the README's run command, exactly as written (cargo run --release)"
 "$PYTHON" tests/run_command/check.py
 

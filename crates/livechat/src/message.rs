@@ -20,14 +20,18 @@ pub struct Draft {
 }
 
 /// A message that has been stored: it has a per-room id that only grows and a server timestamp.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StoredMessage {
     pub id: u64,
+    #[schema(value_type = String)]
     pub room: RoomName,
+    /// Any JSON value, as it was sent.
+    #[schema(value_type = Value)]
     pub message: Box<RawValue>,
     /// Milliseconds since the Unix epoch, taken by the server when it stored the message.
     pub ts: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Author>)]
     pub user: Option<Arc<Author>>,
 }
 
@@ -51,7 +55,7 @@ fn stored_bytes(message: &RawValue, user: Option<&Author>) -> usize {
 
 /// The author of a message: `id` (and `name`, if the token has one) from a verified token, or
 /// only a `name` the client chose for itself; a reader tells them apart by the `id`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Author {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,

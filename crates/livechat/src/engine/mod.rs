@@ -56,8 +56,9 @@ pub struct Accepted {
     pub ts: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RoomCount {
+    #[schema(value_type = String)]
     pub room: RoomName,
     pub members: u64,
 }

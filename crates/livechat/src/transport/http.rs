@@ -15,6 +15,7 @@ use serde_json::json;
 use super::client_ip::ClientIp;
 use super::{ApiError, AppState, caller};
 use crate::auth::Identity;
+use crate::engine::RoomCount;
 use crate::message::{BadPublish, Draft, Publish, StoredMessage};
 use crate::metrics::PublishError;
 use crate::room::RoomName;
@@ -28,9 +29,12 @@ pub struct RoomParam {
     room: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// The message was stored and delivered.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SendAnswer {
+    /// Always "Message sent!", as the original service answered.
     message: &'static str,
+    #[schema(value_type = String)]
     room: RoomName,
     id: u64,
     ts: u64,
@@ -39,6 +43,22 @@ pub struct SendAnswer {
 /// `POST /chat/send/` with `{"message": X, "room"?: R}` (or `?room=R`): stores and delivers X.
 /// The body is read as JSON whatever its content type, as the original service did (a browser page on
 /// another site cannot post here: the origin guard refuses it first).
+#[utoipa::path(
+    post,
+    path = "/chat/send/", tag = "chat",
+    params(super::openapi::RoomQuery),
+    request_body(content = super::openapi::SendBody, description = "Read as JSON whatever its content type"),
+    responses(
+        (status = 200, description = "Stored (committed) and delivered", body = SendAnswer),
+        (status = 400, description = "Invalid JSON, no `message`, invalid room or name", body = super::openapi::ErrorBody),
+        (status = 401, description = "Auth required: no valid token", body = super::openapi::ErrorBody),
+        (status = 403, description = "Room not allowed, read-only token, or a foreign browser origin", body = super::openapi::ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = super::openapi::ErrorBody),
+        (status = 413, description = "Larger than LIVECHAT_MAX_MESSAGE_BYTES", body = super::openapi::ErrorBody),
+        (status = 429, description = "Over LIVECHAT_RATE_LIMIT", body = super::openapi::RateLimitedBody),
+        (status = 503, description = "The message could not be stored", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn send(
     State(state): State<AppState>,
     ClientIp(client_ip): ClientIp,
@@ -102,8 +122,9 @@ pub struct HistoryParams {
     after: Option<String>,
 }
 
-#[derive(Serialize)]
-struct HistoryAnswer {
+/// A page of history, oldest first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HistoryAnswer {
     chat_history: Vec<StoredMessage>,
     /// The page stopped at its byte cap: `next` reads on.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -114,14 +135,26 @@ struct HistoryAnswer {
 
 /// Where to read on from a page cut by its byte cap: older messages with `before`, newer ones
 /// with `after`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-enum Cursor {
+pub enum Cursor {
     Before(u64),
     After(u64),
 }
 
 /// `GET /chat/history/?room=R&limit=N&before=ID&after=ID`: stored messages, oldest first.
+#[utoipa::path(
+    get,
+    path = "/chat/history/", tag = "chat",
+    params(super::openapi::HistoryQueryParams),
+    responses(
+        (status = 200, description = "A page of stored messages, oldest first", body = HistoryAnswer),
+        (status = 400, description = "Invalid room or parameter", body = super::openapi::ErrorBody),
+        (status = 401, description = "Auth required: no valid token", body = super::openapi::ErrorBody),
+        (status = 403, description = "Room not allowed, or a foreign browser origin", body = super::openapi::ErrorBody),
+        (status = 503, description = "The store cannot be read", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn history(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -160,6 +193,16 @@ pub async fn history(
 
 /// `GET /chat/rooms/`: rooms with members (on any node), with member counts; with auth on, only
 /// the rooms the caller may enter.
+#[utoipa::path(
+    get,
+    path = "/chat/rooms/", tag = "chat",
+    responses(
+        (status = 200, description = "Rooms with members", body = RoomsAnswer),
+        (status = 401, description = "Auth required: no valid token", body = super::openapi::ErrorBody),
+        (status = 403, description = "A foreign browser origin", body = super::openapi::ErrorBody),
+        (status = 503, description = "Redis cannot be read", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn rooms(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -167,10 +210,17 @@ pub async fn rooms(
     let identity = caller::identify(&state, &headers, None, None)?;
     let mut rooms = state.engine.rooms().await?;
     rooms.retain(|count| identity.may_enter(&count.room));
-    Ok(Json(json!({ "rooms": rooms })).into_response())
+    Ok(Json(RoomsAnswer { rooms }).into_response())
+}
+
+/// Rooms with members on any node, by name.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RoomsAnswer {
+    rooms: Vec<RoomCount>,
 }
 
 /// `GET /metrics`: Prometheus' text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let body = state.metrics.render(state.hub.room_count());
     (
@@ -184,11 +234,20 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /healthz`: the process is alive and serving.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive", body = super::openapi::Health)))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// `GET /readyz`: 200 when publishes can be stored, 503 with the reason otherwise.
+#[utoipa::path(
+    get,
+    path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Publishes can be stored", body = super::openapi::Health),
+        (status = 503, description = "The store or Redis is unusable, or the server is stopping", body = super::openapi::Health),
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.engine.readiness() {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),

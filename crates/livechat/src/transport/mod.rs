@@ -8,6 +8,7 @@ mod caller;
 mod client_ip;
 mod error;
 mod http;
+mod openapi;
 mod origin;
 mod page;
 mod serve;
@@ -99,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/rooms", get(http::rooms))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
+        .route("/openapi.json", get(openapi::openapi_json))
         .merge(page::routes())
         .merge(metrics)
         .fallback(|| async { ApiError::NotFound })

@@ -65,6 +65,24 @@ pub struct ConnectOptions {
     name: Option<String>,
 }
 
+/// The WebSocket handshake; after the 101 the protocol is in docs/asyncapi.yaml.
+#[utoipa::path(
+    get,
+    path = "/ws/chat/{room}/", tag = "chat",
+    params(
+        ("room" = String, Path, pattern = "^[A-Za-z0-9_-]{1,94}$", description = "The room"),
+        ("meta" = Option<String>, Query, description = "1, true or yes: frames with id, room, ts, user"),
+        ("token" = Option<String>, Query, description = "A JWT, when auth is required"),
+        ("name" = Option<String>, Query, description = "Auth off: the name the client chose"),
+    ),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket handshake, or an invalid room, name or query", body = super::openapi::ErrorBody),
+        (status = 401, description = "Auth required: no valid token", body = super::openapi::ErrorBody),
+        (status = 403, description = "Room not allowed, or a foreign browser origin", body = super::openapi::ErrorBody),
+        (status = 503, description = "Connection caps reached, or Redis unavailable", body = super::openapi::ErrorBody),
+    )
+)]
 pub async fn connect(
     State(state): State<AppState>,
     client_ip: Result<ClientIp, ApiError>,
