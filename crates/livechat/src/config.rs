@@ -93,6 +93,16 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_HISTORY_PAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub history_page_bytes: usize,
 
+    /// How long a publish's nonce is remembered: a second publish to the room with the same
+    /// nonce within it is answered with the first message, not stored again (`0`: not checked).
+    #[arg(long, env = "LIVECHAT_DEDUPE_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    pub dedupe_window: Duration,
+
+    /// Most messages replayed to a client that connects with `?since=`; older missed ones are
+    /// announced with a `gap` event (the history page byte cap bounds the replay too).
+    #[arg(long, env = "LIVECHAT_REPLAY_MAX", default_value_t = 1000)]
+    pub replay_max: usize,
+
     /// Maximum age of kept messages, e.g. `90s`, `30m`, `12h`, `7d`; unset keeps them regardless of age.
     #[arg(long, env = "LIVECHAT_HISTORY_MAX_AGE", value_parser = parse_duration)]
     pub history_max_age: Option<Duration>,
@@ -266,7 +276,7 @@ impl Config {
         format!(
             "bind={} data_dir={} engine={} store={:?} default_room={} max_message_bytes={} \
              history_max_count={} history_max_bytes={} history_max_age={:?} \
-             history_page_bytes={} outbound_queue={} outbound_bytes={} auth={:?} \
+             history_page_bytes={} dedupe_window={:?} replay_max={} outbound_queue={} outbound_bytes={} auth={:?} \
              jwt_secret={} jwt_public_key={:?} jwt_issuer={:?} jwt_audience={:?} api_key={} \
              allowed_origins={:?} rate_limit={:?} rate_burst={:?} max_connections={:?} \
              max_connections_per_ip={:?} trusted_proxies={:?} request_timeout={:?} \
@@ -281,6 +291,8 @@ impl Config {
             self.history_max_bytes,
             self.history_max_age,
             self.history_page_bytes,
+            self.dedupe_window,
+            self.replay_max,
             self.outbound_queue,
             self.outbound_bytes,
             self.auth,

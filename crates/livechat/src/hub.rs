@@ -5,11 +5,18 @@
 //! serialized once per message and its shared buffer is pushed to every member's queue; a member
 //! whose queue is full is a slow consumer and is evicted, so nobody else slows down and memory
 //! stays bounded. On shutdown the hub tells every member, present and joining, to close.
+//!
+//! A member resuming from an id joins *held*: while its replay is read from history, the hub
+//! keeps its live frames aside, with their ids (bounded like its queue); `Subscription::release`
+//! hands over those the replay did not already send, and from then on it is a member like any
+//! other. Resuming members also follow the room's events (a reset of its numbering).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
 
 use crate::message::{Frames, StoredMessage};
 use crate::outbound::{Closed, Outbound, QueueLimits};
@@ -43,12 +50,41 @@ struct Room {
     members: Vec<Member>,
     /// How many members asked for frames with metadata; the meta frame is only built if any did.
     meta_members: usize,
+    /// Frames kept aside for held members.
+    held: Vec<Held>,
 }
 
 struct Member {
     id: u64,
     outbound: Arc<Outbound>,
     wants_meta: bool,
+    /// Receives the room's events (it resumed from an id).
+    follows: bool,
+    /// Its frames go to `Room::held` until it is released.
+    held: bool,
+}
+
+/// How a connection joins a room.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JoinAs {
+    /// Frames with metadata (`?meta=1`).
+    pub meta: bool,
+    /// Resuming from an id: held until released, and following the room's events.
+    pub resuming: bool,
+}
+
+/// A held member's live frames, each with its message's id (`None`: an event, always kept).
+struct Held {
+    member: u64,
+    frames: Vec<(Option<u64>, Bytes)>,
+    bytes: usize,
+}
+
+/// What a released member is handed: its held frames the replay did not send, and the last id
+/// among them.
+pub struct Released {
+    pub frames: Vec<Bytes>,
+    pub last_id: Option<u64>,
 }
 
 /// A connection's place in a room: the queue of frames to send it (which also tells when it was
@@ -120,7 +156,7 @@ impl Hub {
     }
 
     /// Adds a connection to `room`.
-    pub fn join(self: &Arc<Self>, room: &RoomName, wants_meta: bool) -> Subscription {
+    pub fn join(self: &Arc<Self>, room: &RoomName, join: JoinAs) -> Subscription {
         let outbound = Arc::new(Outbound::new(self.queue_limits));
         let id = self.next_member_id.fetch_add(1, Ordering::Relaxed);
         let mut rooms = self.shard(room);
@@ -130,7 +166,7 @@ impl Hub {
             }
             Room::default()
         });
-        entry.meta_members += usize::from(wants_meta);
+        entry.meta_members += usize::from(join.meta);
         // Checked under the shard's lock, which `close_all` takes after setting the flag: a
         // member either sees the flag here or is told by `close_all`.
         if self.shutting_down.load(Ordering::SeqCst) {
@@ -139,8 +175,17 @@ impl Hub {
         entry.members.push(Member {
             id,
             outbound: outbound.clone(),
-            wants_meta,
+            wants_meta: join.meta,
+            follows: join.resuming,
+            held: join.resuming,
         });
+        if join.resuming {
+            entry.held.push(Held {
+                member: id,
+                frames: Vec::new(),
+                bytes: 0,
+            });
+        }
         Subscription {
             outbound,
             hub: self.clone(),
@@ -166,6 +211,56 @@ impl Hub {
     pub fn close_all(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         self.for_each_member(|outbound| outbound.close(Closed::ShuttingDown));
+    }
+
+    /// Sends an event frame to the members of `room` that follow its events.
+    pub fn announce(&self, room: &RoomName, event: Bytes) {
+        let mut rooms = self.shard(room);
+        let Some(entry) = rooms.get_mut(room) else {
+            return;
+        };
+        let limits = self.queue_limits;
+        let Room { members, held, .. } = entry;
+        for member in members.iter().filter(|member| member.follows) {
+            if member.held {
+                if let Some(held) = held.iter_mut().find(|held| held.member == member.id) {
+                    held.keep(&member.outbound, limits, None, &event);
+                }
+            } else {
+                let _ = member
+                    .outbound
+                    .push(std::slice::from_ref(&event), &self.pacer);
+            }
+        }
+    }
+
+    /// Ends a member's hold: its kept frames for messages after `replayed_through`, in order.
+    fn release(&self, room: &RoomName, id: u64, replayed_through: u64) -> Released {
+        let mut rooms = self.shard(room);
+        let mut released = Released {
+            frames: Vec::new(),
+            last_id: None,
+        };
+        let Some(entry) = rooms.get_mut(room) else {
+            return released;
+        };
+        if let Some(member) = entry.members.iter_mut().find(|member| member.id == id) {
+            member.held = false;
+        }
+        let Some(index) = entry.held.iter().position(|held| held.member == id) else {
+            return released;
+        };
+        for (message_id, frame) in entry.held.swap_remove(index).frames {
+            match message_id {
+                Some(message_id) if message_id <= replayed_through => {}
+                Some(message_id) => {
+                    released.last_id = Some(message_id);
+                    released.frames.push(frame);
+                }
+                None => released.frames.push(frame),
+            }
+        }
+        released
     }
 
     fn leave(&self, room: &RoomName, id: u64) {
@@ -207,6 +302,15 @@ impl Hub {
         let mut lost = Vec::new();
         for member in &room.members {
             let frames = if member.wants_meta { &meta } else { &plain };
+            if member.held {
+                let Some(held) = room.held.iter_mut().find(|held| held.member == member.id) else {
+                    continue;
+                };
+                for (message, frame) in batch.iter().zip(frames) {
+                    held.keep(&member.outbound, self.queue_limits, Some(message.id), frame);
+                }
+                continue;
+            }
             // A closed queue (a slow consumer, now told to close, or shutdown): it leaves here.
             if member.outbound.push(frames, &self.pacer).is_err() {
                 lost.push(member.id);
@@ -226,13 +330,40 @@ impl Hub {
 impl Room {
     fn remove_where(&mut self, mut condition: impl FnMut(&Member) -> bool) {
         let meta_members = &mut self.meta_members;
+        let mut removed_held = Vec::new();
         self.members.retain(|member| {
             let remove = condition(member);
             if remove {
                 *meta_members -= usize::from(member.wants_meta);
+                if member.held {
+                    removed_held.push(member.id);
+                }
             }
             !remove
         });
+        self.held
+            .retain(|held| !removed_held.contains(&held.member));
+    }
+}
+
+impl Held {
+    /// Keeps a frame aside; past the member's queue limits it is a slow consumer, as it would
+    /// be with a full queue.
+    fn keep(&mut self, outbound: &Outbound, limits: QueueLimits, id: Option<u64>, frame: &Bytes) {
+        if self.frames.len() >= limits.frames as usize || self.bytes >= limits.bytes as usize {
+            self.frames = Vec::new();
+            outbound.close(Closed::SlowConsumer);
+            return;
+        }
+        self.bytes += frame.len();
+        self.frames.push((id, frame.clone()));
+    }
+}
+
+impl Subscription {
+    /// Ends the hold of a member that joined resuming: see `Hub::release`.
+    pub fn release(&self, replayed_through: u64) -> Released {
+        self.hub.release(&self.room, self.id, replayed_through)
     }
 }
 
@@ -245,7 +376,6 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use serde_json::value::RawValue;
     use std::collections::VecDeque;
     use std::future::poll_fn;
@@ -274,6 +404,7 @@ mod tests {
             message: RawValue::from_string(id.to_string()).unwrap(),
             ts: 0,
             user: None,
+            nonce: None,
         }
     }
 
@@ -282,9 +413,15 @@ mod tests {
         let hub = hub(8);
         let a = RoomName::parse("a").unwrap();
         let b = RoomName::parse("b").unwrap();
-        let plain = hub.join(&a, false);
-        let meta = hub.join(&a, true);
-        let other = hub.join(&b, false);
+        let plain = hub.join(&a, JoinAs::default());
+        let meta = hub.join(
+            &a,
+            JoinAs {
+                meta: true,
+                resuming: false,
+            },
+        );
+        let other = hub.join(&b, JoinAs::default());
         hub.deliver(&[message(&a, 1)]);
         assert_eq!(&take(&plain).await.unwrap()[0][..], br#"{"message":1}"#);
         let framed = take(&meta).await.unwrap();
@@ -298,7 +435,10 @@ mod tests {
         let hub = hub(8);
         let a = RoomName::parse("a").unwrap();
         let b = RoomName::parse("b").unwrap();
-        let (in_a, in_b) = (hub.join(&a, false), hub.join(&b, false));
+        let (in_a, in_b) = (
+            hub.join(&a, JoinAs::default()),
+            hub.join(&b, JoinAs::default()),
+        );
         hub.deliver(&[
             message(&b, 1),
             message(&a, 1),
@@ -319,8 +459,8 @@ mod tests {
     async fn evicts_a_slow_consumer_and_keeps_the_others() {
         let hub = hub(2);
         let room = RoomName::parse("r").unwrap();
-        let slow = hub.join(&room, false);
-        let fast = hub.join(&room, false);
+        let slow = hub.join(&room, JoinAs::default());
+        let fast = hub.join(&room, JoinAs::default());
         hub.deliver(&[message(&room, 1), message(&room, 2)]);
         assert_eq!(take(&fast).await.unwrap().len(), 2, "one batch, one take");
         hub.deliver(&[message(&room, 3)]);
@@ -334,9 +474,9 @@ mod tests {
     async fn close_all_reaches_members_and_later_joiners() {
         let hub = hub(2);
         let room = RoomName::parse("r").unwrap();
-        let before = hub.join(&room, false);
+        let before = hub.join(&room, JoinAs::default());
         hub.close_all();
-        let after = hub.join(&room, false);
+        let after = hub.join(&room, JoinAs::default());
         assert_eq!(take(&before).await, Err(Closed::ShuttingDown));
         assert_eq!(take(&after).await, Err(Closed::ShuttingDown));
     }
@@ -345,7 +485,13 @@ mod tests {
     fn the_last_member_leaving_removes_the_room() {
         let hub = hub(2);
         let room = RoomName::parse("r").unwrap();
-        let subscription = hub.join(&room, true);
+        let subscription = hub.join(
+            &room,
+            JoinAs {
+                meta: true,
+                resuming: false,
+            },
+        );
         drop(subscription);
         assert!(hub.shard(&room).get(&room).is_none());
     }

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod config;
 pub mod engine;
+pub mod epoch;
 pub mod hub;
 pub mod keepalive;
 pub mod message;
@@ -96,6 +97,7 @@ impl Server {
             max_count: config.history_max_count,
             max_age: config.history_max_age,
             max_bytes: config.history_max_bytes,
+            dedupe_window: config.dedupe_window,
         };
         let auth = start_auth(&config)?;
         let origins = OriginPolicy::new(&config.allowed_origins).map_err(RunError::Origins)?;
@@ -134,6 +136,7 @@ impl Server {
             default_room: config.default_room.clone(),
             max_message_bytes: config.max_message_bytes,
             history_page_bytes: config.history_page_bytes,
+            replay_max: config.replay_max,
             connections: connections.clone(),
             auth,
             origins,

@@ -17,6 +17,9 @@ pub struct Draft {
     pub message: Box<RawValue>,
     /// Who wrote it, as the server knows them (never taken from the message itself).
     pub user: Option<Arc<Author>>,
+    /// The client's idempotency key: a second publish with it to the same room, within the
+    /// dedupe window, is answered with the first one instead of being stored again.
+    pub nonce: Option<Nonce>,
 }
 
 /// A message that has been stored: it has a per-room id that only grows and a server timestamp.
@@ -33,24 +36,51 @@ pub struct StoredMessage {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Author>)]
     pub user: Option<Arc<Author>>,
+    /// The nonce it was published with, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub nonce: Option<Nonce>,
+}
+
+/// A publish's idempotency key: 1 to 64 characters, none of them a control character.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Nonce(Arc<str>);
+
+impl Nonce {
+    pub const MAX_CHARS: usize = 64;
+
+    pub fn parse(text: &str) -> Result<Self, BadPublish> {
+        let chars = text.chars().count();
+        if chars == 0 || chars > Self::MAX_CHARS || text.chars().any(char::is_control) {
+            return Err(BadPublish::InvalidNonce);
+        }
+        Ok(Self(Arc::from(text)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl StoredMessage {
     /// What it counts for in byte bounds (history pages, retention): its JSON and its author's.
     pub fn stored_bytes(&self) -> usize {
-        stored_bytes(&self.message, self.user.as_deref())
+        stored_bytes(&self.message, self.user.as_deref(), self.nonce.as_ref())
     }
 }
 
 impl Draft {
     /// The same, before it is stored.
     pub fn stored_bytes(&self) -> usize {
-        stored_bytes(&self.message, self.user.as_deref())
+        stored_bytes(&self.message, self.user.as_deref(), self.nonce.as_ref())
     }
 }
 
-fn stored_bytes(message: &RawValue, user: Option<&Author>) -> usize {
-    message.get().len() + user.map_or(0, |user| user.to_json().len())
+fn stored_bytes(message: &RawValue, user: Option<&Author>, nonce: Option<&Nonce>) -> usize {
+    message.get().len()
+        + user.map_or(0, |user| user.to_json().len())
+        + nonce.map_or(0, |nonce| nonce.as_str().len())
 }
 
 /// The author of a message: `id` (and `name`, if the token has one) from a verified token, or
@@ -92,6 +122,12 @@ pub struct Publish {
     /// HTTP with the API key: the user a backend publishes for. Ignored from anyone else.
     #[serde(default, deserialize_with = "lenient")]
     pub user: Option<Author>,
+    /// The idempotency key, as sent; `Publish::parse` checks it into `nonce` (a wrong one is
+    /// refused, not ignored: the sender relies on it).
+    #[serde(default, rename = "nonce")]
+    sent_nonce: Option<serde_json::Value>,
+    #[serde(skip)]
+    pub nonce: Option<Nonce>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -102,6 +138,10 @@ pub enum BadPublish {
     NotAnObject,
     #[error("missing \"message\" key")]
     MissingMessage,
+    #[error(
+        "invalid \"nonce\": expected a string of 1 to 64 characters, without control characters"
+    )]
+    InvalidNonce,
 }
 
 impl Publish {
@@ -122,7 +162,14 @@ impl Publish {
                 token: None,
                 ..
             }) => Err(BadPublish::MissingMessage),
-            Ok(publish) => Ok(publish),
+            Ok(mut publish) => {
+                publish.nonce = match publish.sent_nonce.take() {
+                    None => None,
+                    Some(serde_json::Value::String(text)) => Some(Nonce::parse(&text)?),
+                    Some(_) => return Err(BadPublish::InvalidNonce),
+                };
+                Ok(publish)
+            }
             Err(error) => Err(BadPublish::InvalidJson(error.to_string())),
         }
     }
@@ -159,6 +206,37 @@ impl Frames {
         let meta =
             with_meta.then(|| frame::text(&[&serde_json::to_vec(message).unwrap_or_default()]));
         Self { plain, meta }
+    }
+}
+
+/// What a client resuming from an id is told besides messages (never stored, never sent to
+/// other clients): `{"event": "gap" | "reset" | "caught_up", "room": R, ...}`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event<'a> {
+    /// Ids `from..=to` are not in history any more (or past the replay's bound).
+    Gap {
+        room: &'a RoomName,
+        from: u64,
+        to: u64,
+    },
+    /// The room's numbering is not the one the client knew: messages after `last` follow.
+    Reset {
+        room: &'a RoomName,
+        last: u64,
+        epoch: &'a str,
+    },
+    /// The replay is done: the client is current through `id`.
+    CaughtUp {
+        room: &'a RoomName,
+        id: u64,
+        epoch: &'a str,
+    },
+}
+
+impl Event<'_> {
+    pub fn frame(&self) -> Bytes {
+        frame::text(&[&serde_json::to_vec(self).unwrap_or_default()])
     }
 }
 
@@ -209,6 +287,17 @@ mod tests {
         ));
         let forged = Publish::parse(br#"{"message": 1, "user": "root", "name": 7}"#).unwrap();
         assert!(forged.user.is_none() && forged.name.is_none());
+        let too_long = format!("\"{}\"", "x".repeat(65));
+        for bad in ["\"\"", "5", "\"a\\nb\"", too_long.as_str()] {
+            let text = format!("{{\"message\": 1, \"nonce\": {bad}}}");
+            assert_eq!(
+                Publish::parse(text.as_bytes()).unwrap_err(),
+                BadPublish::InvalidNonce,
+                "{text}"
+            );
+        }
+        let with_nonce = Publish::parse(br#"{"message": 1, "nonce": "n-1"}"#).unwrap();
+        assert_eq!(with_nonce.nonce.unwrap().as_str(), "n-1");
     }
 
     #[test]
@@ -219,6 +308,7 @@ mod tests {
             message: raw(r#""hé""#),
             ts: 1000,
             user: None,
+            nonce: None,
         };
         let frames = Frames::encode(&message, true);
         // A text frame of 17 bytes, then the JSON.

@@ -75,6 +75,8 @@ pub struct Metrics {
     published_ws: Counter,
     published_http: Counter,
     pub deliveries: Counter,
+    /// Publishes answered with an earlier message (their nonce was seen).
+    pub duplicates: Counter,
     publish_errors: Vec<Counter>,
     closes: Vec<Counter>,
     pub store_commit_seconds: Histogram,
@@ -107,6 +109,11 @@ impl Metrics {
                 "livechat_messages_published_total",
                 None,
                 "Messages stored, by transport.",
+            ),
+            describe(
+                "livechat_publish_duplicates_total",
+                None,
+                "Publishes whose nonce was already stored: answered, not stored again.",
             ),
             describe(
                 "livechat_deliveries_total",
@@ -173,6 +180,7 @@ impl Metrics {
             published_ws: labelled("livechat_messages_published_total", "transport", "ws"),
             published_http: labelled("livechat_messages_published_total", "transport", "http"),
             deliveries: counter("livechat_deliveries_total", Vec::new()),
+            duplicates: counter("livechat_publish_duplicates_total", Vec::new()),
             publish_errors: PUBLISH_ERRORS
                 .iter()
                 .map(|reason| labelled("livechat_publish_errors_total", "reason", reason))

@@ -18,7 +18,7 @@ use crate::hub::Hub;
 use crate::message::Draft;
 use crate::metrics::Metrics;
 use crate::room::RoomName;
-use crate::store::{HistoryQuery, HistoryStore, Page, Retention, now_ms};
+use crate::store::{Appended, HistoryQuery, HistoryStore, Page, Retention, now_ms};
 
 /// Most messages committed in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -26,7 +26,7 @@ const MAX_BATCH: usize = 4096;
 /// many pages.
 const CONCURRENT_READS: usize = 8;
 
-/// Work for the writer besides publishes.
+/// Work for the writer besides publishes: age retention and forgetting old nonces.
 struct Prune;
 
 pub struct EmbeddedEngine {
@@ -54,15 +54,19 @@ impl EmbeddedEngine {
             hub: hub.clone(),
             failure: failure.clone(),
             max_age: retention.max_age,
+            dedupe_window: retention.dedupe_window,
             metrics,
         };
         let writer = std::thread::Builder::new()
             .name("history-writer".into())
             .spawn(move || writer.run(queued))
             .expect("spawning the history writer thread");
-        if let Some(max_age) = retention.max_age {
+        {
+            let shortest = retention.max_age.map_or(retention.dedupe_window, |age| {
+                age.min(retention.dedupe_window)
+            });
             let jobs = jobs.clone();
-            let every = (max_age / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+            let every = (shortest / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
             tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(every);
                 while jobs.send(Prune) {
@@ -147,6 +151,7 @@ struct Writer {
     hub: Arc<Hub>,
     failure: Arc<Mutex<Option<String>>>,
     max_age: Option<Duration>,
+    dedupe_window: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -174,14 +179,26 @@ impl Writer {
             .record(started.elapsed().as_secs_f64());
         self.metrics.store_batch_messages.record(count as f64);
         match appended {
-            Ok(stored) => {
+            Ok(appended) => {
                 self.set_failure(None);
+                let epoch = self.store.epoch();
+                let mut stored = Vec::with_capacity(appended.len());
+                let mut accepted = Vec::with_capacity(appended.len());
+                for outcome in appended {
+                    accepted.push(match outcome {
+                        Appended::Stored(message) => {
+                            let receipt = Accepted::stored(&message, epoch.clone());
+                            stored.push(message);
+                            receipt
+                        }
+                        Appended::Duplicate(original) => {
+                            Accepted::duplicate(original, epoch.clone())
+                        }
+                    });
+                }
                 self.hub.deliver(&stored);
-                for (message, answer) in stored.iter().zip(answers) {
-                    let _ = answer.send(Ok(Accepted {
-                        id: message.id,
-                        ts: message.ts,
-                    }));
+                for (accepted, answer) in accepted.into_iter().zip(answers) {
+                    let _ = answer.send(Ok(accepted));
                 }
             }
             Err(error) => {
@@ -196,8 +213,13 @@ impl Writer {
     }
 
     fn prune(&self) {
+        let now = now_ms();
+        let nonce_cutoff = now.saturating_sub(self.dedupe_window.as_millis() as u64);
+        if let Err(error) = self.store.forget_nonces_before(nonce_cutoff) {
+            tracing::warn!(%error, "forgetting old nonces failed");
+        }
         let Some(max_age) = self.max_age else { return };
-        let cutoff = now_ms().saturating_sub(max_age.as_millis() as u64);
+        let cutoff = now.saturating_sub(max_age.as_millis() as u64);
         match self.store.prune_older_than(cutoff) {
             Ok(0) => {}
             Ok(pruned) => tracing::debug!(pruned, "deleted messages past the maximum age"),

@@ -21,7 +21,8 @@ pub use redis::{RedisEngine, RedisSettings, RoomCommands, RoomRegistry};
 
 use serde::Serialize;
 
-use crate::message::Draft;
+use crate::epoch::Epoch;
+use crate::message::{Draft, StoredMessage};
 use crate::room::RoomName;
 use crate::store::{HistoryQuery, Page};
 
@@ -31,7 +32,8 @@ pub trait Engine: Send + Sync + 'static {
     /// once the message is stored and handed to the hub.
     fn publish(&self, draft: Draft) -> Receipt;
 
-    /// One page of a room's stored history, oldest first, cut at the query's byte cap.
+    /// One page of a room's stored history, oldest first, cut at the query's byte cap, with the
+    /// room's last id and epoch.
     fn history(&self, query: HistoryQuery) -> BoxFuture<'static, Result<Page, EngineError>>;
 
     /// Resolves once messages published to `room` from now on reach this node's hub. A WebSocket
@@ -50,10 +52,35 @@ pub trait Engine: Send + Sync + 'static {
 }
 
 /// Where a published message ended up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Accepted {
     pub id: u64,
     pub ts: u64,
+    /// The room's epoch: `id` counts in it.
+    pub epoch: Epoch,
+    /// Its nonce was seen in the dedupe window: the message first stored with it (neither
+    /// stored nor delivered again).
+    pub original: Option<Box<StoredMessage>>,
+}
+
+impl Accepted {
+    pub fn stored(message: &StoredMessage, epoch: Epoch) -> Self {
+        Self {
+            id: message.id,
+            ts: message.ts,
+            epoch,
+            original: None,
+        }
+    }
+
+    pub fn duplicate(original: StoredMessage, epoch: Epoch) -> Self {
+        Self {
+            id: original.id,
+            ts: original.ts,
+            epoch,
+            original: Some(Box::new(original)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]

@@ -166,6 +166,7 @@ mod tests {
             room: RoomName::parse("r").unwrap(),
             message: RawValue::from_string(n.to_string()).unwrap(),
             user: None,
+            nonce: None,
         }
     }
 
@@ -200,6 +201,7 @@ mod tests {
             message: RawValue::from_string(format!("\"{}\"", "x".repeat(MAX_QUEUED_BYTES / 2 - 2)))
                 .unwrap(),
             user: None,
+            nonce: None,
         };
         let _first = sender.publish(big("r"));
         let _second = sender.publish(big("r"));

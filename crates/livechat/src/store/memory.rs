@@ -1,15 +1,33 @@
-//! History in process memory: the same ids, paging and retention as SQLite, gone on exit.
+//! History in process memory: the same ids, paging and retention as SQLite, gone on exit (so each
+//! run is a new epoch).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use super::{HistoryQuery, HistoryStore, Page, PageBuilder, Retention, StoreError, now_ms};
-use crate::message::{Draft, StoredMessage};
+use super::{
+    Appended, HistoryQuery, HistoryStore, Page, PageBuilder, Retention, StoreError, now_ms,
+};
+use crate::epoch::{Epoch, new_epoch};
+use crate::message::{Draft, Nonce, StoredMessage};
 use crate::room::RoomName;
 
+/// Nonces remembered at most; past it the oldest are forgotten before the window ends (a
+/// flood of distinct nonces cannot grow the process without bound).
+const MAX_NONCES: usize = 100_000;
+
 pub struct MemoryStore {
-    rooms: Mutex<HashMap<RoomName, RoomLog>>,
+    state: Mutex<State>,
     retention: Retention,
+    epoch: Epoch,
+}
+
+#[derive(Default)]
+struct State {
+    rooms: HashMap<RoomName, RoomLog>,
+    /// Nonce -> (id, ts) of the message first stored with it.
+    nonces: HashMap<(RoomName, Nonce), (u64, u64)>,
+    /// The same nonces, oldest first, to forget them in order.
+    nonce_order: VecDeque<(u64, RoomName, Nonce)>,
 }
 
 #[derive(Default)]
@@ -30,64 +48,121 @@ impl RoomLog {
             None => false,
         }
     }
+
+    fn find(&self, id: u64) -> Option<&StoredMessage> {
+        let index = self
+            .messages
+            .binary_search_by_key(&id, |message| message.id)
+            .ok()?;
+        self.messages.get(index)
+    }
+
+    fn append(&mut self, draft: Draft, ts: u64, retention: &Retention) -> StoredMessage {
+        self.last_id += 1;
+        let message = StoredMessage {
+            id: self.last_id,
+            room: draft.room,
+            message: draft.message,
+            ts,
+            user: draft.user,
+            nonce: draft.nonce,
+        };
+        self.bytes += message.stored_bytes() as u64;
+        self.messages.push_back(message.clone());
+        // The newest message stays, whatever its size.
+        while self.messages.len() > 1
+            && (self.messages.len() as u64 > retention.max_count
+                || self.bytes > retention.max_bytes)
+        {
+            self.pop_oldest();
+        }
+        message
+    }
+}
+
+impl State {
+    fn remember(&mut self, message: &StoredMessage) {
+        let Some(nonce) = &message.nonce else { return };
+        if self.nonce_order.len() >= MAX_NONCES {
+            self.forget_oldest();
+        }
+        let key = (message.room.clone(), nonce.clone());
+        self.nonces.insert(key, (message.id, message.ts));
+        self.nonce_order
+            .push_back((message.ts, message.room.clone(), nonce.clone()));
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((_, room, nonce)) = self.nonce_order.pop_front() {
+            self.nonces.remove(&(room, nonce));
+        }
+    }
+
+    /// The message first stored with the draft's nonce, if the window still holds it.
+    fn original(&self, draft: &Draft, since_ms: u64) -> Option<StoredMessage> {
+        let nonce = draft.nonce.as_ref()?;
+        let &(id, ts) = self.nonces.get(&(draft.room.clone(), nonce.clone()))?;
+        if ts < since_ms {
+            return None;
+        }
+        let stored = self.rooms.get(&draft.room).and_then(|log| log.find(id));
+        Some(stored.cloned().unwrap_or_else(|| StoredMessage {
+            id,
+            room: draft.room.clone(),
+            message: draft.message.clone(),
+            ts,
+            user: draft.user.clone(),
+            nonce: draft.nonce.clone(),
+        }))
+    }
 }
 
 impl MemoryStore {
     pub fn new(retention: Retention) -> Self {
         Self {
-            rooms: Mutex::default(),
+            state: Mutex::default(),
             retention,
+            epoch: new_epoch(),
         }
     }
 
-    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, RoomLog>> {
-        self.rooms
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl HistoryStore for MemoryStore {
-    fn append(&self, batch: Vec<Draft>) -> Result<Vec<StoredMessage>, StoreError> {
+    fn append(&self, batch: Vec<Draft>) -> Result<Vec<Appended>, StoreError> {
         let ts = now_ms();
-        let mut rooms = self.rooms();
-        let stored: Vec<StoredMessage> = batch
+        let since_ms = ts.saturating_sub(self.retention.dedupe_window.as_millis() as u64);
+        let mut state = self.state();
+        let appended = batch
             .into_iter()
             .map(|draft| {
-                let log = rooms.entry(draft.room.clone()).or_default();
-                log.last_id += 1;
-                let message = StoredMessage {
-                    id: log.last_id,
-                    room: draft.room,
-                    message: draft.message,
-                    ts,
-                    user: draft.user,
-                };
-                log.bytes += message.stored_bytes() as u64;
-                log.messages.push_back(message.clone());
-                // The newest message stays, whatever its size.
-                while log.messages.len() > 1
-                    && (log.messages.len() as u64 > self.retention.max_count
-                        || log.bytes > self.retention.max_bytes)
-                {
-                    log.pop_oldest();
+                if let Some(original) = state.original(&draft, since_ms) {
+                    return Appended::Duplicate(original);
                 }
-                message
+                let log = state.rooms.entry(draft.room.clone()).or_default();
+                let message = log.append(draft, ts, &self.retention);
+                state.remember(&message);
+                Appended::Stored(message)
             })
             .collect();
-        Ok(stored)
+        Ok(appended)
     }
 
     fn page(&self, query: &HistoryQuery) -> Result<Page, StoreError> {
-        let rooms = self.rooms();
-        let Some(log) = rooms.get(&query.room) else {
-            return Ok(Page::default());
+        let state = self.state();
+        let Some(log) = state.rooms.get(&query.room) else {
+            return Ok(PageBuilder::new(query).finish(0, self.epoch.clone()));
         };
         let after = query.after.unwrap_or(0);
         let before = query.before.unwrap_or(u64::MAX);
         let in_range = |m: &&StoredMessage| m.id > after && m.id < before;
         let mut page = PageBuilder::new(query);
-        let read_order: Box<dyn Iterator<Item = &StoredMessage>> = match query.newest_first() {
+        let read_order: Box<dyn Iterator<Item = &StoredMessage>> = match query.newest_first {
             true => Box::new(log.messages.iter().rev()),
             false => Box::new(log.messages.iter()),
         };
@@ -96,17 +171,35 @@ impl HistoryStore for MemoryStore {
                 break;
             }
         }
-        Ok(page.finish())
+        Ok(page.finish(log.last_id, self.epoch.clone()))
     }
 
     fn prune_older_than(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
         let mut pruned = 0;
-        for log in self.rooms().values_mut() {
+        for log in self.state().rooms.values_mut() {
             while log.messages.front().is_some_and(|m| m.ts < cutoff_ms) {
                 log.pop_oldest();
                 pruned += 1;
             }
         }
         Ok(pruned)
+    }
+
+    fn forget_nonces_before(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
+        let mut state = self.state();
+        let mut forgotten = 0;
+        while state
+            .nonce_order
+            .front()
+            .is_some_and(|(ts, _, _)| *ts < cutoff_ms)
+        {
+            state.forget_oldest();
+            forgotten += 1;
+        }
+        Ok(forgotten)
+    }
+
+    fn epoch(&self) -> Epoch {
+        self.epoch.clone()
     }
 }

@@ -12,24 +12,42 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
+use crate::epoch::Epoch;
 use crate::message::{Draft, StoredMessage};
 use crate::room::RoomName;
 
 pub trait HistoryStore: Send + Sync + 'static {
     /// Stores a batch atomically, in order, giving each message the next id of its room and a
-    /// timestamp; then deletes what falls outside the per-room count limit.
-    fn append(&self, batch: Vec<Draft>) -> Result<Vec<StoredMessage>, StoreError>;
+    /// timestamp; then deletes what falls outside the per-room limits. A draft whose nonce was
+    /// already stored in its room within the dedupe window is not stored again: its outcome is
+    /// the first message.
+    fn append(&self, batch: Vec<Draft>) -> Result<Vec<Appended>, StoreError>;
 
     /// One page of a room's history, oldest first, cut at `query.max_bytes`.
     fn page(&self, query: &HistoryQuery) -> Result<Page, StoreError>;
 
     /// Deletes messages stored before `cutoff_ms` (milliseconds since the Unix epoch).
     fn prune_older_than(&self, cutoff_ms: u64) -> Result<usize, StoreError>;
+
+    /// Forgets nonces stored before `cutoff_ms`.
+    fn forget_nonces_before(&self, cutoff_ms: u64) -> Result<usize, StoreError>;
+
+    /// The numbering of every room in this store: it changes only with a new store.
+    fn epoch(&self) -> Epoch;
 }
 
-/// `GET /chat/history/`: without bounds the latest `limit` messages; with `before` the `limit`
-/// just before it; with `after` the `limit` just after it (with both, the first `limit` between).
-/// A page holds at most `max_bytes` of messages (at least one message, whatever its size).
+/// What became of a draft.
+#[derive(Debug)]
+pub enum Appended {
+    Stored(StoredMessage),
+    /// Its nonce was seen: the message first stored with it (its content as stored, if the
+    /// store still has it, else the draft's).
+    Duplicate(StoredMessage),
+}
+
+/// The messages with `after < id < before`: the `limit` newest of them when `newest_first`,
+/// else the `limit` oldest. A page holds at most `max_bytes` of messages (at least one message,
+/// whatever its size).
 #[derive(Debug, Clone)]
 pub struct HistoryQuery {
     pub room: RoomName,
@@ -37,13 +55,7 @@ pub struct HistoryQuery {
     pub before: Option<u64>,
     pub after: Option<u64>,
     pub max_bytes: usize,
-}
-
-impl HistoryQuery {
-    /// Pages without `after` are read from the newest message back.
-    pub fn newest_first(&self) -> bool {
-        self.after.is_none()
-    }
+    pub newest_first: bool,
 }
 
 /// A page of history, oldest first.
@@ -52,6 +64,9 @@ pub struct Page {
     pub messages: Vec<StoredMessage>,
     /// The byte cap cut the page short: the range holds more (read on from the page's edge).
     pub more: bool,
+    /// The room's last id when the page was read (0: nothing ever stored).
+    pub last_id: u64,
+    pub epoch: Epoch,
 }
 
 /// Builds a page in the order the store reads it, stopping at the query's limit or byte cap.
@@ -70,7 +85,7 @@ impl PageBuilder {
             bytes: 0,
             limit: query.limit,
             max_bytes: query.max_bytes,
-            newest_first: query.newest_first(),
+            newest_first: query.newest_first,
         }
     }
 
@@ -99,11 +114,15 @@ impl PageBuilder {
         self.max_bytes.saturating_sub(self.bytes)
     }
 
-    pub fn finish(mut self) -> Page {
+    pub fn finish(mut self, last_id: u64, epoch: Epoch) -> Page {
         if self.newest_first {
             self.page.messages.reverse();
         }
-        self.page
+        Page {
+            last_id,
+            epoch,
+            ..self.page
+        }
     }
 }
 
@@ -114,6 +133,8 @@ pub struct Retention {
     pub max_age: Option<Duration>,
     /// Bytes of messages (their JSON and author) per room.
     pub max_bytes: u64,
+    /// How long a nonce is remembered.
+    pub dedupe_window: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +169,7 @@ mod tests {
             room: RoomName::parse(room).unwrap(),
             message: RawValue::from_string(n.to_string()).unwrap(),
             user: None,
+            nonce: None,
         }
     }
 
@@ -158,11 +180,22 @@ mod tests {
             before,
             after,
             max_bytes: 1 << 20,
+            newest_first: after.is_none(),
         }
     }
 
     fn ids(messages: &[StoredMessage]) -> Vec<u64> {
         messages.iter().map(|m| m.id).collect()
+    }
+
+    /// The ids given, stored or first stored with the nonce.
+    fn appended_ids(appended: &[Appended]) -> Vec<u64> {
+        appended
+            .iter()
+            .map(|outcome| match outcome {
+                Appended::Stored(message) | Appended::Duplicate(message) => message.id,
+            })
+            .collect()
     }
 
     fn page_ids(store: &dyn HistoryStore, query: &HistoryQuery) -> Vec<u64> {
@@ -178,7 +211,7 @@ mod tests {
                     .collect(),
             )
             .unwrap();
-        assert_eq!(ids(&stored), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1]);
+        assert_eq!(appended_ids(&stored), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1]);
         assert_eq!(page_ids(store, &query("a", 3, None, None)), [8, 9, 10]);
         assert_eq!(page_ids(store, &query("a", 3, Some(5), None)), [2, 3, 4]);
         assert_eq!(page_ids(store, &query("a", 3, None, Some(5))), [6, 7, 8]);
@@ -197,7 +230,10 @@ mod tests {
         assert_eq!(page_ids(store, &query("a", 50, None, None)).len(), 10);
         assert_eq!(store.prune_older_than(now_ms() + 1).unwrap(), 11);
         assert!(page_ids(store, &query("a", 50, None, None)).is_empty());
-        assert_eq!(ids(&store.append(vec![draft("a", 13)]).unwrap()), [13]);
+        assert_eq!(
+            appended_ids(&store.append(vec![draft("a", 13)]).unwrap()),
+            [13]
+        );
         // The author is kept with the message.
         let alice = Arc::new(Author {
             id: Some("u1".into()),
@@ -239,6 +275,7 @@ mod tests {
             room: RoomName::parse("e").unwrap(),
             message: RawValue::from_string(format!("\"xxxxxxx{n}\"")).unwrap(),
             user: None,
+            nonce: None,
         });
         store.append(drafts.collect()).unwrap();
         assert_eq!(page_ids(store, &query("e", 50, None, None)), [3, 4, 5]);
@@ -246,6 +283,7 @@ mod tests {
             room: RoomName::parse("e").unwrap(),
             message: RawValue::from_string(format!("\"{}\"", "y".repeat(100))).unwrap(),
             user: None,
+            nonce: None,
         };
         store.append(vec![big]).unwrap();
         assert_eq!(
@@ -266,6 +304,7 @@ mod tests {
             room: RoomName::parse(room).unwrap(),
             message: RawValue::from_string("\"xxxxxxxx\"".into()).unwrap(),
             user: None,
+            nonce: None,
         }
     }
 
@@ -273,6 +312,7 @@ mod tests {
         max_count: 100,
         max_age: None,
         max_bytes: 35,
+        dedupe_window: Duration::from_secs(600),
     };
 
     #[test]
@@ -298,11 +338,67 @@ mod tests {
         max_count: 10,
         max_age: None,
         max_bytes: 1 << 20,
+        dedupe_window: Duration::from_secs(600),
     };
+
+    fn with_nonce(room: &str, n: u64, nonce: &str) -> Draft {
+        Draft {
+            nonce: Some(crate::message::Nonce::parse(nonce).unwrap()),
+            ..draft(room, n)
+        }
+    }
+
+    /// A nonce is stored once per room, within one batch and across batches; the duplicate is
+    /// answered with the first message. Pages carry the room's last id and the store's epoch.
+    fn stores_each_nonce_once(store: &dyn HistoryStore) {
+        let first = store
+            .append(vec![
+                with_nonce("n", 1, "k1"),
+                with_nonce("n", 2, "k1"),
+                with_nonce("other", 3, "k1"),
+            ])
+            .unwrap();
+        assert!(matches!(&first[0], Appended::Stored(m) if m.id == 1));
+        assert!(matches!(&first[1], Appended::Duplicate(m) if m.id == 1 && m.message.get() == "1"));
+        assert!(matches!(&first[2], Appended::Stored(m) if m.id == 1));
+        let again = store
+            .append(vec![with_nonce("n", 4, "k1"), with_nonce("n", 5, "k2")])
+            .unwrap();
+        assert!(matches!(&again[0], Appended::Duplicate(m) if m.id == 1 && m.message.get() == "1"));
+        assert!(matches!(&again[1], Appended::Stored(m) if m.id == 2));
+        let page = store.page(&query("n", 50, None, None)).unwrap();
+        assert_eq!(ids(&page.messages), [1, 2]);
+        assert_eq!(page.messages[1].nonce.as_ref().unwrap().as_str(), "k2");
+        assert_eq!((page.last_id, &page.epoch), (2, &store.epoch()));
+        // Forgotten past the window: stored again.
+        assert_eq!(store.forget_nonces_before(now_ms() + 1).unwrap(), 3);
+        let later = store.append(vec![with_nonce("n", 6, "k1")]).unwrap();
+        assert!(matches!(&later[0], Appended::Stored(m) if m.id == 3));
+    }
 
     #[test]
     fn memory_store() {
         behaves_as_a_history_store(&MemoryStore::new(RETENTION));
+        stores_each_nonce_once(&MemoryStore::new(RETENTION));
+    }
+
+    #[test]
+    fn sqlite_store_nonces_and_epoch_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let sync = crate::config::SqliteSync::Normal;
+        let store = SqliteStore::open(dir.path(), RETENTION, sync).unwrap();
+        store.append(vec![with_nonce("n", 1, "kept")]).unwrap();
+        let epoch = store.epoch();
+        drop(store);
+        let reopened = SqliteStore::open(dir.path(), RETENTION, sync).unwrap();
+        assert_eq!(reopened.epoch(), epoch, "the same file, the same epoch");
+        let again = reopened.append(vec![with_nonce("n", 2, "kept")]).unwrap();
+        assert!(matches!(&again[0], Appended::Duplicate(m) if m.id == 1));
+        drop(reopened);
+        let fresh = tempfile::tempdir().unwrap();
+        let other = SqliteStore::open(fresh.path(), RETENTION, sync).unwrap();
+        assert_ne!(other.epoch(), epoch, "a new file, a new epoch");
+        stores_each_nonce_once(&other);
     }
 
     #[test]
@@ -314,7 +410,10 @@ mod tests {
         drop(store);
         let reopened =
             SqliteStore::open(dir.path(), RETENTION, crate::config::SqliteSync::Full).unwrap();
-        assert_eq!(ids(&reopened.append(vec![draft("a", 14)]).unwrap()), [14]);
+        assert_eq!(
+            appended_ids(&reopened.append(vec![draft("a", 14)]).unwrap()),
+            [14]
+        );
         assert_eq!(page_ids(&reopened, &query("a", 50, None, None)), [13, 14]);
     }
 }

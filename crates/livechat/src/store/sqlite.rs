@@ -4,7 +4,9 @@
 //! one transaction and one commit (one fsync with `synchronous=FULL`) per batch. Readers use their
 //! own connections, which WAL lets run beside the writer; at most `MAX_POOLED_READERS` are kept.
 //! Each room's row in `rooms` keeps its last id and the bytes of its stored messages, so that
-//! retention by count and by bytes trims the oldest messages in the same transaction.
+//! retention by count and by bytes trims the oldest messages in the same transaction. `nonces`
+//! remembers the nonces of the dedupe window apart from the messages, so that retention does not
+//! shorten the window; `meta` keeps the file's epoch, made when the file is.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,9 +15,12 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OpenFlags, params};
 use serde_json::value::RawValue;
 
-use super::{HistoryQuery, HistoryStore, Page, PageBuilder, Retention, StoreError, now_ms};
+use super::{
+    Appended, HistoryQuery, HistoryStore, Page, PageBuilder, Retention, StoreError, now_ms,
+};
 use crate::config::SqliteSync;
-use crate::message::{Author, Draft, StoredMessage};
+use crate::epoch::{Epoch, new_epoch};
+use crate::message::{Author, Draft, Nonce, StoredMessage};
 use crate::room::RoomName;
 
 const FILE_NAME: &str = "history.sqlite3";
@@ -26,7 +31,8 @@ const MAX_POOLED_READERS: usize = 8;
 /// table has every id).
 const MAX_CACHED_ROOMS: usize = 10_000;
 /// What a stored message counts for in bytes, in SQL (as `StoredMessage::stored_bytes`).
-const MESSAGE_BYTES: &str = "octet_length(body) + coalesce(octet_length(user), 0)";
+const MESSAGE_BYTES: &str =
+    "octet_length(body) + coalesce(octet_length(user), 0) + coalesce(octet_length(nonce), 0)";
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS rooms (
@@ -40,7 +46,20 @@ const SCHEMA: &str = "
         ts   INTEGER NOT NULL,
         body TEXT    NOT NULL,
         user TEXT,
+        nonce TEXT,
         PRIMARY KEY (room, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS nonces (
+        room  TEXT    NOT NULL,
+        nonce TEXT    NOT NULL,
+        id    INTEGER NOT NULL,
+        ts    INTEGER NOT NULL,
+        PRIMARY KEY (room, nonce)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS nonces_by_ts ON nonces (ts);
+    CREATE TABLE IF NOT EXISTS meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
     ) WITHOUT ROWID;
 ";
 
@@ -55,6 +74,8 @@ pub struct SqliteStore {
     path: PathBuf,
     max_count: u64,
     max_bytes: u64,
+    dedupe_window_ms: u64,
+    epoch: Epoch,
 }
 
 struct Writer {
@@ -84,8 +105,8 @@ impl SqliteStore {
         connection.pragma_update(None, "synchronous", synchronous)?;
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.execute_batch(SCHEMA)?;
-        add_user_column(&connection)?;
-        add_bytes_column(&connection)?;
+        add_columns(&connection)?;
+        let epoch = file_epoch(&connection)?;
         connection.execute_batch(match retention.max_age {
             Some(_) => TIME_INDEX,
             None => NO_TIME_INDEX,
@@ -99,6 +120,8 @@ impl SqliteStore {
             path,
             max_count: retention.max_count,
             max_bytes: retention.max_bytes,
+            dedupe_window_ms: retention.dedupe_window.as_millis() as u64,
+            epoch,
         })
     }
 
@@ -138,23 +161,21 @@ impl SqliteStore {
     }
 }
 
-/// History files written before messages had authors lack the column; they gain it, empty.
-fn add_user_column(connection: &Connection) -> Result<(), StoreError> {
-    let has_user = connection
-        .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'user'")?
-        .exists([])?;
-    if !has_user {
+/// History files from before messages had authors, nonces or byte retention lack those columns;
+/// they gain them (empty, and the byte totals filled from the messages they hold).
+fn add_columns(connection: &Connection) -> Result<(), StoreError> {
+    let has_column = |table: &str, column: &str| {
+        connection
+            .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+            .exists([table, column])
+    };
+    if !has_column("messages", "user")? {
         connection.execute_batch("ALTER TABLE messages ADD COLUMN user TEXT")?;
     }
-    Ok(())
-}
-
-/// Files from before byte retention gain the column, filled from the messages they hold.
-fn add_bytes_column(connection: &Connection) -> Result<(), StoreError> {
-    let has_bytes = connection
-        .prepare("SELECT 1 FROM pragma_table_info('rooms') WHERE name = 'bytes'")?
-        .exists([])?;
-    if !has_bytes {
+    if !has_column("messages", "nonce")? {
+        connection.execute_batch("ALTER TABLE messages ADD COLUMN nonce TEXT")?;
+    }
+    if !has_column("rooms", "bytes")? {
         connection.execute_batch(&format!(
             "ALTER TABLE rooms ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
              UPDATE rooms SET bytes = (SELECT coalesce(sum({MESSAGE_BYTES}), 0)
@@ -164,7 +185,77 @@ fn add_bytes_column(connection: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The file's epoch, made when the file is first opened (a file from before epochs gets one then:
+/// its clients resuming without an epoch are judged by ids alone).
+fn file_epoch(connection: &Connection) -> Result<Epoch, StoreError> {
+    connection
+        .prepare("INSERT INTO meta (key, value) VALUES ('epoch', ?1) ON CONFLICT DO NOTHING")?
+        .execute([&*new_epoch()])?;
+    let epoch: String =
+        connection.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |row| {
+            row.get(0)
+        })?;
+    Ok(Epoch::from(epoch))
+}
+
+/// A stored message from a row of `id, ts, body, user, nonce`.
+fn read_message(room: &RoomName, row: &rusqlite::Row<'_>) -> Result<StoredMessage, StoreError> {
+    let id = row.get::<_, i64>(0)? as u64;
+    let message =
+        RawValue::from_string(row.get::<_, String>(2)?).map_err(|_| StoreError::Corrupt {
+            room: room.clone(),
+            id,
+        })?;
+    let user = row.get::<_, Option<String>>(3)?;
+    let nonce = row.get::<_, Option<String>>(4)?;
+    Ok(StoredMessage {
+        id,
+        room: room.clone(),
+        message,
+        ts: row.get::<_, i64>(1)? as u64,
+        user: user.as_deref().and_then(Author::from_json),
+        nonce: nonce.and_then(|nonce| Nonce::parse(&nonce).ok()),
+    })
+}
+
 impl Writer {
+    /// The message first stored in `draft`'s room with its nonce at or after `since_ms`.
+    fn original(&self, draft: &Draft, since_ms: u64) -> Result<Option<StoredMessage>, StoreError> {
+        let Some(nonce) = &draft.nonce else {
+            return Ok(None);
+        };
+        let room = draft.room.as_str();
+        let seen = self
+            .connection
+            .prepare_cached(
+                "SELECT id, ts FROM nonces WHERE room = ?1 AND nonce = ?2 AND ts >= ?3",
+            )?
+            .query_row(params![room, nonce.as_str(), since_ms as i64], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+            });
+        let (id, ts) = match seen {
+            Ok(seen) => seen,
+            Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        let mut statement = self.connection.prepare_cached(
+            "SELECT id, ts, body, user, nonce FROM messages WHERE room = ?1 AND id = ?2",
+        )?;
+        let mut rows = statement.query(params![room, id])?;
+        if let Some(row) = rows.next()? {
+            return read_message(&draft.room, row).map(Some);
+        }
+        // Retention took the message; its nonce is still answered, with the draft's content.
+        Ok(Some(StoredMessage {
+            id: id as u64,
+            room: draft.room.clone(),
+            message: draft.message.clone(),
+            ts: ts as u64,
+            user: draft.user.clone(),
+            nonce: draft.nonce.clone(),
+        }))
+    }
+
     fn last_id(&mut self, room: &RoomName) -> Result<u64, StoreError> {
         if let Some(id) = self.last_ids.get(room) {
             return Ok(*id);
@@ -242,13 +333,27 @@ impl Writer {
 }
 
 impl HistoryStore for SqliteStore {
-    fn append(&self, batch: Vec<Draft>) -> Result<Vec<StoredMessage>, StoreError> {
+    fn append(&self, batch: Vec<Draft>) -> Result<Vec<Appended>, StoreError> {
         let ts = now_ms();
+        let since_ms = ts.saturating_sub(self.dedupe_window_ms);
         let mut writer = self.writer();
         // Ids given in this batch; they become the cached last ids only once the commit succeeds.
         let mut batch_ids: HashMap<RoomName, (u64, u64)> = HashMap::new();
-        let mut stored = Vec::with_capacity(batch.len());
+        // Messages stored with a nonce in this batch, by room and nonce.
+        let mut batch_nonces: HashMap<(RoomName, Nonce), StoredMessage> = HashMap::new();
+        let mut appended = Vec::with_capacity(batch.len());
         for draft in batch {
+            if let Some(nonce) = &draft.nonce {
+                let key = (draft.room.clone(), nonce.clone());
+                let original = match batch_nonces.get(&key) {
+                    Some(first) => Some(first.clone()),
+                    None => writer.original(&draft, since_ms)?,
+                };
+                if let Some(original) = original {
+                    appended.push(Appended::Duplicate(original));
+                    continue;
+                }
+            }
             let (id, bytes) = match batch_ids.get(&draft.room) {
                 Some((id, bytes)) => (id + 1, *bytes),
                 None => (writer.last_id(&draft.room)? + 1, 0),
@@ -257,27 +362,49 @@ impl HistoryStore for SqliteStore {
                 draft.room.clone(),
                 (id, bytes + draft.stored_bytes() as u64),
             );
-            stored.push(StoredMessage {
+            let message = StoredMessage {
                 id,
                 room: draft.room,
                 message: draft.message,
                 ts,
                 user: draft.user,
-            });
+                nonce: draft.nonce,
+            };
+            if let Some(nonce) = &message.nonce {
+                batch_nonces.insert((message.room.clone(), nonce.clone()), message.clone());
+            }
+            appended.push(Appended::Stored(message));
         }
         let transaction = writer.connection.transaction()?;
         {
             let mut insert = transaction.prepare_cached(
-                "INSERT INTO messages (room, id, ts, body, user) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO messages (room, id, ts, body, user, nonce)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            for message in &stored {
+            let mut remember = transaction.prepare_cached(
+                "INSERT OR REPLACE INTO nonces (room, nonce, id, ts) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for appended in &appended {
+                let Appended::Stored(message) = appended else {
+                    continue;
+                };
+                let nonce = message.nonce.as_ref().map(Nonce::as_str);
                 insert.execute(params![
                     message.room.as_str(),
                     message.id as i64,
                     ts as i64,
                     message.message.get(),
                     message.user.as_ref().map(|user| user.to_json()),
+                    nonce,
                 ])?;
+                if let Some(nonce) = nonce {
+                    remember.execute(params![
+                        message.room.as_str(),
+                        nonce,
+                        message.id as i64,
+                        ts as i64
+                    ])?;
+                }
             }
             let mut advance = transaction.prepare_cached(
                 "INSERT INTO rooms (room, last_id, bytes) VALUES (?1, ?2, ?3)
@@ -293,22 +420,34 @@ impl HistoryStore for SqliteStore {
         writer
             .last_ids
             .extend(batch_ids.into_iter().map(|(room, (id, _))| (room, id)));
-        Ok(stored)
+        Ok(appended)
     }
 
     fn page(&self, query: &HistoryQuery) -> Result<Page, StoreError> {
         // Without `after`, read the newest matching rows first; the builder turns them around.
-        let sql = if query.newest_first() {
-            "SELECT id, ts, body, user FROM messages WHERE room = ?1 AND id > ?2 AND id < ?3
-             ORDER BY id DESC LIMIT ?4"
+        let sql = if query.newest_first {
+            "SELECT id, ts, body, user, nonce FROM messages
+             WHERE room = ?1 AND id > ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4"
         } else {
-            "SELECT id, ts, body, user FROM messages WHERE room = ?1 AND id > ?2 AND id < ?3
-             ORDER BY id ASC LIMIT ?4"
+            "SELECT id, ts, body, user, nonce FROM messages
+             WHERE room = ?1 AND id > ?2 AND id < ?3 ORDER BY id ASC LIMIT ?4"
         };
         let after = query.after.unwrap_or(0).min(i64::MAX as u64) as i64;
         let before = query.before.unwrap_or(u64::MAX).min(i64::MAX as u64) as i64;
         self.with_reader(|connection| {
-            let mut statement = connection.prepare_cached(sql)?;
+            // One snapshot for the room's last id and its messages.
+            let snapshot = connection.unchecked_transaction()?;
+            let last_id = snapshot
+                .prepare_cached("SELECT last_id FROM rooms WHERE room = ?1")?
+                .query_row([query.room.as_str()], |row| row.get::<_, i64>(0))
+                .map_or_else(
+                    |error| match error {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(0),
+                        error => Err(error),
+                    },
+                    |id| Ok(id as u64),
+                )?;
+            let mut statement = snapshot.prepare_cached(sql)?;
             let mut rows = statement.query(params![
                 query.room.as_str(),
                 after,
@@ -319,26 +458,11 @@ impl HistoryStore for SqliteStore {
             // holds more than that.
             let mut page = PageBuilder::new(query);
             while let Some(row) = rows.next()? {
-                let id = row.get::<_, i64>(0)? as u64;
-                let message = RawValue::from_string(row.get::<_, String>(2)?).map_err(|_| {
-                    StoreError::Corrupt {
-                        room: query.room.clone(),
-                        id,
-                    }
-                })?;
-                let user = row.get::<_, Option<String>>(3)?;
-                let taken = page.offer(StoredMessage {
-                    id,
-                    room: query.room.clone(),
-                    message,
-                    ts: row.get::<_, i64>(1)? as u64,
-                    user: user.as_deref().and_then(Author::from_json),
-                });
-                if !taken {
+                if !page.offer(read_message(&query.room, row)?) {
                     break;
                 }
             }
-            Ok(page.finish())
+            Ok(page.finish(last_id, self.epoch.clone()))
         })
     }
 
@@ -359,6 +483,19 @@ impl HistoryStore for SqliteStore {
             .execute([cutoff_ms as i64])?;
         transaction.commit()?;
         Ok(pruned)
+    }
+
+    fn forget_nonces_before(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
+        let writer = self.writer();
+        let forgotten = writer
+            .connection
+            .prepare_cached("DELETE FROM nonces WHERE ts < ?1")?
+            .execute([cutoff_ms as i64])?;
+        Ok(forgotten)
+    }
+
+    fn epoch(&self) -> Epoch {
+        self.epoch.clone()
     }
 }
 
@@ -383,6 +520,7 @@ mod tests {
             max_count: 10,
             max_age: None,
             max_bytes: 1 << 20,
+            dedupe_window: std::time::Duration::from_secs(60),
         };
         let store = SqliteStore::open(dir.path(), retention, SqliteSync::Normal).unwrap();
         let query = HistoryQuery {
@@ -391,6 +529,7 @@ mod tests {
             before: None,
             after: None,
             max_bytes: 1 << 20,
+            newest_first: true,
         };
         let page = store.page(&query).unwrap().messages;
         assert_eq!(page[0].message.get(), "\"old\"");

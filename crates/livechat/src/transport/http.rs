@@ -16,10 +16,11 @@ use super::client_ip::ClientIp;
 use super::{ApiError, AppState, caller};
 use crate::auth::Identity;
 use crate::engine::RoomCount;
+use crate::epoch::Epoch;
 use crate::message::{BadPublish, Draft, Publish, StoredMessage};
 use crate::metrics::PublishError;
 use crate::room::RoomName;
-use crate::store::{HistoryQuery, Page};
+use crate::store::HistoryQuery;
 
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 1000;
@@ -38,6 +39,13 @@ pub struct SendAnswer {
     room: RoomName,
     id: u64,
     ts: u64,
+    /// The room's epoch: `id` counts in it.
+    #[schema(value_type = String)]
+    epoch: Epoch,
+    /// Its nonce was already published in the dedupe window: this is the first message's answer,
+    /// and nothing was stored or delivered again.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
 }
 
 /// `POST /chat/send/` with `{"message": X, "room"?: R}` (or `?room=R`): stores and delivers X.
@@ -99,18 +107,24 @@ pub async fn send(
         room: room.clone(),
         message,
         user,
+        nonce: publish.nonce,
     };
     let accepted = state
         .engine
         .publish(draft)
         .await
         .inspect_err(|error| metrics.publish_error(error.metric()))?;
-    metrics.published(true);
+    match accepted.original {
+        Some(_) => metrics.duplicates.increment(1),
+        None => metrics.published(true),
+    }
     Ok(Json(SendAnswer {
         message: "Message sent!",
         room,
         id: accepted.id,
         ts: accepted.ts,
+        epoch: accepted.epoch,
+        duplicate: accepted.original.is_some(),
     }))
 }
 
@@ -126,6 +140,9 @@ pub struct HistoryParams {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct HistoryAnswer {
     chat_history: Vec<StoredMessage>,
+    /// The room's epoch: the ids count in it.
+    #[schema(value_type = String)]
+    epoch: Epoch,
     /// The page stopped at its byte cap: `next` reads on.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     more: bool,
@@ -170,14 +187,11 @@ pub async fn history(
         before: number(params.before.as_deref(), "before")?,
         after: number(params.after.as_deref(), "after")?,
         max_bytes: state.history_page_bytes,
+        newest_first: params.after.is_none(),
     };
     identity.check_room(&query.room)?;
-    let newest_first = query.newest_first();
-    let page = if query.limit == 0 {
-        Page::default()
-    } else {
-        state.engine.history(query).await?
-    };
+    let newest_first = query.newest_first;
+    let page = state.engine.history(query).await?;
     let next = match (page.more, newest_first) {
         (false, _) => None,
         (true, true) => page.messages.first().map(|m| Cursor::Before(m.id)),
@@ -185,6 +199,7 @@ pub async fn history(
     };
     let answer = HistoryAnswer {
         chat_history: page.messages,
+        epoch: page.epoch,
         more: page.more,
         next,
     };

@@ -11,6 +11,7 @@ mod http;
 mod openapi;
 mod origin;
 mod page;
+mod resume;
 mod serve;
 mod session;
 mod tls;
@@ -49,6 +50,8 @@ pub struct Shared {
     pub default_room: RoomName,
     pub max_message_bytes: usize,
     pub history_page_bytes: usize,
+    /// Most messages replayed to a client resuming with `?since=`.
+    pub replay_max: usize,
     /// Every open WebSocket connection, so that shutdown can wait for them to close.
     pub connections: TaskTracker,
     pub auth: Auth,

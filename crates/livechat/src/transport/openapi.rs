@@ -20,6 +20,10 @@ pub struct SendBody {
     name: Option<String>,
     /// With the server key only: the user a backend publishes for.
     user: Option<crate::message::Author>,
+    /// An idempotency key (1-64 characters): the same nonce again within
+    /// LIVECHAT_DEDUPE_WINDOW gets the first answer with `"duplicate": true`.
+    #[schema(min_length = 1, max_length = 64)]
+    nonce: Option<String>,
 }
 
 /// `{"error": "..."}`, for every refusal.

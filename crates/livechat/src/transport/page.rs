@@ -1,8 +1,11 @@
 //! The chat page: `/` (pick a room) and `/r/{room}` (chat in it), one HTML file with its script
 //! and style sheet, embedded in the binary. Page routes stay out of the API's way, so rooms named
-//! `send`, `history` or `rooms` work in the page too.
+//! `send`, `history` or `rooms` work in the page too. The HTML tells the script this server's
+//! message size limit (`<meta name="livechat-max-message-bytes">`), so that the page can check it
+//! before sending.
 
 use axum::Router;
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -19,14 +22,8 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self'; i
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route(
-            "/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
-        )
-        .route(
-            "/r/{room}",
-            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
-        )
+        .route("/", get(index))
+        .route("/r/{room}", get(index))
         .route(
             "/assets/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
@@ -37,7 +34,18 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+async fn index(State(state): State<AppState>) -> impl IntoResponse {
+    let limit = format!(
+        "<meta name=\"livechat-max-message-bytes\" content=\"{}\">\n</head>",
+        state.max_message_bytes
+    );
+    asset(
+        "text/html; charset=utf-8",
+        INDEX.replacen("</head>", &limit, 1),
+    )
+}
+
+fn asset(content_type: &'static str, body: impl Into<String>) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
@@ -51,6 +59,6 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
-        body,
+        body.into(),
     )
 }

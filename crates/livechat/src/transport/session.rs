@@ -88,6 +88,7 @@ impl Session {
             room: room.clone(),
             message,
             user: self.user.clone(),
+            nonce: publish.nonce,
         })
     }
 

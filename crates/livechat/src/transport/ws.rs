@@ -17,16 +17,18 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde::Deserialize;
 
 use super::admission::Permit;
 use super::client_ip::ClientIp;
+use super::resume::{self, ResumeFrom};
 use super::session::{Action, RATE_ABUSE, Session};
 use super::upgrade::{PendingSocket, Socket, Upgrade};
 use super::{ApiError, AppState, caller};
-use crate::engine::Receipt;
-use crate::hub::Subscription;
-use crate::message::error_frame;
+use crate::engine::{Accepted, Receipt};
+use crate::hub::{JoinAs, Subscription};
+use crate::message::{Frames, error_frame};
 use crate::metrics::CloseReason;
 use crate::outbound::Closed;
 use crate::room::RoomName;
@@ -63,6 +65,10 @@ pub struct ConnectOptions {
     token: Option<String>,
     /// `?name=`: with auth off, the name the client chose.
     name: Option<String>,
+    /// `?since=ID`: resume after the last id the client saw (see `resume`).
+    since: Option<String>,
+    /// `?epoch=E`: the epoch that id counts in.
+    epoch: Option<String>,
 }
 
 /// The WebSocket handshake; after the 101 the protocol is in docs/asyncapi.yaml.
@@ -74,6 +80,8 @@ pub struct ConnectOptions {
         ("meta" = Option<String>, Query, description = "1, true or yes: frames with id, room, ts, user"),
         ("token" = Option<String>, Query, description = "A JWT, when auth is required"),
         ("name" = Option<String>, Query, description = "Auth off: the name the client chose"),
+        ("since" = Option<u64>, Query, description = "Resume: every message after this id, then live ones (docs/asyncapi.yaml: gap, reset, caught_up)"),
+        ("epoch" = Option<String>, Query, description = "With since: the epoch the id counts in; another epoch gets a reset"),
     ),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
@@ -102,11 +110,12 @@ pub async fn connect(
             options.name.as_deref(),
         )?;
         identity.check_room(&room)?;
+        let resume = ResumeFrom::parse(options.since.as_deref(), options.epoch.as_deref())?;
         let ClientIp(ip) = client_ip?;
         let permit = state.admission.admit(ip)?;
-        Ok::<_, ApiError>((room, options, identity, permit))
+        Ok::<_, ApiError>((room, options, identity, resume, permit))
     })();
-    let (room, options, identity, permit) = match parsed {
+    let (room, options, identity, resume, permit) = match parsed {
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
@@ -114,10 +123,13 @@ pub async fn connect(
         Ok(upgrade) => upgrade,
         Err(refused) => return refused.into_response(),
     };
-    let wants_meta = matches!(options.meta.as_deref(), Some("1" | "true" | "yes"));
+    let join = JoinAs {
+        meta: matches!(options.meta.as_deref(), Some("1" | "true" | "yes")),
+        resuming: resume.is_some(),
+    };
     // Join before answering the handshake: once the client is told it is connected, it misses
     // nothing published to the room (frames queue up until the socket is ready).
-    let subscription = state.hub.join(&room, wants_meta);
+    let subscription = state.hub.join(&room, join);
     subscription
         .outbound
         .liveness
@@ -130,6 +142,13 @@ pub async fn connect(
     if let Err(error) = state.engine.room_ready(&room).await {
         return ApiError::from(error).into_response();
     }
+    let missed = match &resume {
+        Some(from) => match resume::catch_up(&state, &room, &subscription, from, join.meta).await {
+            Ok(frames) => frames,
+            Err(refused) => return refused.into_response(),
+        },
+        None => Vec::new(),
+    };
     let (response, pending) = upgrade.accept(state.max_message_bytes);
     let connections = state.connections.clone();
     let connection = Connection {
@@ -141,9 +160,10 @@ pub async fn connect(
         in_flight_bytes: 0,
         permit,
         opened: Instant::now(),
+        meta: join.meta,
     };
     // The task's future is the connection's own: every byte in it is paid by each idle socket.
-    tokio::spawn(connections.track_future(connection.run(pending)));
+    tokio::spawn(connections.track_future(connection.run(pending, missed)));
     response
 }
 
@@ -160,6 +180,8 @@ struct Connection {
     /// The connection's place under the connection caps, given back when it ends.
     permit: Permit,
     opened: Instant,
+    /// Frames with metadata (`?meta=1`).
+    meta: bool,
 }
 
 /// Why a connection ended.
@@ -179,7 +201,8 @@ enum End {
 }
 
 impl Connection {
-    async fn run(mut self, pending: PendingSocket) {
+    /// `missed`: what a resuming client is sent before anything else.
+    async fn run(mut self, pending: PendingSocket, missed: Vec<Bytes>) {
         let mut socket = match pending.ready().await {
             Ok(socket) => socket,
             Err(error) => {
@@ -187,6 +210,9 @@ impl Connection {
                 return;
             }
         };
+        for frame in missed {
+            socket.queue(frame);
+        }
         let metrics = self.state.metrics.clone();
         metrics.connections.increment(1.0);
         let end = poll_fn(|cx| self.poll_turn(&mut socket, cx)).await;
@@ -246,6 +272,17 @@ impl Connection {
                 self.in_flight_bytes -= *bytes;
                 self.receipts.pop_front();
                 match answer {
+                    Ok(Accepted {
+                        original: Some(original),
+                        ..
+                    }) => {
+                        // Sent again (its echo was missed): the first one, to this client alone.
+                        self.state.metrics.duplicates.increment(1);
+                        let echo = Frames::encode(&original, self.meta);
+                        if let Some(end) = self.reply(socket, echo.meta.unwrap_or(echo.plain)) {
+                            return Poll::Ready(end);
+                        }
+                    }
                     Ok(_) => self.state.metrics.published(false),
                     Err(error) => {
                         self.state.metrics.publish_error(error.metric());

@@ -86,7 +86,13 @@ async fn history_answers_with_the_seed_key() {
     let server = Server::start(&[]).await;
     let answer = server.http("GET", "/chat/history/", None).await;
     assert_eq!(answer.status, 200);
-    assert_eq!(answer.json(), json!({"chat_history": []}));
+    assert_eq!(answer.json()["chat_history"], json!([]));
+    // Beside the seed's key, the room's epoch (see resuming with `since`).
+    assert!(
+        answer.json()["epoch"]
+            .as_str()
+            .is_some_and(|epoch| !epoch.is_empty())
+    );
     let answer = server.http("GET", "/chat/history", None).await;
     assert_eq!(answer.status, 200);
 }

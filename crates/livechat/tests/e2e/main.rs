@@ -11,6 +11,7 @@ mod metrics;
 mod nginx;
 mod nodes;
 mod proxy;
+mod resume;
 mod security;
 mod settings;
 mod support;

@@ -510,6 +510,18 @@ impl RedisServer {
         }
     }
 
+    /// Runs a command with `redis-cli` against it; its output.
+    pub async fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .await
+            .expect("redis-cli");
+        assert!(output.status.success(), "redis-cli {args:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Kills it, as a crash or an outage would.
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

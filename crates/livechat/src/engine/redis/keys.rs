@@ -32,6 +32,17 @@ impl Keys {
         format!("{}:{{{room}}}:bytes", self.prefix)
     }
 
+    /// The room's epoch (see `crate::epoch`): made by the first publish or read after the room's
+    /// keys were lost, so that it changes exactly when the numbering starts again.
+    pub fn epoch(&self, room: &RoomName) -> String {
+        format!("{}:{{{room}}}:epoch", self.prefix)
+    }
+
+    /// A nonce published to the room, holding `id:ts` of its message for the dedupe window.
+    pub fn nonce(&self, room: &RoomName, nonce: &str) -> String {
+        format!("{}:{{{room}}}:nonce:{nonce}", self.prefix)
+    }
+
     /// The room's pub/sub channel.
     pub fn channel(&self, room: &RoomName) -> String {
         format!("{}:{{{room}}}:messages", self.prefix)

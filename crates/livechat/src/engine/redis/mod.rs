@@ -7,8 +7,9 @@
 //!
 //! - `connection`: one RESP3 connection (single server or cluster), resubscribing by itself
 //! - `publisher`: batches publishes into pipelines, one per room
-//! - `subscriber`: subscribes while a room has local members; dedupes and fills gaps by id
-//! - `stream`: reads history pages and missed ranges
+//! - `subscriber`: subscribes while a room has local members; dedupes and fills gaps by id,
+//!   follows a room's new epoch
+//! - `stream`: reads history pages, missed ranges and a room's numbering (epoch, last id)
 //! - `presence`: this node's rooms and member counts under a TTL, for `GET /chat/rooms/`
 
 mod connection;
@@ -88,6 +89,7 @@ impl RedisEngine {
             max_count: settings.retention.max_count,
             max_age: settings.retention.max_age,
             max_bytes: settings.retention.max_bytes,
+            dedupe_window: settings.retention.dedupe_window,
             health: health.clone(),
             metrics: settings.metrics.clone(),
         };

@@ -7,34 +7,68 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use redis::RedisResult;
+use serde_json::value::RawValue;
 
 use super::Health;
 use super::connection::Connection;
 use super::keys::Keys;
 use crate::engine::queue::{Answer, QueueReceiver};
+
 use crate::engine::{Accepted, EngineError};
-use crate::message::Draft;
+use crate::epoch::{Epoch, new_epoch};
+use crate::message::{Author, Draft, Nonce, StoredMessage};
 use crate::room::RoomName;
 
-/// KEYS: stream, sequence, byte total. ARGV: message JSON, max count, max age in ms (0: none),
-/// channel, publish command, author JSON (empty: none), max bytes. Returns {id, ts}. The frame
-/// published is `{"id":N,"ts":T,"user":U,"message":X}` (`user` only with an author).
-/// After adding, the oldest entries go while the room is over its count, its bytes or its age;
-/// the newest stays. A stream written before byte totals existed counts from zero, so its older
-/// entries are under-counted until they are trimmed.
+/// KEYS: stream, sequence, byte total, epoch, and the nonce's key when the message has one.
+/// ARGV: message JSON, max count, max age in ms (0: none), channel, publish command, author JSON
+/// (empty: none), max bytes, an epoch to use if the room has none, the nonce as a JSON string
+/// (empty: none), the dedupe window in ms.
+/// Returns {id, ts, epoch, duplicate (0/1), the first message's JSON and author when duplicate}.
+/// The frame published is `{"id":N,"ts":T,"epoch":E,"user":U,"nonce":K,"message":X}` (`user`
+/// and `nonce` only when present). After adding, the oldest entries go while the room is over
+/// its count, its bytes or its age; the newest stays. A stream written before byte totals existed
+/// counts from zero, so its older entries are under-counted until they are trimmed.
 const PUBLISH_SCRIPT: &str = r#"
+local epoch = redis.call('GET', KEYS[4])
+if not epoch then
+  epoch = ARGV[8]
+  redis.call('SET', KEYS[4], epoch)
+end
+if KEYS[5] then
+  local seen = redis.call('GET', KEYS[5])
+  if seen then
+    local id, ts = string.match(seen, '(%d+):(%d+)')
+    local first = redis.call('XRANGE', KEYS[1], id .. '-0', id .. '-0')[1]
+    local body, user = '', ''
+    if first then
+      local fields = first[2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'm' then body = fields[i + 1] elseif fields[i] == 'u' then user = fields[i + 1] end
+      end
+    end
+    return {tonumber(id), tonumber(ts), epoch, 1, body, user}
+  end
+end
 local id = redis.call('INCR', KEYS[2])
 local now = redis.call('TIME')
 local ts = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local head = string.format('{"id":%d,"ts":%d,', id, ts)
-local entry = string.format('%d-0', id)
-if ARGV[6] == '' then
-  redis.call('XADD', KEYS[1], entry, 'ts', string.format('%d', ts), 'm', ARGV[1])
-else
-  redis.call('XADD', KEYS[1], entry, 'ts', string.format('%d', ts), 'm', ARGV[1], 'u', ARGV[6])
+local head = string.format('{"id":%d,"ts":%d,"epoch":"%s",', id, ts, epoch)
+local entry = {'XADD', KEYS[1], string.format('%d-0', id), 'ts', string.format('%d', ts), 'm', ARGV[1]}
+if ARGV[6] ~= '' then
+  table.insert(entry, 'u')
+  table.insert(entry, ARGV[6])
   head = head .. '"user":' .. ARGV[6] .. ','
 end
-local bytes = redis.call('INCRBY', KEYS[3], string.len(ARGV[1]) + string.len(ARGV[6]))
+if ARGV[9] ~= '' then
+  table.insert(entry, 'n')
+  table.insert(entry, ARGV[9])
+  head = head .. '"nonce":' .. ARGV[9] .. ','
+end
+if KEYS[5] then
+  redis.call('SET', KEYS[5], string.format('%d:%d', id, ts), 'PX', ARGV[10])
+end
+redis.call(unpack(entry))
+local bytes = redis.call('INCRBY', KEYS[3], string.len(ARGV[1]) + string.len(ARGV[6]) + string.len(ARGV[9]))
 local count = redis.call('XLEN', KEYS[1])
 local max_count, max_age, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[7])
 while count > 1 and (count > max_count or bytes > max_bytes or max_age > 0) do
@@ -52,8 +86,12 @@ while count > 1 and (count > max_count or bytes > max_bytes or max_age > 0) do
 end
 if bytes < 0 then redis.call('SET', KEYS[3], 0) end
 redis.call(ARGV[5], ARGV[4], head .. '"message":' .. ARGV[1] .. '}')
-return {id, ts}
+return {id, ts, epoch, 0, '', ''}
 "#;
+
+/// What the script answers: id, ts, epoch, duplicate, and for a duplicate the first message's
+/// JSON and author (empty when retention took it).
+type ScriptAnswer = (u64, u64, String, u8, String, String);
 
 /// Most publishes sent in one round of pipelines.
 const MAX_BATCH: usize = 1024;
@@ -64,6 +102,7 @@ pub struct Publisher {
     pub max_count: u64,
     pub max_age: Option<Duration>,
     pub max_bytes: u64,
+    pub dedupe_window: Duration,
     pub health: std::sync::Arc<Health>,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
@@ -83,20 +122,34 @@ impl Publisher {
 
     /// Sends one pipeline per room, all at once, and answers every publisher.
     async fn send(&self, batch: Vec<(Draft, Answer)>) {
-        let mut by_room: HashMap<RoomName, (redis::Pipeline, Vec<Answer>)> = HashMap::new();
+        // Used only by a room that has no epoch yet (new, or its keys were lost).
+        let fresh_epoch = new_epoch();
+        let mut by_room: HashMap<RoomName, (redis::Pipeline, Vec<(Draft, Answer)>)> =
+            HashMap::new();
         for (draft, answer) in batch {
-            let (pipeline, answers) = by_room.entry(draft.room.clone()).or_default();
+            let (pipeline, drafts) = by_room.entry(draft.room.clone()).or_default();
+            let room = &draft.room;
+            let nonce = draft.nonce.as_ref().map(Nonce::as_str);
+            // With a zero window nonces are kept with messages but not checked.
+            let nonce_key = nonce
+                .filter(|_| !self.dedupe_window.is_zero())
+                .map(|nonce| self.keys.nonce(room, nonce));
             pipeline
                 .cmd("EVAL")
                 .arg(PUBLISH_SCRIPT)
-                .arg(3)
-                .arg(self.keys.stream(&draft.room))
-                .arg(self.keys.sequence(&draft.room))
-                .arg(self.keys.bytes(&draft.room))
+                .arg(if nonce_key.is_some() { 5 } else { 4 })
+                .arg(self.keys.stream(room))
+                .arg(self.keys.sequence(room))
+                .arg(self.keys.bytes(room))
+                .arg(self.keys.epoch(room));
+            if let Some(nonce_key) = nonce_key {
+                pipeline.arg(nonce_key);
+            }
+            pipeline
                 .arg(draft.message.get())
                 .arg(self.max_count)
                 .arg(self.max_age.map_or(0, |age| age.as_millis() as u64))
-                .arg(self.keys.channel(&draft.room))
+                .arg(self.keys.channel(room))
                 .arg(self.connection.publish_command())
                 .arg(
                     draft
@@ -104,36 +157,69 @@ impl Publisher {
                         .as_ref()
                         .map_or(String::new(), |user| user.to_json()),
                 )
-                .arg(self.max_bytes);
-            answers.push(answer);
+                .arg(self.max_bytes)
+                .arg(&*fresh_epoch)
+                .arg(nonce.map_or(String::new(), |nonce| {
+                    serde_json::Value::from(nonce).to_string()
+                }))
+                .arg(self.dedupe_window.as_millis() as u64);
+            drafts.push((draft, answer));
         }
-        let sent = by_room.into_values().map(|(pipeline, answers)| async move {
+        let sent = by_room.into_values().map(|(pipeline, drafts)| async move {
             let mut connection = self.connection.clone();
             let started = std::time::Instant::now();
-            let stored: RedisResult<Vec<(u64, u64)>> = pipeline.query_async(&mut connection).await;
+            let stored: RedisResult<Vec<ScriptAnswer>> =
+                pipeline.query_async(&mut connection).await;
             let metrics = &self.metrics;
             metrics
                 .store_commit_seconds
                 .record(started.elapsed().as_secs_f64());
-            metrics.store_batch_messages.record(answers.len() as f64);
-            (stored, answers)
+            metrics.store_batch_messages.record(drafts.len() as f64);
+            (stored, drafts)
         });
-        for (stored, answers) in join_all(sent).await {
+        for (stored, drafts) in join_all(sent).await {
             match stored {
                 Ok(stored) => {
                     self.health.succeeded();
-                    for ((id, ts), answer) in stored.into_iter().zip(answers) {
-                        let _ = answer.send(Ok(Accepted { id, ts }));
+                    for (answer, (draft, reply)) in stored.into_iter().zip(drafts) {
+                        let _ = reply.send(Ok(accepted(answer, draft)));
                     }
                 }
                 Err(error) => {
                     self.health.failed(&error);
                     let error = EngineError::Unavailable(format!("Redis: {error}"));
-                    for answer in answers {
-                        let _ = answer.send(Err(error.clone()));
+                    for (_, reply) in drafts {
+                        let _ = reply.send(Err(error.clone()));
                     }
                 }
             }
         }
     }
+}
+
+/// The publisher's answer from the script's.
+fn accepted((id, ts, epoch, duplicate, body, user): ScriptAnswer, draft: Draft) -> Accepted {
+    let epoch = Epoch::from(epoch);
+    if duplicate == 0 {
+        return Accepted {
+            id,
+            ts,
+            epoch,
+            original: None,
+        };
+    }
+    // The first message as stored; the draft's content if retention already took it.
+    let (message, user) = match RawValue::from_string(body) {
+        Ok(message) => (message, Author::from_json(&user)),
+        Err(_) => (draft.message, draft.user),
+    };
+    let original = StoredMessage {
+        id,
+        room: draft.room,
+        message,
+        ts,
+        user,
+        nonce: draft.nonce,
+    };
+    Accepted::duplicate(original, epoch)
 }

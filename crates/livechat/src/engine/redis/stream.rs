@@ -8,7 +8,8 @@ use serde_json::value::RawValue;
 
 use super::connection::Connection;
 use super::keys::Keys;
-use crate::message::{Author, StoredMessage};
+use crate::epoch::{Epoch, new_epoch};
+use crate::message::{Author, Nonce, StoredMessage};
 use crate::room::RoomName;
 use crate::store::{HistoryQuery, Page, PageBuilder, now_ms};
 
@@ -25,6 +26,8 @@ pub async fn page(
     query: &HistoryQuery,
     max_age: Option<Duration>,
 ) -> RedisResult<Page> {
+    // Read first: every message of the page is then counted in the epoch seen.
+    let (epoch, last_id) = numbering(connection, keys, &query.room).await?;
     let stream = keys.stream(&query.room);
     let (mut after, mut before) = (query.after, query.before);
     let mut page = PageBuilder::new(query);
@@ -32,13 +35,14 @@ pub async fn page(
     let (mut read, mut read_bytes) = (0usize, 0usize);
     while page.wants_more() {
         let upper = before.map_or("+".to_owned(), exclusive);
-        let mut command = if let Some(after) = after {
-            let mut command = redis::cmd("XRANGE");
-            command.arg(&stream).arg(exclusive(after)).arg(upper);
+        let lower = after.map_or("-".to_owned(), exclusive);
+        let mut command = if query.newest_first {
+            let mut command = redis::cmd("XREVRANGE");
+            command.arg(&stream).arg(upper).arg(lower);
             command
         } else {
-            let mut command = redis::cmd("XREVRANGE");
-            command.arg(&stream).arg(upper).arg("-");
+            let mut command = redis::cmd("XRANGE");
+            command.arg(&stream).arg(lower).arg(upper);
             command
         };
         command.arg("COUNT").arg(chunk);
@@ -47,9 +51,9 @@ pub async fn page(
         let Some(edge) = reply.ids.last().and_then(|entry| message_id(&entry.id)) else {
             break;
         };
-        match after {
-            Some(_) => after = Some(edge),
-            None => before = Some(edge),
+        match query.newest_first {
+            true => before = Some(edge),
+            false => after = Some(edge),
         }
         for message in decode(&query.room, reply, max_age) {
             read += 1;
@@ -64,7 +68,27 @@ pub async fn page(
         let average = (read_bytes / read.max(1)).max(1);
         chunk = (page.bytes_left() / average).clamp(1, MAX_CHUNK);
     }
-    Ok(page.finish())
+    Ok(page.finish(last_id, epoch))
+}
+
+/// The room's epoch (made now if the room has none: new, or its keys were lost) and last id.
+pub async fn numbering(
+    connection: &mut Connection,
+    keys: &Keys,
+    room: &RoomName,
+) -> RedisResult<(Epoch, u64)> {
+    let fresh = new_epoch();
+    let (kept, last_id): (Option<String>, Option<u64>) = redis::pipe()
+        .cmd("SET")
+        .arg(keys.epoch(room))
+        .arg(&*fresh)
+        .arg("NX")
+        .arg("GET")
+        .cmd("GET")
+        .arg(keys.sequence(room))
+        .query_async(connection)
+        .await?;
+    Ok((kept.map_or(fresh, Epoch::from), last_id.unwrap_or(0)))
 }
 
 /// Messages with `after < id < before` (`before` None: up to the newest), oldest first.
@@ -82,27 +106,6 @@ pub async fn range(
         .query_async(connection)
         .await?;
     Ok(decode(room, reply, None))
-}
-
-/// The id of the room's newest stored message (0 if none).
-pub async fn last_id(
-    connection: &mut Connection,
-    keys: &Keys,
-    room: &RoomName,
-) -> RedisResult<u64> {
-    let reply: StreamRangeReply = redis::cmd("XREVRANGE")
-        .arg(keys.stream(room))
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(connection)
-        .await?;
-    Ok(reply
-        .ids
-        .first()
-        .and_then(|entry| message_id(&entry.id))
-        .unwrap_or(0))
 }
 
 fn exclusive(id: u64) -> String {
@@ -130,12 +133,17 @@ fn decode(
             let user = entry
                 .get::<String>("u")
                 .and_then(|user| Author::from_json(&user));
+            let nonce = entry
+                .get::<String>("n")
+                .and_then(|nonce| serde_json::from_str::<String>(&nonce).ok())
+                .and_then(|nonce| Nonce::parse(&nonce).ok());
             (ts >= cutoff).then(|| StoredMessage {
                 id,
                 room: room.clone(),
                 message,
                 ts,
                 user,
+                nonce,
             })
         })
         .collect()

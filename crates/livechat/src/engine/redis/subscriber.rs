@@ -1,7 +1,8 @@
 //! Subscriptions: this node subscribes to a room's channel while the room has local members, and
-//! hands what arrives to the hub in id order. Each room remembers the last id it delivered, so a
-//! message seen twice is dropped and a jump in ids (missed while subscribing, or while the
-//! connection was down) is filled from the room's stream first: nothing is lost silently.
+//! hands what arrives to the hub in id order. Each room remembers the last id it delivered and
+//! its epoch, so a message seen twice is dropped, a jump in ids (missed while subscribing, or
+//! while the connection was down) is filled from the room's stream first, and a new epoch (Redis
+//! lost the room's keys: ids start again) is followed and announced: nothing is lost silently.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,8 +21,9 @@ use super::connection::Connection;
 use super::keys::Keys;
 use super::stream;
 use crate::engine::EngineError;
+use crate::epoch::Epoch;
 use crate::hub::{Hub, RoomObserver};
-use crate::message::{Author, StoredMessage};
+use crate::message::{Author, Event, Nonce, StoredMessage};
 use crate::room::RoomName;
 
 /// How often a node retries catching up after its connection came back.
@@ -110,7 +112,7 @@ impl RoomObserver for RoomRegistry {
     }
 }
 
-/// A published frame: `{"id":N,"ts":T,"message":X}`.
+/// A published frame: `{"id":N,"ts":T,"epoch":E,"message":X}` (and `user`, `nonce`).
 #[derive(Deserialize)]
 struct Published {
     id: u64,
@@ -118,6 +120,16 @@ struct Published {
     message: Box<RawValue>,
     #[serde(default)]
     user: Option<Arc<Author>>,
+    #[serde(default)]
+    epoch: Option<String>,
+    #[serde(default)]
+    nonce: Option<String>,
+}
+
+/// Where a subscribed room's delivery stands.
+pub struct Delivered {
+    last: u64,
+    epoch: Epoch,
 }
 
 pub struct Subscriber {
@@ -125,8 +137,8 @@ pub struct Subscriber {
     pub keys: Keys,
     pub hub: Arc<Hub>,
     pub health: Arc<Health>,
-    /// Last id delivered to the hub, per subscribed room.
-    pub delivered: HashMap<RoomName, u64>,
+    /// Per subscribed room.
+    pub delivered: HashMap<RoomName, Delivered>,
 }
 
 impl Subscriber {
@@ -163,14 +175,15 @@ impl Subscriber {
     /// read before subscribing, so a message published in between is fetched, not lost.
     async fn subscribe(&mut self, room: RoomName, state: watch::Sender<Subscription>) {
         let subscribed = async {
-            let last = stream::last_id(&mut self.connection, &self.keys, &room).await?;
+            let numbering = stream::numbering(&mut self.connection, &self.keys, &room).await?;
             self.connection.subscribe(&self.keys.channel(&room)).await?;
-            Ok::<_, redis::RedisError>(last)
+            Ok::<_, redis::RedisError>(numbering)
         }
         .await;
         match subscribed {
-            Ok(last) => {
-                self.delivered.insert(room.clone(), last);
+            Ok((epoch, last)) => {
+                self.delivered
+                    .insert(room.clone(), Delivered { last, epoch });
                 self.catch_up(&room, None).await;
                 let _ = state.send(Subscription::Active);
             }
@@ -201,11 +214,19 @@ impl Subscriber {
         let Some(room) = self.keys.room_of_channel(&channel) else {
             return;
         };
-        let Some(&last) = self.delivered.get(&room) else {
-            return; // Unsubscribed meanwhile.
-        };
         let Ok(published) = serde_json::from_slice::<Published>(&payload) else {
             tracing::warn!(%room, "undecodable message on the room channel");
+            return;
+        };
+        let Some(delivered) = self.delivered.get(&room) else {
+            return; // Unsubscribed meanwhile.
+        };
+        if let Some(epoch) = published.epoch
+            && *epoch != *delivered.epoch
+        {
+            self.reset(&room, Epoch::from(epoch));
+        }
+        let Some(&Delivered { last, .. }) = self.delivered.get(&room) else {
             return;
         };
         if published.id <= last {
@@ -220,13 +241,29 @@ impl Subscriber {
             message: published.message,
             ts: published.ts,
             user: published.user,
+            nonce: published.nonce.and_then(|nonce| Nonce::parse(&nonce).ok()),
         });
+    }
+
+    /// The room's numbering started again under `epoch`: its members that follow events are
+    /// told, and delivery follows the new ids from the start.
+    fn reset(&mut self, room: &RoomName, epoch: Epoch) {
+        tracing::warn!(%room, %epoch,
+            "Redis lost this room's history (no persistence, or a failover); ids start again");
+        let event = Event::Reset {
+            room,
+            last: 0,
+            epoch: &epoch,
+        };
+        self.hub.announce(room, event.frame());
+        self.delivered
+            .insert(room.clone(), Delivered { last: 0, epoch });
     }
 
     /// Delivers stored messages after the last delivered one (and before `until`).
     /// Returns false when the stream could not be read.
     async fn catch_up(&mut self, room: &RoomName, until: Option<u64>) -> bool {
-        let Some(&last) = self.delivered.get(room) else {
+        let Some(&Delivered { last, .. }) = self.delivered.get(room) else {
             return true;
         };
         match stream::range(&mut self.connection, &self.keys, room, last, until).await {
@@ -249,21 +286,20 @@ impl Subscriber {
         }
     }
 
-    /// After a reconnect: every room catches up with its stream. A stream whose last id is below
-    /// what was delivered means Redis lost its data (restarted without persistence) and numbers
-    /// from 1 again; the room follows the new numbering instead of dropping it as duplicates.
+    /// After a reconnect: every room catches up with its stream. A new epoch (or, for a room
+    /// numbered before epochs, a last id below what was delivered) means Redis lost the room's
+    /// data and numbers from 1 again; the room follows the new numbering instead of dropping it as
+    /// duplicates.
     async fn catch_up_all(&mut self) -> bool {
         let rooms: Vec<RoomName> = self.delivered.keys().cloned().collect();
         let mut complete = true;
         for room in rooms {
-            match stream::last_id(&mut self.connection, &self.keys, &room).await {
-                Ok(stored) => {
-                    if let Some(delivered) = self.delivered.get_mut(&room)
-                        && stored < *delivered
+            match stream::numbering(&mut self.connection, &self.keys, &room).await {
+                Ok((epoch, stored)) => {
+                    if let Some(delivered) = self.delivered.get(&room)
+                        && (*epoch != *delivered.epoch || stored < delivered.last)
                     {
-                        tracing::warn!(%room, stored, delivered = *delivered,
-                            "Redis lost this room's history (no persistence?); ids start again");
-                        *delivered = stored;
+                        self.reset(&room, epoch);
                     }
                 }
                 Err(error) => {
@@ -282,7 +318,7 @@ impl Subscriber {
     }
 
     fn deliver(&mut self, message: StoredMessage) {
-        if let Some(last) = self.delivered.get_mut(&message.room)
+        if let Some(Delivered { last, .. }) = self.delivered.get_mut(&message.room)
             && message.id > *last
         {
             *last = message.id;
