@@ -8,6 +8,7 @@ mod connect;
 mod fanout;
 mod http_publish;
 mod idle;
+mod replay;
 mod report;
 mod workers;
 
@@ -56,6 +57,8 @@ enum Scenario {
     Connect(connect::Connect),
     /// POST /chat/send/ requests per second over keep-alive connections.
     HttpPublish(http_publish::HttpPublish),
+    /// Clients reconnecting at once with `?since=` (livechat only): time to catch up.
+    Replay(replay::Replay),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +196,13 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
                 return Ok(());
             };
             ("http-publish", http_publish::report(&options, &raws))
+        }
+        Scenario::Replay(options) => {
+            let run_here = |slice| replay::run(&options, target, path, slice);
+            let Some(raws) = gather(role, run_here).await? else {
+                return Ok(());
+            };
+            ("replay", replay::report(&options, &raws))
         }
     };
     report::print(name, parameters, results);
