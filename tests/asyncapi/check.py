@@ -27,7 +27,7 @@ def schemas() -> dict:
 def start(binary: str, data_dir: str) -> tuple[subprocess.Popen, str]:
     server = subprocess.Popen(
         [binary, "--bind", "127.0.0.1:0", "--data-dir", data_dir, "--rate-limit", "1/m",
-         "--rate-burst", "2"],
+         "--rate-burst", "2", "--replay-max", "2"],
         stderr=subprocess.PIPE, text=True)
     for line in server.stderr:
         match = re.search(r"listening on http://(\S+)", line)
@@ -55,6 +55,21 @@ async def frames(address: str) -> list[tuple[str, dict]]:
         # This connection's burst (2) is spent: the next publish is refused.
         await plain.send(json.dumps({"message": "fourth"}))
         seen.append(("rateLimited", json.loads(await plain.recv())))
+    async with websockets.connect(url + "?meta=1") as sender:
+        await sender.send(json.dumps({"message": "once", "nonce": "n-1"}))
+        seen.append(("messageWithMeta", json.loads(await sender.recv())))
+        # The same nonce again: its sender alone gets the first message back.
+        await sender.send(json.dumps({"message": "once", "nonce": "n-1"}))
+        seen.append(("messageWithMeta", json.loads(await sender.recv())))
+    # Resuming: 5 stored, the replay holds 2 (--replay-max): a gap, 2 messages, caught up.
+    async with websockets.connect(url + "?meta=1&since=0") as resuming:
+        seen.append(("gap", json.loads(await resuming.recv())))
+        seen.append(("messageWithMeta", json.loads(await resuming.recv())))
+        seen.append(("messageWithMeta", json.loads(await resuming.recv())))
+        seen.append(("caughtUp", json.loads(await resuming.recv())))
+    async with websockets.connect(url + "?since=1000") as ahead:
+        seen.append(("reset", json.loads(await ahead.recv())))
+        seen.append(("caughtUp", json.loads(await ahead.recv())))
     return seen
 
 
@@ -67,7 +82,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait()
-    receivable = ["message", "messageWithMeta", "error", "rateLimited"]
+    receivable = ["message", "messageWithMeta", "error", "rateLimited", "gap", "reset", "caughtUp"]
     failed = 0
     for expected, frame in seen:
         try:
@@ -81,6 +96,7 @@ def main() -> None:
     # The sent frames the scenario used are documented too.
     jsonschema.validate({"message": {"any": ["json", 1]}}, documented["publish"])
     jsonschema.validate({"token": "eyJ..."}, documented["refreshToken"])
+    jsonschema.validate({"message": "x", "nonce": "n-1"}, documented["publish"])
     print(f"asyncapi frames: {len(seen) - failed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 

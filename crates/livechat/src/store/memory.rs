@@ -141,7 +141,8 @@ impl HistoryStore for MemoryStore {
         let appended = batch
             .into_iter()
             .map(|draft| {
-                if let Some(original) = state.original(&draft, since_ms) {
+                let checked = !self.retention.dedupe_window.is_zero();
+                if let Some(original) = state.original(&draft, since_ms).filter(|_| checked) {
                     return Appended::Duplicate(original);
                 }
                 let log = state.rooms.entry(draft.room.clone()).or_default();

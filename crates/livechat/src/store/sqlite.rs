@@ -343,7 +343,9 @@ impl HistoryStore for SqliteStore {
         let mut batch_nonces: HashMap<(RoomName, Nonce), StoredMessage> = HashMap::new();
         let mut appended = Vec::with_capacity(batch.len());
         for draft in batch {
-            if let Some(nonce) = &draft.nonce {
+            if let Some(nonce) = &draft.nonce
+                && self.dedupe_window_ms > 0
+            {
                 let key = (draft.room.clone(), nonce.clone());
                 let original = match batch_nonces.get(&key) {
                     Some(first) => Some(first.clone()),
