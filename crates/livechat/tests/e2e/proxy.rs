@@ -12,7 +12,12 @@ use crate::nginx::Nginx;
 use crate::support::{Client, RedisServer, Server, eventually, http};
 
 async fn through(proxy: &Nginx, room: &str) -> Client {
-    let uri = format!("ws://{}/ws/chat/{room}/?meta=1", proxy.addr);
+    through_with(proxy, room, "").await
+}
+
+/// A client through nginx with more of the connect URL's query (`&since=...`).
+async fn through_with(proxy: &Nginx, room: &str, query: &str) -> Client {
+    let uri = format!("ws://{}/ws/chat/{room}/?meta=1{query}", proxy.addr);
     let (ws, _) = ClientBuilder::new()
         .uri(&uri)
         .unwrap()
@@ -62,6 +67,22 @@ async fn two_nodes_behind_nginx_serve_one_room_and_see_the_real_client() {
     }
     let history = http(proxy.addr, "GET", "/chat/history/?room=proxied", None, &[]).await;
     assert_eq!(history.json()["chat_history"].as_array().unwrap().len(), 4);
+    let epoch = history.json()["epoch"].as_str().unwrap().to_owned();
+
+    // Resuming through nginx, on whichever node it picks: the missed messages, then caught up.
+    for _ in 0..2 {
+        let mut resumed = through_with(&proxy, "proxied", &format!("&since=2&epoch={epoch}")).await;
+        let replayed = [resumed.recv().await, resumed.recv().await];
+        assert_eq!(
+            replayed.map(|frame| frame["id"].clone()),
+            [json!(3), json!(4)]
+        );
+        let caught_up = resumed.recv().await;
+        assert_eq!(
+            (&caught_up["event"], &caught_up["id"]),
+            (&json!("caught_up"), &json!(4))
+        );
+    }
 
     // A client on 127.0.0.2 breaks the size limit: the node that closes it logs its real
     // address, taken from X-Forwarded-For, not nginx's 127.0.0.1.
