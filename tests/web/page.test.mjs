@@ -166,18 +166,26 @@ test('the page reconnects by itself after a restart and shows what it missed', a
 
     await first.stop();
     await page.locator('#status[data-state="reconnecting"]').waitFor(WAIT);
-    assert.equal(await page.locator('#send-button').isDisabled(), true);
-    // Let a few retries fail, so the page is surely away when the message is sent.
+    // Written while the server is down: shown at once, pending.
+    await say(page, 'typed while away');
+    await page.locator('#log li.pending', { hasText: 'typed while away' }).waitFor(WAIT);
+    // Let a few retries fail, so the page is surely away when the other message is sent.
     await page.waitForTimeout(1500);
     second = await Server.start(sameAddress);
     await second.post('phoenix', 'sent while the page was away');
 
     await message(page, 'sent while the page was away').waitFor(WAIT);
     await connected(page);
+    // Resumed with since=: the missed message came over the socket; the pending one was sent
+    // after the replay and confirmed by its echo, once.
+    await page.locator('#log li.pending').waitFor({ state: 'detached', ...WAIT });
     await second.post('phoenix', 'live again');
     await message(page, 'live again').waitFor(WAIT);
     const texts = await page.locator('#log li .text').allTextContents();
-    assert.deepEqual(texts, ['before the restart', 'sent while the page was away', 'live again']);
+    assert.deepEqual(texts, ['before the restart', 'sent while the page was away', 'typed while away', 'live again']);
+    const stored = await (await fetch(`${second.url}/chat/history/?room=phoenix`)).json();
+    assert.deepEqual(stored.chat_history.map((m) => m.message),
+      ['before the restart', 'sent while the page was away', 'typed while away', 'live again']);
     // While the server was down, Chromium reports the refused connections; nothing else.
     const unexpected = problems.filter((p) => !/ERR_CONNECTION_REFUSED|WebSocket connection to/.test(p));
     assert.deepEqual(unexpected, []);
@@ -366,5 +374,55 @@ test('served over TLS (https and wss) with its own certificate', async () => {
   } finally {
     await context.close();
     await server.stop();
+  }
+});
+
+test('a message over the server\'s size limit stays in the composer with the reason', async () => {
+  const server = await Server.start({ args: ['--max-message-bytes', '1000'] });
+  const { page, close } = await open(server, '/r/limits');
+  try {
+    await connected(page);
+    const long = 'x'.repeat(2000);
+    await page.locator('#message-input').fill(long);
+    await page.locator('#send-button').click();
+    await page.locator('#composer-error', { hasText: 'at most 1000' }).waitFor(WAIT);
+    assert.equal(await page.locator('#message-input').inputValue(), long);
+    assert.equal(await page.locator('#log li').count(), 0);
+    const stored = await (await fetch(`${server.url}/chat/history/?room=limits`)).json();
+    assert.deepEqual(stored.chat_history, []);
+    // A short one goes through, and the reason goes away.
+    await say(page, 'short');
+    await message(page, 'short').waitFor(WAIT);
+    assert.equal(await page.locator('#composer-error').isHidden(), true);
+  } finally {
+    await close();
+    await server.stop();
+  }
+});
+
+test('killed and restarted while open: every message shown once, the page\'s own confirmed once', async () => {
+  const first = await Server.start();
+  const sameAddress = { dataDir: first.dataDir, bind: first.host };
+  const { page, close } = await open(first, '/r/crash');
+  let second;
+  try {
+    await connected(page);
+    for (let n = 1; n <= 5; n += 1) await first.post('crash', `before ${n}`);
+    await message(page, 'before 5').waitFor(WAIT);
+    first.child.kill('SIGKILL');
+    await page.locator('#status[data-state="reconnecting"]').waitFor(WAIT);
+    await say(page, 'mine');
+    second = await Server.start(sameAddress);
+    for (let n = 1; n <= 5; n += 1) await second.post('crash', `after ${n}`);
+    await message(page, 'after 5').waitFor(WAIT);
+    await page.locator('#log li.pending').waitFor({ state: 'detached', ...WAIT });
+    const texts = await page.locator('#log li:not(.event) .text').allTextContents();
+    const expected = ['before 1', 'before 2', 'before 3', 'before 4', 'before 5',
+      'after 1', 'after 2', 'after 3', 'after 4', 'after 5', 'mine'];
+    assert.deepEqual([...texts].sort(), [...expected].sort(), 'each message exactly once');
+    assert.equal(texts.filter((t) => t === 'mine').length, 1);
+  } finally {
+    await close();
+    await second?.stop();
   }
 });

@@ -1,8 +1,12 @@
 // livechat page: pick a room at `/`, chat at `/r/{room}`. Plain JavaScript, no framework.
 //
 // The room view shows recent history, then live messages over a WebSocket with `?meta=1`, so
-// every frame carries its id and author. After a reconnect it reads the history after the last id
-// it saw, so nothing sent while it was away is missing; ids also drop duplicates and keep the order.
+// every frame carries its id and author. It connects with `since=` the last id it has (and the
+// room's epoch), so the server sends whatever it missed, then live messages: nothing is missing,
+// nothing doubled; `gap` and `reset` events are told to the user in plain words. Each message is
+// sent with a nonce and shown at once as pending; its echo confirms it, and pending ones are sent
+// again (same nonce: stored once) after a reconnect. A message the server refuses goes back into
+// the composer with the reason.
 //
 // Identity: on a server with auth required, the page takes a token from its URL fragment
 // (`/r/lobby#token=...`), keeps it for this tab only (sessionStorage), removes it from the address
@@ -12,7 +16,9 @@
 
 const ROOM_PATTERN = /^[A-Za-z0-9_-]{1,94}$/;
 const FIRST_PAGE = 100;
-const CATCH_UP_PAGE = 1000;
+/** The server's message size limit, from the page's meta tag (1 MiB if absent). */
+const MAX_MESSAGE_BYTES = Number(
+  document.querySelector('meta[name="livechat-max-message-bytes"]')?.content) || 1048576;
 const RETRY_FIRST_MS = 500;
 const RETRY_MAX_MS = 5000;
 
@@ -118,7 +124,10 @@ class RoomView {
   constructor(room) {
     this.room = room;
     this.lastId = 0;
+    this.epoch = null;
     this.seen = new Set();
+    /** nonce -> { text, item }: sent (or to send), not yet echoed. */
+    this.pending = new Map();
     this.socket = null;
     this.retryMs = RETRY_FIRST_MS;
     this.log = $('log');
@@ -160,14 +169,29 @@ class RoomView {
       return;
     }
     if (!TOKEN) this.wireName();
+    // Recent history first; the socket then resumes right after it.
+    try {
+      await this.loadRecent();
+    } catch {
+      // Connecting with since=0 replays what there is.
+    }
     this.connect();
+  }
+
+  async loadRecent() {
+    const response = await api(historyUrl(this.room, `limit=${FIRST_PAGE}`));
+    if (!response.ok) throw new Error(`history: HTTP ${response.status}`);
+    const { chat_history: page, epoch } = await response.json();
+    this.epoch = epoch ?? null;
+    for (const message of page) this.add(message);
+    if (page.length === 0) this.lastId = Math.max(this.lastId, 0);
   }
 
   /** Stops for good, saying why (the server refused us; retrying would not help). */
   stop(reason) {
     this.stopped = true;
     setStatus('stopped', 'Not connected');
-    this.setSendable(false);
+    $('send-button').disabled = true;
     const notice = $('access');
     notice.textContent = reason;
     notice.hidden = false;
@@ -197,7 +221,8 @@ class RoomView {
     setStatus(this.socket ? 'reconnecting' : 'connecting', this.socket ? 'Reconnecting…' : 'Connecting…');
     this.setSendable(false);
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const params = new URLSearchParams({ meta: '1' });
+    const params = new URLSearchParams({ meta: '1', since: String(this.lastId) });
+    if (this.epoch) params.set('epoch', this.epoch);
     if (TOKEN) params.set('token', TOKEN);
     else if (this.me.name) params.set('name', this.me.name);
     const url = `${scheme}://${location.host}/ws/chat/${encodeURIComponent(this.room)}/?${params}`;
@@ -205,9 +230,6 @@ class RoomView {
     this.socket = socket;
     socket.addEventListener('open', () => {
       this.retryMs = RETRY_FIRST_MS;
-      setStatus('connected', 'Connected');
-      this.setSendable(true);
-      this.fillIn();
     });
     socket.addEventListener('message', (event) => this.receive(event.data));
     socket.addEventListener('close', (event) => {
@@ -216,36 +238,13 @@ class RoomView {
         this.stop('Your session has expired. Open a new sign-in link to go on.');
         return;
       }
+      if (event.code === 1009) {
+        this.refuse(`Too long: the server takes at most ${MAX_MESSAGE_BYTES} bytes.`);
+      }
       setStatus('reconnecting', 'Reconnecting…');
-      this.setSendable(false);
       setTimeout(() => this.connect(), this.retryMs);
       this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
     });
-  }
-
-  // The first time, the latest page of history; after a reconnect, everything after the last
-  // message seen. Live frames may arrive meanwhile: `add` drops duplicates and keeps id order.
-  async fillIn() {
-    try {
-      if (this.lastId === 0) {
-        await this.load(historyUrl(this.room, `limit=${FIRST_PAGE}`));
-        return;
-      }
-      let page;
-      do {
-        page = await this.load(historyUrl(this.room, `after=${this.lastId}&limit=${CATCH_UP_PAGE}`));
-      } while (page.length === CATCH_UP_PAGE);
-    } catch {
-      // The socket's close event retries; the next open fills in again.
-    }
-  }
-
-  async load(url) {
-    const response = await api(url);
-    if (!response.ok) throw new Error(`history: HTTP ${response.status}`);
-    const { chat_history: page } = await response.json();
-    for (const message of page) this.add(message);
-    return page;
   }
 
   receive(data) {
@@ -255,14 +254,54 @@ class RoomView {
     } catch {
       return;
     }
-    if (typeof frame.error === 'string') {
-      this.notify(frame.error);
+    if (frame.event === 'caught_up') {
+      this.epoch = frame.epoch;
+      this.lastId = Math.max(this.lastId, frame.id);
+      setStatus('connected', 'Connected');
+      this.setSendable(true);
+      for (const [nonce, { text }] of this.pending) this.transmit(nonce, text);
+    } else if (frame.event === 'gap') {
+      const count = frame.to - frame.from + 1;
+      this.note(`${count} older message${count === 1 ? ' is' : 's are'} no longer available.`);
+    } else if (frame.event === 'reset') {
+      this.reset(frame);
+    } else if (typeof frame.error === 'string') {
+      if (typeof frame.retry_after_ms === 'number') {
+        this.notify(`Sending too fast: trying again in ${Math.ceil(frame.retry_after_ms / 1000)} s.`);
+        setTimeout(() => this.resendPending(), frame.retry_after_ms);
+      } else {
+        this.refuse(frame.error);
+      }
     } else if (typeof frame.id === 'number') {
       this.add(frame);
     }
   }
 
-  add({ id, ts, message, user }) {
+  /** The room's history is not the one shown (the server lost it): start again from its own. */
+  reset({ last, epoch }) {
+    for (const item of [...this.log.querySelectorAll('li[data-id]')]) item.remove();
+    this.seen.clear();
+    this.lastId = last;
+    this.epoch = epoch;
+    this.note('This room’s history was reset on the server: earlier messages are gone.');
+    this.loadRecent().catch(() => {});
+  }
+
+  /** A quiet line in the timeline (not a message). */
+  note(text) {
+    const item = document.createElement('li');
+    item.className = 'event';
+    item.dataset.id = String(this.lastId);
+    item.textContent = text;
+    this.log.append(item);
+    if (this.nearBottom()) this.scrollToEnd();
+  }
+
+  add({ id, ts, message, user, nonce }) {
+    if (nonce && this.pending.has(nonce)) {
+      this.pending.get(nonce).item.remove();
+      this.pending.delete(nonce);
+    }
     if (this.seen.has(id)) return;
     this.seen.add(id);
     this.lastId = Math.max(this.lastId, id);
@@ -281,10 +320,10 @@ class RoomView {
     item.append(this.author(user), time, text);
     if (this.isMine(user)) item.classList.add('mine');
 
-    // Keep id order when a late history page meets newer live frames.
+    // Keep id order when a late history page meets newer live frames; pending ones stay last.
     let next = null;
     for (let other = this.log.lastElementChild; other; other = other.previousElementSibling) {
-      if (Number(other.dataset.id) < id) break;
+      if (!other.classList.contains('pending') && Number(other.dataset.id) < id) break;
       next = other;
     }
     this.log.insertBefore(item, next);
@@ -334,7 +373,53 @@ class RoomView {
   }
 
   setSendable(sendable) {
-    $('send-button').disabled = !sendable;
+    $('message-input').dataset.connected = String(sendable);
+  }
+
+  /** Shows a message at once as pending, and sends it now or once connected. */
+  post(text) {
+    const nonce = newNonce();
+    const item = document.createElement('li');
+    item.className = 'pending mine';
+    item.dataset.nonce = nonce;
+    const state = document.createElement('span');
+    state.className = 'author';
+    state.textContent = 'sending…';
+    const body = document.createElement('p');
+    body.className = 'text';
+    body.textContent = text;
+    item.append(state, body);
+    this.log.append(item);
+    this.scrollToEnd();
+    this.pending.set(nonce, { text, item });
+    if (this.socket?.readyState === WebSocket.OPEN) this.transmit(nonce, text);
+  }
+
+  transmit(nonce, text) {
+    this.socket?.send(JSON.stringify({ message: text, nonce }));
+  }
+
+  resendPending() {
+    if (this.socket?.readyState !== WebSocket.OPEN) return;
+    for (const [nonce, { text }] of this.pending) this.transmit(nonce, text);
+  }
+
+  /** The server refused a message: the oldest pending one goes back into the composer. */
+  refuse(reason) {
+    const oldest = this.pending.entries().next().value;
+    if (oldest) {
+      const [nonce, { text, item }] = oldest;
+      item.remove();
+      this.pending.delete(nonce);
+      $('message-input').value = text;
+    }
+    this.composerError(reason);
+  }
+
+  composerError(reason) {
+    const error = $('composer-error');
+    error.textContent = reason;
+    error.hidden = !reason;
   }
 
   wireComposer() {
@@ -344,11 +429,15 @@ class RoomView {
       event.preventDefault();
       const text = input.value;
       if (!text.trim()) return;
-      if (!this.socket || this.socket.readyState !== WebSocket.OPEN) {
-        this.notify('Not connected: your message was not sent.');
+      const frame = JSON.stringify({ message: text, nonce: newNonce() });
+      const bytes = new TextEncoder().encode(frame).length;
+      if (bytes > MAX_MESSAGE_BYTES) {
+        this.composerError(`Too long to send: ${bytes} bytes, the server takes at most ${MAX_MESSAGE_BYTES}.`);
+        input.focus();
         return;
       }
-      this.socket.send(JSON.stringify({ message: text }));
+      this.composerError('');
+      this.post(text);
       input.value = '';
       input.focus();
     });
@@ -359,6 +448,12 @@ class RoomView {
       }
     });
   }
+}
+
+/** A nonce for one message: a UUID (random bytes where randomUUID is missing). */
+function newNonce() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
 // ---- start ----------------------------------------------------------------------------
