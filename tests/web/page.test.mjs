@@ -96,8 +96,9 @@ async function connected(page) {
   await page.locator('#status[data-state="connected"]').waitFor(WAIT);
 }
 
+/** A message the server confirmed (not one still pending). */
 function message(page, text) {
-  return page.locator('#log li .text', { hasText: text });
+  return page.locator('#log li:not(.pending) .text', { hasText: text });
 }
 
 async function say(page, text, how = 'enter') {
