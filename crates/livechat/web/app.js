@@ -1,12 +1,15 @@
 // livechat page: pick a room at `/`, chat at `/r/{room}`. Plain JavaScript, no framework.
 //
-// The room view shows recent history, then live messages over a WebSocket with `?meta=1`, so
-// every frame carries its id and author. It connects with `since=` the last id it has (and the
-// room's epoch), so the server sends whatever it missed, then live messages: nothing is missing,
-// nothing doubled; `gap` and `reset` events are told to the user in plain words. Each message is
-// sent with a nonce and shown at once as pending; its echo confirms it, and pending ones are sent
-// again (same nonce: stored once) after a reconnect. A message the server refuses goes back into
-// the composer with the reason.
+// The room view reads recent history over HTTP, then connects a WebSocket with `?meta=1` (every
+// frame carries its id and author) and `since=` the last id it has, with the room's epoch: the
+// server sends whatever was published since, then live messages, so nothing is missing and
+// nothing doubled; it does the same after every reconnect. `gap` (some messages are gone) and
+// `reset` (the room's history started again: ids restart) are told in the timeline in plain
+// words. Each message is sent with a nonce and shown at once as pending; the stored copy coming
+// back (same nonce) confirms it, and pending ones are sent again (same nonce: stored once) after
+// a reconnect. Nothing is shown twice (by id and by nonce). A message over the server's size
+// limit (its meta tag) is not sent; one the server refuses anyway goes back into the composer
+// with the reason; one refused for its rate waits and goes again.
 //
 // Identity: on a server with auth required, the page takes a token from its URL fragment
 // (`/r/lobby#token=...`), keeps it for this tab only (sessionStorage), removes it from the address
@@ -16,9 +19,12 @@
 
 const ROOM_PATTERN = /^[A-Za-z0-9_-]{1,94}$/;
 const FIRST_PAGE = 100;
-/** The server's message size limit, from the page's meta tag (1 MiB if absent). */
-const MAX_MESSAGE_BYTES = Number(
-  document.querySelector('meta[name="livechat-max-message-bytes"]')?.content) || 1048576;
+/** The server's message size limit (bytes of a WebSocket frame), from the page's meta tag; the
+ * server's default, 1 MiB, when the tag is absent or not a positive number. */
+const MAX_MESSAGE_BYTES = (() => {
+  const limit = Number(document.querySelector('meta[name="livechat-max-message-bytes"]')?.content);
+  return Number.isSafeInteger(limit) && limit > 0 ? limit : 1048576;
+})();
 const RETRY_FIRST_MS = 500;
 const RETRY_MAX_MS = 5000;
 
@@ -123,15 +129,23 @@ async function listRooms() {
 class RoomView {
   constructor(room) {
     this.room = room;
+    /** The last id shown (or skipped by a gap), and the epoch it counts in: where to resume. */
     this.lastId = 0;
     this.epoch = null;
+    /** Ids and nonces of the messages shown: nothing is shown twice. */
     this.seen = new Set();
-    /** nonce -> { text, item }: sent (or to send), not yet echoed. */
+    this.seenNonces = new Set();
+    /** nonce -> { text, item, sentOn }: written here, not yet echoed by the server. */
     this.pending = new Map();
     this.socket = null;
+    /** The current socket has sent its replay (`caught_up`): it is live. */
+    this.caughtUp = false;
     this.retryMs = RETRY_FIRST_MS;
+    this.retryTimer = null;
+    this.resendTimer = null;
     this.log = $('log');
     this.me = { id: TOKEN ? tokenSubject(TOKEN) : null, name: localStorage.getItem(NAME_KEY) ?? '' };
+    this.named = false;
     this.stopped = false;
   }
 
@@ -146,50 +160,69 @@ class RoomView {
       if (this.nearBottom()) $('jump').hidden = true;
     });
     $('jump').addEventListener('click', () => this.scrollToEnd());
-    this.checkAccess();
+    this.begin();
   }
 
-  // A WebSocket cannot read the handshake's status, so a history request asks first whether
-  // this server wants a token, and whether ours is good for this room.
-  async checkAccess() {
-    let status;
+  // Recent history over HTTP first, then the socket resumes right after its last id: nothing
+  // published in between is missed. The same request tells (a WebSocket cannot read the
+  // handshake's status) whether this server wants a token, and whether ours is good here.
+  async begin() {
+    setStatus('connecting', 'Connecting…');
+    let response = null;
     try {
-      status = (await api(historyUrl(this.room, 'limit=0'))).status;
+      response = await api(historyUrl(this.room, `limit=${FIRST_PAGE}`));
     } catch {
-      status = 0;
+      // The server is not reachable: try again below.
     }
-    if (status === 401) {
+    if (response?.status === 401) {
       this.stop(TOKEN
         ? 'Your sign-in link is invalid or has expired. Ask for a new one.'
         : 'This chat needs a sign-in link (it ends in #token=...). Ask whoever runs it for one.');
       return;
     }
-    if (status === 403) {
+    if (response?.status === 403) {
       this.stop(`Your sign-in link does not give access to #${this.room}.`);
       return;
     }
-    if (!TOKEN) this.wireName();
-    // Recent history first; the socket then resumes right after it.
+    if (!TOKEN && !this.named) this.wireName();
+    this.named = true;
+    if (!response?.ok) {
+      // Down, or cannot read its store: ask again, as a lost connection would.
+      setStatus('reconnecting', 'Reconnecting…');
+      this.retryTimer = setTimeout(() => this.begin(), this.nextRetry());
+      return;
+    }
     try {
-      await this.loadRecent();
+      this.showHistory(await response.json());
     } catch {
-      // Connecting with since=0 replays what there is.
+      // A truncated answer: the socket's replay (from whatever id we have) fills in.
     }
     this.connect();
   }
 
+  /** Recent history again (after a reset). */
   async loadRecent() {
     const response = await api(historyUrl(this.room, `limit=${FIRST_PAGE}`));
     if (!response.ok) throw new Error(`history: HTTP ${response.status}`);
-    const { chat_history: page, epoch } = await response.json();
-    this.epoch = epoch ?? null;
-    for (const message of page) this.add(message);
-    if (page.length === 0) this.lastId = Math.max(this.lastId, 0);
+    this.showHistory(await response.json());
+  }
+
+  showHistory({ chat_history: page, epoch }) {
+    if (epoch) this.epoch = epoch;
+    for (const message of page ?? []) this.add(message);
+  }
+
+  nextRetry() {
+    const wait = this.retryMs;
+    this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
+    return wait;
   }
 
   /** Stops for good, saying why (the server refused us; retrying would not help). */
   stop(reason) {
     this.stopped = true;
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.resendTimer);
     setStatus('stopped', 'Not connected');
     $('send-button').disabled = true;
     const notice = $('access');
@@ -210,15 +243,17 @@ class RoomView {
       this.me.name = name;
       if (name) localStorage.setItem(NAME_KEY, name);
       else localStorage.removeItem(NAME_KEY);
-      // The name is part of the connection: connect again under the new one.
-      const previous = this.socket;
-      this.connect();
-      previous?.close(1000, 'name changed');
+      // The name is part of the connection: connect again under the new one (once connecting).
+      if (this.socket) this.connect();
     });
   }
 
   connect() {
-    setStatus(this.socket ? 'reconnecting' : 'connecting', this.socket ? 'Reconnecting…' : 'Connecting…');
+    if (this.stopped) return;
+    clearTimeout(this.retryTimer);
+    const previous = this.socket;
+    setStatus(previous ? 'reconnecting' : 'connecting', previous ? 'Reconnecting…' : 'Connecting…');
+    this.caughtUp = false;
     this.setSendable(false);
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
     const params = new URLSearchParams({ meta: '1', since: String(this.lastId) });
@@ -228,22 +263,23 @@ class RoomView {
     const url = `${scheme}://${location.host}/ws/chat/${encodeURIComponent(this.room)}/?${params}`;
     const socket = new WebSocket(url);
     this.socket = socket;
-    socket.addEventListener('open', () => {
-      this.retryMs = RETRY_FIRST_MS;
+    // Whatever the old socket still says is ignored from now on: the new one resumes from our
+    // last id, so it sends again anything the old one had not delivered.
+    if (previous && previous.readyState <= WebSocket.OPEN) previous.close(1000, 'reconnecting');
+    socket.addEventListener('message', (event) => {
+      if (socket === this.socket) this.receive(event.data);
     });
-    socket.addEventListener('message', (event) => this.receive(event.data));
     socket.addEventListener('close', (event) => {
       if (socket !== this.socket || this.stopped) return;
+      this.caughtUp = false;
       if (event.code === 4001) {
         this.stop('Your session has expired. Open a new sign-in link to go on.');
         return;
       }
-      if (event.code === 1009) {
-        this.refuse(`Too long: the server takes at most ${MAX_MESSAGE_BYTES} bytes.`);
-      }
+      if (event.code === 1009) this.refuseTooLarge(socket);
       setStatus('reconnecting', 'Reconnecting…');
-      setTimeout(() => this.connect(), this.retryMs);
-      this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
+      this.setSendable(false);
+      this.retryTimer = setTimeout(() => this.connect(), this.nextRetry());
     });
   }
 
@@ -254,79 +290,115 @@ class RoomView {
     } catch {
       return;
     }
+    if (frame === null || typeof frame !== 'object') return;
     if (frame.event === 'caught_up') {
-      this.epoch = frame.epoch;
-      this.lastId = Math.max(this.lastId, frame.id);
+      if (frame.epoch) this.epoch = frame.epoch;
+      if (typeof frame.id === 'number') this.lastId = Math.max(this.lastId, frame.id);
+      this.caughtUp = true;
+      this.retryMs = RETRY_FIRST_MS;
       setStatus('connected', 'Connected');
       this.setSendable(true);
-      for (const [nonce, { text }] of this.pending) this.transmit(nonce, text);
+      this.flushPending(false);
     } else if (frame.event === 'gap') {
-      const count = frame.to - frame.from + 1;
-      this.note(`${count} older message${count === 1 ? ' is' : 's are'} no longer available.`);
+      this.gap(frame);
     } else if (frame.event === 'reset') {
       this.reset(frame);
     } else if (typeof frame.error === 'string') {
       if (typeof frame.retry_after_ms === 'number') {
-        this.notify(`Sending too fast: trying again in ${Math.ceil(frame.retry_after_ms / 1000)} s.`);
-        setTimeout(() => this.resendPending(), frame.retry_after_ms);
+        const seconds = Math.max(1, Math.ceil(frame.retry_after_ms / 1000));
+        this.notify(`Sending too fast: your message goes out again in ${seconds} s.`);
+        this.scheduleResend(frame.retry_after_ms);
       } else {
-        this.refuse(frame.error);
+        this.refuse(`Not sent: ${frame.error}`);
       }
     } else if (typeof frame.id === 'number') {
       this.add(frame);
     }
   }
 
-  /** The room's history is not the one shown (the server lost it): start again from its own. */
-  reset({ last, epoch }) {
-    for (const item of [...this.log.querySelectorAll('li[data-id]')]) item.remove();
-    this.seen.clear();
-    this.lastId = last;
-    this.epoch = epoch;
-    this.note('This room’s history was reset on the server: earlier messages are gone.');
-    this.loadRecent().catch(() => {});
+  /** Ids `from..to` will not come: said plainly, where they would have been. */
+  gap({ from, to }) {
+    if (typeof from !== 'number' || typeof to !== 'number' || to < from) return;
+    const count = to - from + 1;
+    this.note(count === 1
+      ? `An older message (${from}) is no longer available.`
+      : `Some older messages (${from}–${to}, ${count} in all) are no longer available.`, from - 0.5);
+    this.lastId = Math.max(this.lastId, to);
   }
 
-  /** A quiet line in the timeline (not a message). */
-  note(text) {
+  /** The room's history is not the one shown (the server lost or reset it): ids start again. */
+  reset({ last, epoch }) {
+    const live = this.caughtUp;
+    for (const item of [...this.log.children]) {
+      if (!item.classList.contains('pending')) item.remove();
+    }
+    this.seen.clear();
+    this.seenNonces.clear();
+    this.lastId = typeof last === 'number' ? last : 0;
+    if (epoch) this.epoch = epoch;
+    this.note('This room’s history was reset on the server: the earlier messages are gone. '
+      + 'Showing the room as it is now.', 0.5);
+    this.loadRecent().then(() => {
+      // A message sent just before a reset while connected may be lost with it: send the
+      // pending ones again (stored once, by their nonces).
+      if (live && this.caughtUp) this.flushPending(true);
+    }).catch(() => {
+      this.notify('Could not reload this room’s history; new messages still show.');
+    });
+  }
+
+  /** A quiet line in the timeline (not a message), after the messages with ids below `key`. */
+  note(text, key) {
+    const stick = this.nearBottom();
     const item = document.createElement('li');
     item.className = 'event';
-    item.dataset.id = String(this.lastId);
     item.textContent = text;
-    this.log.append(item);
-    if (this.nearBottom()) this.scrollToEnd();
+    this.place(item, key);
+    if (stick) this.scrollToEnd();
+  }
+
+  /** Inserts in id order (`key`); pending messages stay last. */
+  place(item, key) {
+    item.dataset.key = String(key);
+    let next = null;
+    for (let other = this.log.lastElementChild; other; other = other.previousElementSibling) {
+      if (!other.classList.contains('pending') && Number(other.dataset.key) <= key) break;
+      next = other;
+    }
+    this.log.insertBefore(item, next);
   }
 
   add({ id, ts, message, user, nonce }) {
-    if (nonce && this.pending.has(nonce)) {
-      this.pending.get(nonce).item.remove();
-      this.pending.delete(nonce);
+    if (typeof nonce === 'string') {
+      // Ours came back: the pending copy gives way to the stored one.
+      const waiting = this.pending.get(nonce);
+      if (waiting) {
+        waiting.item.remove();
+        this.pending.delete(nonce);
+      }
     }
-    if (this.seen.has(id)) return;
-    this.seen.add(id);
     this.lastId = Math.max(this.lastId, id);
+    if (this.seen.has(id) || (typeof nonce === 'string' && this.seenNonces.has(nonce))) return;
+    this.seen.add(id);
+    if (typeof nonce === 'string') this.seenNonces.add(nonce);
     const stick = this.nearBottom();
 
     const item = document.createElement('li');
     item.dataset.id = String(id);
     const time = document.createElement('time');
     const when = new Date(ts);
-    time.dateTime = when.toISOString();
-    time.textContent = when.toLocaleTimeString();
+    if (!Number.isNaN(when.getTime())) {
+      time.dateTime = when.toISOString();
+      time.textContent = when.toLocaleTimeString();
+    }
     const text = document.createElement('p');
     text.className = 'text';
     // Text, never HTML: whatever a message holds is shown as characters.
     text.textContent = typeof message === 'string' ? message : JSON.stringify(message);
     item.append(this.author(user), time, text);
     if (this.isMine(user)) item.classList.add('mine');
-
-    // Keep id order when a late history page meets newer live frames; pending ones stay last.
-    let next = null;
-    for (let other = this.log.lastElementChild; other; other = other.previousElementSibling) {
-      if (!other.classList.contains('pending') && Number(other.dataset.id) < id) break;
-      next = other;
-    }
-    this.log.insertBefore(item, next);
+    // Id order, also when a late history page meets newer live frames.
+    this.place(item, id);
 
     if (stick) this.scrollToEnd();
     else $('jump').hidden = false;
@@ -377,7 +449,7 @@ class RoomView {
   }
 
   /** Shows a message at once as pending, and sends it now or once connected. */
-  post(text) {
+  post(text, bytes) {
     const nonce = newNonce();
     const item = document.createElement('li');
     item.className = 'pending mine';
@@ -391,27 +463,67 @@ class RoomView {
     item.append(state, body);
     this.log.append(item);
     this.scrollToEnd();
-    this.pending.set(nonce, { text, item });
-    if (this.socket?.readyState === WebSocket.OPEN) this.transmit(nonce, text);
+    this.pending.set(nonce, { text, item, bytes, sentOn: null });
+    this.transmit(nonce);
   }
 
-  transmit(nonce, text) {
-    this.socket?.send(JSON.stringify({ message: text, nonce }));
+  /** Sends a pending message on the current socket, if it is open (else after the reconnect). */
+  transmit(nonce) {
+    const entry = this.pending.get(nonce);
+    const socket = this.socket;
+    if (!entry || socket?.readyState !== WebSocket.OPEN) return;
+    socket.send(JSON.stringify({ message: entry.text, nonce }));
+    entry.sentOn = socket;
   }
 
-  resendPending() {
-    if (this.socket?.readyState !== WebSocket.OPEN) return;
-    for (const [nonce, { text }] of this.pending) this.transmit(nonce, text);
+  /** Sends the pending messages: those not sent on this socket yet, or all (`again`). */
+  flushPending(again) {
+    for (const [nonce, entry] of this.pending) {
+      if (again || entry.sentOn !== this.socket) this.transmit(nonce);
+    }
   }
 
-  /** The server refused a message: the oldest pending one goes back into the composer. */
+  /** Once the rate limit allows it, the pending messages go out again (one timer at a time). */
+  scheduleResend(ms) {
+    if (this.resendTimer !== null) return;
+    this.resendTimer = setTimeout(() => {
+      this.resendTimer = null;
+      if (this.caughtUp) this.flushPending(true);
+    }, Math.max(0, ms));
+  }
+
+  /** The server refused a message: it goes back into the composer, with the reason. Error
+   * frames do not say which message they answer; publishes are answered in order, so it is the
+   * oldest one still pending on this socket. */
   refuse(reason) {
-    const oldest = this.pending.entries().next().value;
-    if (oldest) {
-      const [nonce, { text, item }] = oldest;
+    let refused = null;
+    for (const entry of this.pending) {
+      if (entry[1].sentOn === this.socket) {
+        refused = entry;
+        break;
+      }
+    }
+    this.giveBack(refused ?? this.pending.entries().next().value, reason);
+  }
+
+  /** The server closed with 1009: the largest message sent on that socket was over its limit. */
+  refuseTooLarge(socket) {
+    let largest = null;
+    for (const entry of this.pending) {
+      if (entry[1].sentOn === socket && (!largest || entry[1].bytes > largest[1].bytes)) largest = entry;
+    }
+    this.giveBack(largest, 'Too long: the server refused this message as over its size limit.');
+  }
+
+  giveBack(entry, reason) {
+    if (entry) {
+      const [nonce, { text, item }] = entry;
       item.remove();
       this.pending.delete(nonce);
-      $('message-input').value = text;
+      const input = $('message-input');
+      // Never lost: whatever was typed since stays, after the refused text.
+      input.value = input.value.trim() ? `${text}\n${input.value}` : text;
+      input.focus();
     }
     this.composerError(reason);
   }
@@ -427,17 +539,19 @@ class RoomView {
     const input = $('message-input');
     form.addEventListener('submit', (event) => {
       event.preventDefault();
+      if (this.stopped) return;
       const text = input.value;
       if (!text.trim()) return;
-      const frame = JSON.stringify({ message: text, nonce: newNonce() });
-      const bytes = new TextEncoder().encode(frame).length;
+      // The frame as it will be sent (a nonce is always 36 characters), in UTF-8 bytes.
+      const bytes = new TextEncoder().encode(JSON.stringify({ message: text, nonce: newNonce() })).length;
       if (bytes > MAX_MESSAGE_BYTES) {
-        this.composerError(`Too long to send: ${bytes} bytes, the server takes at most ${MAX_MESSAGE_BYTES}.`);
+        this.composerError(`Too long to send: ${bytes} bytes, the server takes at most ${MAX_MESSAGE_BYTES}. `
+          + 'Shorten it, or split it in several messages.');
         input.focus();
         return;
       }
       this.composerError('');
-      this.post(text);
+      this.post(text, bytes);
       input.value = '';
       input.focus();
     });
@@ -450,10 +564,15 @@ class RoomView {
   }
 }
 
-/** A nonce for one message: a UUID (random bytes where randomUUID is missing). */
+/** A nonce for one message: a UUID v4 (crypto.randomUUID exists only in secure contexts; the
+ * same from random bytes elsewhere). */
 function newNonce() {
-  if (crypto.randomUUID) return crypto.randomUUID();
-  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+  if (typeof crypto.randomUUID === 'function') return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
 // ---- start ----------------------------------------------------------------------------
