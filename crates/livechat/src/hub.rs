@@ -60,7 +60,8 @@ struct Member {
     wants_meta: bool,
     /// Receives the room's events (it resumed from an id).
     follows: bool,
-    /// Its frames go to `Room::held` until it is released.
+    /// Its frames go to `Room::held` until it is released. The same as having an entry there,
+    /// kept as a flag so that delivery to the other members never searches that list.
     held: bool,
 }
 

@@ -187,7 +187,7 @@ impl Writer {
                 for outcome in appended {
                     accepted.push(match outcome {
                         Appended::Stored(message) => {
-                            let receipt = Accepted::stored(&message, epoch.clone());
+                            let receipt = Accepted::new(message.id, message.ts, epoch.clone());
                             stored.push(message);
                             receipt
                         }

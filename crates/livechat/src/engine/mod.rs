@@ -64,10 +64,11 @@ pub struct Accepted {
 }
 
 impl Accepted {
-    pub fn stored(message: &StoredMessage, epoch: Epoch) -> Self {
+    /// A message stored now, as `id` at `ts`.
+    pub fn new(id: u64, ts: u64, epoch: Epoch) -> Self {
         Self {
-            id: message.id,
-            ts: message.ts,
+            id,
+            ts,
             epoch,
             original: None,
         }

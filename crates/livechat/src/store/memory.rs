@@ -141,8 +141,9 @@ impl HistoryStore for MemoryStore {
         let appended = batch
             .into_iter()
             .map(|draft| {
-                let checked = !self.retention.dedupe_window.is_zero();
-                if let Some(original) = state.original(&draft, since_ms).filter(|_| checked) {
+                if !self.retention.dedupe_window.is_zero()
+                    && let Some(original) = state.original(&draft, since_ms)
+                {
                     return Appended::Duplicate(original);
                 }
                 let log = state.rooms.entry(draft.room.clone()).or_default();

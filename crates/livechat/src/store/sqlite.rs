@@ -198,6 +198,18 @@ fn file_epoch(connection: &Connection) -> Result<Epoch, StoreError> {
     Ok(Epoch::from(epoch))
 }
 
+/// The last id given in `room` (0: none yet), as the `rooms` table has it.
+fn stored_last_id(connection: &Connection, room: &RoomName) -> Result<u64, StoreError> {
+    let id = connection
+        .prepare_cached("SELECT last_id FROM rooms WHERE room = ?1")?
+        .query_row([room.as_str()], |row| row.get::<_, i64>(0));
+    match id {
+        Ok(id) => Ok(id as u64),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(0),
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// A stored message from a row of `id, ts, body, user, nonce`.
 fn read_message(room: &RoomName, row: &rusqlite::Row<'_>) -> Result<StoredMessage, StoreError> {
     let id = row.get::<_, i64>(0)? as u64;
@@ -260,15 +272,7 @@ impl Writer {
         if let Some(id) = self.last_ids.get(room) {
             return Ok(*id);
         }
-        let id = self
-            .connection
-            .prepare_cached("SELECT last_id FROM rooms WHERE room = ?1")?
-            .query_row([room.as_str()], |row| row.get::<_, i64>(0))
-            .map(|id| id as u64)
-            .or_else(|error| match error {
-                rusqlite::Error::QueryReturnedNoRows => Ok(0),
-                error => Err(error),
-            })?;
+        let id = stored_last_id(&self.connection, room)?;
         if self.last_ids.len() >= MAX_CACHED_ROOMS {
             self.last_ids.clear();
         }
@@ -439,16 +443,7 @@ impl HistoryStore for SqliteStore {
         self.with_reader(|connection| {
             // One snapshot for the room's last id and its messages.
             let snapshot = connection.unchecked_transaction()?;
-            let last_id = snapshot
-                .prepare_cached("SELECT last_id FROM rooms WHERE room = ?1")?
-                .query_row([query.room.as_str()], |row| row.get::<_, i64>(0))
-                .map_or_else(
-                    |error| match error {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(0),
-                        error => Err(error),
-                    },
-                    |id| Ok(id as u64),
-                )?;
+            let last_id = stored_last_id(&snapshot, &query.room)?;
             let mut statement = snapshot.prepare_cached(sql)?;
             let mut rows = statement.query(params![
                 query.room.as_str(),

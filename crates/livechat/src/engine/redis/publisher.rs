@@ -201,12 +201,7 @@ impl Publisher {
 fn accepted((id, ts, epoch, duplicate, body, user): ScriptAnswer, draft: Draft) -> Accepted {
     let epoch = Epoch::from(epoch);
     if duplicate == 0 {
-        return Accepted {
-            id,
-            ts,
-            epoch,
-            original: None,
-        };
+        return Accepted::new(id, ts, epoch);
     }
     // The first message as stored; the draft's content if retention already took it.
     let (message, user) = match RawValue::from_string(body) {

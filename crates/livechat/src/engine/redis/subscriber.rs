@@ -221,14 +221,13 @@ impl Subscriber {
         let Some(delivered) = self.delivered.get(&room) else {
             return; // Unsubscribed meanwhile.
         };
+        let mut last = delivered.last;
         if let Some(epoch) = published.epoch
             && *epoch != *delivered.epoch
         {
             self.reset(&room, Epoch::from(epoch));
+            last = 0;
         }
-        let Some(&Delivered { last, .. }) = self.delivered.get(&room) else {
-            return;
-        };
         if published.id <= last {
             return;
         }
