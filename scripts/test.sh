@@ -28,6 +28,14 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   step "installing prometheus and promtool (Debian)"
   apt_install prometheus
 fi
+if ! command -v python3 >/dev/null || ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  step "installing python3 and python3-venv (Debian)"
+  apt_install python3 python3-venv
+fi
+if ! command -v npm >/dev/null; then
+  step "installing nodejs and npm (Debian)"
+  apt_install nodejs npm
+fi
 if ! command -v systemd-analyze >/dev/null; then
   step "installing systemd-analyze (Debian)"
   apt_install systemd
