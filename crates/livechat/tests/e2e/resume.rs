@@ -60,7 +60,19 @@ async fn epoch_of(server: &Server, room: &str) -> String {
 
 #[tokio::test]
 async fn a_reconnecting_client_gets_exactly_what_it_missed_then_live_messages() {
-    let server = Server::start(&["--replay-max", "100000", "--history-max-count", "1000000"]).await;
+    // Large queues: the publisher and `other` never read, and on a slow machine the replay can
+    // take long enough for more than the default 1,024 live frames to be held meanwhile.
+    let server = Server::start(&[
+        "--replay-max",
+        "100000",
+        "--history-max-count",
+        "1000000",
+        "--outbound-queue",
+        "1000000",
+        "--outbound-bytes",
+        "1073741824",
+    ])
+    .await;
     let stop = CancellationToken::new();
     let publisher = publish_continuously(&server, "race", stop.clone()).await;
     let mut other = server.join("race").await;
