@@ -10,6 +10,9 @@
 //! keeps its live frames aside, with their ids (bounded like its queue); `Subscription::release`
 //! hands over those the replay did not already send, and from then on it is a member like any
 //! other. Resuming members also follow the room's events (a reset of its numbering).
+//!
+//! Members come and go in the `Roster` too, under the room's lock, so that presence counts
+//! every member the hub has, evicted ones included.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -18,9 +21,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
-use crate::message::{Frames, StoredMessage};
+use crate::message::{Author, Frames, StoredMessage};
 use crate::outbound::{Closed, Outbound, QueueLimits};
 use crate::pacer::Pacer;
+use crate::presence::{Roster, same_user};
 use crate::room::RoomName;
 
 /// Rooms are spread over shards so that joins and deliveries in different rooms rarely contend.
@@ -32,6 +36,7 @@ pub struct Hub {
     next_member_id: AtomicU64,
     queue_limits: QueueLimits,
     observer: Option<Arc<dyn RoomObserver>>,
+    roster: Arc<Roster>,
     pacer: Arc<Pacer>,
     shutting_down: AtomicBool,
     /// Messages handed to members, counted per room batch.
@@ -57,7 +62,10 @@ struct Room {
 struct Member {
     id: u64,
     outbound: Arc<Outbound>,
+    user: Option<Arc<Author>>,
     wants_meta: bool,
+    /// Receives presence and typing events (`?presence=1`).
+    presence: bool,
     /// Receives the room's events (it resumed from an id).
     follows: bool,
     /// Its frames go to `Room::held` until it is released. The same as having an entry there,
@@ -66,12 +74,42 @@ struct Member {
 }
 
 /// How a connection joins a room.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct JoinAs {
+    /// Who it is (`None`: anonymous).
+    pub user: Option<Arc<Author>>,
     /// Frames with metadata (`?meta=1`).
     pub meta: bool,
     /// Resuming from an id: held until released, and following the room's events.
     pub resuming: bool,
+    /// Presence and typing events (`?presence=1`).
+    pub presence: bool,
+}
+
+/// Who an event frame is for.
+#[derive(Clone, Copy)]
+pub enum Audience<'a> {
+    /// Members that resumed from an id (the room's numbering changed).
+    Resuming,
+    /// Members with presence on, but for the connections of `except`.
+    Presence { except: Option<&'a Author> },
+}
+
+impl Audience<'_> {
+    fn includes(&self, member: &Member) -> bool {
+        match self {
+            Audience::Resuming => member.follows,
+            Audience::Presence { except } => {
+                member.presence
+                    && !except.is_some_and(|except| {
+                        member
+                            .user
+                            .as_deref()
+                            .is_some_and(|user| same_user(user, except))
+                    })
+            }
+        }
+    }
 }
 
 /// A held member's live frames, each with its message's id (`None`: an event, always kept).
@@ -102,6 +140,7 @@ impl Hub {
     pub fn new(
         queue_limits: QueueLimits,
         observer: Option<Arc<dyn RoomObserver>>,
+        roster: Arc<Roster>,
         pacer: Arc<Pacer>,
         deliveries: metrics::Counter,
     ) -> Arc<Self> {
@@ -111,6 +150,7 @@ impl Hub {
             next_member_id: AtomicU64::new(1),
             queue_limits,
             observer,
+            roster,
             pacer,
             shutting_down: AtomicBool::new(false),
             deliveries,
@@ -168,6 +208,7 @@ impl Hub {
             Room::default()
         });
         entry.meta_members += usize::from(join.meta);
+        self.roster.arrive(room, join.user.as_ref());
         // Checked under the shard's lock, which `close_all` takes after setting the flag: a
         // member either sees the flag here or is told by `close_all`.
         if self.shutting_down.load(Ordering::SeqCst) {
@@ -176,7 +217,9 @@ impl Hub {
         entry.members.push(Member {
             id,
             outbound: outbound.clone(),
+            user: join.user,
             wants_meta: join.meta,
+            presence: join.presence,
             follows: join.resuming,
             held: join.resuming,
         });
@@ -214,15 +257,15 @@ impl Hub {
         self.for_each_member(|outbound| outbound.close(Closed::ShuttingDown));
     }
 
-    /// Sends an event frame to the members of `room` that follow its events.
-    pub fn announce(&self, room: &RoomName, event: Bytes) {
+    /// Sends an event frame to the members of `room` in `audience`.
+    pub fn announce(&self, room: &RoomName, audience: Audience<'_>, event: Bytes) {
         let mut rooms = self.shard(room);
         let Some(entry) = rooms.get_mut(room) else {
             return;
         };
         let limits = self.queue_limits;
         let Room { members, held, .. } = entry;
-        for member in members.iter().filter(|member| member.follows) {
+        for member in members.iter().filter(|member| audience.includes(member)) {
             if member.held {
                 if let Some(held) = held.iter_mut().find(|held| held.member == member.id) {
                     held.keep(&member.outbound, limits, None, &event);
@@ -267,7 +310,7 @@ impl Hub {
     fn leave(&self, room: &RoomName, id: u64) {
         let mut rooms = self.shard(room);
         if let Some(entry) = rooms.get_mut(room) {
-            entry.remove_where(|member| member.id == id);
+            entry.remove_where(&self.roster, room, |member| member.id == id);
             if entry.members.is_empty() {
                 self.remove_room(&mut rooms, room);
             }
@@ -320,7 +363,7 @@ impl Hub {
         let reached = room.members.len() - lost.len();
         self.deliveries.increment((reached * batch.len()) as u64);
         if !lost.is_empty() {
-            room.remove_where(|member| lost.contains(&member.id));
+            room.remove_where(&self.roster, name, |member| lost.contains(&member.id));
             if room.members.is_empty() {
                 self.remove_room(&mut rooms, name);
             }
@@ -329,12 +372,18 @@ impl Hub {
 }
 
 impl Room {
-    fn remove_where(&mut self, mut condition: impl FnMut(&Member) -> bool) {
+    fn remove_where(
+        &mut self,
+        roster: &Roster,
+        name: &RoomName,
+        mut condition: impl FnMut(&Member) -> bool,
+    ) {
         let meta_members = &mut self.meta_members;
         let mut removed_held = Vec::new();
         self.members.retain(|member| {
             let remove = condition(member);
             if remove {
+                roster.depart(name, member.user.as_ref());
                 *meta_members -= usize::from(member.wants_meta);
                 if member.held {
                     removed_held.push(member.id);
@@ -386,6 +435,7 @@ mod tests {
         Hub::new(
             QueueLimits::new(queue_capacity, 1 << 20),
             None,
+            Roster::new("test", false),
             Pacer::new(Duration::ZERO),
             metrics::Counter::noop(),
         )
@@ -419,7 +469,7 @@ mod tests {
             &a,
             JoinAs {
                 meta: true,
-                resuming: false,
+                ..JoinAs::default()
             },
         );
         let other = hub.join(&b, JoinAs::default());
@@ -490,7 +540,7 @@ mod tests {
             &room,
             JoinAs {
                 meta: true,
-                resuming: false,
+                ..JoinAs::default()
             },
         );
         drop(subscription);

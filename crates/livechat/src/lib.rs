@@ -2,7 +2,8 @@
 //! `POST /chat/send/`, `GET /chat/history/`) and keeps a durable history.
 //!
 //! The path of a message: `transport` (a socket or HTTP request) -> `engine` (stores it and
-//! gives it its place in the room's order) -> `hub` (fans it out to local sockets).
+//! gives it its place in the room's order) -> `hub` (fans it out to local sockets). Who is in
+//! each room is the `presence` roster's, which the hub keeps told of its members.
 
 pub mod auth;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod message;
 pub mod metrics;
 pub mod outbound;
 pub mod pacer;
+pub mod presence;
 pub mod rate;
 pub mod room;
 pub mod store;
@@ -35,6 +37,7 @@ use crate::keepalive::KeepaliveSettings;
 use crate::metrics::Metrics;
 use crate::outbound::QueueLimits;
 use crate::pacer::Pacer;
+use crate::presence::Roster;
 use crate::rate::RateLimit;
 use crate::store::{HistoryStore, MemoryStore, Retention, SqliteStore, StoreError};
 use crate::transport::{Admission, AppState, OriginPolicy, Shared, TlsError, TrustedProxies};
@@ -81,6 +84,7 @@ pub async fn run(
 pub struct Server {
     state: AppState,
     hub: Arc<Hub>,
+    roster: Arc<Roster>,
     engine: Arc<dyn Engine>,
     connections: TaskTracker,
     keepalive: KeepaliveSettings,
@@ -119,7 +123,7 @@ impl Server {
             })?),
             None => None,
         };
-        let (hub, engine) = match config.redis_urls() {
+        let (hub, roster, engine) = match config.redis_urls() {
             Some(urls) => start_redis(&config, urls, retention, &metrics).await?,
             None => start_embedded(&config, retention, &metrics)?,
         };
@@ -132,6 +136,7 @@ impl Server {
         let connections = TaskTracker::new();
         let state = AppState::new(Shared {
             hub: hub.clone(),
+            roster: roster.clone(),
             engine: engine.clone(),
             default_room: config.default_room.clone(),
             max_message_bytes: config.max_message_bytes,
@@ -152,6 +157,7 @@ impl Server {
         Ok(Self {
             state,
             hub,
+            roster,
             engine,
             connections,
             keepalive: KeepaliveSettings {
@@ -169,6 +175,7 @@ impl Server {
     /// 1001, stores everything already accepted and returns.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
         let sweep = tokio::spawn(keepalive::run(self.hub.clone(), self.keepalive));
+        let announcements = tokio::spawn(presence::run(self.roster.clone(), self.hub.clone()));
         // On SIGTERM/SIGINT the hub tells every WebSocket connection to close with 1001.
         let closing_hub = self.hub.clone();
         let signal = shutdown.clone();
@@ -193,6 +200,7 @@ impl Server {
         let app = transport::router(self.state);
         transport::serve(listener, app, self.tls, self.request_timeout, shutdown).await;
         sweep.abort();
+        announcements.abort();
         self.connections.close();
         if tokio::time::timeout(self.shutdown_timeout, self.connections.wait())
             .await
@@ -205,7 +213,7 @@ impl Server {
     }
 }
 
-type Parts = (Arc<Hub>, Arc<dyn Engine>);
+type Parts = (Arc<Hub>, Arc<Roster>, Arc<dyn Engine>);
 
 fn start_auth(config: &Config) -> Result<Auth, RunError> {
     let public_key_pem = match &config.jwt_public_key {
@@ -236,9 +244,11 @@ fn start_embedded(
     retention: Retention,
     metrics: &Arc<Metrics>,
 ) -> Result<Parts, RunError> {
+    let roster = Roster::new("local", false);
     let hub = Hub::new(
         queue_limits(config),
         None,
+        roster.clone(),
         start_pacer(config),
         metrics.deliveries.clone(),
     );
@@ -251,8 +261,14 @@ fn start_embedded(
         StoreKind::Memory => Arc::new(MemoryStore::new(retention)),
     };
     tracing::info!(store = ?config.store, data_dir = %config.data_dir.display(), "embedded engine");
-    let engine = EmbeddedEngine::start(store, hub.clone(), retention, metrics.clone());
-    Ok((hub, Arc::new(engine)))
+    let engine = EmbeddedEngine::start(
+        store,
+        hub.clone(),
+        roster.clone(),
+        retention,
+        metrics.clone(),
+    );
+    Ok((hub, roster, Arc::new(engine)))
 }
 
 async fn start_redis(
@@ -262,13 +278,15 @@ async fn start_redis(
     metrics: &Arc<Metrics>,
 ) -> Result<Parts, RunError> {
     let (registry, commands) = RoomRegistry::new(config.redis_timeout);
+    let node_id = config.node_id.clone().unwrap_or_else(random_node_id);
+    let roster = Roster::new(&node_id, true);
     let hub = Hub::new(
         queue_limits(config),
         Some(registry.clone()),
+        roster.clone(),
         start_pacer(config),
         metrics.deliveries.clone(),
     );
-    let node_id = config.node_id.clone().unwrap_or_else(random_node_id);
     let shown: Vec<String> = urls.iter().map(|url| redact_url(url)).collect();
     tracing::info!(urls = ?shown, cluster = config.redis_cluster, %node_id, "Redis engine");
     let settings = RedisSettings {
@@ -281,8 +299,9 @@ async fn start_redis(
         retention,
         metrics: metrics.clone(),
     };
-    let engine = RedisEngine::start(settings, hub.clone(), registry, commands).await?;
-    Ok((hub, Arc::new(engine)))
+    let engine =
+        RedisEngine::start(settings, hub.clone(), roster.clone(), registry, commands).await?;
+    Ok((hub, roster, Arc::new(engine)))
 }
 
 fn start_pacer(config: &Config) -> Arc<Pacer> {

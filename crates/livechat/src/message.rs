@@ -116,6 +116,9 @@ pub struct Publish {
     /// A fresh token for an open WebSocket connection (`{"token": NEW}`).
     #[serde(default, deserialize_with = "lenient")]
     pub token: Option<String>,
+    /// `{"typing": true}`: the sender is typing (a WebSocket client with a name).
+    #[serde(default, deserialize_with = "lenient")]
+    pub typing: Option<bool>,
     /// HTTP with auth off: the name the sender chose.
     #[serde(default, deserialize_with = "lenient")]
     pub name: Option<String>,
@@ -160,6 +163,7 @@ impl Publish {
             Ok(Publish {
                 message: None,
                 token: None,
+                typing: None,
                 ..
             }) => Err(BadPublish::MissingMessage),
             Ok(mut publish) => {

@@ -15,8 +15,9 @@ use futures_util::future::BoxFuture;
 use super::queue::{Answer, QueueReceiver, QueueSender, queue};
 use super::{Accepted, Engine, EngineError, Receipt, RoomCount};
 use crate::hub::Hub;
-use crate::message::Draft;
+use crate::message::{Author, Draft};
 use crate::metrics::Metrics;
+use crate::presence::{self, PresenceList, Roster};
 use crate::room::RoomName;
 use crate::store::{Appended, HistoryQuery, HistoryStore, Page, Retention, now_ms};
 
@@ -32,6 +33,7 @@ struct Prune;
 pub struct EmbeddedEngine {
     jobs: QueueSender<Prune>,
     hub: Arc<Hub>,
+    roster: Arc<Roster>,
     store: Arc<dyn HistoryStore>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// The last store failure, cleared by the next successful commit.
@@ -44,6 +46,7 @@ impl EmbeddedEngine {
     pub fn start(
         store: Arc<dyn HistoryStore>,
         hub: Arc<Hub>,
+        roster: Arc<Roster>,
         retention: Retention,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -77,6 +80,7 @@ impl EmbeddedEngine {
         Self {
             jobs,
             hub,
+            roster,
             store,
             writer: Mutex::new(Some(writer)),
             failure,
@@ -109,6 +113,14 @@ impl Engine for EmbeddedEngine {
     fn room_ready(&self, _room: &RoomName) -> BoxFuture<'static, Result<(), EngineError>> {
         // The hub is the only subscriber: a member is in the room as soon as it joined.
         std::future::ready(Ok(())).boxed()
+    }
+
+    fn presence(&self, room: &RoomName) -> BoxFuture<'static, Result<PresenceList, EngineError>> {
+        std::future::ready(Ok(self.roster.list(room))).boxed()
+    }
+
+    fn typing(&self, room: &RoomName, user: Arc<Author>) {
+        presence::deliver_typing(&self.roster, &self.hub, room, &user);
     }
 
     fn rooms(&self) -> BoxFuture<'static, Result<Vec<RoomCount>, EngineError>> {

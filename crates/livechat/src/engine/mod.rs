@@ -11,6 +11,7 @@ mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
@@ -22,7 +23,8 @@ pub use redis::{RedisEngine, RedisSettings, RoomCommands, RoomRegistry};
 use serde::Serialize;
 
 use crate::epoch::Epoch;
-use crate::message::{Draft, StoredMessage};
+use crate::message::{Author, Draft, StoredMessage};
+use crate::presence::PresenceList;
 use crate::room::RoomName;
 use crate::store::{HistoryQuery, Page};
 
@@ -43,6 +45,12 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Rooms with members on any node, with their member counts summed over nodes.
     fn rooms(&self) -> BoxFuture<'static, Result<Vec<RoomCount>, EngineError>>;
+
+    /// Who is in `room`, on every node.
+    fn presence(&self, room: &RoomName) -> BoxFuture<'static, Result<PresenceList, EngineError>>;
+
+    /// Tells the members of `room` with presence on, on every node, that `user` is typing.
+    fn typing(&self, room: &RoomName, user: Arc<Author>);
 
     /// Whether publishes can be stored right now; the reason when not.
     fn readiness(&self) -> Result<(), EngineError>;

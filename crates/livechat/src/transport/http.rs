@@ -206,6 +206,38 @@ pub async fn history(
     Ok(Json(answer).into_response())
 }
 
+/// `?room=`, for `GET /chat/presence/`.
+#[derive(Debug, Deserialize)]
+pub struct PresenceParams {
+    room: Option<String>,
+}
+
+/// `GET /chat/presence/?room=R`: who is in a room on every node: connections counted, named
+/// users listed once with their connections (at most 1,000, by name).
+#[utoipa::path(
+    get,
+    path = "/chat/presence/", tag = "chat",
+    params(super::openapi::PresenceQuery),
+    responses(
+        (status = 200, description = "Who is in the room", body = crate::presence::PresenceList),
+        (status = 400, description = "Invalid room", body = super::openapi::ErrorBody),
+        (status = 401, description = "Auth required: no valid token", body = super::openapi::ErrorBody),
+        (status = 403, description = "Room not allowed, or a foreign browser origin", body = super::openapi::ErrorBody),
+        (status = 503, description = "Redis unavailable", body = super::openapi::ErrorBody),
+    )
+)]
+pub async fn presence(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<PresenceParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let identity = caller::identify(&state, &headers, None, None)?;
+    let Query(params) = params?;
+    let room = room_or_default(&state, params.room.as_deref())?;
+    identity.check_room(&room)?;
+    Ok(Json(state.engine.presence(&room).await?).into_response())
+}
+
 /// `GET /chat/rooms/`: rooms with members (on any node), with member counts; with auth on, only
 /// the rooms the caller may enter.
 #[utoipa::path(

@@ -37,6 +37,7 @@ use crate::auth::Auth;
 use crate::engine::Engine;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::presence::Roster;
 use crate::rate::{HttpLimiter, RateLimit};
 use crate::room::RoomName;
 
@@ -46,6 +47,8 @@ pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
     pub hub: Arc<Hub>,
+    /// Who is in each room, as this node knows it (the first presence frame of a connection).
+    pub roster: Arc<Roster>,
     pub engine: Arc<dyn Engine>,
     pub default_room: RoomName,
     pub max_message_bytes: usize,
@@ -101,6 +104,8 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/history", get(http::history))
         .route("/chat/rooms/", get(http::rooms))
         .route("/chat/rooms", get(http::rooms))
+        .route("/chat/presence/", get(http::presence))
+        .route("/chat/presence", get(http::presence))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/openapi.json", get(openapi::openapi_json))

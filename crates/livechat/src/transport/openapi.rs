@@ -68,6 +68,16 @@ pub struct HistoryQueryParams {
     after: Option<u64>,
 }
 
+/// `GET /chat/presence/`'s query.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PresenceQuery {
+    /// The room (absent: the default room).
+    #[param(pattern = "^[A-Za-z0-9_-]{1,94}$")]
+    room: Option<String>,
+}
+
 /// `GET /healthz` and `GET /readyz`.
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -87,6 +97,7 @@ pub struct Health {
         super::http::send,
         super::http::history,
         super::http::rooms,
+        super::http::presence,
         super::http::healthz,
         super::http::readyz,
         super::http::metrics,

@@ -1,6 +1,6 @@
 //! What a connected WebSocket client may do, and what each of its text frames asks for: publish
-//! as its verified (or chosen) identity, within its rate limit, or refresh its token. The
-//! connection loop asks this and carries out the answer.
+//! as its verified (or chosen) identity, within its rate limit, refresh its token, or say that
+//! it is typing. The connection loop asks this and carries out the answer.
 
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use crate::auth::{Auth, Identity};
 use crate::keepalive::Liveness;
 use crate::message::{Author, BadPublish, Draft, Publish, error_frame};
 use crate::metrics::PublishError;
+use crate::presence::{TypingGate, TypingVerdict};
 use crate::rate::{ConnectionLimiter, Verdict};
 use crate::room::RoomName;
 use crate::websocket::CloseCode;
@@ -20,12 +21,14 @@ pub const RATE_ABUSE: (CloseCode, &str) = (CloseCode::POLICY_VIOLATION, "rate li
 /// What to do with a client's text frame.
 pub enum Action {
     Publish(Draft),
+    /// Tell the room this user is typing.
+    Typing(Arc<Author>),
     /// Answer the client alone.
     Reply(Bytes),
     /// A publish refused (read-only, rate limited): the answer, and the reason for the metrics.
     Refuse(PublishError, Bytes),
     Close((CloseCode, &'static str)),
-    /// Done (a token refreshed).
+    /// Done (a token refreshed, typing absorbed).
     Nothing,
 }
 
@@ -34,6 +37,8 @@ pub struct Session {
     user: Option<Arc<Author>>,
     can_publish: bool,
     limiter: Option<Box<ConnectionLimiter>>,
+    /// Made when it first types.
+    typing: Option<Box<TypingGate>>,
 }
 
 impl Session {
@@ -42,6 +47,7 @@ impl Session {
             user: identity.user.clone(),
             can_publish: identity.can_publish,
             limiter: limiter.map(Box::new),
+            typing: None,
         }
     }
 
@@ -63,9 +69,15 @@ impl Session {
             if let Err(refused) = self.refresh(token, room, auth, liveness) {
                 return Action::Reply(error_frame(&refused.to_string()));
             }
-            if publish.message.is_none() {
+            if publish.message.is_none() && publish.typing.is_none() {
                 return Action::Nothing;
             }
+        }
+        if let (None, Some(typing)) = (&publish.message, publish.typing) {
+            return match typing {
+                true => self.typing(),
+                false => Action::Nothing,
+            };
         }
         let Some(message) = publish.message else {
             return Action::Reply(error_frame(&BadPublish::MissingMessage.to_string()));
@@ -90,6 +102,27 @@ impl Session {
             user: self.user.clone(),
             nonce: publish.nonce,
         })
+    }
+
+    /// `{"typing": true}`: passed on at most once per period, refused when far too frequent.
+    fn typing(&mut self) -> Action {
+        let Some(user) = self
+            .user
+            .clone()
+            .filter(|user| user.name.is_some() || user.id.is_some())
+        else {
+            return Action::Reply(error_frame(
+                "typing needs a name: connect with ?name= (or a token when auth is on)",
+            ));
+        };
+        match self.typing.get_or_insert_with(Box::default).check() {
+            TypingVerdict::Pass => Action::Typing(user),
+            TypingVerdict::Absorb => Action::Nothing,
+            TypingVerdict::Refuse { retry_after_ms } => Action::Refuse(
+                PublishError::RateLimited,
+                rate_limited_frame(retry_after_ms),
+            ),
+        }
     }
 
     /// `{"token": NEW}`: a fresh token for the same user, still allowed in this room, pushes

@@ -69,6 +69,12 @@ pub struct ConnectOptions {
     since: Option<String>,
     /// `?epoch=E`: the epoch that id counts in.
     epoch: Option<String>,
+    /// `?presence=1`: presence and typing events (see `crate::presence`).
+    presence: Option<String>,
+}
+
+fn switched_on(value: Option<&str>) -> bool {
+    matches!(value, Some("1" | "true" | "yes"))
 }
 
 /// The WebSocket handshake; after the 101 the protocol is in docs/asyncapi.yaml.
@@ -82,6 +88,7 @@ pub struct ConnectOptions {
         ("name" = Option<String>, Query, description = "Auth off: the name the client chose"),
         ("since" = Option<u64>, Query, description = "Resume: every message after this id, then live ones (docs/asyncapi.yaml: gap, reset, caught_up)"),
         ("epoch" = Option<String>, Query, description = "With since: the epoch the id counts in; another epoch gets a reset"),
+        ("presence" = Option<String>, Query, description = "1, true or yes: presence and typing events (docs/asyncapi.yaml)"),
     ),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
@@ -124,9 +131,12 @@ pub async fn connect(
         Err(refused) => return refused.into_response(),
     };
     let join = JoinAs {
-        meta: matches!(options.meta.as_deref(), Some("1" | "true" | "yes")),
+        user: identity.user.clone(),
+        meta: switched_on(options.meta.as_deref()),
         resuming: resume.is_some(),
+        presence: switched_on(options.presence.as_deref()),
     };
+    let (meta, presence) = (join.meta, join.presence);
     // Join before answering the handshake: once the client is told it is connected, it misses
     // nothing published to the room (frames queue up until the socket is ready).
     let subscription = state.hub.join(&room, join);
@@ -142,13 +152,17 @@ pub async fn connect(
     if let Err(error) = state.engine.room_ready(&room).await {
         return ApiError::from(error).into_response();
     }
-    let missed = match &resume {
-        Some(from) => match resume::catch_up(&state, &room, &subscription, from, join.meta).await {
-            Ok(frames) => frames,
+    // Who is here first (the room is ready: other nodes' members are known), then what it missed.
+    let mut first = Vec::new();
+    if presence {
+        first.push(state.roster.list(&room).frame());
+    }
+    if let Some(from) = &resume {
+        match resume::catch_up(&state, &room, &subscription, from, meta).await {
+            Ok(frames) => first.extend(frames),
             Err(refused) => return refused.into_response(),
-        },
-        None => Vec::new(),
-    };
+        }
+    }
     let (response, pending) = upgrade.accept(state.max_message_bytes);
     let connections = state.connections.clone();
     let connection = Connection {
@@ -160,10 +174,10 @@ pub async fn connect(
         in_flight_bytes: 0,
         permit,
         opened: Instant::now(),
-        meta: join.meta,
+        meta,
     };
     // The task's future is the connection's own: every byte in it is paid by each idle socket.
-    tokio::spawn(connections.track_future(connection.run(pending, missed)));
+    tokio::spawn(connections.track_future(connection.run(pending, first)));
     response
 }
 
@@ -201,8 +215,8 @@ enum End {
 }
 
 impl Connection {
-    /// `missed`: what a resuming client is sent before anything else.
-    async fn run(mut self, pending: PendingSocket, missed: Vec<Bytes>) {
+    /// `first`: what the client is sent before anything else (who is here, what it missed).
+    async fn run(mut self, pending: PendingSocket, first: Vec<Bytes>) {
         let mut socket = match pending.ready().await {
             Ok(socket) => socket,
             Err(error) => {
@@ -210,7 +224,7 @@ impl Connection {
                 return;
             }
         };
-        for frame in missed {
+        for frame in first {
             socket.queue(frame);
         }
         let metrics = self.state.metrics.clone();
@@ -334,6 +348,10 @@ impl Connection {
                         self.in_flight_bytes += bytes;
                         self.receipts
                             .push_back((self.state.engine.publish(draft), bytes));
+                        return None;
+                    }
+                    Action::Typing(user) => {
+                        self.state.engine.typing(&self.room, user);
                         return None;
                     }
                     Action::Reply(reply) => reply,

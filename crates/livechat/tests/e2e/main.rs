@@ -10,6 +10,7 @@ mod history;
 mod metrics;
 mod nginx;
 mod nodes;
+mod presence;
 mod proxy;
 mod resume;
 mod security;

@@ -415,3 +415,39 @@ async fn a_client_that_stops_answering_pings_is_closed_and_leaves_its_room() {
     let _ = alive_done.send(());
     reader.await.unwrap();
 }
+
+#[tokio::test]
+async fn presence_lists_token_users_to_those_who_may_read_the_room() {
+    let server = secured().await;
+    let alice = token("alice", Some(&["club"]), 60);
+    let _member = server
+        .connect(&format!("/ws/chat/club/?token={alice}"))
+        .await;
+    let bearer = format!("Bearer {alice}");
+    let headers = [("Authorization", bearer.as_str())];
+    let answer = http(
+        server.addr,
+        "GET",
+        "/chat/presence/?room=club",
+        None,
+        &headers,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(
+        answer.json(),
+        json!({"room": "club", "members": 1,
+               "users": [{"id": "alice", "name": "alice name", "connections": 1}]})
+    );
+    let elsewhere = http(
+        server.addr,
+        "GET",
+        "/chat/presence/?room=other",
+        None,
+        &headers,
+    )
+    .await;
+    assert_eq!(elsewhere.status, 403, "{elsewhere:?}");
+    let anonymous = server.http("GET", "/chat/presence/?room=club", None).await;
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+}

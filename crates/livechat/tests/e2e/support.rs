@@ -215,9 +215,14 @@ impl Server {
     }
 
     pub async fn connect(&self, path: &str) -> Client {
-        self.connect_with(path, &[])
-            .await
-            .unwrap_or_else(|e| panic!("connect {path}: {e}"))
+        match self.connect_with(path, &[]).await {
+            Ok(client) => client,
+            Err(error) => {
+                // Once more by hand, for the server's reason.
+                let answer = handshake(self.addr, path).await;
+                panic!("connect {path}: {error}; again: {answer:?}")
+            }
+        }
     }
 
     /// Connects with extra handshake headers; the error says why the server refused.

@@ -43,6 +43,11 @@ impl Keys {
         format!("{}:{{{room}}}:nonce:{nonce}", self.prefix)
     }
 
+    /// One node's members of the room: `#seq`, `#members`, and each user's connections.
+    pub fn presence(&self, room: &RoomName, node: &str) -> String {
+        format!("{}:{{{room}}}:presence:{node}", self.prefix)
+    }
+
     /// The room's pub/sub channel.
     pub fn channel(&self, room: &RoomName) -> String {
         format!("{}:{{{room}}}:messages", self.prefix)

@@ -10,10 +10,13 @@
 //! - `subscriber`: subscribes while a room has local members; dedupes and fills gaps by id,
 //!   follows a room's new epoch
 //! - `stream`: reads history pages, missed ranges and a room's numbering (epoch, last id)
-//! - `presence`: this node's rooms and member counts under a TTL, for `GET /chat/rooms/`
+//! - `nodes`: this node's rooms and member counts under a TTL, for `GET /chat/rooms/`, and
+//!   which nodes are alive
+//! - `presence`: this node's members of each room relayed to the others, theirs read
 
 mod connection;
 mod keys;
+mod nodes;
 mod presence;
 mod publisher;
 mod stream;
@@ -34,14 +37,16 @@ pub use subscriber::{RoomCommands, RoomRegistry};
 
 use self::connection::Connection;
 use self::keys::Keys;
-use self::presence::Presence;
+use self::nodes::Registration;
+use self::presence::Relay;
 use self::publisher::Publisher;
 use self::subscriber::Subscriber;
 use super::queue::{QueueSender, queue};
 use super::{Engine, EngineError, Receipt, RoomCount};
 use crate::hub::Hub;
-use crate::message::Draft;
+use crate::message::{Author, Draft};
 use crate::metrics::Metrics;
+use crate::presence::{PresenceList, Roster};
 use crate::room::RoomName;
 use crate::store::{HistoryQuery, Page, Retention};
 
@@ -61,6 +66,7 @@ pub struct RedisEngine {
     connection: Connection,
     keys: Keys,
     registry: Arc<RoomRegistry>,
+    roster: Arc<Roster>,
     health: Arc<Health>,
     max_age: Option<Duration>,
     stop: CancellationToken,
@@ -73,6 +79,7 @@ impl RedisEngine {
     pub async fn start(
         settings: RedisSettings,
         hub: Arc<Hub>,
+        roster: Arc<Roster>,
         registry: Arc<RoomRegistry>,
         commands: RoomCommands,
     ) -> Result<Self, RedisError> {
@@ -97,27 +104,38 @@ impl RedisEngine {
             connection: connection.clone(),
             keys: keys.clone(),
             hub: hub.clone(),
+            roster: roster.clone(),
             health: health.clone(),
             delivered: HashMap::new(),
         };
-        let presence = Presence {
+        let registration = Registration {
             connection: connection.clone(),
             keys: keys.clone(),
             node_id: settings.node_id,
             ttl: settings.node_ttl,
             hub,
+            roster: roster.clone(),
+            health: health.clone(),
+        };
+        let relay = Relay {
+            connection: connection.clone(),
+            keys: keys.clone(),
+            ttl: settings.node_ttl,
+            roster: roster.clone(),
             health: health.clone(),
         };
         let tasks = vec![
             tokio::spawn(publisher.run(queued)),
             tokio::spawn(subscriber.run(commands, pushed, stop.clone())),
-            tokio::spawn(presence.run(stop.clone())),
+            tokio::spawn(registration.run(stop.clone())),
+            tokio::spawn(relay.run(stop.clone())),
         ];
         Ok(Self {
             jobs,
             connection,
             keys,
             registry,
+            roster,
             health,
             max_age: settings.retention.max_age,
             stop,
@@ -151,11 +169,35 @@ impl Engine for RedisEngine {
         let mut connection = self.connection.clone();
         let keys = self.keys.clone();
         async move {
-            presence::rooms(&mut connection, &keys)
+            nodes::rooms(&mut connection, &keys)
                 .await
                 .map_err(unavailable)
         }
         .boxed()
+    }
+
+    fn presence(&self, room: &RoomName) -> BoxFuture<'static, Result<PresenceList, EngineError>> {
+        let mut connection = self.connection.clone();
+        let keys = self.keys.clone();
+        let room = room.clone();
+        let roster = self.roster.clone();
+        async move {
+            let nodes = presence::read_room(&mut connection, &keys, &room)
+                .await
+                .map_err(unavailable)?;
+            // This node's part as it is now, not as last relayed.
+            let here = roster.local(&room);
+            let others = nodes.iter().filter(|(node, _)| node != roster.node());
+            Ok(PresenceList::of(
+                &room,
+                others.map(|(_, view)| view).chain([&here]),
+            ))
+        }
+        .boxed()
+    }
+
+    fn typing(&self, room: &RoomName, user: Arc<Author>) {
+        presence::typing(&self.connection, &self.keys, room, Author::clone(&user));
     }
 
     fn readiness(&self) -> Result<(), EngineError> {

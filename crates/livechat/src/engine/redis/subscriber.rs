@@ -3,6 +3,7 @@
 //! its epoch, so a message seen twice is dropped, a jump in ids (missed while subscribing, or
 //! while the connection was down) is filled from the room's stream first, and a new epoch (Redis
 //! lost the room's keys: ids start again) is followed and announced: nothing is lost silently.
+//! Presence and typing events on the channel go to the roster (see `presence`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,11 +20,13 @@ use tokio_util::sync::CancellationToken;
 use super::Health;
 use super::connection::Connection;
 use super::keys::Keys;
+use super::presence::{self, ChannelEvent};
 use super::stream;
 use crate::engine::EngineError;
 use crate::epoch::Epoch;
-use crate::hub::{Hub, RoomObserver};
+use crate::hub::{Audience, Hub, RoomObserver};
 use crate::message::{Author, Event, Nonce, StoredMessage};
+use crate::presence::{Applied, Roster, deliver_typing};
 use crate::room::RoomName;
 
 /// How often a node retries catching up after its connection came back.
@@ -136,6 +139,7 @@ pub struct Subscriber {
     pub connection: Connection,
     pub keys: Keys,
     pub hub: Arc<Hub>,
+    pub roster: Arc<Roster>,
     pub health: Arc<Health>,
     /// Per subscribed room.
     pub delivered: HashMap<RoomName, Delivered>,
@@ -172,11 +176,16 @@ impl Subscriber {
     }
 
     /// Subscribes, then delivers whatever was stored since the room opened here: the last id is
-    /// read before subscribing, so a message published in between is fetched, not lost.
+    /// read before subscribing, so a message published in between is fetched, not lost. The
+    /// other nodes' members are read after subscribing, so no change of theirs is missed.
     async fn subscribe(&mut self, room: RoomName, state: watch::Sender<Subscription>) {
         let subscribed = async {
             let numbering = stream::numbering(&mut self.connection, &self.keys, &room).await?;
             self.connection.subscribe(&self.keys.channel(&room)).await?;
+            let nodes = presence::read_room(&mut self.connection, &self.keys, &room).await?;
+            for (node, view) in nodes {
+                self.roster.replace_node(&room, &node, view, false);
+            }
             Ok::<_, redis::RedisError>(numbering)
         }
         .await;
@@ -214,6 +223,9 @@ impl Subscriber {
         let Some(room) = self.keys.room_of_channel(&channel) else {
             return;
         };
+        if ChannelEvent::is_event(&payload) {
+            return self.receive_event(room, &payload).await;
+        }
         let Ok(published) = serde_json::from_slice::<Published>(&payload) else {
             tracing::warn!(%room, "undecodable message on the room channel");
             return;
@@ -244,6 +256,42 @@ impl Subscriber {
         });
     }
 
+    /// A presence change of another node, or a typing user.
+    async fn receive_event(&mut self, room: RoomName, payload: &[u8]) {
+        let event = match serde_json::from_slice::<ChannelEvent>(payload) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(%room, %error, "undecodable event on the room channel");
+                return;
+            }
+        };
+        match event {
+            ChannelEvent::Typing { user } => deliver_typing(&self.roster, &self.hub, &room, &user),
+            ChannelEvent::Presence {
+                node,
+                seq,
+                members,
+                full,
+                users,
+            } => {
+                let change = ChannelEvent::change(seq, members, full, users);
+                if self.roster.apply(&room, &node, change) == Applied::Missed {
+                    self.reread_node(&room, &node).await;
+                }
+            }
+        }
+    }
+
+    async fn reread_node(&mut self, room: &RoomName, node: &str) {
+        match presence::read_node(&mut self.connection, &self.keys, room, node).await {
+            Ok(view) => self.roster.replace_node(room, node, view, true),
+            Err(error) => {
+                tracing::warn!(%room, node, %error, "cannot read a node's members");
+                self.health.failed(&error);
+            }
+        }
+    }
+
     /// The room's numbering started again under `epoch`: its members that follow events are
     /// told, and delivery follows the new ids from the start.
     fn reset(&mut self, room: &RoomName, epoch: Epoch) {
@@ -254,7 +302,7 @@ impl Subscriber {
             last: 0,
             epoch: &epoch,
         };
-        self.hub.announce(room, event.frame());
+        self.hub.announce(room, Audience::Resuming, event.frame());
         self.delivered
             .insert(room.clone(), Delivered { last: 0, epoch });
     }
@@ -308,8 +356,21 @@ impl Subscriber {
                 }
             }
             complete &= self.catch_up(&room, None).await;
+            match presence::read_room(&mut self.connection, &self.keys, &room).await {
+                Ok(nodes) => {
+                    for (node, view) in nodes {
+                        self.roster.replace_node(&room, &node, view, true);
+                    }
+                }
+                Err(error) => {
+                    self.health.failed(&error);
+                    complete = false;
+                }
+            }
         }
         if complete {
+            // Redis may have lost this node's part, or the other nodes missed its changes.
+            self.roster.relay_everything();
             tracing::info!("Redis connection back; subscriptions caught up");
             self.health.reconnected();
         }
