@@ -19,7 +19,7 @@ use crate::message::{Author, Draft};
 use crate::metrics::Metrics;
 use crate::presence::{self, PresenceList, Roster};
 use crate::room::RoomName;
-use crate::store::{Appended, HistoryQuery, HistoryStore, Page, Retention, now_ms};
+use crate::store::{Appended, HistoryQuery, HistoryStore, Page, RecentRoom, Retention, now_ms};
 
 /// Most messages committed in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -121,6 +121,20 @@ impl Engine for EmbeddedEngine {
 
     fn typing(&self, room: &RoomName, user: Arc<Author>) {
         presence::deliver_typing(&self.roster, &self.hub, room, &user);
+    }
+
+    fn recent_rooms(
+        &self,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<RecentRoom>, EngineError>> {
+        let store = self.store.clone();
+        async move {
+            tokio::task::spawn_blocking(move || store.recent_rooms(limit))
+                .await
+                .map_err(|error| EngineError::Unavailable(error.to_string()))?
+                .map_err(|error| EngineError::Unavailable(error.to_string()))
+        }
+        .boxed()
     }
 
     fn rooms(&self) -> BoxFuture<'static, Result<Vec<RoomCount>, EngineError>> {

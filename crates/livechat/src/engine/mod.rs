@@ -26,7 +26,7 @@ use crate::epoch::Epoch;
 use crate::message::{Author, Draft, StoredMessage};
 use crate::presence::PresenceList;
 use crate::room::RoomName;
-use crate::store::{HistoryQuery, Page};
+use crate::store::{HistoryQuery, Page, RecentRoom};
 
 pub trait Engine: Send + Sync + 'static {
     /// Queues a message. Messages get ids (and reach subscribers) in the order of the calls, so a
@@ -45,6 +45,12 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Rooms with members on any node, with their member counts summed over nodes.
     fn rooms(&self) -> BoxFuture<'static, Result<Vec<RoomCount>, EngineError>>;
+
+    /// Up to `limit` rooms with stored messages, the latest written first.
+    fn recent_rooms(
+        &self,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<RecentRoom>, EngineError>>;
 
     /// Who is in `room`, on every node.
     fn presence(&self, room: &RoomName) -> BoxFuture<'static, Result<PresenceList, EngineError>>;

@@ -5,7 +5,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use super::{
-    Appended, HistoryQuery, HistoryStore, Page, PageBuilder, Retention, StoreError, now_ms,
+    Appended, HistoryQuery, HistoryStore, Page, PageBuilder, RecentRoom, Retention, StoreError,
+    now_ms,
 };
 use crate::epoch::{Epoch, new_epoch};
 use crate::message::{Draft, Nonce, StoredMessage};
@@ -203,5 +204,23 @@ impl HistoryStore for MemoryStore {
 
     fn epoch(&self) -> Epoch {
         self.epoch.clone()
+    }
+
+    fn recent_rooms(&self, limit: usize) -> Result<Vec<RecentRoom>, StoreError> {
+        let mut rooms: Vec<RecentRoom> = self
+            .state()
+            .rooms
+            .iter()
+            .filter_map(|(room, log)| {
+                let newest = log.messages.back()?;
+                Some(RecentRoom {
+                    room: room.clone(),
+                    ts: newest.ts,
+                })
+            })
+            .collect();
+        rooms.sort_by(|a, b| b.ts.cmp(&a.ts).then_with(|| a.room.cmp(&b.room)));
+        rooms.truncate(limit);
+        Ok(rooms)
     }
 }

@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
+use serde::Serialize;
+
 use crate::epoch::Epoch;
 use crate::message::{Draft, StoredMessage};
 use crate::room::RoomName;
@@ -34,6 +36,18 @@ pub trait HistoryStore: Send + Sync + 'static {
 
     /// The numbering of every room in this store: it changes only with a new store.
     fn epoch(&self) -> Epoch;
+
+    /// Up to `limit` rooms with stored messages, the latest written first, with the time of
+    /// their newest message.
+    fn recent_rooms(&self, limit: usize) -> Result<Vec<RecentRoom>, StoreError>;
+}
+
+/// A room with stored messages, and when its newest was written (ms since the Unix epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct RecentRoom {
+    #[schema(value_type = String)]
+    pub room: RoomName,
+    pub ts: u64,
 }
 
 /// What became of a draft.

@@ -16,7 +16,8 @@ use rusqlite::{Connection, OpenFlags, params};
 use serde_json::value::RawValue;
 
 use super::{
-    Appended, HistoryQuery, HistoryStore, Page, PageBuilder, Retention, StoreError, now_ms,
+    Appended, HistoryQuery, HistoryStore, Page, PageBuilder, RecentRoom, Retention, StoreError,
+    now_ms,
 };
 use crate::config::SqliteSync;
 use crate::epoch::{Epoch, new_epoch};
@@ -493,6 +494,31 @@ impl HistoryStore for SqliteStore {
 
     fn epoch(&self) -> Epoch {
         self.epoch.clone()
+    }
+
+    fn recent_rooms(&self, limit: usize) -> Result<Vec<RecentRoom>, StoreError> {
+        self.with_reader(|connection| {
+            // One lookup by primary key per room: the newest message, if retention kept it.
+            let mut statement = connection.prepare_cached(
+                "SELECT rooms.room, messages.ts FROM rooms
+                 JOIN messages ON messages.room = rooms.room AND messages.id = rooms.last_id
+                 ORDER BY messages.ts DESC LIMIT ?1",
+            )?;
+            let rows = statement.query_map(params![limit as i64], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })?;
+            let mut rooms = Vec::new();
+            for row in rows {
+                let (room, ts) = row?;
+                if let Ok(room) = RoomName::parse(&room) {
+                    rooms.push(RecentRoom {
+                        room,
+                        ts: ts as u64,
+                    });
+                }
+            }
+            Ok(rooms)
+        })
     }
 }
 

@@ -20,7 +20,7 @@ use crate::epoch::Epoch;
 use crate::message::{BadPublish, Draft, Publish, StoredMessage};
 use crate::metrics::PublishError;
 use crate::room::RoomName;
-use crate::store::HistoryQuery;
+use crate::store::{HistoryQuery, RecentRoom};
 
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 1000;
@@ -238,8 +238,8 @@ pub async fn presence(
     Ok(Json(state.engine.presence(&room).await?).into_response())
 }
 
-/// `GET /chat/rooms/`: rooms with members (on any node), with member counts; with auth on, only
-/// the rooms the caller may enter.
+/// `GET /chat/rooms/`: rooms with members (on any node), with member counts, and rooms written
+/// lately; with auth on, only the rooms the caller may enter.
 #[utoipa::path(
     get,
     path = "/chat/rooms/", tag = "chat",
@@ -255,15 +255,25 @@ pub async fn rooms(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let identity = caller::identify(&state, &headers, None, None)?;
-    let mut rooms = state.engine.rooms().await?;
+    let (rooms, recent) = tokio::try_join!(
+        state.engine.rooms(),
+        state.engine.recent_rooms(RECENT_ROOMS)
+    )?;
+    let (mut rooms, mut recent) = (rooms, recent);
     rooms.retain(|count| identity.may_enter(&count.room));
-    Ok(Json(RoomsAnswer { rooms }).into_response())
+    recent.retain(|room| identity.may_enter(&room.room));
+    Ok(Json(RoomsAnswer { rooms, recent }).into_response())
 }
 
-/// Rooms with members on any node, by name.
+/// Rooms listed as recently written in `GET /chat/rooms/`.
+const RECENT_ROOMS: usize = 20;
+
+/// Rooms with members on any node, by name; and rooms written lately, whoever is in them.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct RoomsAnswer {
     rooms: Vec<RoomCount>,
+    /// Up to 20 rooms with stored messages, the latest written first.
+    recent: Vec<RecentRoom>,
 }
 
 /// `GET /metrics`: Prometheus' text format.

@@ -139,3 +139,20 @@ async fn the_memory_store_serves_the_same_api() {
     server.post_message("m", json!("b")).await;
     assert_eq!(ids(&server.history("?room=m&after=1").await), [2]);
 }
+
+#[tokio::test]
+async fn rooms_written_lately_are_listed_whoever_is_in_them() {
+    let server = Server::start(&[]).await;
+    server.post_message("older", json!(1)).await;
+    server.post_message("newer", json!(2)).await;
+    let listed = server.http("GET", "/chat/rooms/", None).await.json();
+    assert_eq!(listed["rooms"], json!([]), "nobody is connected");
+    let recent: Vec<&str> = listed["recent"]
+        .as_array()
+        .expect("recent rooms")
+        .iter()
+        .map(|room| room["room"].as_str().expect("a room"))
+        .collect();
+    assert_eq!(recent, ["newer", "older"]);
+    assert!(listed["recent"][0]["ts"].as_u64().expect("a time") > 0);
+}

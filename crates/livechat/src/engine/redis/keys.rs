@@ -61,6 +61,11 @@ impl Keys {
         RoomName::parse(room).ok()
     }
 
+    /// Sorted set of rooms by the time (ms) of their latest message (the newest 1,000).
+    pub fn recent(&self) -> String {
+        format!("{}:recent", self.prefix)
+    }
+
     /// Sorted set of live nodes, scored by the time (ms) their registration expires.
     pub fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)

@@ -48,7 +48,7 @@ use crate::message::{Author, Draft};
 use crate::metrics::Metrics;
 use crate::presence::{PresenceList, Roster};
 use crate::room::RoomName;
-use crate::store::{HistoryQuery, Page, Retention};
+use crate::store::{HistoryQuery, Page, RecentRoom, Retention};
 
 pub struct RedisSettings {
     pub urls: Vec<String>,
@@ -163,6 +163,20 @@ impl Engine for RedisEngine {
 
     fn room_ready(&self, room: &RoomName) -> BoxFuture<'static, Result<(), EngineError>> {
         self.registry.ready(room)
+    }
+
+    fn recent_rooms(
+        &self,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<RecentRoom>, EngineError>> {
+        let mut connection = self.connection.clone();
+        let keys = self.keys.clone();
+        async move {
+            stream::recent_rooms(&mut connection, &keys, limit)
+                .await
+                .map_err(unavailable)
+        }
+        .boxed()
     }
 
     fn rooms(&self) -> BoxFuture<'static, Result<Vec<RoomCount>, EngineError>> {

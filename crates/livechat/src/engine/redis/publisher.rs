@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use super::Health;
 use super::connection::Connection;
 use super::keys::Keys;
+use super::stream;
 use crate::engine::queue::{Answer, QueueReceiver};
 
 use crate::engine::{Accepted, EngineError};
@@ -177,10 +178,14 @@ impl Publisher {
             metrics.store_batch_messages.record(drafts.len() as f64);
             (stored, drafts)
         });
+        let mut written = Vec::new();
         for (stored, drafts) in join_all(sent).await {
             match stored {
                 Ok(stored) => {
                     self.health.succeeded();
+                    if let (Some(last), Some((draft, _))) = (stored.last(), drafts.first()) {
+                        written.push((draft.room.clone(), last.1));
+                    }
                     for (answer, (draft, reply)) in stored.into_iter().zip(drafts) {
                         let _ = reply.send(Ok(accepted(answer, draft)));
                     }
@@ -193,6 +198,13 @@ impl Publisher {
                     }
                 }
             }
+        }
+        if !written.is_empty() {
+            // For the room list; publishers are not kept waiting for it.
+            let (mut connection, keys) = (self.connection.clone(), self.keys.clone());
+            tokio::spawn(
+                async move { stream::note_written(&mut connection, &keys, &written).await },
+            );
         }
     }
 }

@@ -11,7 +11,7 @@ use super::keys::Keys;
 use crate::epoch::{Epoch, new_epoch};
 use crate::message::{Author, Nonce, StoredMessage};
 use crate::room::RoomName;
-use crate::store::{HistoryQuery, Page, PageBuilder, now_ms};
+use crate::store::{HistoryQuery, Page, PageBuilder, RecentRoom, now_ms};
 
 /// Entries asked for in the first read of a page; later reads ask for as many as the page's
 /// remaining bytes hold at the size seen so far, up to `MAX_CHUNK`.
@@ -147,4 +147,58 @@ fn decode(
             })
         })
         .collect()
+}
+
+/// How many rooms the list of recently written rooms keeps.
+const RECENT_KEPT: isize = 1000;
+
+/// Notes that `rooms` were written at `ts` (ms), keeping the newest `RECENT_KEPT`.
+pub async fn note_written(connection: &mut Connection, keys: &Keys, rooms: &[(RoomName, u64)]) {
+    let mut add = redis::cmd("ZADD");
+    add.arg(keys.recent());
+    for (room, ts) in rooms {
+        add.arg(*ts).arg(room.as_str());
+    }
+    let noted: RedisResult<()> = redis::pipe()
+        .add_command(add)
+        .ignore()
+        .cmd("ZREMRANGEBYRANK")
+        .arg(keys.recent())
+        .arg(0)
+        .arg(-RECENT_KEPT - 1)
+        .ignore()
+        .query_async(connection)
+        .await;
+    if let Err(error) = noted {
+        tracing::warn!(%error, "cannot note recently written rooms");
+    }
+}
+
+/// Up to `limit` rooms written lately, the latest first.
+pub async fn recent_rooms(
+    connection: &mut Connection,
+    keys: &Keys,
+    limit: usize,
+) -> RedisResult<Vec<RecentRoom>> {
+    let rooms: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(keys.recent())
+        .arg("+inf")
+        .arg("-inf")
+        .arg("BYSCORE")
+        .arg("REV")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(limit)
+        .arg("WITHSCORES")
+        .query_async(connection)
+        .await?;
+    Ok(rooms
+        .into_iter()
+        .filter_map(|(room, ts)| {
+            Some(RecentRoom {
+                room: RoomName::parse(&room).ok()?,
+                ts: ts as u64,
+            })
+        })
+        .collect())
 }
