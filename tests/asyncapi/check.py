@@ -21,7 +21,18 @@ ROOT = Path(__file__).resolve().parents[2]
 def schemas() -> dict:
     document = yaml.safe_load((ROOT / "docs/asyncapi.yaml").read_text())
     assert document["asyncapi"].startswith("3."), document["asyncapi"]
-    return {name: message["payload"] for name, message in document["components"]["messages"].items()}
+    shared = document["components"]["schemas"]
+    # Payloads refer to shared schemas: resolve them in place for jsonschema.
+    def resolve(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(shared[node["$ref"].rsplit("/", 1)[1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+    return {name: resolve(message["payload"])
+            for name, message in document["components"]["messages"].items()}
 
 
 def start(binary: str, data_dir: str) -> tuple[subprocess.Popen, str]:
@@ -70,6 +81,20 @@ async def frames(address: str) -> list[tuple[str, dict]]:
     async with websockets.connect(url + "?since=1000") as ahead:
         seen.append(("reset", json.loads(await ahead.recv())))
         seen.append(("caughtUp", json.loads(await ahead.recv())))
+    # Presence: a snapshot first, a change when someone joins, typing from someone else.
+    here = f"ws://{address}/ws/chat/people/?presence=1&name="
+    async with websockets.connect(here + "Ada") as ada:
+        seen.append(("presenceSnapshot", json.loads(await ada.recv())))
+        async with websockets.connect(here + "Bo") as bo:
+            await bo.send(json.dumps({"typing": True}))
+            kinds = set()
+            while kinds != {"userTyping", "presenceChange with Bo"}:
+                frame = json.loads(await ada.recv())
+                kind = "userTyping" if frame["event"] == "typing" else "presenceChange"
+                seen.append((kind, frame))
+                kinds.add(kind if kind == "userTyping" or frame["members"] < 2
+                          else "presenceChange with Bo")
+                kinds.discard("presenceChange")
     return seen
 
 
@@ -82,7 +107,8 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait()
-    receivable = ["message", "messageWithMeta", "error", "rateLimited", "gap", "reset", "caughtUp"]
+    receivable = ["message", "messageWithMeta", "error", "rateLimited", "gap", "reset", "caughtUp",
+                  "presenceSnapshot", "presenceChange", "userTyping"]
     failed = 0
     for expected, frame in seen:
         try:
@@ -97,6 +123,7 @@ def main() -> None:
     jsonschema.validate({"message": {"any": ["json", 1]}}, documented["publish"])
     jsonschema.validate({"token": "eyJ..."}, documented["refreshToken"])
     jsonschema.validate({"message": "x", "nonce": "n-1"}, documented["publish"])
+    jsonschema.validate({"typing": True}, documented["typing"])
     print(f"asyncapi frames: {len(seen) - failed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 
