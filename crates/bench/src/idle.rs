@@ -52,8 +52,10 @@ pub async fn run(
     let started = Instant::now();
     let mut opening = Vec::new();
     for index in 0..slice.share(options.connections) {
-        let room = (index * slice.count + slice.index) % options.rooms.max(1);
-        let path = room_path(path, &format!("{}{room}", options.room_prefix));
+        let connection = index * slice.count + slice.index;
+        let room = connection % options.rooms.max(1);
+        let path = room_path(path, &format!("{}{room}", options.room_prefix))
+            .replace("{index}", &connection.to_string());
         let (target, limit) = (target.clone(), limit.clone());
         opening.push(tokio::spawn(async move {
             let _permit = limit.acquire().await;

@@ -30,7 +30,8 @@ struct Cli {
     /// Base URL of the server.
     #[arg(long, global = true, default_value = "http://127.0.0.1:8003")]
     url: String,
-    /// WebSocket path template; `{room}` is replaced by the room name.
+    /// WebSocket path template; `{room}` is replaced by the room name (and, for `idle`, `{index}` by
+    /// the connection's number, e.g. `/ws/chat/{room}/?presence=1&name=u{index}`).
     #[arg(long, global = true, default_value = "/ws/chat/{room}/")]
     path: String,
     /// Local addresses to open connections from, round-robin (e.g. 127.0.0.1,127.0.0.2): one
