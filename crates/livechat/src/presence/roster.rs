@@ -450,3 +450,100 @@ impl RoomView {
         ]))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> Arc<Author> {
+        Arc::new(Author {
+            id: None,
+            name: Some(name.into()),
+        })
+    }
+
+    fn diff(roster: &Roster) -> Option<serde_json::Value> {
+        let (_, frame) = roster.take_announcements().into_iter().next()?;
+        serde_json::from_slice(&frame[2..]).ok()
+    }
+
+    fn room() -> RoomName {
+        RoomName::parse("r").unwrap()
+    }
+
+    fn change(seq: u64, members: u64, name: &str, connections: u32) -> NodeChange {
+        NodeChange {
+            seq,
+            members,
+            full: false,
+            people: vec![(
+                Arc::from(format!("n:{name}")),
+                Person {
+                    user: user(name),
+                    connections,
+                },
+            )],
+        }
+    }
+
+    #[test]
+    fn a_user_joins_once_and_a_join_and_leave_in_one_period_cancel_out() {
+        let roster = Roster::new("here", false);
+        let (room, ada, bo) = (room(), user("ada"), user("bo"));
+        roster.arrive(&room, Some(&ada));
+        roster.arrive(&room, Some(&ada));
+        roster.arrive(&room, None);
+        let first = diff(&roster).unwrap();
+        assert_eq!(first["joined"], serde_json::json!([{"name": "ada"}]));
+        assert_eq!(first["members"], 3);
+        roster.arrive(&room, Some(&bo));
+        roster.depart(&room, Some(&bo));
+        roster.depart(&room, Some(&ada));
+        let second = diff(&roster).unwrap();
+        assert_eq!(second["joined"], serde_json::json!([]), "bo came and went");
+        assert_eq!(
+            second["left"],
+            serde_json::json!([]),
+            "ada still has a connection"
+        );
+        assert_eq!(second["members"], 2);
+        assert!(diff(&roster).is_none(), "nothing changed since");
+    }
+
+    #[test]
+    fn other_nodes_changes_apply_in_order_and_a_dead_node_leaves() {
+        let roster = Roster::new("here", true);
+        let room = room();
+        roster.arrive(&room, Some(&user("ada")));
+        roster.replace_node(&room, "there", NodeView::default(), false);
+        assert_eq!(
+            roster.apply(&room, "there", change(1, 1, "bo", 1)),
+            Applied::Missed
+        );
+        let full = NodeChange {
+            full: true,
+            ..change(1, 1, "bo", 1)
+        };
+        assert_eq!(roster.apply(&room, "there", full), Applied::Done);
+        assert_eq!(
+            roster.apply(&room, "there", change(1, 1, "bo", 1)),
+            Applied::Ignored
+        );
+        assert_eq!(
+            roster.apply(&room, "there", change(3, 1, "cy", 1)),
+            Applied::Missed
+        );
+        assert_eq!(
+            roster.apply(&room, "there", change(2, 2, "cy", 1)),
+            Applied::Done
+        );
+        assert_eq!(roster.list(&room).members, 3);
+        diff(&roster);
+        roster.retain_nodes(&HashSet::from(["here".to_owned()]));
+        let left = diff(&roster).unwrap();
+        assert_eq!(left["left"].as_array().unwrap().len(), 2, "{left}");
+        assert_eq!(left["members"], 1);
+        let (_, relayed) = roster.take_local_changes().pop().unwrap();
+        assert!(relayed.seq == 1 && relayed.members == 1 && relayed.people.len() == 1);
+    }
+}

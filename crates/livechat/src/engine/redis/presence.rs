@@ -105,6 +105,7 @@ pub struct Relay {
 impl Relay {
     pub async fn run(self, stop: CancellationToken) {
         let script = Script::new(RELAY_SCRIPT);
+        let mut failing = false;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -117,10 +118,17 @@ impl Relay {
                     .map(|(room, change)| self.relay(&script, room, change)),
             )
             .await;
-            if let Some(Err(error)) = relayed.into_iter().find(Result::is_err) {
-                tracing::warn!(%error, "cannot relay presence; will send it whole when Redis is back");
-                self.health.failed(&error);
-                self.roster.relay_everything();
+            match relayed.into_iter().find(Result::is_err) {
+                Some(Err(error)) => {
+                    // Retried every period: one line per outage.
+                    if !failing {
+                        tracing::warn!(%error, "cannot relay presence; will send it whole when Redis is back");
+                    }
+                    failing = true;
+                    self.health.failed(&error);
+                    self.roster.relay_everything();
+                }
+                _ => failing = false,
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
