@@ -238,3 +238,17 @@ async fn a_redis_cluster_with_sharded_pub_sub_serves_rooms_on_every_master() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn scripts_run_by_their_sha_and_are_loaded_again_when_redis_lost_them() {
+    let redis = RedisServer::start().await;
+    let node = Server::node(&redis, &[]).await;
+    let mut member = node.join("sha").await;
+    node.post_message("sha", json!(1)).await;
+    redis.cli(&["SCRIPT", "FLUSH"]).await;
+    node.post_message("sha", json!(2)).await;
+    assert_eq!(read_messages(&mut member, 2).await, [json!(1), json!(2)]);
+    let stats = redis.cli(&["INFO", "commandstats"]).await;
+    assert!(stats.contains("cmdstat_evalsha:"), "{stats}");
+    assert!(!stats.contains("cmdstat_eval:"), "no script sent whole: {stats}");
+}

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::RedisResult;
+use redis::{RedisResult, Script};
 use tokio_util::sync::CancellationToken;
 
 use super::Health;
@@ -72,20 +72,16 @@ impl Registration {
 
     async fn register(&mut self) -> RedisResult<()> {
         let ttl_ms = self.ttl.as_millis() as u64;
-        let mut register = redis::cmd("EVAL");
-        register
-            .arg(REGISTER_SCRIPT)
-            .arg(1)
-            .arg(self.keys.node_rooms(&self.node_id))
-            .arg(ttl_ms);
+        let script = Script::new(REGISTER_SCRIPT);
+        let mut register = script.key(self.keys.node_rooms(&self.node_id));
+        register.arg(ttl_ms);
         let rooms = self.hub.room_counts();
         for (room, members) in &rooms {
             register.arg(room.as_str()).arg(members);
         }
-        let () = register
-            .query_async(&mut self.connection)
-            .await
-            .map(|_: i64| ())?;
+        register
+            .invoke_async::<i64>(&mut self.connection)
+            .await?;
         // One command per room (each in its room's slot on a cluster).
         let refreshes = rooms.iter().map(|(room, _)| {
             let mut connection = self.connection.clone();

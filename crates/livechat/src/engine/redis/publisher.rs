@@ -1,12 +1,15 @@
 //! Publishing: one task takes queued publishes in arrival order and sends them as pipelines, one
 //! per room (a room's keys share a slot, so this works on a cluster too), each message as one
-//! atomic script that numbers it, stores it in the room's stream and publishes it.
+//! atomic script that numbers it, stores it in the room's stream and publishes it. The script
+//! runs by its SHA; a server that does not have it (new, restarted, failed over) gets it loaded
+//! and the pipeline sent again (nothing of it ran).
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use redis::RedisResult;
+use redis::{ErrorKind, RedisResult, Script, ServerErrorKind};
 use serde_json::value::RawValue;
 
 use super::Health;
@@ -90,6 +93,8 @@ redis.call(ARGV[5], ARGV[4], head .. '"message":' .. ARGV[1] .. '}')
 return {id, ts, epoch, 0, '', ''}
 "#;
 
+static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH_SCRIPT));
+
 /// What the script answers: id, ts, epoch, duplicate, and for a duplicate the first message's
 /// JSON and author (empty when retention took it).
 type ScriptAnswer = (u64, u64, String, u8, String, String);
@@ -136,8 +141,8 @@ impl Publisher {
                 .filter(|_| !self.dedupe_window.is_zero())
                 .map(|nonce| self.keys.nonce(room, nonce));
             pipeline
-                .cmd("EVAL")
-                .arg(PUBLISH_SCRIPT)
+                .cmd("EVALSHA")
+                .arg(PUBLISH.get_hash())
                 .arg(if nonce_key.is_some() { 5 } else { 4 })
                 .arg(self.keys.stream(room))
                 .arg(self.keys.sequence(room))
@@ -169,8 +174,22 @@ impl Publisher {
         let sent = by_room.into_values().map(|(pipeline, drafts)| async move {
             let mut connection = self.connection.clone();
             let started = std::time::Instant::now();
-            let stored: RedisResult<Vec<ScriptAnswer>> =
+            let mut stored: RedisResult<Vec<ScriptAnswer>> =
                 pipeline.query_async(&mut connection).await;
+            if stored
+                .as_ref()
+                .is_err_and(|error| error.kind() == ErrorKind::Server(ServerErrorKind::NoScript))
+            {
+                let loaded: RedisResult<String> = redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(PUBLISH_SCRIPT)
+                    .query_async(&mut connection)
+                    .await;
+                stored = match loaded {
+                    Ok(_) => pipeline.query_async(&mut connection).await,
+                    Err(error) => Err(error),
+                };
+            }
             let metrics = &self.metrics;
             metrics
                 .store_commit_seconds
