@@ -91,18 +91,22 @@ pub async fn numbering(
     Ok((kept.map_or(fresh, Epoch::from), last_id.unwrap_or(0)))
 }
 
-/// Messages with `after < id < before` (`before` None: up to the newest), oldest first.
+/// The first `count` messages with `after < id < before` (`before` None: up to the newest),
+/// oldest first.
 pub async fn range(
     connection: &mut Connection,
     keys: &Keys,
     room: &RoomName,
     after: u64,
     before: Option<u64>,
+    count: usize,
 ) -> RedisResult<Vec<StoredMessage>> {
     let reply: StreamRangeReply = redis::cmd("XRANGE")
         .arg(keys.stream(room))
         .arg(exclusive(after))
         .arg(before.map_or("+".to_owned(), exclusive))
+        .arg("COUNT")
+        .arg(count)
         .query_async(connection)
         .await?;
     Ok(decode(room, reply, None))

@@ -29,6 +29,8 @@ use crate::message::{Author, Event, Nonce, StoredMessage};
 use crate::presence::{Applied, Roster, deliver_typing};
 use crate::room::RoomName;
 
+/// Missed messages are read from a room's stream this many at a time.
+const CATCH_UP_PAGE: usize = 1000;
 /// How often a node retries catching up after its connection came back.
 const RESYNC_EVERY: Duration = Duration::from_millis(500);
 
@@ -313,22 +315,38 @@ impl Subscriber {
         let Some(&Delivered { last, .. }) = self.delivered.get(room) else {
             return true;
         };
-        match stream::range(&mut self.connection, &self.keys, room, last, until).await {
-            Ok(missed) => {
-                if let (Some(first), Some(until)) = (missed.first(), until)
-                    && first.id > last + 1
-                {
-                    tracing::warn!(%room, from = last + 1, to = until - 1, "messages already past retention");
+        let mut after = last;
+        loop {
+            let read = stream::range(
+                &mut self.connection,
+                &self.keys,
+                room,
+                after,
+                until,
+                CATCH_UP_PAGE,
+            )
+            .await;
+            let page = match read {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(%room, %error, "cannot read missed messages");
+                    self.health.failed(&error);
+                    return false;
                 }
-                for message in missed {
-                    self.deliver(message);
-                }
-                true
+            };
+            if let (Some(first), Some(until)) = (page.first(), until)
+                && after == last
+                && first.id > last + 1
+            {
+                tracing::warn!(%room, from = last + 1, to = until - 1, "messages already past retention");
             }
-            Err(error) => {
-                tracing::warn!(%room, %error, "cannot read missed messages");
-                self.health.failed(&error);
-                false
+            let full = page.len() == CATCH_UP_PAGE;
+            for message in page {
+                after = message.id;
+                self.deliver(message);
+            }
+            if !full {
+                return true;
             }
         }
     }
