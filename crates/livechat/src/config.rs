@@ -48,6 +48,11 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_REDIS_PREFIX", default_value = "livechat", value_parser = parse_prefix)]
     pub redis_prefix: String,
 
+    /// Redis engine: a room's keys (history, counter, epoch) expire after this long without a
+    /// message, so Redis does not keep every room ever used; `0` keeps them.
+    #[arg(long, env = "LIVECHAT_ROOM_TTL", value_parser = parse_duration, default_value = "30d")]
+    pub room_ttl: Duration,
+
     /// Longest wait for one Redis command; past it the publish fails (HTTP 503 / error frame).
     #[arg(long, env = "LIVECHAT_REDIS_TIMEOUT", value_parser = parse_duration, default_value = "2s")]
     pub redis_timeout: Duration,

@@ -296,6 +296,7 @@ async fn start_redis(
         timeout: config.redis_timeout,
         node_id,
         node_ttl: config.node_ttl,
+        room_ttl: config.room_ttl,
         retention,
         metrics: metrics.clone(),
     };

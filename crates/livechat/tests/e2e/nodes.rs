@@ -252,3 +252,20 @@ async fn scripts_run_by_their_sha_and_are_loaded_again_when_redis_lost_them() {
     assert!(stats.contains("cmdstat_evalsha:"), "{stats}");
     assert!(!stats.contains("cmdstat_eval:"), "no script sent whole: {stats}");
 }
+
+#[tokio::test]
+async fn a_room_without_messages_for_its_ttl_leaves_no_keys() {
+    let redis = RedisServer::start().await;
+    let node = Server::node(&redis, &["--room-ttl", "1s"]).await;
+    node.http(
+        "POST",
+        "/chat/send/",
+        Some(r#"{"room": "brief", "message": 1, "nonce": "n-1"}"#),
+    )
+    .await;
+    let keys = || async { redis.cli(&["--scan", "--pattern", "*{brief}*"]).await };
+    assert!(keys().await.contains("{brief}:history"));
+    eventually("the room's keys expire", || async { keys().await.trim().is_empty() }).await;
+    let listed = node.http("GET", "/chat/rooms/", None).await.json();
+    assert_eq!(listed["recent"], json!([]), "no longer offered");
+}

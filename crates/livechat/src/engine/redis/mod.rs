@@ -57,6 +57,8 @@ pub struct RedisSettings {
     pub timeout: Duration,
     pub node_id: String,
     pub node_ttl: Duration,
+    /// A room's keys expire after this long without a message (zero: never).
+    pub room_ttl: Duration,
     pub retention: Retention,
     pub metrics: Arc<Metrics>,
 }
@@ -69,6 +71,7 @@ pub struct RedisEngine {
     roster: Arc<Roster>,
     health: Arc<Health>,
     max_age: Option<Duration>,
+    room_ttl: Duration,
     stop: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -97,6 +100,7 @@ impl RedisEngine {
             max_age: settings.retention.max_age,
             max_bytes: settings.retention.max_bytes,
             dedupe_window: settings.retention.dedupe_window,
+            room_ttl: settings.room_ttl,
             health: health.clone(),
             metrics: settings.metrics.clone(),
         };
@@ -138,6 +142,7 @@ impl RedisEngine {
             roster,
             health,
             max_age: settings.retention.max_age,
+            room_ttl: settings.room_ttl,
             stop,
             tasks: Mutex::new(tasks),
         })
@@ -171,8 +176,9 @@ impl Engine for RedisEngine {
     ) -> BoxFuture<'static, Result<Vec<RecentRoom>, EngineError>> {
         let mut connection = self.connection.clone();
         let keys = self.keys.clone();
+        let room_ttl = self.room_ttl;
         async move {
-            stream::recent_rooms(&mut connection, &keys, limit)
+            stream::recent_rooms(&mut connection, &keys, limit, room_ttl)
                 .await
                 .map_err(unavailable)
         }

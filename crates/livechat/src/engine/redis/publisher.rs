@@ -26,7 +26,7 @@ use crate::room::RoomName;
 /// KEYS: stream, sequence, byte total, epoch, and the nonce's key when the message has one.
 /// ARGV: message JSON, max count, max age in ms (0: none), channel, publish command, author JSON
 /// (empty: none), max bytes, an epoch to use if the room has none, the nonce as a JSON string
-/// (empty: none), the dedupe window in ms.
+/// (empty: none), the dedupe window in ms, the room's TTL in ms (0: none).
 /// Returns {id, ts, epoch, duplicate (0/1), the first message's JSON and author when duplicate}.
 /// The frame published is `{"id":N,"ts":T,"epoch":E,"user":U,"nonce":K,"message":X}` (`user`
 /// and `nonce` only when present). After adding, the oldest entries go while the room is over
@@ -89,6 +89,9 @@ while count > 1 and (count > max_count or bytes > max_bytes or max_age > 0) do
   bytes = redis.call('DECRBY', KEYS[3], size)
 end
 if bytes < 0 then redis.call('SET', KEYS[3], 0) end
+if ARGV[11] ~= '0' then
+  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[11]) end
+end
 redis.call(ARGV[5], ARGV[4], head .. '"message":' .. ARGV[1] .. '}')
 return {id, ts, epoch, 0, '', ''}
 "#;
@@ -109,6 +112,7 @@ pub struct Publisher {
     pub max_age: Option<Duration>,
     pub max_bytes: u64,
     pub dedupe_window: Duration,
+    pub room_ttl: Duration,
     pub health: std::sync::Arc<Health>,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
@@ -168,7 +172,8 @@ impl Publisher {
                 .arg(nonce.map_or(String::new(), |nonce| {
                     serde_json::Value::from(nonce).to_string()
                 }))
-                .arg(self.dedupe_window.as_millis() as u64);
+                .arg(self.nonce_ttl().as_millis() as u64)
+                .arg(self.room_ttl.as_millis() as u64);
             drafts.push((draft, answer));
         }
         let sent = by_room.into_values().map(|(pipeline, drafts)| async move {
@@ -221,9 +226,20 @@ impl Publisher {
         if !written.is_empty() {
             // For the room list; publishers are not kept waiting for it.
             let (mut connection, keys) = (self.connection.clone(), self.keys.clone());
-            tokio::spawn(
-                async move { stream::note_written(&mut connection, &keys, &written).await },
-            );
+            let room_ttl = self.room_ttl;
+            tokio::spawn(async move {
+                stream::note_written(&mut connection, &keys, &written, room_ttl).await
+            });
+        }
+    }
+}
+
+impl Publisher {
+    /// How long a nonce is kept: the dedupe window, but not past its room's keys.
+    fn nonce_ttl(&self) -> Duration {
+        match self.room_ttl.is_zero() {
+            true => self.dedupe_window,
+            false => self.dedupe_window.min(self.room_ttl),
         }
     }
 }

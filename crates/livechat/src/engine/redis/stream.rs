@@ -156,8 +156,18 @@ fn decode(
 /// How many rooms the list of recently written rooms keeps.
 const RECENT_KEPT: isize = 1000;
 
-/// Notes that `rooms` were written at `ts` (ms), keeping the newest `RECENT_KEPT`.
-pub async fn note_written(connection: &mut Connection, keys: &Keys, rooms: &[(RoomName, u64)]) {
+/// Notes that `rooms` were written at `ts` (ms), keeping the newest `RECENT_KEPT` of those whose
+/// keys have not expired (`room_ttl`).
+pub async fn note_written(
+    connection: &mut Connection,
+    keys: &Keys,
+    rooms: &[(RoomName, u64)],
+    room_ttl: Duration,
+) {
+    let expired = match room_ttl.is_zero() {
+        true => 0,
+        false => now_ms().saturating_sub(room_ttl.as_millis() as u64),
+    };
     let mut add = redis::cmd("ZADD");
     add.arg(keys.recent());
     for (room, ts) in rooms {
@@ -171,6 +181,11 @@ pub async fn note_written(connection: &mut Connection, keys: &Keys, rooms: &[(Ro
         .arg(0)
         .arg(-RECENT_KEPT - 1)
         .ignore()
+        .cmd("ZREMRANGEBYSCORE")
+        .arg(keys.recent())
+        .arg("-inf")
+        .arg(format!("({expired}"))
+        .ignore()
         .query_async(connection)
         .await;
     if let Err(error) = noted {
@@ -178,16 +193,21 @@ pub async fn note_written(connection: &mut Connection, keys: &Keys, rooms: &[(Ro
     }
 }
 
-/// Up to `limit` rooms written lately, the latest first.
+/// Up to `limit` rooms written lately (within `room_ttl`), the latest first.
 pub async fn recent_rooms(
     connection: &mut Connection,
     keys: &Keys,
     limit: usize,
+    room_ttl: Duration,
 ) -> RedisResult<Vec<RecentRoom>> {
+    let alive = match room_ttl.is_zero() {
+        true => 0,
+        false => now_ms().saturating_sub(room_ttl.as_millis() as u64),
+    };
     let rooms: Vec<(String, f64)> = redis::cmd("ZRANGE")
         .arg(keys.recent())
         .arg("+inf")
-        .arg("-inf")
+        .arg(alive)
         .arg("BYSCORE")
         .arg("REV")
         .arg("LIMIT")
