@@ -95,6 +95,11 @@ async fn redis_outage_fails_publishes_loudly_and_service_resumes_on_the_same_soc
         })
         .await;
         assert_eq!(status(node, "/healthz").await, 200, "the node stays up");
+        assert!(node.logged(&["WARN", "Redis unusable"]), "said so in the log");
+        assert!(
+            !node.logged(&["caught up"]),
+            "no claim to be back while Redis is down"
+        );
     }
     let answer = a
         .http(
@@ -118,6 +123,7 @@ async fn redis_outage_fails_publishes_loudly_and_service_resumes_on_the_same_soc
             status(node, "/readyz").await == 200
         })
         .await;
+        assert!(node.logged(&["Redis usable again"]));
     }
     on_a.send_json(json!({"message": "after"})).await;
     assert_eq!(
@@ -268,4 +274,22 @@ async fn a_room_without_messages_for_its_ttl_leaves_no_keys() {
     eventually("the room's keys expire", || async { keys().await.trim().is_empty() }).await;
     let listed = node.http("GET", "/chat/rooms/", None).await.json();
     assert_eq!(listed["recent"], json!([]), "no longer offered");
+}
+
+#[tokio::test]
+async fn a_node_started_while_redis_is_down_says_so_and_is_ready_once_it_is_up() {
+    let mut redis = RedisServer::start().await;
+    redis.stop().await;
+    let node = Server::node(&redis, &[]).await;
+    eventually("the log says Redis is unusable", || async {
+        node.logged(&["WARN", "Redis unusable"])
+    })
+    .await;
+    assert_eq!(status(&node, "/readyz").await, 503);
+    redis.resume().await;
+    eventually("/readyz turns 200", || async {
+        status(&node, "/readyz").await == 200
+    })
+    .await;
+    assert!(node.logged(&["Redis usable again"]));
 }

@@ -244,7 +244,8 @@ fn unavailable(error: RedisError) -> EngineError {
     EngineError::Unavailable(format!("Redis: {error}"))
 }
 
-/// Whether Redis is usable, as the last command (or a disconnection notice) showed.
+/// Whether Redis is usable, as the last command (or a disconnection notice) showed. Every change
+/// is logged: a warning when Redis becomes unusable, a line when it is usable again.
 pub struct Health {
     problem: Mutex<Option<String>>,
     errors: metrics::Counter,
@@ -266,7 +267,13 @@ impl Health {
     }
 
     fn set(&self, problem: Option<String>) {
-        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
+        let mut current = self.problem.lock().unwrap_or_else(|p| p.into_inner());
+        match (&*current, &problem) {
+            (None, Some(problem)) => tracing::warn!(%problem, "Redis unusable: not ready"),
+            (Some(_), None) => tracing::info!("Redis usable again: ready"),
+            _ => {}
+        }
+        *current = problem;
     }
 
     pub fn succeeded(&self) {

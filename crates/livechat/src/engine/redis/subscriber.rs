@@ -166,7 +166,6 @@ impl Subscriber {
                 Some(push) = pushes.recv() => match push.kind {
                     PushKind::Message | PushKind::SMessage => self.receive(push.data).await,
                     PushKind::Disconnection => {
-                        tracing::warn!("Redis connection lost; will catch up when it is back");
                         self.health.disconnected();
                         behind = true;
                     }
@@ -356,6 +355,13 @@ impl Subscriber {
     /// data and numbers from 1 again; the room follows the new numbering instead of dropping it as
     /// duplicates.
     async fn catch_up_all(&mut self) -> bool {
+        // Without any room to read, only a command tells whether Redis is back.
+        let ping: redis::RedisResult<String> =
+            redis::cmd("PING").query_async(&mut self.connection).await;
+        if let Err(error) = ping {
+            self.health.failed(&error);
+            return false;
+        }
         let rooms: Vec<RoomName> = self.delivered.keys().cloned().collect();
         let mut complete = true;
         for room in rooms {
@@ -389,7 +395,7 @@ impl Subscriber {
         if complete {
             // Redis may have lost this node's part, or the other nodes missed its changes.
             self.roster.relay_everything();
-            tracing::info!("Redis connection back; subscriptions caught up");
+            tracing::info!(rooms = self.delivered.len(), "Redis connection back; subscriptions caught up");
             self.health.reconnected();
         }
         complete
