@@ -1,7 +1,11 @@
 //! One Redis connection (RESP3) for commands and pub/sub, to a single server or a cluster. Both
 //! reconnect by themselves and subscribe again to every channel after a reconnect; pushed
-//! messages and disconnection notices go to the channel given at `open`.
+//! messages and disconnection notices go to the bounded queue given at `open`: when it is full
+//! they are dropped and the queue says it overflowed, so that the subscriber reads what it missed
+//! from the streams instead of Redis' pushes piling up in memory.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -24,7 +28,7 @@ impl Connection {
         urls: &[String],
         cluster: bool,
         timeout: Duration,
-        pushes: mpsc::UnboundedSender<PushInfo>,
+        pushes: PushQueue,
     ) -> RedisResult<Self> {
         if cluster {
             let client = ClusterClientBuilder::new(urls.to_vec())
@@ -77,6 +81,35 @@ impl Connection {
     }
 }
 
+/// Pushes waiting for the subscriber, at most `capacity`; past it one is dropped and `overflowed`
+/// is set.
+#[derive(Clone)]
+pub struct PushQueue {
+    sender: mpsc::Sender<PushInfo>,
+    overflowed: Arc<AtomicBool>,
+}
+
+impl PushQueue {
+    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<PushInfo>, Arc<AtomicBool>) {
+        let (sender, receiver) = mpsc::channel(capacity);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let queue = Self {
+            sender,
+            overflowed: overflowed.clone(),
+        };
+        (queue, receiver, overflowed)
+    }
+}
+
+impl redis::aio::AsyncPushSender for PushQueue {
+    fn send(&self, info: PushInfo) -> Result<(), redis::aio::SendError> {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.sender.try_send(info) {
+            self.overflowed.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
@@ -102,5 +135,28 @@ impl ConnectionLike for Connection {
             Self::Single(connection) => connection.get_db(),
             Self::Cluster(connection) => connection.get_db(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::aio::AsyncPushSender;
+    use redis::{PushInfo, PushKind};
+
+    use super::*;
+
+    #[test]
+    fn a_full_push_queue_drops_and_says_so() {
+        let (queue, mut received, overflowed) = PushQueue::new(1);
+        let push = || PushInfo {
+            kind: PushKind::Message,
+            data: Vec::new(),
+        };
+        assert!(queue.send(push()).is_ok());
+        assert!(!overflowed.load(Ordering::Acquire));
+        assert!(queue.send(push()).is_ok(), "never blocks the connection");
+        assert!(overflowed.load(Ordering::Acquire));
+        assert!(received.try_recv().is_ok());
+        assert!(received.try_recv().is_err(), "the second was dropped");
     }
 }

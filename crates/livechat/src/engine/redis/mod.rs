@@ -29,13 +29,12 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use redis::RedisError;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use subscriber::{RoomCommands, RoomRegistry};
 
-use self::connection::Connection;
+use self::connection::{Connection, PushQueue};
 use self::keys::Keys;
 use self::nodes::Registration;
 use self::presence::Relay;
@@ -49,6 +48,10 @@ use crate::metrics::Metrics;
 use crate::presence::{PresenceList, Roster};
 use crate::room::RoomName;
 use crate::store::{HistoryQuery, Page, RecentRoom, Retention};
+
+/// Messages Redis pushed that may wait for the subscriber; past it the subscriber catches up from
+/// the streams instead.
+const PUSH_QUEUE: usize = 65_536;
 
 pub struct RedisSettings {
     pub urls: Vec<String>,
@@ -86,7 +89,7 @@ impl RedisEngine {
         registry: Arc<RoomRegistry>,
         commands: RoomCommands,
     ) -> Result<Self, RedisError> {
-        let (pushes, pushed) = mpsc::unbounded_channel();
+        let (pushes, pushed, overflowed) = PushQueue::new(PUSH_QUEUE);
         let connection =
             Connection::open(&settings.urls, settings.cluster, settings.timeout, pushes).await?;
         let keys = Keys::new(&settings.prefix);
@@ -130,7 +133,7 @@ impl RedisEngine {
         };
         let tasks = vec![
             tokio::spawn(publisher.run(queued)),
-            tokio::spawn(subscriber.run(commands, pushed, stop.clone())),
+            tokio::spawn(subscriber.run(commands, pushed, overflowed, stop.clone())),
             tokio::spawn(registration.run(stop.clone())),
             tokio::spawn(relay.run(stop.clone())),
         ];

@@ -6,6 +6,7 @@
 //! Presence and typing events on the channel go to the roster (see `presence`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -151,12 +152,18 @@ impl Subscriber {
     pub async fn run(
         mut self,
         RoomCommands(mut commands): RoomCommands,
-        mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+        mut pushes: mpsc::Receiver<PushInfo>,
+        overflowed: Arc<AtomicBool>,
         stop: CancellationToken,
     ) {
         let mut resync = tokio::time::interval(RESYNC_EVERY);
         let mut behind = false;
         loop {
+            // Pushes were dropped: what they carried is read from the streams.
+            if overflowed.swap(false, Ordering::AcqRel) {
+                tracing::warn!("Redis pushes came faster than this node took them; catching up from the streams");
+                behind = !self.catch_up_all().await;
+            }
             tokio::select! {
                 _ = stop.cancelled() => break,
                 Some(command) = commands.recv() => match command {
