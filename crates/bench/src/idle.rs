@@ -73,11 +73,11 @@ pub async fn run(
     let open_s = started.elapsed().as_secs_f64();
     // A worker holds its connections until the parent has measured.
     workers::start_line(slice).await?;
+    if !slice.is_worker() {
+        tokio::time::sleep(options.hold).await;
+    }
     let resident = match (before, options.server_pid) {
-        (Some(before), Some(pid)) => {
-            tokio::time::sleep(options.hold).await;
-            Some((before, resident_bytes(pid)?))
-        }
+        (Some(before), Some(pid)) => Some((before, resident_bytes(pid)?)),
         _ => None,
     };
     Ok(Raw {

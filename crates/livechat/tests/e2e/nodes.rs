@@ -95,7 +95,10 @@ async fn redis_outage_fails_publishes_loudly_and_service_resumes_on_the_same_soc
         })
         .await;
         assert_eq!(status(node, "/healthz").await, 200, "the node stays up");
-        assert!(node.logged(&["WARN", "Redis unusable"]), "said so in the log");
+        assert!(
+            node.logged(&["WARN", "Redis unusable"]),
+            "said so in the log"
+        );
         assert!(
             !node.logged(&["caught up"]),
             "no claim to be back while Redis is down"
@@ -256,7 +259,10 @@ async fn scripts_run_by_their_sha_and_are_loaded_again_when_redis_lost_them() {
     assert_eq!(read_messages(&mut member, 2).await, [json!(1), json!(2)]);
     let stats = redis.cli(&["INFO", "commandstats"]).await;
     assert!(stats.contains("cmdstat_evalsha:"), "{stats}");
-    assert!(!stats.contains("cmdstat_eval:"), "no script sent whole: {stats}");
+    assert!(
+        !stats.contains("cmdstat_eval:"),
+        "no script sent whole: {stats}"
+    );
 }
 
 #[tokio::test]
@@ -271,7 +277,10 @@ async fn a_room_without_messages_for_its_ttl_leaves_no_keys() {
     .await;
     let keys = || async { redis.cli(&["--scan", "--pattern", "*{brief}*"]).await };
     assert!(keys().await.contains("{brief}:history"));
-    eventually("the room's keys expire", || async { keys().await.trim().is_empty() }).await;
+    eventually("the room's keys expire", || async {
+        keys().await.trim().is_empty()
+    })
+    .await;
     let listed = node.http("GET", "/chat/rooms/", None).await.json();
     assert_eq!(listed["recent"], json!([]), "no longer offered");
 }

@@ -79,9 +79,7 @@ impl Registration {
         for (room, members) in &rooms {
             register.arg(room.as_str()).arg(members);
         }
-        register
-            .invoke_async::<i64>(&mut self.connection)
-            .await?;
+        register.invoke_async::<i64>(&mut self.connection).await?;
         // One command per room (each in its room's slot on a cluster).
         let refreshes = rooms.iter().map(|(room, _)| {
             let mut connection = self.connection.clone();

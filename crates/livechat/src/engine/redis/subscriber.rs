@@ -161,7 +161,9 @@ impl Subscriber {
         loop {
             // Pushes were dropped: what they carried is read from the streams.
             if overflowed.swap(false, Ordering::AcqRel) {
-                tracing::warn!("Redis pushes came faster than this node took them; catching up from the streams");
+                tracing::warn!(
+                    "Redis pushes came faster than this node took them; catching up from the streams"
+                );
                 behind = !self.catch_up_all().await;
             }
             tokio::select! {
@@ -402,7 +404,10 @@ impl Subscriber {
         if complete {
             // Redis may have lost this node's part, or the other nodes missed its changes.
             self.roster.relay_everything();
-            tracing::info!(rooms = self.delivered.len(), "Redis connection back; subscriptions caught up");
+            tracing::info!(
+                rooms = self.delivered.len(),
+                "Redis connection back; subscriptions caught up"
+            );
             self.health.reconnected();
         }
         complete
