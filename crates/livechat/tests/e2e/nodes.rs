@@ -302,3 +302,21 @@ async fn a_node_started_while_redis_is_down_says_so_and_is_ready_once_it_is_up()
     .await;
     assert!(node.logged(&["Redis usable again"]));
 }
+
+#[tokio::test]
+async fn messages_past_their_age_leave_redis_without_another_write() {
+    let redis = RedisServer::start().await;
+    let node = Server::node(&redis, &["--history-max-age", "1s"]).await;
+    for n in 0..3 {
+        node.post_message("aging", json!(n)).await;
+    }
+    assert_eq!(redis.cli(&["XLEN", "livechat:{aging}:history"]).await.trim(), "3");
+    eventually("the old messages are trimmed", || async {
+        redis.cli(&["XLEN", "livechat:{aging}:history"]).await.trim() == "0"
+    })
+    .await;
+    assert_eq!(redis.cli(&["GET", "livechat:{aging}:bytes"]).await.trim(), "0");
+    // Numbering goes on.
+    let answer = node.post_message("aging", json!("new")).await;
+    assert_eq!(answer["id"], 4);
+}

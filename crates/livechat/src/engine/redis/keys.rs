@@ -61,7 +61,8 @@ impl Keys {
         RoomName::parse(room).ok()
     }
 
-    /// Sorted set of rooms by the time (ms) of their latest message (the newest 1,000).
+    /// Sorted set of rooms by the time (ms) of their latest message: those whose keys have not
+    /// expired (at most 1,000,000), for the room list and age retention.
     pub fn recent(&self) -> String {
         format!("{}:recent", self.prefix)
     }

@@ -13,12 +13,14 @@
 //! - `nodes`: this node's rooms and member counts under a TTL, for `GET /chat/rooms/`, and
 //!   which nodes are alive
 //! - `presence`: this node's members of each room relayed to the others, theirs read
+//! - `retention`: messages past the maximum age trimmed on a timer
 
 mod connection;
 mod keys;
 mod nodes;
 mod presence;
 mod publisher;
+mod retention;
 mod stream;
 mod subscriber;
 
@@ -131,12 +133,22 @@ impl RedisEngine {
             roster: roster.clone(),
             health: health.clone(),
         };
-        let tasks = vec![
+        let mut tasks = Vec::new();
+        if let Some(max_age) = settings.retention.max_age {
+            let trimmer = retention::AgeTrimmer {
+                connection: connection.clone(),
+                keys: keys.clone(),
+                max_age,
+                health: health.clone(),
+            };
+            tasks.push(tokio::spawn(trimmer.run(stop.clone())));
+        }
+        tasks.extend([
             tokio::spawn(publisher.run(queued)),
             tokio::spawn(subscriber.run(commands, pushed, overflowed, stop.clone())),
             tokio::spawn(registration.run(stop.clone())),
             tokio::spawn(relay.run(stop.clone())),
-        ];
+        ]);
         Ok(Self {
             jobs,
             connection,

@@ -153,8 +153,8 @@ fn decode(
         .collect()
 }
 
-/// How many rooms the list of recently written rooms keeps.
-const RECENT_KEPT: isize = 1000;
+/// Most rooms the list of written rooms keeps (it also loses those whose keys expired).
+const RECENT_KEPT: isize = 1_000_000;
 
 /// Notes that `rooms` were written at `ts` (ms), keeping the newest `RECENT_KEPT` of those whose
 /// keys have not expired (`room_ttl`).
