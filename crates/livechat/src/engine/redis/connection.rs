@@ -66,10 +66,18 @@ impl Connection {
         }
     }
 
-    pub async fn subscribe(&mut self, channel: &str) -> RedisResult<()> {
+    /// Subscribes to every channel: one SUBSCRIBE on a single server; on a cluster one
+    /// SSUBSCRIBE per channel (each goes to its slot's node), all in flight at once.
+    pub async fn subscribe(&mut self, channels: &[String]) -> RedisResult<()> {
         match self {
-            Self::Single(connection) => connection.subscribe(channel).await,
-            Self::Cluster(connection) => connection.ssubscribe(channel).await,
+            Self::Single(connection) => connection.subscribe(channels).await,
+            Self::Cluster(connection) => {
+                let each = channels.iter().map(|channel| {
+                    let mut connection = connection.clone();
+                    async move { connection.ssubscribe(channel).await }
+                });
+                futures_util::future::try_join_all(each).await.map(|_| ())
+            }
         }
     }
 

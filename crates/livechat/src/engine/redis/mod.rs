@@ -115,6 +115,7 @@ impl RedisEngine {
             hub: hub.clone(),
             roster: roster.clone(),
             health: health.clone(),
+            room_ttl: settings.room_ttl,
             delivered: HashMap::new(),
         };
         let registration = Registration {
@@ -172,9 +173,9 @@ impl Engine for RedisEngine {
     fn history(&self, query: HistoryQuery) -> BoxFuture<'static, Result<Page, EngineError>> {
         let mut connection = self.connection.clone();
         let keys = self.keys.clone();
-        let max_age = self.max_age;
+        let (max_age, room_ttl) = (self.max_age, self.room_ttl);
         async move {
-            stream::page(&mut connection, &keys, &query, max_age)
+            stream::page(&mut connection, &keys, &query, max_age, room_ttl)
                 .await
                 .map_err(unavailable)
         }

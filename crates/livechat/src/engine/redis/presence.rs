@@ -194,16 +194,27 @@ pub async fn read_room(
     room: &RoomName,
 ) -> RedisResult<Vec<(String, NodeView)>> {
     let nodes = live_nodes(connection, keys).await?;
+    read_nodes(connection, keys, room, &nodes).await
+}
+
+/// The members of `room` on each of `nodes`.
+pub async fn read_nodes(
+    connection: &mut Connection,
+    keys: &Keys,
+    room: &RoomName,
+    nodes: &[String],
+) -> RedisResult<Vec<(String, NodeView)>> {
     if nodes.is_empty() {
         return Ok(Vec::new()); // An empty pipeline is an error.
     }
     let mut pipeline = redis::pipe();
-    for node in &nodes {
+    for node in nodes {
         pipeline.cmd("HGETALL").arg(keys.presence(room, node));
     }
     let hashes: Vec<Vec<(String, String)>> = pipeline.query_async(connection).await?;
     Ok(nodes
-        .into_iter()
+        .iter()
+        .cloned()
         .zip(hashes.into_iter().map(node_view))
         .collect())
 }

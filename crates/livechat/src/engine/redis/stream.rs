@@ -25,9 +25,10 @@ pub async fn page(
     keys: &Keys,
     query: &HistoryQuery,
     max_age: Option<Duration>,
+    room_ttl: Duration,
 ) -> RedisResult<Page> {
     // Read first: every message of the page is then counted in the epoch seen.
-    let (epoch, last_id) = numbering(connection, keys, &query.room).await?;
+    let (epoch, last_id) = numbering(connection, keys, &query.room, room_ttl).await?;
     let stream = keys.stream(&query.room);
     let (mut after, mut before) = (query.after, query.before);
     let mut page = PageBuilder::new(query);
@@ -76,14 +77,21 @@ pub async fn numbering(
     connection: &mut Connection,
     keys: &Keys,
     room: &RoomName,
+    room_ttl: Duration,
 ) -> RedisResult<(Epoch, u64)> {
     let fresh = new_epoch();
-    let (kept, last_id): (Option<String>, Option<u64>) = redis::pipe()
+    let mut pipeline = redis::pipe();
+    pipeline
         .cmd("SET")
         .arg(keys.epoch(room))
         .arg(&*fresh)
         .arg("NX")
-        .arg("GET")
+        .arg("GET");
+    // A room opened and never written to keeps no key past the room TTL.
+    if !room_ttl.is_zero() {
+        pipeline.arg("PX").arg(room_ttl.as_millis() as u64);
+    }
+    let (kept, last_id): (Option<String>, Option<u64>) = pipeline
         .cmd("GET")
         .arg(keys.sequence(room))
         .query_async(connection)

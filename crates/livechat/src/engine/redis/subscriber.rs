@@ -1,5 +1,8 @@
 //! Subscriptions: this node subscribes to a room's channel while the room has local members, and
-//! hands what arrives to the hub in id order. Each room remembers the last id it delivered and
+//! hands what arrives to the hub in id order. Rooms opened together (a burst of new rooms) are
+//! subscribed together: one SUBSCRIBE for all, their numbering, members and missed messages read
+//! with all requests in flight at once, so that delivery elsewhere waits a few round trips, not
+//! a few per room. Each room remembers the last id it delivered and
 //! its epoch, so a message seen twice is dropped, a jump in ids (missed while subscribing, or
 //! while the connection was down) is filled from the room's stream first, and a new epoch (Redis
 //! lost the room's keys: ids start again) is followed and announced: nothing is lost silently.
@@ -11,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, join_all, try_join_all};
 use redis::{PushInfo, PushKind, Value};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -21,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::Health;
 use super::connection::Connection;
 use super::keys::Keys;
+use super::nodes::live_nodes;
 use super::presence::{self, ChannelEvent};
 use super::stream;
 use crate::engine::EngineError;
@@ -30,6 +34,8 @@ use crate::message::{Author, Event, Nonce, StoredMessage};
 use crate::presence::{Applied, Roster, deliver_typing};
 use crate::room::RoomName;
 
+/// Room commands carried out together.
+const COMMAND_BATCH: usize = 512;
 /// Missed messages are read from a room's stream this many at a time.
 const CATCH_UP_PAGE: usize = 1000;
 /// How often a node retries catching up after its connection came back.
@@ -144,6 +150,8 @@ pub struct Subscriber {
     pub hub: Arc<Hub>,
     pub roster: Arc<Roster>,
     pub health: Arc<Health>,
+    /// A room's keys expire after this long without a message (zero: never).
+    pub room_ttl: Duration,
     /// Per subscribed room.
     pub delivered: HashMap<RoomName, Delivered>,
 }
@@ -168,10 +176,16 @@ impl Subscriber {
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
-                Some(command) = commands.recv() => match command {
-                    Command::Subscribe(room, state) => self.subscribe(room, state).await,
-                    Command::Unsubscribe(room) => self.unsubscribe(room).await,
-                },
+                Some(command) = commands.recv() => {
+                    let mut batch = vec![command];
+                    while batch.len() < COMMAND_BATCH {
+                        match commands.try_recv() {
+                            Ok(command) => batch.push(command),
+                            Err(_) => break,
+                        }
+                    }
+                    self.carry_out(batch).await;
+                }
                 Some(push) = pushes.recv() => match push.kind {
                     PushKind::Message | PushKind::SMessage => self.receive(push.data).await,
                     PushKind::Disconnection => {
@@ -185,32 +199,97 @@ impl Subscriber {
         }
     }
 
-    /// Subscribes, then delivers whatever was stored since the room opened here: the last id is
-    /// read before subscribing, so a message published in between is fetched, not lost. The
-    /// other nodes' members are read after subscribing, so no change of theirs is missed.
-    async fn subscribe(&mut self, room: RoomName, state: watch::Sender<Subscription>) {
-        let subscribed = async {
-            let numbering = stream::numbering(&mut self.connection, &self.keys, &room).await?;
-            self.connection.subscribe(&self.keys.channel(&room)).await?;
-            let nodes = presence::read_room(&mut self.connection, &self.keys, &room).await?;
-            for (node, view) in nodes {
-                self.roster.replace_node(&room, &node, view, false);
+    /// Commands in order; consecutive subscriptions go together.
+    async fn carry_out(&mut self, commands: Vec<Command>) {
+        let mut opening = Vec::new();
+        for command in commands {
+            match command {
+                Command::Subscribe(room, state) => opening.push((room, state)),
+                Command::Unsubscribe(room) => {
+                    self.subscribe(std::mem::take(&mut opening)).await;
+                    self.unsubscribe(room).await;
+                }
             }
-            Ok::<_, redis::RedisError>(numbering)
         }
-        .await;
-        match subscribed {
-            Ok((epoch, last)) => {
-                self.delivered
-                    .insert(room.clone(), Delivered { last, epoch });
-                self.catch_up(&room, None).await;
-                let _ = state.send(Subscription::Active);
-            }
+        self.subscribe(opening).await;
+    }
+
+    /// Subscribes, then delivers whatever was stored since each room opened here: the last id
+    /// is read before subscribing, so a message published in between is fetched, not lost. The
+    /// other nodes' members are read after subscribing, so no change of theirs is missed.
+    async fn subscribe(&mut self, rooms: Vec<(RoomName, watch::Sender<Subscription>)>) {
+        if rooms.is_empty() {
+            return;
+        }
+        let names: Vec<RoomName> = rooms.iter().map(|(room, _)| room.clone()).collect();
+        let numberings = match self.open(&names).await {
+            Ok(numberings) => numberings,
             Err(error) => {
                 self.health.failed(&error);
-                let _ = state.send(Subscription::Failed(format!("Redis: {error}")));
+                for (_, state) in rooms {
+                    let _ = state.send(Subscription::Failed(format!("Redis: {error}")));
+                }
+                return;
+            }
+        };
+        for (room, (epoch, last)) in names.iter().zip(numberings) {
+            self.delivered
+                .insert(room.clone(), Delivered { last, epoch });
+        }
+        // Each room's first page of missed messages (usually none), all read at once.
+        let first_pages = join_all(names.iter().map(|room| {
+            let mut connection = self.connection.clone();
+            let keys = &self.keys;
+            let after = self.delivered.get(room).map_or(0, |delivered| delivered.last);
+            async move {
+                stream::range(&mut connection, keys, room, after, None, CATCH_UP_PAGE).await
+            }
+        }))
+        .await;
+        for ((room, state), page) in rooms.into_iter().zip(first_pages) {
+            match page {
+                Ok(page) => {
+                    let full = page.len() == CATCH_UP_PAGE;
+                    for message in page {
+                        self.deliver(message);
+                    }
+                    if full {
+                        self.catch_up(&room, None).await;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%room, %error, "cannot read missed messages");
+                    self.health.failed(&error);
+                }
+            }
+            let _ = state.send(Subscription::Active);
+        }
+    }
+
+    /// Numbers, subscribes and reads the members of `rooms`, every request in flight at once.
+    async fn open(&mut self, rooms: &[RoomName]) -> redis::RedisResult<Vec<(Epoch, u64)>> {
+        let room_ttl = self.room_ttl;
+        let numberings = try_join_all(rooms.iter().map(|room| {
+            let mut connection = self.connection.clone();
+            let keys = &self.keys;
+            async move { stream::numbering(&mut connection, keys, room, room_ttl).await }
+        }))
+        .await?;
+        let channels: Vec<String> = rooms.iter().map(|room| self.keys.channel(room)).collect();
+        self.connection.subscribe(&channels).await?;
+        let nodes = live_nodes(&mut self.connection, &self.keys).await?;
+        let members = try_join_all(rooms.iter().map(|room| {
+            let mut connection = self.connection.clone();
+            let (keys, nodes) = (&self.keys, &nodes);
+            async move { presence::read_nodes(&mut connection, keys, room, nodes).await }
+        }))
+        .await?;
+        for (room, views) in rooms.iter().zip(members) {
+            for (node, view) in views {
+                self.roster.replace_node(room, &node, view, false);
             }
         }
+        Ok(numberings)
     }
 
     async fn unsubscribe(&mut self, room: RoomName) {
@@ -374,7 +453,7 @@ impl Subscriber {
         let rooms: Vec<RoomName> = self.delivered.keys().cloned().collect();
         let mut complete = true;
         for room in rooms {
-            match stream::numbering(&mut self.connection, &self.keys, &room).await {
+            match stream::numbering(&mut self.connection, &self.keys, &room, self.room_ttl).await {
                 Ok((epoch, stored)) => {
                     if let Some(delivered) = self.delivered.get(&room)
                         && (*epoch != *delivered.epoch || stored < delivered.last)
