@@ -389,3 +389,69 @@ async fn a_long_subscriber_outage_is_caught_up_in_pages() {
     eprintln!("caught up {MISSED} messages; the node's peak memory grew by {grew_mib} MiB");
     assert!(grew_mib < 256, "bounded: {grew_mib} MiB");
 }
+
+/// Redis back from an older snapshot (as after a failover to a replica that lagged): it lacks
+/// messages it acknowledged, and would give their ids to new ones. The room gets a new epoch:
+/// clients that follow ids are told, nobody sees old messages again, nothing new is dropped.
+#[tokio::test]
+async fn redis_back_without_acknowledged_messages_gives_the_room_a_new_epoch() {
+    let mut redis = RedisServer::start_volatile().await;
+    let a = Server::node(&redis, &[]).await;
+    let b = Server::node(&redis, &[]).await;
+    let epoch = a.history("?room=lag&limit=1").await;
+    assert!(epoch.is_empty());
+    let mut follower = a.connect("/ws/chat/lag/?meta=1&since=0").await;
+    assert_eq!(follower.recv().await["event"], "caught_up");
+    let mut plain = b.join("lag").await;
+    for n in 1..=5 {
+        a.post_message("lag", json!(n)).await;
+        if n == 3 {
+            redis.cli(&["SAVE"]).await; // The snapshot holds 1..3.
+        }
+    }
+    for n in 1..=5 {
+        assert_eq!(plain.recv().await, json!({ "message": n }));
+        assert_eq!(follower.recv().await["id"], n);
+    }
+    let old_epoch = a
+        .http("GET", "/chat/history/?room=lag&limit=1", None)
+        .await
+        .json()["epoch"]
+        .clone();
+    redis.stop().await;
+    redis.resume().await;
+    let reset = follower.recv().await;
+    assert_eq!(reset["event"], "reset", "{reset}");
+    assert_eq!(reset["last"], 3);
+    assert_ne!(reset["epoch"], old_epoch);
+    for node in [&a, &b] {
+        eventually("/readyz turns 200", || async {
+            status(node, "/readyz").await == 200
+        })
+        .await;
+    }
+    let answer = b.post_message("lag", json!("after")).await;
+    assert_eq!(answer["id"], 4, "ids go on from what Redis has");
+    assert_eq!(
+        answer["epoch"], reset["epoch"],
+        "every node in the new epoch"
+    );
+    assert_eq!(
+        plain.recv().await,
+        json!({"message": "after"}),
+        "nothing old again"
+    );
+    let frame = follower.recv().await;
+    assert_eq!(
+        (frame["id"].clone(), frame["message"].clone()),
+        (json!(4), json!("after"))
+    );
+    // A client resuming in the old epoch is told.
+    let mut late = a
+        .connect(&format!(
+            "/ws/chat/lag/?meta=1&since=5&epoch={}",
+            old_epoch.as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(late.recv().await["event"], "reset");
+}

@@ -38,6 +38,12 @@ impl Keys {
         format!("{}:{{{room}}}:epoch", self.prefix)
     }
 
+    /// Which epoch the room's epoch replaced, and the last id it kept: `EPOCH:ID` (set when
+    /// Redis came back without messages it had acknowledged).
+    pub fn renewed(&self, room: &RoomName) -> String {
+        format!("{}:{{{room}}}:renewed", self.prefix)
+    }
+
     /// A nonce published to the room, holding `id:ts` of its message for the dedupe window.
     pub fn nonce(&self, room: &RoomName, nonce: &str) -> String {
         format!("{}:{{{room}}}:nonce:{nonce}", self.prefix)

@@ -99,6 +99,62 @@ pub async fn numbering(
     Ok((kept.map_or(fresh, Epoch::from), last_id.unwrap_or(0)))
 }
 
+/// KEYS: the room's epoch, its renewal note. ARGV: the epoch to replace, a new one, the room
+/// TTL in ms (0: none), the last id kept. Replaces it (noting `OLD:LAST`) unless another node
+/// already did; returns the room's epoch.
+const RENEW_EPOCH_SCRIPT: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then return current end
+local note = ARGV[1] .. ':' .. ARGV[4]
+if ARGV[3] ~= '0' then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  redis.call('SET', KEYS[2], note, 'PX', ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[2], note)
+end
+return ARGV[2]
+"#;
+
+/// Where a room's numbering went on when its epoch was renewed from `old`: the last id kept;
+/// `None` when it was not renewed from `old` (its keys were lost: ids start again).
+pub async fn renewed_from(
+    connection: &mut Connection,
+    keys: &Keys,
+    room: &RoomName,
+    old: &Epoch,
+) -> RedisResult<Option<u64>> {
+    let note: Option<String> = redis::cmd("GET")
+        .arg(keys.renewed(room))
+        .query_async(connection)
+        .await?;
+    Ok(note.and_then(|note| {
+        let (epoch, last) = note.rsplit_once(':')?;
+        (epoch == &**old).then(|| last.parse().ok()).flatten()
+    }))
+}
+
+/// A new epoch for `room` in place of `old` (the same on every node that asks).
+pub async fn renew_epoch(
+    connection: &mut Connection,
+    keys: &Keys,
+    room: &RoomName,
+    old: &Epoch,
+    room_ttl: Duration,
+    stored: u64,
+) -> RedisResult<Epoch> {
+    let renewed: String = redis::Script::new(RENEW_EPOCH_SCRIPT)
+        .key(keys.epoch(room))
+        .key(keys.renewed(room))
+        .arg(&**old)
+        .arg(&*new_epoch())
+        .arg(room_ttl.as_millis() as u64)
+        .arg(stored)
+        .invoke_async(connection)
+        .await?;
+    Ok(Epoch::from(renewed))
+}
+
 /// The first `count` messages with `after < id < before` (`before` None: up to the newest),
 /// oldest first.
 pub async fn range(

@@ -142,6 +142,9 @@ struct Published {
 pub struct Delivered {
     last: u64,
     epoch: Epoch,
+    /// The epoch this node replaced with `epoch` (Redis lost acknowledged messages): frames still
+    /// in flight with it are not a new numbering.
+    retired: Option<Epoch>,
 }
 
 pub struct Subscriber {
@@ -233,19 +236,27 @@ impl Subscriber {
             }
         };
         for (room, (epoch, last)) in names.iter().zip(numberings) {
-            self.delivered
-                .insert(room.clone(), Delivered { last, epoch });
+            let delivered = Delivered {
+                last,
+                epoch,
+                retired: None,
+            };
+            self.delivered.insert(room.clone(), delivered);
         }
         // Each room's first page of missed messages (usually none), all read at once.
-        let first_pages = join_all(names.iter().map(|room| {
-            let mut connection = self.connection.clone();
-            let keys = &self.keys;
-            let after = self.delivered.get(room).map_or(0, |delivered| delivered.last);
-            async move {
-                stream::range(&mut connection, keys, room, after, None, CATCH_UP_PAGE).await
-            }
-        }))
-        .await;
+        let first_pages =
+            join_all(names.iter().map(|room| {
+                let mut connection = self.connection.clone();
+                let keys = &self.keys;
+                let after = self
+                    .delivered
+                    .get(room)
+                    .map_or(0, |delivered| delivered.last);
+                async move {
+                    stream::range(&mut connection, keys, room, after, None, CATCH_UP_PAGE).await
+                }
+            }))
+            .await;
         for ((room, state), page) in rooms.into_iter().zip(first_pages) {
             match page {
                 Ok(page) => {
@@ -325,9 +336,12 @@ impl Subscriber {
         let mut last = delivered.last;
         if let Some(epoch) = published.epoch
             && *epoch != *delivered.epoch
+            && delivered.retired.as_deref() != Some(epoch.as_str())
         {
-            self.reset(&room, Epoch::from(epoch));
-            last = 0;
+            match self.follow_epoch(&room, Epoch::from(epoch)).await {
+                Some(kept) => last = kept,
+                None => return, // Redis unusable: caught up once it is back.
+            }
         }
         if published.id <= last {
             return;
@@ -381,19 +395,45 @@ impl Subscriber {
         }
     }
 
-    /// The room's numbering started again under `epoch`: its members that follow events are
-    /// told, and delivery follows the new ids from the start.
-    fn reset(&mut self, room: &RoomName, epoch: Epoch) {
-        tracing::warn!(%room, %epoch,
-            "Redis lost this room's history (no persistence, or a failover); ids start again");
+    /// The room is in another epoch: renewed from ours by a node that found acknowledged
+    /// messages lost (ids go on after the last one kept), or new because its keys were lost (ids
+    /// start again). Returns where delivery goes on; `None` when Redis could not say.
+    async fn follow_epoch(&mut self, room: &RoomName, epoch: Epoch) -> Option<u64> {
+        let old = self.delivered.get(room)?.epoch.clone();
+        match stream::renewed_from(&mut self.connection, &self.keys, room, &old).await {
+            Ok(Some(kept)) => {
+                let last = self.delivered.get(room).map_or(kept, |d| d.last.min(kept));
+                self.reset(room, epoch, last, Some(old));
+                Some(last)
+            }
+            Ok(None) => {
+                self.reset(room, epoch, 0, None);
+                Some(0)
+            }
+            Err(error) => {
+                self.health.failed(&error);
+                None
+            }
+        }
+    }
+
+    /// The room's numbering is now `epoch`, its ids going on after `last`: its members that
+    /// follow events are told, and delivery follows the new ids.
+    fn reset(&mut self, room: &RoomName, epoch: Epoch, last: u64, retired: Option<Epoch>) {
+        tracing::warn!(%room, %epoch, last,
+            "Redis lost messages of this room (no persistence, an older snapshot, or a failover); new epoch");
         let event = Event::Reset {
             room,
-            last: 0,
+            last,
             epoch: &epoch,
         };
         self.hub.announce(room, Audience::Resuming, event.frame());
-        self.delivered
-            .insert(room.clone(), Delivered { last: 0, epoch });
+        let delivered = Delivered {
+            last,
+            epoch,
+            retired,
+        };
+        self.delivered.insert(room.clone(), delivered);
     }
 
     /// Delivers stored messages after the last delivered one (and before `until`).
@@ -455,10 +495,34 @@ impl Subscriber {
         for room in rooms {
             match stream::numbering(&mut self.connection, &self.keys, &room, self.room_ttl).await {
                 Ok((epoch, stored)) => {
-                    if let Some(delivered) = self.delivered.get(&room)
-                        && (*epoch != *delivered.epoch || stored < delivered.last)
-                    {
-                        self.reset(&room, epoch);
+                    let Some(delivered) = self.delivered.get(&room) else {
+                        continue;
+                    };
+                    if *epoch != *delivered.epoch {
+                        if self.follow_epoch(&room, epoch).await.is_none() {
+                            complete = false;
+                            continue;
+                        }
+                    } else if stored < delivered.last {
+                        // Back without messages it acknowledged: the same ids would be given to
+                        // other messages. A new epoch (the same on every node) tells clients.
+                        let renewed = stream::renew_epoch(
+                            &mut self.connection,
+                            &self.keys,
+                            &room,
+                            &epoch,
+                            self.room_ttl,
+                            stored,
+                        )
+                        .await;
+                        match renewed {
+                            Ok(renewed) => self.reset(&room, renewed, stored, Some(epoch)),
+                            Err(error) => {
+                                self.health.failed(&error);
+                                complete = false;
+                                continue;
+                            }
+                        }
                     }
                 }
                 Err(error) => {
