@@ -44,6 +44,22 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_REDIS_CLUSTER")]
     pub redis_cluster: bool,
 
+    /// Redis Sentinel addresses (`host:port`, comma-separated), instead of `REDIS_URL`: the
+    /// master named `LIVECHAT_REDIS_MASTER_NAME` is found through them and followed after a
+    /// failover.
+    #[arg(long, env = "LIVECHAT_REDIS_SENTINEL", value_delimiter = ',')]
+    pub redis_sentinel: Vec<String>,
+
+    /// The name the sentinels know the master by.
+    #[arg(long, env = "LIVECHAT_REDIS_MASTER_NAME", default_value = "mymaster")]
+    pub redis_master_name: String,
+
+    /// Acknowledge a publish only once this many replicas have it (`WAIT`), so that an
+    /// acknowledged message survives the master's death; 0: once the master has it. Not with a
+    /// cluster.
+    #[arg(long, env = "LIVECHAT_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u32,
+
     /// Prefix of every Redis key and channel of this deployment.
     #[arg(long, env = "LIVECHAT_REDIS_PREFIX", default_value = "livechat", value_parser = parse_prefix)]
     pub redis_prefix: String,
@@ -322,7 +338,16 @@ impl Config {
     }
 
     /// The Redis nodes to use, if any: `REDIS_URL`, else `REDIS_HOST` + `REDIS_PORT`.
+    /// Where Redis is (the sentinels' addresses with `LIVECHAT_REDIS_SENTINEL`), if it is used.
     pub fn redis_urls(&self) -> Option<Vec<String>> {
+        if !self.redis_sentinel.is_empty() {
+            return Some(
+                self.redis_sentinel
+                    .iter()
+                    .map(|s| s.trim().to_owned())
+                    .collect(),
+            );
+        }
         match (&self.redis_url, &self.redis_host) {
             (Some(urls), _) => Some(urls.split(',').map(|url| url.trim().to_owned()).collect()),
             (None, Some(host)) => Some(vec![format!("redis://{host}:{}/", self.redis_port)]),

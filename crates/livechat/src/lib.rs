@@ -66,6 +66,8 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("cannot use Redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("Redis settings: {0}")]
+    RedisSettings(&'static str),
 }
 
 /// Serves on `listener` until `shutdown` is cancelled, then closes every WebSocket with 1001,
@@ -277,6 +279,16 @@ async fn start_redis(
     retention: Retention,
     metrics: &Arc<Metrics>,
 ) -> Result<Parts, RunError> {
+    if config.redis_cluster && !config.redis_sentinel.is_empty() {
+        return Err(RunError::RedisSettings(
+            "LIVECHAT_REDIS_SENTINEL and LIVECHAT_REDIS_CLUSTER exclude each other",
+        ));
+    }
+    if config.redis_cluster && config.redis_wait_replicas > 0 {
+        return Err(RunError::RedisSettings(
+            "LIVECHAT_REDIS_WAIT_REPLICAS is not supported with LIVECHAT_REDIS_CLUSTER",
+        ));
+    }
     let (registry, commands) = RoomRegistry::new(config.redis_timeout);
     let node_id = config.node_id.clone().unwrap_or_else(random_node_id);
     let roster = Roster::new(&node_id, true);
@@ -292,6 +304,9 @@ async fn start_redis(
     let settings = RedisSettings {
         urls,
         cluster: config.redis_cluster,
+        sentinel_master: (!config.redis_sentinel.is_empty())
+            .then(|| config.redis_master_name.clone()),
+        wait_replicas: config.redis_wait_replicas,
         prefix: config.redis_prefix.clone(),
         timeout: config.redis_timeout,
         node_id,

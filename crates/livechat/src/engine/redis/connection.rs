@@ -1,5 +1,5 @@
-//! One Redis connection (RESP3) for commands and pub/sub, to a single server or a cluster. Both
-//! reconnect by themselves and subscribe again to every channel after a reconnect; pushed
+//! One Redis connection (RESP3) for commands and pub/sub, to a single server, a cluster, or the
+//! master Redis Sentinel names (see `sentinel`). All reconnect by themselves and subscribe again to every channel after a reconnect; pushed
 //! messages and disconnection notices go to the bounded queue given at `open`: when it is full
 //! they are dropped and the queue says it overflowed, so that the subscriber reads what it missed
 //! from the streams instead of Redis' pushes piling up in memory.
@@ -14,22 +14,50 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, ProtocolVersion, PushInfo, RedisFuture, RedisResult, Value};
 use tokio::sync::mpsc;
 
+use super::sentinel::Followed;
+
 #[derive(Clone)]
 pub enum Connection {
     Single(ConnectionManager),
     /// Sharded pub/sub: SPUBLISH and SSUBSCRIBE, routed to the node that owns the room's slot.
     Cluster(ClusterConnection),
+    /// The master the sentinels name, followed after a failover.
+    Sentinel(Arc<Followed>),
+}
+
+/// Where Redis is.
+pub enum Servers<'a> {
+    /// One server (the first URL) or, with `cluster`, the cluster's nodes.
+    Urls { urls: &'a [String], cluster: bool },
+    /// The sentinels (`host:port` or URLs) and the name of the master they watch.
+    Sentinel {
+        sentinels: &'a [String],
+        master: &'a str,
+    },
 }
 
 impl Connection {
     /// Connects lazily to a single server (so a node starts while Redis is down), or eagerly to
     /// a cluster (whose slot map must be read first).
     pub async fn open(
-        urls: &[String],
-        cluster: bool,
+        servers: Servers<'_>,
         timeout: Duration,
         pushes: PushQueue,
     ) -> RedisResult<Self> {
+        let config = ConnectionManagerConfig::new()
+            .set_push_sender(pushes.clone())
+            .set_automatic_resubscription()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let (urls, cluster) = match servers {
+            Servers::Urls { urls, cluster } => (urls, cluster),
+            Servers::Sentinel { sentinels, master } => {
+                let followed = Followed::open(sentinels, master, config, pushes).await?;
+                return Ok(Self::Sentinel(followed));
+            }
+        };
         if cluster {
             let client = ClusterClientBuilder::new(urls.to_vec())
                 .use_protocol(ProtocolVersion::RESP3)
@@ -46,13 +74,6 @@ impl Connection {
             .unwrap_or("redis://127.0.0.1/");
         let separator = if url.contains('?') { '&' } else { '?' };
         let client = redis::Client::open(format!("{url}{separator}protocol=resp3"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_push_sender(pushes)
-            .set_automatic_resubscription()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
         Ok(Self::Single(ConnectionManager::new_lazy_with_config(
             client, config,
         )?))
@@ -61,7 +82,7 @@ impl Connection {
     /// The command that publishes to a room's channel, inside the publish script.
     pub fn publish_command(&self) -> &'static str {
         match self {
-            Self::Single(_) => "PUBLISH",
+            Self::Single(_) | Self::Sentinel(_) => "PUBLISH",
             Self::Cluster(_) => "SPUBLISH",
         }
     }
@@ -71,6 +92,7 @@ impl Connection {
     pub async fn subscribe(&mut self, channels: &[String]) -> RedisResult<()> {
         match self {
             Self::Single(connection) => connection.subscribe(channels).await,
+            Self::Sentinel(followed) => followed.current().subscribe(channels).await,
             Self::Cluster(connection) => {
                 let each = channels.iter().map(|channel| {
                     let mut connection = connection.clone();
@@ -84,6 +106,7 @@ impl Connection {
     pub async fn unsubscribe(&mut self, channel: &str) -> RedisResult<()> {
         match self {
             Self::Single(connection) => connection.unsubscribe(channel).await,
+            Self::Sentinel(followed) => followed.current().unsubscribe(channel).await,
             Self::Cluster(connection) => connection.sunsubscribe(channel).await,
         }
     }
@@ -123,6 +146,16 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(connection) => connection.req_packed_command(cmd),
             Self::Cluster(connection) => connection.req_packed_command(cmd),
+            Self::Sentinel(followed) => {
+                let followed = followed.clone();
+                Box::pin(async move {
+                    let answer = followed.current().req_packed_command(cmd).await;
+                    if let Err(error) = &answer {
+                        followed.failed(error);
+                    }
+                    answer
+                })
+            }
         }
     }
 
@@ -135,6 +168,19 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
             Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Sentinel(followed) => {
+                let followed = followed.clone();
+                Box::pin(async move {
+                    let mut connection = followed.current();
+                    let answer = connection
+                        .req_packed_commands(pipeline, offset, count)
+                        .await;
+                    if let Err(error) = &answer {
+                        followed.failed(error);
+                    }
+                    answer
+                })
+            }
         }
     }
 
@@ -142,6 +188,7 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(connection) => connection.get_db(),
             Self::Cluster(connection) => connection.get_db(),
+            Self::Sentinel(followed) => followed.current().get_db(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! hands what arrives to its hub, so every member on every node sees Redis' order.
 //!
 //! - `connection`: one RESP3 connection (single server or cluster), resubscribing by itself
+//! - `sentinel`: the master Redis Sentinel names, followed after a failover
 //! - `publisher`: batches publishes into pipelines, one per room
 //! - `subscriber`: subscribes while a room has local members; dedupes and fills gaps by id,
 //!   follows a room's new epoch
@@ -21,6 +22,7 @@ mod nodes;
 mod presence;
 mod publisher;
 mod retention;
+mod sentinel;
 mod stream;
 mod subscriber;
 
@@ -36,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use subscriber::{RoomCommands, RoomRegistry};
 
-use self::connection::{Connection, PushQueue};
+use self::connection::{Connection, PushQueue, Servers};
 use self::keys::Keys;
 use self::nodes::Registration;
 use self::presence::Relay;
@@ -56,8 +58,13 @@ use crate::store::{HistoryQuery, Page, RecentRoom, Retention};
 const PUSH_QUEUE: usize = 65_536;
 
 pub struct RedisSettings {
+    /// With `sentinel_master`, the sentinels' addresses.
     pub urls: Vec<String>,
     pub cluster: bool,
+    /// The name of the master Redis Sentinel watches: `urls` are sentinels.
+    pub sentinel_master: Option<String>,
+    /// Replicas that must have a message before it is acknowledged (`WAIT`).
+    pub wait_replicas: u32,
     pub prefix: String,
     pub timeout: Duration,
     pub node_id: String,
@@ -92,8 +99,17 @@ impl RedisEngine {
         commands: RoomCommands,
     ) -> Result<Self, RedisError> {
         let (pushes, pushed, overflowed) = PushQueue::new(PUSH_QUEUE);
-        let connection =
-            Connection::open(&settings.urls, settings.cluster, settings.timeout, pushes).await?;
+        let servers = match &settings.sentinel_master {
+            Some(master) => Servers::Sentinel {
+                sentinels: &settings.urls,
+                master,
+            },
+            None => Servers::Urls {
+                urls: &settings.urls,
+                cluster: settings.cluster,
+            },
+        };
+        let connection = Connection::open(servers, settings.timeout, pushes).await?;
         let keys = Keys::new(&settings.prefix);
         let health = Arc::new(Health::new(&settings.metrics));
         let stop = CancellationToken::new();
@@ -106,6 +122,8 @@ impl RedisEngine {
             max_bytes: settings.retention.max_bytes,
             dedupe_window: settings.retention.dedupe_window,
             room_ttl: settings.room_ttl,
+            wait_replicas: settings.wait_replicas,
+            wait_timeout: settings.timeout / 2,
             health: health.clone(),
             metrics: settings.metrics.clone(),
         };

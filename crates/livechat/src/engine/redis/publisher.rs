@@ -113,6 +113,10 @@ pub struct Publisher {
     pub max_bytes: u64,
     pub dedupe_window: Duration,
     pub room_ttl: Duration,
+    /// Replicas that must have a room's messages before they are acknowledged (0: none).
+    pub wait_replicas: u32,
+    /// How long to wait for them.
+    pub wait_timeout: Duration,
     pub health: std::sync::Arc<Health>,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
@@ -181,6 +185,12 @@ impl Publisher {
             let started = std::time::Instant::now();
             let mut stored: RedisResult<Vec<ScriptAnswer>> =
                 pipeline.query_async(&mut connection).await;
+            if stored.is_ok() && self.wait_replicas > 0 {
+                stored = match self.replicated(&mut connection).await {
+                    Ok(()) => stored,
+                    Err(error) => Err(error),
+                };
+            }
             if stored
                 .as_ref()
                 .is_err_and(|error| error.kind() == ErrorKind::Server(ServerErrorKind::NoScript))
@@ -235,6 +245,28 @@ impl Publisher {
 }
 
 impl Publisher {
+    /// Waits until `wait_replicas` replicas have every write sent on `connection` so far; an
+    /// error when fewer confirm in time (the messages are stored, but could be lost with the
+    /// master: a client resends them with their nonces).
+    async fn replicated(&self, connection: &mut Connection) -> RedisResult<()> {
+        let confirmed: u32 = redis::cmd("WAIT")
+            .arg(self.wait_replicas)
+            .arg(self.wait_timeout.as_millis() as u64)
+            .query_async(connection)
+            .await?;
+        if confirmed >= self.wait_replicas {
+            return Ok(());
+        }
+        Err(redis::RedisError::from((
+            ErrorKind::Client,
+            "not replicated in time",
+            format!(
+                "{confirmed} of {} replicas have it; send it again with its nonce to be sure",
+                self.wait_replicas
+            ),
+        )))
+    }
+
     /// How long a nonce is kept: the dedupe window, but not past its room's keys.
     fn nonce_ttl(&self) -> Duration {
         match self.room_ttl.is_zero() {

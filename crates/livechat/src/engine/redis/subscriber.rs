@@ -491,6 +491,14 @@ impl Subscriber {
             return false;
         }
         let rooms: Vec<RoomName> = self.delivered.keys().cloned().collect();
+        // The same server resubscribed by itself; a new master (after a failover) has nothing.
+        let channels: Vec<String> = rooms.iter().map(|room| self.keys.channel(room)).collect();
+        if !channels.is_empty()
+            && let Err(error) = self.connection.subscribe(&channels).await
+        {
+            self.health.failed(&error);
+            return false;
+        }
         let mut complete = true;
         for room in rooms {
             match stream::numbering(&mut self.connection, &self.keys, &room, self.room_ttl).await {

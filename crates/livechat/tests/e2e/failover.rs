@@ -1,0 +1,266 @@
+//! Redis Sentinel: a master, two replicas and three sentinels (real `redis-server` processes,
+//! the sentinels in `--sentinel` mode); livechat nodes find the master through the sentinels and
+//! follow a failover after the master is killed.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+use crate::support::{PATIENCE, Server, eventually, on_redis};
+
+/// A replicated Redis watched by three sentinels, on free ports in a temporary directory.
+struct Replicated {
+    servers: Vec<(u16, Child)>,
+    sentinels: Vec<(u16, Child)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Replicated {
+    async fn start() -> Replicated {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut servers = Vec::new();
+        let master = free_port();
+        servers.push((master, redis(dir.path(), master, None).await));
+        for _ in 0..2 {
+            let port = free_port();
+            servers.push((port, redis(dir.path(), port, Some(master)).await));
+        }
+        let mut sentinels = Vec::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let config = dir.path().join(format!("sentinel-{port}.conf"));
+            let text = format!(
+                "port {port}\nbind 127.0.0.1\n\
+                 sentinel monitor mymaster 127.0.0.1 {master} 2\n\
+                 sentinel down-after-milliseconds mymaster 1000\n\
+                 sentinel failover-timeout mymaster 5000\n\
+                 sentinel parallel-syncs mymaster 2\n"
+            );
+            std::fs::write(&config, text).expect("sentinel config");
+            let child = Command::new("redis-server")
+                .arg(&config)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("redis-server --sentinel");
+            listening(port).await;
+            sentinels.push((port, child));
+        }
+        let replicated = Replicated {
+            servers,
+            sentinels,
+            _dir: dir,
+        };
+        eventually("both replicas in sync with the master", || async {
+            cli(master, &["INFO", "replication"])
+                .await
+                .matches("state=online")
+                .count()
+                == 2
+        })
+        .await;
+        eventually("the sentinels see both replicas", || async {
+            replicated
+                .sentinel(&["SENTINEL", "REPLICAS", "mymaster"])
+                .await
+                .matches("slave")
+                .count()
+                >= 2
+        })
+        .await;
+        replicated
+    }
+
+    fn sentinel_addresses(&self) -> String {
+        let addresses: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|(port, _)| format!("127.0.0.1:{port}"))
+            .collect();
+        addresses.join(",")
+    }
+
+    async fn sentinel(&self, args: &[&str]) -> String {
+        cli(self.sentinels[0].0, args).await
+    }
+
+    /// The port of the master the sentinels name now.
+    async fn master_port(&self) -> u16 {
+        let answer = self
+            .sentinel(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"])
+            .await;
+        answer
+            .lines()
+            .nth(1)
+            .and_then(|port| port.trim().parse().ok())
+            .expect("a master port")
+    }
+
+    async fn kill_master(&mut self) -> u16 {
+        let master = self.master_port().await;
+        let index = self
+            .servers
+            .iter()
+            .position(|(port, _)| *port == master)
+            .expect("the master");
+        let (_, mut child) = self.servers.remove(index);
+        let _ = child.kill().await;
+        master
+    }
+}
+
+async fn redis(dir: &Path, port: u16, replica_of: Option<u16>) -> Child {
+    let data = dir.join(port.to_string());
+    std::fs::create_dir_all(&data).expect("data dir");
+    let mut command = Command::new("redis-server");
+    command
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])
+        .arg("--dir")
+        .arg(&data);
+    if let Some(master) = replica_of {
+        command.args(["--replicaof", "127.0.0.1", &master.to_string()]);
+    }
+    let child = command
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server must be installed (./scripts/test.sh installs it)");
+    listening(port).await;
+    child
+}
+
+async fn listening(port: u16) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "port {port} never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .await
+        .expect("redis-cli");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port()
+}
+
+async fn node(replicated: &Replicated) -> Server {
+    let sentinels = replicated.sentinel_addresses();
+    let args = [
+        "--redis-sentinel",
+        sentinels.as_str(),
+        "--redis-wait-replicas",
+        "1",
+        "--node-ttl",
+        "1500ms",
+    ];
+    // The embedded engine's start with a data directory of its own; the sentinels make it Redis.
+    Server::start(&args).await
+}
+
+/// Kills the master while a client publishes: publishes fail loudly meanwhile, the nodes follow
+/// the promoted replica, delivery resumes on the same sockets, and every acknowledged message
+/// is in history (each was confirmed by a replica before it was acknowledged).
+#[tokio::test]
+async fn nodes_follow_a_failover_and_lose_no_acknowledged_message() {
+    if on_redis() {
+        return;
+    }
+    let mut replicated = Replicated::start().await;
+    let a = node(&replicated).await;
+    let b = node(&replicated).await;
+    let mut on_b = b.join("failover").await;
+    let mut acknowledged = Vec::new();
+    for n in 0..20 {
+        let answer = a.post_message("failover", json!(n)).await;
+        acknowledged.push(answer["id"].as_u64().expect("an id"));
+    }
+    for n in 0..20 {
+        assert_eq!(on_b.recv().await, json!({ "message": n }));
+    }
+
+    let old_master = replicated.kill_master().await;
+    let killed = Instant::now();
+    let mut refused = 0;
+    let mut n = 20;
+    let back = loop {
+        let body = json!({"room": "failover", "message": n}).to_string();
+        let answer = a.http("POST", "/chat/send/", Some(&body)).await;
+        match answer.status {
+            200 => {
+                acknowledged.push(answer.json()["id"].as_u64().expect("an id"));
+                break killed.elapsed();
+            }
+            503 => refused += 1,
+            status => panic!("unexpected answer {status}: {answer:?}"),
+        }
+        n += 1;
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let new_master = replicated.master_port().await;
+    eprintln!(
+        "failover: master {old_master} -> {new_master}; first publish accepted {back:?} after the kill, {refused} refused meanwhile"
+    );
+    assert_ne!(new_master, old_master);
+    assert!(
+        refused > 0,
+        "publishes in between were refused, not lost silently"
+    );
+    for node in [&a, &b] {
+        eventually("/readyz turns 200", || async {
+            node.http("GET", "/readyz", None).await.status == 200
+        })
+        .await;
+    }
+    // Delivery resumes on the same socket.
+    b.post_message("failover", json!("after")).await;
+    loop {
+        let frame = on_b.recv().await;
+        if frame["message"] == "after" {
+            break;
+        }
+    }
+    // Every acknowledged message survived.
+    let stored: Vec<u64> = a
+        .history("?room=failover&limit=1000")
+        .await
+        .iter()
+        .map(|message| message["id"].as_u64().expect("an id"))
+        .collect();
+    for id in acknowledged {
+        assert!(
+            stored.contains(&id),
+            "acknowledged {id} is in history: {stored:?}"
+        );
+    }
+}
