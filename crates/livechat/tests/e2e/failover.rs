@@ -170,13 +170,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn node(replicated: &Replicated) -> Server {
+async fn node(replicated: &Replicated, wait_replicas: &str) -> Server {
     let sentinels = replicated.sentinel_addresses();
     let args = [
         "--redis-sentinel",
         sentinels.as_str(),
         "--redis-wait-replicas",
-        "1",
+        wait_replicas,
         "--node-ttl",
         "1500ms",
     ];
@@ -193,8 +193,8 @@ async fn nodes_follow_a_failover_and_lose_no_acknowledged_message() {
         return;
     }
     let mut replicated = Replicated::start().await;
-    let a = node(&replicated).await;
-    let b = node(&replicated).await;
+    let a = node(&replicated, "1").await;
+    let b = node(&replicated, "1").await;
     let mut on_b = b.join("failover").await;
     let mut acknowledged = Vec::new();
     for n in 0..20 {
@@ -208,8 +208,10 @@ async fn nodes_follow_a_failover_and_lose_no_acknowledged_message() {
     let old_master = replicated.kill_master().await;
     let killed = Instant::now();
     let mut refused = 0;
+    let mut unready = false;
     let mut n = 20;
     let back = loop {
+        unready |= a.http("GET", "/readyz", None).await.status == 503;
         let body = json!({"room": "failover", "message": n}).to_string();
         let answer = a.http("POST", "/chat/send/", Some(&body)).await;
         match answer.status {
@@ -236,6 +238,7 @@ async fn nodes_follow_a_failover_and_lose_no_acknowledged_message() {
         refused > 0,
         "publishes in between were refused, not lost silently"
     );
+    assert!(unready, "not ready while there was no master");
     for node in [&a, &b] {
         eventually("/readyz turns 200", || async {
             node.http("GET", "/readyz", None).await.status == 200
@@ -261,6 +264,50 @@ async fn nodes_follow_a_failover_and_lose_no_acknowledged_message() {
         assert!(
             stored.contains(&id),
             "acknowledged {id} is in history: {stored:?}"
+        );
+    }
+}
+
+/// Without `WAIT`, a failover may lose the last acknowledged messages; a client that resumes
+/// with `since` then gets every acknowledged message or is told what it will not get.
+#[tokio::test]
+async fn without_wait_a_resuming_client_gets_every_acknowledged_message_or_is_told() {
+    if on_redis() {
+        return;
+    }
+    let mut replicated = Replicated::start().await;
+    let a = node(&replicated, "0").await;
+    let b = node(&replicated, "0").await;
+    let mut acknowledged = Vec::new();
+    let mut epoch = None;
+    for n in 0..50 {
+        let answer = a.post_message("told", json!(n)).await;
+        acknowledged.push(answer["id"].as_u64().expect("an id"));
+        epoch = answer["epoch"].as_str().map(str::to_owned);
+    }
+    replicated.kill_master().await;
+    eventually("a publish is accepted again", || async {
+        let body = json!({"room": "told", "message": "after"}).to_string();
+        b.http("POST", "/chat/send/", Some(&body)).await.status == 200
+    })
+    .await;
+    let epoch = epoch.expect("an epoch");
+    let mut resumed = b
+        .connect(&format!("/ws/chat/told/?meta=1&since=0&epoch={epoch}"))
+        .await;
+    let mut got = Vec::new();
+    loop {
+        let frame = resumed.recv().await;
+        match frame["event"].as_str() {
+            Some("reset" | "gap") => return, // Told.
+            Some("caught_up") => break,
+            _ => got.push(frame["id"].as_u64().expect("an id")),
+        }
+    }
+    for id in acknowledged {
+        assert!(
+            got.contains(&id),
+            "acknowledged {id} replayed, or a reset/gap told: {got:?}"
         );
     }
 }
