@@ -455,3 +455,39 @@ async fn redis_back_without_acknowledged_messages_gives_the_room_a_new_epoch() {
         .await;
     assert_eq!(late.recv().await["event"], "reset");
 }
+
+/// 2,000 new rooms joined at once while a room carries a steady stream: that room's members get
+/// every message, in order (the new rooms are subscribed in batches, not one at a time).
+#[tokio::test]
+async fn a_burst_of_new_rooms_loses_nothing_elsewhere() {
+    const MESSAGES: u64 = 400;
+    let redis = RedisServer::start().await;
+    let node = &Server::node(&redis, &[]).await;
+    let mut member = node.connect("/ws/chat/steady/?meta=1").await;
+    let mut publisher = node.join("steady").await;
+    let burst = async {
+        let mut joined = Vec::new();
+        for wave in 0..10 {
+            let joins = (0..200).map(|n| {
+                let path = format!("/ws/chat/burst{}/", wave * 200 + n);
+                async move { node.connect(&path).await }
+            });
+            joined.extend(futures_util::future::join_all(joins).await);
+        }
+        joined
+    };
+    let steady = async {
+        for n in 0..MESSAGES {
+            publisher.send_json(json!({"message": n})).await;
+            if n % 20 == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let (joined, ()) = tokio::join!(burst, steady);
+    assert_eq!(joined.len(), 2000);
+    for n in 1..=MESSAGES {
+        let frame = member.recv().await;
+        assert_eq!(frame["id"], n, "every message once, in order");
+    }
+}
