@@ -234,8 +234,11 @@ async fn non_readers_huge_messages_and_big_history_pages_stay_bounded() {
         }
     }
 
+    // A WebSocket publisher that does not read its 1 MiB echoes fast enough (a loaded machine) is
+    // a slow consumer too and may be closed before its first echo: its room then has nothing
+    // acknowledged, which is fine; what was acknowledged anywhere must be stored.
+    assert!(published > 0, "nothing published at all");
     for (room, acknowledged) in ROOMS.iter().zip(acknowledged) {
-        assert!(!acknowledged.is_empty(), "{room}: nothing published");
         let stored = stored_ids(&server, room).await;
         let missing: Vec<_> = acknowledged
             .iter()
