@@ -14,6 +14,6 @@ fi
 if [ ! -d "$here/node_modules/playwright-core" ]; then
   (cd "$here" && npm ci --no-audit --no-fund)
 fi
-(cd "$root" && cargo build -p livechat --bin livechat --example test_cert && cargo build -p livechat-bench)
+(cd "$root" && cargo build -p livechat --bin livechat --example test_cert)
 cd "$here"
 LIVECHAT_BIN="$root/target/debug/livechat" CERT_TOOL="$root/target/debug/examples/test_cert" node --test --test-concurrency=1 page.test.mjs

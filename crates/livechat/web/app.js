@@ -15,13 +15,6 @@
 // (`/r/lobby#token=...`), keeps it for this tab only (sessionStorage), removes it from the address
 // bar, and sends it to this server alone (`?token=` on the WebSocket, a Bearer header on fetches).
 // With auth off, the user picks a name, remembered in localStorage and sent as `?name=`.
-//
-// Who is here: the socket asks for presence (`presence=1`): a snapshot first, then at most one
-// change a second, applied as set operations; joins and leaves of others are quiet lines in the
-// timeline, and "… is typing" shows under it (the page sends `{"typing": true}` at most every 2 s
-// while its user types, when it has a name). Screen readers: the timeline is a log that is not
-// read out (history would be, all of it, on load); new live messages, joins and leaves go to a
-// polite live region of their own, as do the member count and the typing line.
 'use strict';
 
 const ROOM_PATTERN = /^[A-Za-z0-9_-]{1,94}$/;
@@ -34,17 +27,6 @@ const MAX_MESSAGE_BYTES = (() => {
 })();
 const RETRY_FIRST_MS = 500;
 const RETRY_MAX_MS = 5000;
-/** What the timeline holds while following live messages: past it the oldest go (the DOM and the
- * set of seen ids stay this size; "Load older messages" brings them back, up to MAX_SHOWN). */
-const MAX_LIVE_SHOWN = 500;
-const MAX_SHOWN = 2000;
-/** Nonces of messages shown, remembered to drop a resent copy: the newest this many. */
-const MAX_NONCES = 1000;
-/** Names the member list shows; the others are counted ("and 800 more"). */
-const MAX_MEMBERS_SHOWN = 200;
-/** Typing is sent at most this often while the user types, and shown this long after the last. */
-const TYPING_EVERY_MS = 2000;
-const TYPING_SHOWN_MS = 3000;
 
 const TOKEN_KEY = 'livechat-token';
 const NAME_KEY = 'livechat-name';
@@ -86,15 +68,9 @@ function setStatus(state, text) {
   status.textContent = text;
 }
 
-/** The room in the address (`/r/{room}`): null at `/`, undefined when it cannot be decoded. */
 function roomFromPath() {
   const match = location.pathname.match(/^\/r\/([^/]+)\/?$/);
-  if (!match) return null;
-  try {
-    return decodeURIComponent(match[1]);
-  } catch {
-    return undefined; // e.g. /r/%E0: not UTF-8.
-  }
+  return match ? decodeURIComponent(match[1]) : null;
 }
 
 function historyUrl(room, query) {
@@ -114,8 +90,7 @@ async function showPicker(problem) {
   }
   $('pick-form').addEventListener('submit', (event) => {
     event.preventDefault();
-    // Empty: the room the placeholder offers.
-    const room = input.value.trim() || input.placeholder;
+    const room = input.value.trim();
     if (!ROOM_PATTERN.test(room)) {
       hint.textContent = 'Use letters, digits, _ and - only, 1 to 94 characters.';
       hint.classList.add('invalid');
@@ -129,74 +104,27 @@ async function showPicker(problem) {
   await listRooms();
 }
 
-/** Rooms with people in them, and rooms with messages whoever is there. */
 async function listRooms() {
-  let rooms = [];
-  let recent = [];
+  const list = $('room-list');
   try {
     const response = await api('/chat/rooms/');
-    if (response.ok) ({ rooms = [], recent = [] } = await response.json());
+    if (!response.ok) return;
+    const { rooms } = await response.json();
+    for (const { room, members } of rooms) {
+      const item = document.createElement('li');
+      const link = document.createElement('a');
+      link.href = `/r/${encodeURIComponent(room)}`;
+      link.textContent = `${room} (${members})`;
+      item.append(link);
+      list.append(item);
+    }
+    $('no-rooms').hidden = rooms.length > 0;
   } catch {
-    // Not reachable: both lists say there is nothing to show.
+    $('no-rooms').hidden = false;
   }
-  const link = (room, label) => {
-    const item = document.createElement('li');
-    const anchor = document.createElement('a');
-    anchor.href = `/r/${encodeURIComponent(room)}`;
-    anchor.textContent = label;
-    item.append(anchor);
-    return item;
-  };
-  $('room-list').replaceChildren(...rooms.map(({ room, members }) => link(room, `${room} (${members})`)));
-  $('no-rooms').hidden = rooms.length > 0;
-  $('recent-list').replaceChildren(...recent.map(({ room, ts }) => {
-    const item = link(room, room);
-    item.querySelector('a').title = `Last message ${formatWhen(new Date(ts))}`;
-    return item;
-  }));
-  $('no-recent').hidden = recent.length > 0;
-}
-
-/** A message's time: the time alone today, with the date before. */
-function formatWhen(when, now = new Date()) {
-  if (Number.isNaN(when.getTime())) return '';
-  const time = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-  if (when.toDateString() === now.toDateString()) return time;
-  return `${formatDay(when, now)} ${time}`;
-}
-
-/** A day as a separator says it: Today, Yesterday, or the date. */
-function formatDay(when, now = new Date()) {
-  const yesterday = new Date(now);
-  yesterday.setDate(now.getDate() - 1);
-  if (when.toDateString() === now.toDateString()) return 'Today';
-  if (when.toDateString() === yesterday.toDateString()) return 'Yesterday';
-  const sameYear = when.getFullYear() === now.getFullYear();
-  return when.toLocaleDateString([], {
-    weekday: 'short', day: 'numeric', month: 'short', ...(sameYear ? {} : { year: 'numeric' }),
-  });
 }
 
 // ---- room view ------------------------------------------------------------------------
-
-/** What tells users apart: a token's id, else a chosen name (anonymous: null). */
-function userKey(user) {
-  if (user?.id) return `i:${user.id}`;
-  if (user?.name) return `n:${user.name}`;
-  return null;
-}
-
-function displayName(user) {
-  return user?.name || user?.id || 'anonymous';
-}
-
-/** "Ada", "Ada and Bo", "Ada, Bo and 3 others". */
-function nameList(users) {
-  const names = users.map(displayName);
-  if (names.length <= 2) return names.join(' and ');
-  const others = names.length - 2;
-  return `${names.slice(0, 2).join(', ')} and ${others} other${others === 1 ? '' : 's'}`;
-}
 
 class RoomView {
   constructor(room) {
@@ -219,15 +147,6 @@ class RoomView {
     this.me = { id: TOKEN ? tokenSubject(TOKEN) : null, name: localStorage.getItem(NAME_KEY) ?? '' };
     this.named = false;
     this.stopped = false;
-    this.nonceOrder = [];
-    /** key -> { id, name, connections }: the people in the room; `members`: its connections. */
-    this.members = new Map();
-    this.memberCount = 0;
-    /** key -> { user, timer }: who is typing now. */
-    this.typists = new Map();
-    this.typingSentAt = 0;
-    /** Live messages that came while the tab was hidden. */
-    this.unread = 0;
   }
 
   start() {
@@ -235,27 +154,13 @@ class RoomView {
     const title = $('room-title');
     title.hidden = false;
     title.textContent = this.room;
-    this.updateTitle();
+    document.title = `#${this.room} · livechat`;
     this.wireComposer();
     this.log.addEventListener('scroll', () => {
       if (this.nearBottom()) $('jump').hidden = true;
     });
     $('jump').addEventListener('click', () => this.scrollToEnd());
-    $('older').addEventListener('click', () => this.loadOlder());
-    document.addEventListener('visibilitychange', () => {
-      if (!document.hidden && this.unread) {
-        this.unread = 0;
-        this.updateTitle();
-      }
-    });
-    this.updateEmpty();
-    $('message-input').focus();
     this.begin();
-  }
-
-  updateTitle() {
-    const unread = this.unread ? `(${this.unread}) ` : '';
-    document.title = `${unread}#${this.room} · livechat`;
   }
 
   // Recent history over HTTP first, then the socket resumes right after its last id: nothing
@@ -281,21 +186,17 @@ class RoomView {
     }
     if (!TOKEN && !this.named) this.wireName();
     this.named = true;
-    let page = null;
-    try {
-      page = response?.ok ? await response.json() : null;
-    } catch {
-      // A truncated answer: asked again below.
-    }
-    if (!page) {
-      // Down, cannot read its store, or cut short: ask again, as a lost connection would. The
-      // socket waits for the history, so that it resumes right after it.
+    if (!response?.ok) {
+      // Down, or cannot read its store: ask again, as a lost connection would.
       setStatus('reconnecting', 'Reconnecting…');
       this.retryTimer = setTimeout(() => this.begin(), this.nextRetry());
       return;
     }
-    this.showHistory(page);
-    $('older').hidden = !(page.more || (page.chat_history?.length ?? 0) >= FIRST_PAGE);
+    try {
+      this.showHistory(await response.json());
+    } catch {
+      // A truncated answer: the socket's replay (from whatever id we have) fills in.
+    }
     this.connect();
   }
 
@@ -308,32 +209,7 @@ class RoomView {
 
   showHistory({ chat_history: page, epoch }) {
     if (epoch) this.epoch = epoch;
-    for (const message of page ?? []) this.add(message, { batch: true });
-    this.redoDays();
-    this.updateEmpty();
-  }
-
-  /** The page of messages before the oldest shown, keeping the reader's place. */
-  async loadOlder() {
-    const first = this.log.querySelector('li[data-id]');
-    const button = $('older');
-    if (!first) return;
-    button.disabled = true;
-    try {
-      const response = await api(historyUrl(this.room, `before=${first.dataset.id}&limit=${FIRST_PAGE}`));
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      const page = await response.json();
-      const height = this.log.scrollHeight;
-      for (const message of page.chat_history ?? []) this.add(message, { batch: true });
-      this.redoDays();
-      this.log.scrollTop += this.log.scrollHeight - height;
-      const shown = this.log.querySelectorAll('li[data-id]').length;
-      button.hidden = !(page.more || (page.chat_history?.length ?? 0) >= FIRST_PAGE) || shown >= MAX_SHOWN;
-    } catch {
-      this.notify('Could not load older messages; try again.');
-    } finally {
-      button.disabled = false;
-    }
+    for (const message of page ?? []) this.add(message);
   }
 
   nextRetry() {
@@ -380,7 +256,7 @@ class RoomView {
     this.caughtUp = false;
     this.setSendable(false);
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const params = new URLSearchParams({ meta: '1', presence: '1', since: String(this.lastId) });
+    const params = new URLSearchParams({ meta: '1', since: String(this.lastId) });
     if (this.epoch) params.set('epoch', this.epoch);
     if (TOKEN) params.set('token', TOKEN);
     else if (this.me.name) params.set('name', this.me.name);
@@ -423,10 +299,6 @@ class RoomView {
       setStatus('connected', 'Connected');
       this.setSendable(true);
       this.flushPending(false);
-    } else if (frame.event === 'presence') {
-      this.presence(frame);
-    } else if (frame.event === 'typing') {
-      this.typing(frame.user);
     } else if (frame.event === 'gap') {
       this.gap(frame);
     } else if (frame.event === 'reset') {
@@ -440,118 +312,8 @@ class RoomView {
         this.refuse(`Not sent: ${frame.error}`);
       }
     } else if (typeof frame.id === 'number') {
-      this.add(frame, { live: this.caughtUp });
+      this.add(frame);
     }
-  }
-
-  /** A snapshot (`users`) replaces the list; a change (`joined`, `left`) is applied to it, and
-   * others' comings and goings are told quietly in the timeline. */
-  presence({ members, users, joined, left, truncated }) {
-    if (typeof members === 'number') this.memberCount = members;
-    if (Array.isArray(users)) {
-      this.members = new Map(users.filter(userKey).map((user) => [userKey(user), user]));
-    } else {
-      const came = [];
-      const went = [];
-      for (const user of Array.isArray(joined) ? joined : []) {
-        const key = userKey(user);
-        if (!key || this.members.has(key)) continue;
-        this.members.set(key, { ...user, connections: 1 });
-        if (!this.isMine(user)) came.push(user);
-      }
-      for (const user of Array.isArray(left) ? left : []) {
-        const key = userKey(user);
-        if (!key || !this.members.delete(key)) continue;
-        if (!this.isMine(user)) went.push(user);
-        this.stopTyping(key);
-      }
-      for (const [users, verb] of [[came, 'joined'], [went, 'left']]) {
-        if (!users.length) continue;
-        const text = `${nameList(users)} ${verb}`;
-        this.note(text, this.lastId + 0.5, 'presence');
-        this.announce(text);
-      }
-      if (truncated) this.reloadMembers();
-    }
-    this.renderMembers();
-  }
-
-  /** Too many changed at once to be listed: the list is read again. */
-  async reloadMembers() {
-    try {
-      const response = await api(`/chat/presence/?room=${encodeURIComponent(this.room)}`);
-      if (response.ok) this.presence(await response.json());
-    } catch {
-      // The next change or reconnect brings a fresh list.
-    }
-  }
-
-  renderMembers() {
-    const people = [...this.members.values()].sort((a, b) => {
-      const mine = Number(this.isMine(b)) - Number(this.isMine(a));
-      return mine || displayName(a).localeCompare(displayName(b));
-    });
-    const items = people.slice(0, MAX_MEMBERS_SHOWN).map((user) => {
-      const item = document.createElement('li');
-      item.textContent = displayName(user);
-      if (this.isMine(user)) {
-        item.classList.add('me');
-        item.append(' (you)');
-      }
-      if (user.connections > 1) item.title = `${user.connections} connections`;
-      return item;
-    });
-    $('member-list').replaceChildren(...items);
-    const more = $('more-members');
-    more.hidden = people.length <= MAX_MEMBERS_SHOWN;
-    more.textContent = `and ${people.length - MAX_MEMBERS_SHOWN} more`;
-    const counted = `${people.length} ${people.length === 1 ? 'person' : 'people'}`;
-    const plural = this.memberCount === 1 ? 'connection' : 'connections';
-    const connections = this.memberCount > people.length ? `, ${this.memberCount} ${plural}` : '';
-    $('people-count').textContent = `(${counted}${connections})`;
-  }
-
-  /** Someone else is typing: shown for a few seconds, or until their message comes. */
-  typing(user) {
-    const key = userKey(user);
-    if (!key || this.isMine(user)) return;
-    clearTimeout(this.typists.get(key)?.timer);
-    const timer = setTimeout(() => this.stopTyping(key), TYPING_SHOWN_MS);
-    this.typists.set(key, { user, timer });
-    this.renderTyping();
-  }
-
-  stopTyping(key) {
-    const typist = this.typists.get(key);
-    if (!typist) return;
-    clearTimeout(typist.timer);
-    this.typists.delete(key);
-    this.renderTyping();
-  }
-
-  renderTyping() {
-    const users = [...this.typists.values()].map(({ user }) => user);
-    let text = '';
-    if (users.length === 1) text = `${displayName(users[0])} is typing…`;
-    else if (users.length === 2) text = `${nameList(users)} are typing…`;
-    else if (users.length > 2) text = 'Several people are typing…';
-    $('typing').textContent = text;
-  }
-
-  /** While its user types: `{"typing": true}`, at most every TYPING_EVERY_MS, when it has a
-   * name (the server refuses anonymous typing). */
-  sendTyping() {
-    const now = Date.now();
-    if (!TOKEN && !this.me.name) return;
-    if (!this.caughtUp || now - this.typingSentAt < TYPING_EVERY_MS) return;
-    if (this.socket?.readyState !== WebSocket.OPEN) return;
-    this.socket.send(JSON.stringify({ typing: true }));
-    this.typingSentAt = now;
-  }
-
-  /** Read out once by screen readers. */
-  announce(text) {
-    $('announcer').textContent = text.length > 200 ? `${text.slice(0, 200)}…` : text;
   }
 
   /** Ids `from..to` will not come: said plainly, where they would have been. */
@@ -572,7 +334,6 @@ class RoomView {
     }
     this.seen.clear();
     this.seenNonces.clear();
-    this.nonceOrder = [];
     this.lastId = typeof last === 'number' ? last : 0;
     if (epoch) this.epoch = epoch;
     this.note('This room’s history was reset on the server: the earlier messages are gone. '
@@ -587,10 +348,10 @@ class RoomView {
   }
 
   /** A quiet line in the timeline (not a message), after the messages with ids below `key`. */
-  note(text, key, kind = 'history') {
+  note(text, key) {
     const stick = this.nearBottom();
     const item = document.createElement('li');
-    item.className = `event ${kind}`;
+    item.className = 'event';
     item.textContent = text;
     this.place(item, key);
     if (stick) this.scrollToEnd();
@@ -607,7 +368,7 @@ class RoomView {
     this.log.insertBefore(item, next);
   }
 
-  add({ id, ts, message, user, nonce }, { live = false, batch = false } = {}) {
+  add({ id, ts, message, user, nonce }) {
     if (typeof nonce === 'string') {
       // Ours came back: the pending copy gives way to the stored one.
       const waiting = this.pending.get(nonce);
@@ -619,7 +380,7 @@ class RoomView {
     this.lastId = Math.max(this.lastId, id);
     if (this.seen.has(id) || (typeof nonce === 'string' && this.seenNonces.has(nonce))) return;
     this.seen.add(id);
-    if (typeof nonce === 'string') this.rememberNonce(nonce);
+    if (typeof nonce === 'string') this.seenNonces.add(nonce);
     const stick = this.nearBottom();
 
     const item = document.createElement('li');
@@ -628,78 +389,19 @@ class RoomView {
     const when = new Date(ts);
     if (!Number.isNaN(when.getTime())) {
       time.dateTime = when.toISOString();
-      time.textContent = formatWhen(when);
-      time.title = when.toLocaleString();
-      item.dataset.day = when.toDateString();
+      time.textContent = when.toLocaleTimeString();
     }
     const text = document.createElement('p');
     text.className = 'text';
     // Text, never HTML: whatever a message holds is shown as characters.
     text.textContent = typeof message === 'string' ? message : JSON.stringify(message);
     item.append(this.author(user), time, text);
-    const mine = this.isMine(user);
-    if (mine) item.classList.add('mine');
+    if (this.isMine(user)) item.classList.add('mine');
     // Id order, also when a late history page meets newer live frames.
     this.place(item, id);
-    this.stopTyping(userKey(user));
-    if (batch) return;
 
-    if (live && !mine) {
-      this.announce(`${displayName(user)}: ${text.textContent}`);
-      if (document.hidden) {
-        this.unread += 1;
-        this.updateTitle();
-      }
-    }
-    this.trim(stick);
-    this.redoDays();
-    this.updateEmpty();
     if (stick) this.scrollToEnd();
     else $('jump').hidden = false;
-  }
-
-  rememberNonce(nonce) {
-    this.seenNonces.add(nonce);
-    this.nonceOrder.push(nonce);
-    if (this.nonceOrder.length > MAX_NONCES) this.seenNonces.delete(this.nonceOrder.shift());
-  }
-
-  /** Following live messages, the timeline keeps the newest MAX_LIVE_SHOWN (MAX_SHOWN while the
-   * reader is scrolled up in older ones): the oldest go, with their ids. */
-  trim(following) {
-    const messages = this.log.querySelectorAll('li[data-id]');
-    const keep = following ? MAX_LIVE_SHOWN : MAX_SHOWN;
-    if (messages.length <= keep) return;
-    const last = messages[messages.length - keep - 1];
-    while (this.log.firstElementChild) {
-      const item = this.log.firstElementChild;
-      if (item.dataset.id) this.seen.delete(Number(item.dataset.id));
-      item.remove();
-      if (item === last) break;
-    }
-    $('older').hidden = false;
-  }
-
-  /** One separator before the first message of each day. */
-  redoDays() {
-    let day = null;
-    for (const item of [...this.log.children]) {
-      if (item.classList.contains('day')) {
-        item.remove();
-      } else if (item.dataset.day && item.dataset.day !== day) {
-        day = item.dataset.day;
-        const separator = document.createElement('li');
-        separator.className = 'day';
-        separator.setAttribute('role', 'separator');
-        separator.textContent = formatDay(new Date(day));
-        separator.dataset.key = String(Number(item.dataset.key) - 0.25);
-        this.log.insertBefore(separator, item);
-      }
-    }
-  }
-
-  updateEmpty() {
-    $('empty').hidden = Boolean(this.log.querySelector('li[data-id], li.pending'));
   }
 
   /** Who wrote it: a verified name (from a token), a name the sender chose, or nobody. */
@@ -760,7 +462,6 @@ class RoomView {
     body.textContent = text;
     item.append(state, body);
     this.log.append(item);
-    this.updateEmpty();
     this.scrollToEnd();
     this.pending.set(nonce, { text, item, bytes, sentOn: null });
     this.transmit(nonce);
@@ -822,7 +523,6 @@ class RoomView {
       const input = $('message-input');
       // Never lost: whatever was typed since stays, after the refused text.
       input.value = input.value.trim() ? `${text}\n${input.value}` : text;
-      this.fitComposer();
       input.focus();
     }
     this.composerError(reason);
@@ -832,13 +532,6 @@ class RoomView {
     const error = $('composer-error');
     error.textContent = reason;
     error.hidden = !reason;
-  }
-
-  /** The composer grows with its text, up to its CSS max-height (then it scrolls). */
-  fitComposer() {
-    const input = $('message-input');
-    input.style.height = 'auto';
-    input.style.height = `${input.scrollHeight + 2}px`;
   }
 
   wireComposer() {
@@ -860,12 +553,7 @@ class RoomView {
       this.composerError('');
       this.post(text, bytes);
       input.value = '';
-      this.fitComposer();
       input.focus();
-    });
-    input.addEventListener('input', () => {
-      this.fitComposer();
-      if (input.value.trim()) this.sendTyping();
     });
     input.addEventListener('keydown', (event) => {
       if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
@@ -892,12 +580,8 @@ function newNonce() {
 const room = roomFromPath();
 if (room === null) {
   showPicker();
-} else if (room === undefined || !ROOM_PATTERN.test(room)) {
-  const shown = room === undefined ? 'That address' : `“${room}”`;
-  showPicker(`${shown} is not a room name: use letters, digits, _ and -, 1 to 94 characters.`);
+} else if (!ROOM_PATTERN.test(room)) {
+  showPicker(`“${room}” is not a room name: use letters, digits, _ and -, 1 to 94 characters.`);
 } else {
   new RoomView(room).start();
 }
-
-// For the page's tests: the formatting of times, with a chosen "now".
-window.livechatPage = { formatWhen, formatDay };
