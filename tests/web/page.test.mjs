@@ -715,3 +715,43 @@ test('history reset on the server (a fresh data dir): the page says so, shows th
     await second?.stop();
   }
 });
+
+// ---- the picker -------------------------------------------------------------------
+
+test('the picker: Enter with nothing typed joins lobby; quiet rooms with history are offered; /r/%E0 explains', async () => {
+  const server = await Server.start();
+  const opened = [];
+  try {
+    await server.post('written-earlier', 'nobody is here any more');
+    const busy = await open(server, '/r/busy');
+    opened.push(busy);
+    await connected(busy.page);
+    await say(busy.page, 'someone is here');
+    await message(busy.page, 'someone is here').waitFor(WAIT);
+
+    const picker = await open(server, '/');
+    opened.push(picker);
+    await picker.page.locator('#room-list a', { hasText: 'busy (1)' }).waitFor(WAIT);
+    const recent = picker.page.locator('#recent-list a', { hasText: 'written-earlier' });
+    await recent.waitFor(WAIT);
+    assert.equal(await recent.getAttribute('href'), '/r/written-earlier');
+    // Rooms with people in them are in the first list only.
+    assert.equal(await picker.page.locator('#recent-list a', { hasText: 'busy' }).count(), 0);
+    assert.equal(await picker.page.evaluate(() => document.activeElement.id), 'room-input');
+    await picker.page.press('#room-input', 'Enter');
+    await picker.page.waitForURL(`${server.url}/r/lobby`, WAIT);
+    await connected(picker.page);
+
+    const bad = await open(server, '/r/%E0');
+    opened.push(bad);
+    await bad.page.locator('#picker').waitFor(WAIT);
+    await bad.page.locator('#room-hint.invalid', { hasText: 'not a room address' }).waitFor(WAIT);
+    assert.equal(await bad.page.locator('#chat').isHidden(), true);
+    await bad.page.locator('#recent-list a', { hasText: 'written-earlier' }).waitFor(WAIT);
+    await bad.page.screenshot({ path: join(artifacts, 'chat-bad-address.png') });
+    for (const { problems } of opened) assert.deepEqual(problems, []);
+  } finally {
+    for (const { close } of opened) await close();
+    await server.stop();
+  }
+});

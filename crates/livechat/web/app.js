@@ -18,6 +18,7 @@
 'use strict';
 
 const ROOM_PATTERN = /^[A-Za-z0-9_-]{1,94}$/;
+const DEFAULT_ROOM = 'lobby';
 const FIRST_PAGE = 100;
 /** The server's message size limit (bytes of a WebSocket frame), from the page's meta tag; the
  * server's default, 1 MiB, when the tag is absent or not a positive number. */
@@ -68,13 +69,32 @@ function setStatus(state, text) {
   status.textContent = text;
 }
 
+/** `{ room }` from `/r/{room}` (`room: null` elsewhere), or `{ undecodable }`: the path's
+ * segment when it is not valid percent-encoded UTF-8 (`/r/%E0`). */
 function roomFromPath() {
   const match = location.pathname.match(/^\/r\/([^/]+)\/?$/);
-  return match ? decodeURIComponent(match[1]) : null;
+  if (!match) return { room: null };
+  try {
+    return { room: decodeURIComponent(match[1]) };
+  } catch {
+    return { room: null, undecodable: match[1] };
+  }
 }
 
 function historyUrl(room, query) {
   return `/chat/history/?room=${encodeURIComponent(room)}&${query}`;
+}
+
+const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'medium' });
+const relativeFormat = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
+
+/** "3 minutes ago", "yesterday", for the picker's recent rooms. */
+function ago(ts, now = Date.now()) {
+  const seconds = Math.round((ts - now) / 1000);
+  for (const [unit, size] of [['day', 86400], ['hour', 3600], ['minute', 60]]) {
+    if (Math.abs(seconds) >= size) return relativeFormat.format(Math.round(seconds / size), unit);
+  }
+  return 'just now';
 }
 
 // ---- room picker ----------------------------------------------------------------------
@@ -90,7 +110,8 @@ async function showPicker(problem) {
   }
   $('pick-form').addEventListener('submit', (event) => {
     event.preventDefault();
-    const room = input.value.trim();
+    // Nothing typed: the room the placeholder names.
+    const room = input.value.trim() || DEFAULT_ROOM;
     if (!ROOM_PATTERN.test(room)) {
       hint.textContent = 'Use letters, digits, _ and - only, 1 to 94 characters.';
       hint.classList.add('invalid');
@@ -104,24 +125,46 @@ async function showPicker(problem) {
   await listRooms();
 }
 
+/** Links to the active rooms (with their member counts) and to those written lately. */
 async function listRooms() {
-  const list = $('room-list');
+  let rooms = [];
+  let recent = [];
   try {
     const response = await api('/chat/rooms/');
-    if (!response.ok) return;
-    const { rooms } = await response.json();
-    for (const { room, members } of rooms) {
-      const item = document.createElement('li');
-      const link = document.createElement('a');
-      link.href = `/r/${encodeURIComponent(room)}`;
-      link.textContent = `${room} (${members})`;
-      item.append(link);
-      list.append(item);
+    if (response.ok) {
+      const answer = await response.json();
+      rooms = Array.isArray(answer.rooms) ? answer.rooms : [];
+      // `recent` is newer than `rooms`: an older server leaves it out.
+      recent = Array.isArray(answer.recent) ? answer.recent : [];
     }
-    $('no-rooms').hidden = rooms.length > 0;
   } catch {
-    $('no-rooms').hidden = false;
+    // Not reachable: no lists, the form still works.
   }
+  const roomLink = (room, text) => {
+    const link = document.createElement('a');
+    link.href = `/r/${encodeURIComponent(room)}`;
+    link.textContent = text;
+    const item = document.createElement('li');
+    item.append(link);
+    return item;
+  };
+  $('room-list').replaceChildren(...rooms.map(({ room, members }) => roomLink(room, `${room} (${members})`)));
+  $('no-rooms').hidden = rooms.length > 0;
+  // Rooms with people in them are listed above already.
+  const active = new Set(rooms.map(({ room }) => room));
+  const quiet = recent.filter(({ room }) => typeof room === 'string' && !active.has(room));
+  $('recent-list').replaceChildren(...quiet.map(({ room, ts }) => {
+    const item = roomLink(room, room);
+    if (typeof ts === 'number') {
+      const when = document.createElement('time');
+      when.dateTime = new Date(ts).toISOString();
+      when.textContent = ago(ts);
+      when.title = `Last message: ${fullFormat.format(new Date(ts))}`;
+      item.firstChild.append(' ', when);
+    }
+    return item;
+  }));
+  $('recent').hidden = quiet.length === 0;
 }
 
 // ---- room view ------------------------------------------------------------------------
@@ -577,8 +620,11 @@ function newNonce() {
 
 // ---- start ----------------------------------------------------------------------------
 
-const room = roomFromPath();
-if (room === null) {
+const { room, undecodable } = roomFromPath();
+if (undecodable !== undefined) {
+  showPicker(`“/r/${undecodable}” is not a room address (it is not valid percent-encoded text). `
+    + 'Pick a room below.');
+} else if (room === null) {
   showPicker();
 } else if (!ROOM_PATTERN.test(room)) {
   showPicker(`“${room}” is not a room name: use letters, digits, _ and -, 1 to 94 characters.`);
