@@ -88,8 +88,8 @@ after(async () => {
 
 /** Opens `path` in a fresh context, collecting console errors, page errors, dialogs and any
  * request that leaves the server's origin. */
-async function open(server, path, { viewport = { width: 1280, height: 800 }, setup } = {}) {
-  const context = await browser.newContext({ viewport });
+async function open(server, path, { viewport = { width: 1280, height: 800 }, setup, contextOptions = {} } = {}) {
+  const context = await browser.newContext({ viewport, ...contextOptions });
   const page = await context.newPage();
   // Routes and init scripts, before the page loads.
   await setup?.(page);
@@ -750,6 +750,51 @@ test('the picker: Enter with nothing typed joins lobby; quiet rooms with history
     await bad.page.locator('#recent-list a', { hasText: 'written-earlier' }).waitFor(WAIT);
     await bad.page.screenshot({ path: join(artifacts, 'chat-bad-address.png') });
     for (const { problems } of opened) assert.deepEqual(problems, []);
+  } finally {
+    for (const { close } of opened) await close();
+    await server.stop();
+  }
+});
+
+// ---- contrast ---------------------------------------------------------------------
+
+test('borders of text fields reach 3:1 against what is around them, light and dark', async () => {
+  const server = await Server.start();
+  const opened = [];
+  try {
+    for (const colorScheme of ['light', 'dark']) {
+      for (const path of ['/', '/r/contrast']) {
+        const view = await open(server, path, { contextOptions: { colorScheme } });
+        opened.push(view);
+        const fields = path === '/' ? ['#room-input'] : ['#message-input', '#name-input'];
+        await view.page.locator(fields[0]).waitFor(WAIT);
+        if (path !== '/') await view.page.locator('#name-input').waitFor(WAIT);
+        for (const field of fields) {
+          const ratios = await view.page.locator(field).evaluate((el) => {
+            const rgb = (color) => color.match(/[\d.]+/g).slice(0, 3).map(Number);
+            const luminance = (color) => {
+              const [r, g, b] = rgb(color).map((v) => v / 255).map((v) => (v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4));
+              return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+            };
+            const contrast = (a, b) => {
+              const [x, y] = [luminance(a), luminance(b)].sort((p, q) => q - p);
+              return (x + 0.05) / (y + 0.05);
+            };
+            /** The first opaque background from `node` up. */
+            const backdrop = (node) => {
+              for (; node; node = node.parentElement) {
+                const color = getComputedStyle(node).backgroundColor;
+                if (!/rgba\(.*,\s*0\)$/.test(color) && color !== 'transparent') return color;
+              }
+              return 'rgb(255, 255, 255)';
+            };
+            const border = getComputedStyle(el).borderTopColor;
+            return { inside: contrast(border, backdrop(el)), outside: contrast(border, backdrop(el.parentElement)) };
+          });
+          assert.ok(ratios.inside >= 3 && ratios.outside >= 3, `${colorScheme} ${field}: ${JSON.stringify(ratios)}`);
+        }
+      }
+    }
   } finally {
     for (const { close } of opened) await close();
     await server.stop();
