@@ -800,3 +800,212 @@ test('borders of text fields reach 3:1 against what is around them, light and da
     await server.stop();
   }
 });
+
+// ---- the timeline -----------------------------------------------------------------
+
+/** Publishes `texts` over HTTP, `parallel` at a time (their order among a batch is the server's). */
+async function postMany(server, room, texts, parallel = 50) {
+  for (let start = 0; start < texts.length; start += parallel) {
+    await Promise.all(texts.slice(start, start + parallel).map((text) => server.post(room, text)));
+  }
+}
+
+/** Makes the page believe its tab is hidden (or visible again), as switching tabs would. */
+function setHidden(page, hidden) {
+  return page.evaluate((hidden) => {
+    Object.defineProperty(document, 'hidden', { value: hidden, configurable: true });
+    Object.defineProperty(document, 'visibilityState', { value: hidden ? 'hidden' : 'visible', configurable: true });
+    document.dispatchEvent(new Event('visibilitychange'));
+  }, hidden);
+}
+
+test('while the tab is hidden the title counts new messages; only new messages are read out', async () => {
+  const server = await Server.start();
+  await postMany(server, 'news', ['old 1', 'old 2', 'old 3'], 1);
+  const { page, problems, close } = await open(server, '/r/news');
+  try {
+    await connected(page);
+    await message(page, 'old 3').waitFor(WAIT);
+    assert.equal(await page.title(), '#news - livechat');
+    // The timeline is a log, but not a live region: history is not read out.
+    assert.equal(await page.locator('#log').getAttribute('role'), 'log');
+    assert.equal(await page.locator('#log').getAttribute('aria-live'), 'off');
+    assert.equal(await page.locator('#announcer').getAttribute('aria-live'), 'polite');
+    assert.equal(await page.locator('#announcer').textContent(), '');
+
+    await setHidden(page, true);
+    for (const text of ['new 1', 'new 2', 'new 3']) await server.post('news', text);
+    await message(page, 'new 3').waitFor(WAIT);
+    await until(async () => (await page.title()) === '(3) #news - livechat', 'the title counts 3');
+    // The page's own message is not unread.
+    await say(page, 'mine, while away');
+    await message(page, 'mine, while away').waitFor(WAIT);
+    assert.equal(await page.title(), '(3) #news - livechat');
+    assert.deepEqual(await page.locator('#announcer p').allTextContents(),
+      ['anonymous: new 1', 'anonymous: new 2', 'anonymous: new 3']);
+
+    await setHidden(page, false);
+    assert.equal(await page.title(), '#news - livechat');
+    await server.post('news', 'seen at once');
+    await message(page, 'seen at once').waitFor(WAIT);
+    assert.equal(await page.title(), '#news - livechat');
+    assert.deepEqual(problems, []);
+  } finally {
+    await close();
+    await server.stop();
+  }
+});
+
+test('times: today\'s show the time, older ones the date too; a separator starts each day', async () => {
+  const server = await Server.start();
+  await postMany(server, 'days', ['weeks ago', 'also weeks ago', 'yesterday', 'today 1', 'today 2'], 1);
+  const now = Date.now();
+  // The server stamps messages when it stores them; the history answer is given older stamps
+  // for the first three (ids and texts stay the server's).
+  const stamps = { 'weeks ago': now - 40 * 86_400_000, 'also weeks ago': now - 40 * 86_400_000, yesterday: now - 86_400_000 };
+  const { page, problems, close } = await open(server, '/r/days', {
+    contextOptions: { locale: 'en-US', timezoneId: 'UTC' },
+    setup: (p) => p.route(/\/chat\/history\//, async (route) => {
+      const response = await route.fetch();
+      const answer = await response.json();
+      for (const item of answer.chat_history) item.ts = stamps[item.message] ?? item.ts;
+      await route.fulfill({ response, json: answer });
+    }),
+  });
+  try {
+    await connected(page);
+    await message(page, 'today 2').waitFor(WAIT);
+    const items = await page.locator('#log li.message').evaluateAll((lis) => lis.map((li) => ({
+      day: li.querySelector('.day')?.textContent ?? null,
+      time: li.querySelector('time').textContent,
+      text: li.querySelector('.text').textContent,
+    })));
+    const old = new Date(stamps['weeks ago']);
+    assert.deepEqual(items.map(({ day }) => day), [
+      old.toLocaleDateString('en-US', { dateStyle: 'full', timeZone: 'UTC' }), null, 'Yesterday', 'Today', null,
+    ]);
+    const timeOnly = /^\d{1,2}:\d{2}\s?[AP]M$/;
+    assert.match(items[3].time, timeOnly);
+    assert.match(items[4].time, timeOnly);
+    for (const item of items.slice(0, 3)) {
+      assert.doesNotMatch(item.time, timeOnly);
+      assert.match(item.time, /\d{1,2}:\d{2}\s?[AP]M$/, 'date and time');
+    }
+    assert.ok(items[0].time.includes(String(old.getUTCFullYear())) || items[0].time.includes(old.toLocaleDateString('en-US', { month: 'short', timeZone: 'UTC' })),
+      items[0].time);
+    // A live message of today goes under today's separator, without one of its own.
+    await server.post('days', 'today 3');
+    await message(page, 'today 3').waitFor(WAIT);
+    assert.equal(await page.locator('#log li.message', { hasText: 'today 3' }).locator('.day').count(), 0);
+    assert.equal(await page.locator('#log .day').count(), 3);
+    assert.deepEqual(problems, []);
+  } finally {
+    await close();
+    await server.stop();
+  }
+});
+
+test('an empty room says so; the composer has focus, grows with lines, and Escape loses nothing', async () => {
+  const server = await Server.start();
+  const { page, problems, close } = await open(server, '/r/quiet-room');
+  try {
+    await connected(page);
+    const empty = page.locator('#empty');
+    await empty.waitFor(WAIT);
+    assert.equal(await empty.textContent(), 'No messages yet: say hello.');
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'message-input');
+
+    const input = page.locator('#message-input');
+    const height = () => input.evaluate((el) => el.getBoundingClientRect().height);
+    const one = await height();
+    await page.keyboard.type('first line');
+    await page.keyboard.press('Shift+Enter');
+    await page.keyboard.type('second line');
+    await page.keyboard.press('Shift+Enter');
+    await page.keyboard.type('third line');
+    assert.equal(await input.inputValue(), 'first line\nsecond line\nthird line');
+    const three = await height();
+    assert.ok(three > one + 20, `grows with its lines (${one} -> ${three})`);
+    await page.keyboard.press('Escape');
+    assert.equal(await input.inputValue(), 'first line\nsecond line\nthird line', 'Escape keeps the draft');
+    await input.fill(Array.from({ length: 40 }, (_, n) => `line ${n}`).join('\n'));
+    const tall = await height();
+    const scrolls = await input.evaluate((el) => el.scrollHeight > el.clientHeight);
+    assert.ok(tall <= 161 && tall > three, `stops growing at its maximum (${tall})`);
+    assert.ok(scrolls, 'then scrolls');
+    await input.fill('hello, empty room');
+    await page.keyboard.press('Enter');
+    await message(page, 'hello, empty room').waitFor(WAIT);
+    assert.equal(await empty.isHidden(), true);
+    assert.ok(Math.abs(await height() - one) < 2, 'back to one line once sent');
+    assert.deepEqual(problems, []);
+  } finally {
+    await close();
+    await server.stop();
+  }
+});
+
+test('"Load older messages" pages back from the keyboard and keeps the reading position', async () => {
+  const server = await Server.start();
+  await postMany(server, 'archive', Array.from({ length: 150 }, (_, n) => `m${n + 1}`), 1);
+  const { page, problems, close } = await open(server, '/r/archive');
+  try {
+    await connected(page);
+    await message(page, 'm150').waitFor(WAIT);
+    assert.equal(await page.locator('#log li.message').count(), 100);
+    assert.equal((await shown(page))[0], 'm51');
+    const older = page.locator('#older');
+    await older.waitFor(WAIT);
+    // Read from the top: m51 is where the eye is.
+    await page.locator('#scroller').evaluate((el) => { el.scrollTop = 0; });
+    const top = () => message(page, 'm51').evaluate((el) => el.getBoundingClientRect().top);
+    const before = await top();
+    await older.focus();
+    await page.keyboard.press('Enter');
+    await page.locator('#log li.message .text', { hasText: /^m1$/ }).waitFor({ state: 'attached', ...WAIT });
+    assert.equal(await page.locator('#log li.message').count(), 150);
+    assert.deepEqual(await shown(page), Array.from({ length: 150 }, (_, n) => `m${n + 1}`));
+    assert.ok(Math.abs(await top() - before) < 2, `m51 stayed in place (${before} -> ${await top()})`);
+    // That was all: the button gives way to the start of the room, focus stays in the timeline.
+    await page.locator('#start').waitFor(WAIT);
+    assert.equal(await older.isHidden(), true);
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'scroller');
+    assert.deepEqual(problems, []);
+  } finally {
+    await close();
+    await server.stop();
+  }
+});
+
+test('the first history read fails: the page follows the room live, and reads it again until it has it', async () => {
+  const server = await Server.start();
+  await postMany(server, 'retry', ['stored 1', 'stored 2'], 1);
+  let refusing = true;
+  let refused = 0;
+  const { page, problems, close } = await open(server, '/r/retry', {
+    setup: (p) => p.route(/\/chat\/history\//, (route) => {
+      if (!refusing) return route.continue();
+      refused += 1;
+      return route.fulfill({ status: 503, json: { error: 'test: store unavailable' } });
+    }),
+  });
+  try {
+    await connected(page);
+    await server.post('retry', 'live 1');
+    await message(page, 'live 1').waitFor(WAIT);
+    assert.deepEqual(await shown(page), ['live 1']);
+    // Asked more than once (backing off) while refused; then it comes.
+    await until(() => refused >= 2, 'the history is asked again');
+    refusing = false;
+    await message(page, 'stored 1').waitFor(WAIT);
+    await showsExactlyWhatIsStored(page, server, 'retry');
+    await server.post('retry', 'live 2');
+    await message(page, 'live 2').waitFor(WAIT);
+    await showsExactlyWhatIsStored(page, server, 'retry');
+    const unexpected = problems.filter((p) => !/status of 503/.test(p));
+    assert.deepEqual(unexpected, []);
+  } finally {
+    await close();
+    await server.stop();
+  }
+});

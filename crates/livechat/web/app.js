@@ -9,7 +9,13 @@
 // back (same nonce) confirms it, and pending ones are sent again (same nonce: stored once) after
 // a reconnect. Nothing is shown twice (by id and by nonce). A message over the server's size
 // limit (its meta tag) is not sent; one the server refuses anyway goes back into the composer
-// with the reason; one refused for its rate waits and goes again.
+// with the reason; one refused for its rate waits and goes again. When the first history read
+// fails, the page follows the room live all the same and reads the history again (backing off)
+// until it has it, merging by id.
+//
+// Bounded: the timeline holds at most MAX_MESSAGES messages (the oldest go; "Load older
+// messages" brings them back, and then the newest give way until "Show newest"); the ids and
+// nonces remembered are those on screen.
 //
 // Identity: on a server with auth required, the page takes a token from its URL fragment
 // (`/r/lobby#token=...`), keeps it for this tab only (sessionStorage), removes it from the address
@@ -20,6 +26,15 @@
 const ROOM_PATTERN = /^[A-Za-z0-9_-]{1,94}$/;
 const DEFAULT_ROOM = 'lobby';
 const FIRST_PAGE = 100;
+const OLDER_PAGE = 100;
+/** Most messages in the timeline's DOM (and so in the sets of ids and nonces seen, and of
+ * nonces sent from this tab): past it the oldest are dropped (or, while reading older pages,
+ * the newest). 500 keeps a long-lived tab light and still holds five pages of history. */
+const MAX_MESSAGES = 500;
+/** Most entries kept in the screen-reader announcer (read once, then only clutter). */
+const MAX_ANNOUNCED = 5;
+/** The longest text read out for one message. */
+const MAX_ANNOUNCED_CHARS = 300;
 /** The server's message size limit (bytes of a WebSocket frame), from the page's meta tag; the
  * server's default, 1 MiB, when the tag is absent or not a positive number. */
 const MAX_MESSAGE_BYTES = (() => {
@@ -28,6 +43,7 @@ const MAX_MESSAGE_BYTES = (() => {
 })();
 const RETRY_FIRST_MS = 500;
 const RETRY_MAX_MS = 5000;
+const HISTORY_RETRY_MAX_MS = 30_000;
 
 const TOKEN_KEY = 'livechat-token';
 const NAME_KEY = 'livechat-name';
@@ -85,8 +101,40 @@ function historyUrl(room, query) {
   return `/chat/history/?room=${encodeURIComponent(room)}&${query}`;
 }
 
+// ---- times ---------------------------------------------------------------------------
+
+function displayName(user) {
+  return user?.name || user?.id || 'anonymous';
+}
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
+const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+const dayFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'full' });
 const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'medium' });
 const relativeFormat = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
+
+/** Calendar days from `date` to `now`, in local time (0: today; negative: a clock ahead). */
+function daysBefore(date, now) {
+  const start = (d) => new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
+  return Math.round((start(now) - start(date)) / 86_400_000);
+}
+
+/** A message's time: the time alone today, date and time before. */
+function formatStamp(date, now = new Date()) {
+  return daysBefore(date, now) <= 0 ? timeFormat.format(date) : dateTimeFormat.format(date);
+}
+
+/** A day separator's words: "Today", "Yesterday", else the full date. */
+function dayLabel(date, now = new Date()) {
+  const days = daysBefore(date, now);
+  if (days <= 0) return 'Today';
+  if (days === 1) return 'Yesterday';
+  return dayFormat.format(date);
+}
+
+function localDay(date) {
+  return `${date.getFullYear()}-${date.getMonth() + 1}-${date.getDate()}`;
+}
 
 /** "3 minutes ago", "yesterday", for the picker's recent rooms. */
 function ago(ts, now = Date.now()) {
@@ -175,19 +223,36 @@ class RoomView {
     /** The last id shown (or skipped by a gap), and the epoch it counts in: where to resume. */
     this.lastId = 0;
     this.epoch = null;
-    /** Ids and nonces of the messages shown: nothing is shown twice. */
+    /** Ids and nonces of the messages in the timeline (no more: see MAX_MESSAGES). */
     this.seen = new Set();
     this.seenNonces = new Set();
+    this.messageCount = 0;
     /** nonce -> { text, item, sentOn }: written here, not yet echoed by the server. */
     this.pending = new Map();
+    /** Nonces of the messages written in this tab (the last MAX_MESSAGES): ours even when
+     * anonymous. */
+    this.sentNonces = new Set();
     this.socket = null;
-    /** The current socket has sent its replay (`caught_up`): it is live. */
+    /** The current socket resumes with `since`, and has sent its replay (`caught_up`). */
+    this.resuming = false;
     this.caughtUp = false;
     this.retryMs = RETRY_FIRST_MS;
     this.retryTimer = null;
     this.resendTimer = null;
+    /** The room's latest history has been read (else the page reads it again, backing off). */
+    this.historyLoaded = false;
+    this.historyRetryMs = RETRY_FIRST_MS;
+    this.historyTimer = null;
+    /** After a reset: send the pending messages again once the history is back. */
+    this.resendAfterReload = false;
+    /** Older messages than the first shown exist; the newest are not shown (paging back). */
+    this.hasOlder = false;
+    this.loadingOlder = false;
+    this.detached = false;
+    this.scroller = $('scroller');
     this.log = $('log');
     this.me = { id: TOKEN ? tokenSubject(TOKEN) : null, name: localStorage.getItem(NAME_KEY) ?? '' };
+    this.unread = 0;
     this.named = false;
     this.stopped = false;
   }
@@ -197,62 +262,109 @@ class RoomView {
     const title = $('room-title');
     title.hidden = false;
     title.textContent = this.room;
-    document.title = `#${this.room} · livechat`;
+    this.updateTitle();
     this.wireComposer();
-    this.log.addEventListener('scroll', () => {
-      if (this.nearBottom()) $('jump').hidden = true;
+    this.scroller.addEventListener('scroll', () => {
+      if (this.nearBottom() && !this.detached) $('jump').hidden = true;
     });
-    $('jump').addEventListener('click', () => this.scrollToEnd());
+    $('jump').addEventListener('click', () => {
+      if (this.detached) this.showNewest();
+      this.scrollToEnd();
+    });
+    $('older').addEventListener('click', () => this.loadOlder());
+    document.addEventListener('visibilitychange', () => {
+      if (!document.hidden) {
+        this.unread = 0;
+        this.updateTitle();
+      }
+    });
+    this.scheduleMidnight();
+    $('message-input').focus();
     this.begin();
+  }
+
+  updateTitle() {
+    const base = `#${this.room} - livechat`;
+    document.title = this.unread > 0 ? `(${this.unread}) ${base}` : base;
   }
 
   // Recent history over HTTP first, then the socket resumes right after its last id: nothing
   // published in between is missed. The same request tells (a WebSocket cannot read the
-  // handshake's status) whether this server wants a token, and whether ours is good here.
+  // handshake's status) whether this server wants a token, and whether ours is good here. When
+  // it fails otherwise, the socket follows the room live anyway and the history is read again
+  // until it comes (merged by id: the socket opened first, so nothing falls in between).
   async begin() {
     setStatus('connecting', 'Connecting…');
+    const outcome = await this.readLatest();
+    if (outcome === 'denied') return;
+    if (!TOKEN && !this.named) this.wireName();
+    this.named = true;
+    this.connect();
+    if (outcome === 'failed') this.retryHistory();
+  }
+
+  /** Reads the latest page of history and shows it: 'ok', 'denied' (stopped) or 'failed'. */
+  async readLatest() {
     let response = null;
     try {
       response = await api(historyUrl(this.room, `limit=${FIRST_PAGE}`));
     } catch {
-      // The server is not reachable: try again below.
+      return 'failed';
     }
-    if (response?.status === 401) {
+    if (this.stopped) return 'denied';
+    if (response.status === 401) {
       this.stop(TOKEN
         ? 'Your sign-in link is invalid or has expired. Ask for a new one.'
         : 'This chat needs a sign-in link (it ends in #token=...). Ask whoever runs it for one.');
-      return;
+      return 'denied';
     }
-    if (response?.status === 403) {
+    if (response.status === 403) {
       this.stop(`Your sign-in link does not give access to #${this.room}.`);
-      return;
+      return 'denied';
     }
-    if (!TOKEN && !this.named) this.wireName();
-    this.named = true;
-    if (!response?.ok) {
-      // Down, or cannot read its store: ask again, as a lost connection would.
-      setStatus('reconnecting', 'Reconnecting…');
-      this.retryTimer = setTimeout(() => this.begin(), this.nextRetry());
-      return;
-    }
+    if (!response.ok) return 'failed';
+    let answer;
     try {
-      this.showHistory(await response.json());
+      answer = await response.json();
     } catch {
-      // A truncated answer: the socket's replay (from whatever id we have) fills in.
+      return 'failed';
     }
-    this.connect();
+    this.showLatest(answer);
+    return 'ok';
   }
 
-  /** Recent history again (after a reset). */
-  async loadRecent() {
-    const response = await api(historyUrl(this.room, `limit=${FIRST_PAGE}`));
-    if (!response.ok) throw new Error(`history: HTTP ${response.status}`);
-    this.showHistory(await response.json());
+  /** The latest history again, until it comes (after a failure, a reset, or "Show newest"). */
+  async reloadLatest() {
+    clearTimeout(this.historyTimer);
+    this.historyTimer = null;
+    const outcome = await this.readLatest();
+    if (outcome === 'failed') this.retryHistory();
   }
 
-  showHistory({ chat_history: page, epoch }) {
+  retryHistory() {
+    if (this.stopped || this.historyTimer !== null) return;
+    const wait = this.historyRetryMs;
+    this.historyRetryMs = Math.min(this.historyRetryMs * 2, HISTORY_RETRY_MAX_MS);
+    this.historyTimer = setTimeout(() => {
+      this.historyTimer = null;
+      this.reloadLatest();
+    }, wait);
+  }
+
+  showLatest({ chat_history: page, epoch, more }) {
     if (epoch) this.epoch = epoch;
-    for (const message of page ?? []) this.add(message);
+    const messages = Array.isArray(page) ? page : [];
+    const first = !this.historyLoaded;
+    this.historyLoaded = true;
+    this.historyRetryMs = RETRY_FIRST_MS;
+    const stick = first || this.nearBottom();
+    for (const message of messages) this.add(message, 'history');
+    if (messages.length >= FIRST_PAGE || more) this.hasOlder = true;
+    this.settle('history', stick);
+    if (this.resendAfterReload) {
+      this.resendAfterReload = false;
+      if (this.caughtUp) this.flushPending(true);
+    }
   }
 
   nextRetry() {
@@ -266,6 +378,7 @@ class RoomView {
     this.stopped = true;
     clearTimeout(this.retryTimer);
     clearTimeout(this.resendTimer);
+    clearTimeout(this.historyTimer);
     setStatus('stopped', 'Not connected');
     $('send-button').disabled = true;
     const notice = $('access');
@@ -299,8 +412,14 @@ class RoomView {
     this.caughtUp = false;
     this.setSendable(false);
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const params = new URLSearchParams({ meta: '1', since: String(this.lastId) });
-    if (this.epoch) params.set('epoch', this.epoch);
+    const params = new URLSearchParams({ meta: '1' });
+    // Resume from what is shown. With no history read yet and nothing received, there is
+    // nothing to resume from: live messages only, the history is read meanwhile.
+    this.resuming = this.historyLoaded || this.lastId > 0;
+    if (this.resuming) {
+      params.set('since', String(this.lastId));
+      if (this.epoch) params.set('epoch', this.epoch);
+    }
     if (TOKEN) params.set('token', TOKEN);
     else if (this.me.name) params.set('name', this.me.name);
     const url = `${scheme}://${location.host}/ws/chat/${encodeURIComponent(this.room)}/?${params}`;
@@ -309,6 +428,10 @@ class RoomView {
     // Whatever the old socket still says is ignored from now on: the new one resumes from our
     // last id, so it sends again anything the old one had not delivered.
     if (previous && previous.readyState <= WebSocket.OPEN) previous.close(1000, 'reconnecting');
+    socket.addEventListener('open', () => {
+      // Not resuming: no `caught_up` will come, the socket is live as soon as it is open.
+      if (socket === this.socket && !this.resuming) this.live({});
+    });
     socket.addEventListener('message', (event) => {
       if (socket === this.socket) this.receive(event.data);
     });
@@ -326,6 +449,18 @@ class RoomView {
     });
   }
 
+  /** The socket is live: sent its replay (`caught_up`), or opened without one. */
+  live({ epoch, id }) {
+    if (epoch) this.epoch = epoch;
+    if (typeof id === 'number') this.lastId = Math.max(this.lastId, id);
+    this.caughtUp = true;
+    this.retryMs = RETRY_FIRST_MS;
+    setStatus('connected', 'Connected');
+    this.setSendable(true);
+    this.flushPending(false);
+    this.refreshChrome();
+  }
+
   receive(data) {
     let frame;
     try {
@@ -335,13 +470,7 @@ class RoomView {
     }
     if (frame === null || typeof frame !== 'object') return;
     if (frame.event === 'caught_up') {
-      if (frame.epoch) this.epoch = frame.epoch;
-      if (typeof frame.id === 'number') this.lastId = Math.max(this.lastId, frame.id);
-      this.caughtUp = true;
-      this.retryMs = RETRY_FIRST_MS;
-      setStatus('connected', 'Connected');
-      this.setSendable(true);
-      this.flushPending(false);
+      this.live(frame);
     } else if (frame.event === 'gap') {
       this.gap(frame);
     } else if (frame.event === 'reset') {
@@ -355,7 +484,9 @@ class RoomView {
         this.refuse(`Not sent: ${frame.error}`);
       }
     } else if (typeof frame.id === 'number') {
-      this.add(frame);
+      const stick = this.nearBottom();
+      const item = this.add(frame, 'live');
+      this.settle('live', stick, item);
     }
   }
 
@@ -372,22 +503,27 @@ class RoomView {
   /** The room's history is not the one shown (the server lost or reset it): ids start again. */
   reset({ last, epoch }) {
     const live = this.caughtUp;
+    this.clearTimeline();
+    this.lastId = typeof last === 'number' ? last : 0;
+    if (epoch) this.epoch = epoch;
+    this.note('This room’s history was reset on the server: the earlier messages are gone. '
+      + 'Showing the room as it is now.', 0.5);
+    // A message sent just before a reset while connected may be lost with it: once the history
+    // is back, the pending ones go again (stored once, by their nonces).
+    this.resendAfterReload = live;
+    this.reloadLatest();
+  }
+
+  /** Empties the timeline but for the pending messages. */
+  clearTimeline() {
     for (const item of [...this.log.children]) {
       if (!item.classList.contains('pending')) item.remove();
     }
     this.seen.clear();
     this.seenNonces.clear();
-    this.lastId = typeof last === 'number' ? last : 0;
-    if (epoch) this.epoch = epoch;
-    this.note('This room’s history was reset on the server: the earlier messages are gone. '
-      + 'Showing the room as it is now.', 0.5);
-    this.loadRecent().then(() => {
-      // A message sent just before a reset while connected may be lost with it: send the
-      // pending ones again (stored once, by their nonces).
-      if (live && this.caughtUp) this.flushPending(true);
-    }).catch(() => {
-      this.notify('Could not reload this room’s history; new messages still show.');
-    });
+    this.messageCount = 0;
+    this.hasOlder = false;
+    this.detached = false;
   }
 
   /** A quiet line in the timeline (not a message), after the messages with ids below `key`. */
@@ -398,11 +534,18 @@ class RoomView {
     item.textContent = text;
     this.place(item, key);
     if (stick) this.scrollToEnd();
+    return item;
   }
 
   /** Inserts in id order (`key`); pending messages stay last. */
   place(item, key) {
     item.dataset.key = String(key);
+    const first = this.log.firstElementChild;
+    if (first && !first.classList.contains('pending') && key < Number(first.dataset.key)) {
+      // Before everything (a page of older messages, inserted newest first).
+      this.log.insertBefore(item, first);
+      return;
+    }
     let next = null;
     for (let other = this.log.lastElementChild; other; other = other.previousElementSibling) {
       if (!other.classList.contains('pending') && Number(other.dataset.key) <= key) break;
@@ -411,7 +554,10 @@ class RoomView {
     this.log.insertBefore(item, next);
   }
 
-  add({ id, ts, message, user, nonce }) {
+  /** Shows a message (from `source`: 'history', 'older' or 'live') unless it is shown already;
+   * the new element, or null. Call settle() after. */
+  add({ id, ts, message, user, nonce }, source) {
+    const ours = typeof nonce === 'string' && this.sentNonces.has(nonce);
     if (typeof nonce === 'string') {
       // Ours came back: the pending copy gives way to the stored one.
       const waiting = this.pending.get(nonce);
@@ -421,31 +567,238 @@ class RoomView {
       }
     }
     this.lastId = Math.max(this.lastId, id);
-    if (this.seen.has(id) || (typeof nonce === 'string' && this.seenNonces.has(nonce))) return;
+    if (this.seen.has(id) || (typeof nonce === 'string' && this.seenNonces.has(nonce))) return null;
+    // Paged back: the newest are not on screen ("Show newest" reads them).
+    if (this.detached && source === 'live') return null;
     this.seen.add(id);
     if (typeof nonce === 'string') this.seenNonces.add(nonce);
-    const stick = this.nearBottom();
+    this.messageCount += 1;
 
     const item = document.createElement('li');
+    item.className = 'message';
     item.dataset.id = String(id);
+    if (typeof nonce === 'string') item.dataset.nonce = nonce;
     const time = document.createElement('time');
     const when = new Date(ts);
     if (!Number.isNaN(when.getTime())) {
+      item.dataset.ts = String(when.getTime());
       time.dateTime = when.toISOString();
-      time.textContent = when.toLocaleTimeString();
+      time.textContent = formatStamp(when);
+      time.title = fullFormat.format(when);
     }
     const text = document.createElement('p');
     text.className = 'text';
     // Text, never HTML: whatever a message holds is shown as characters.
     text.textContent = typeof message === 'string' ? message : JSON.stringify(message);
-    item.append(this.author(user), time, text);
-    if (this.isMine(user)) item.classList.add('mine');
+    const mine = ours || this.isMine(user);
+    // The message itself; a day heading may go before it, in the same item.
+    const body = document.createElement('div');
+    body.className = 'body';
+    body.append(this.author(user));
+    if (mine) {
+      item.classList.add('mine');
+      const you = document.createElement('span');
+      you.className = 'you';
+      you.textContent = 'you';
+      body.append(you);
+    }
+    body.append(time, text);
+    item.append(body);
     // Id order, also when a late history page meets newer live frames.
     this.place(item, id);
 
-    if (stick) this.scrollToEnd();
-    else $('jump').hidden = false;
+    if (source === 'live' && !mine) {
+      if (document.hidden) {
+        this.unread += 1;
+        this.updateTitle();
+      }
+      // Only what comes live is read out, never a replay or history.
+      if (this.caughtUp) this.announce(`${displayName(user)}: ${text.textContent}`);
+    }
+    return item;
   }
+
+  /** After adding: keeps the caps, the day separators, the empty and "older" states, and the
+   * scroll position (at the end when it was there). */
+  settle(source, stick, item = null) {
+    if (source === 'older') {
+      this.trimNewest();
+      this.fixAllDays();
+    } else if (item) {
+      // One message: only its neighbours' headings can change (and the new first one's).
+      const trimmed = this.trimOldest();
+      this.fixDaysAround(item);
+      if (trimmed) this.fixDaysAround(this.log.querySelector('li.message'));
+    } else {
+      this.trimOldest();
+      this.fixAllDays();
+    }
+    this.refreshChrome();
+    if (source === 'older') return;
+    if (stick) this.scrollToEnd();
+    else if (item || (source === 'live' && this.detached)) $('jump').hidden = false;
+  }
+
+  /** Over MAX_MESSAGES: the oldest messages go (with the lines above them); true if any did. */
+  trimOldest() {
+    let trimmed = false;
+    while (this.messageCount > MAX_MESSAGES) {
+      const first = this.log.firstElementChild;
+      if (!first || first.classList.contains('pending')) break;
+      this.drop(first);
+      trimmed = true;
+    }
+    if (trimmed) this.hasOlder = true;
+    return trimmed;
+  }
+
+  /** Over MAX_MESSAGES while paging back: the newest messages go, until "Show newest". */
+  trimNewest() {
+    while (this.messageCount > MAX_MESSAGES) {
+      let last = this.log.lastElementChild;
+      while (last?.classList.contains('pending')) last = last.previousElementSibling;
+      if (!last) break;
+      this.drop(last);
+      this.detached = true;
+    }
+    if (this.detached) {
+      $('jump').textContent = 'Show newest messages';
+      $('jump').hidden = false;
+    }
+  }
+
+  drop(item) {
+    if (item.classList.contains('message')) {
+      this.seen.delete(Number(item.dataset.id));
+      if (item.dataset.nonce) this.seenNonces.delete(item.dataset.nonce);
+      this.messageCount -= 1;
+    }
+    item.remove();
+  }
+
+  /** Back from paging: the latest history again, following the room live. */
+  showNewest() {
+    this.clearTimeline();
+    $('jump').textContent = 'New messages below';
+    $('jump').hidden = true;
+    this.historyLoaded = false;
+    this.reloadLatest();
+  }
+
+  /** "Load older messages": the page before the first one shown, keeping what is in view. */
+  async loadOlder() {
+    if (this.loadingOlder) return;
+    const button = $('older');
+    const first = this.log.querySelector('li.message');
+    const before = first ? Number(first.dataset.id) : this.lastId + 1;
+    this.loadingOlder = true;
+    button.setAttribute('aria-disabled', 'true');
+    button.textContent = 'Loading older messages…';
+    try {
+      const response = await api(historyUrl(this.room, `before=${before}&limit=${OLDER_PAGE}`));
+      if (!response.ok) throw new Error(`history: HTTP ${response.status}`);
+      const { chat_history: page, more } = await response.json();
+      const messages = Array.isArray(page) ? page : [];
+      const fromEnd = this.scroller.scrollHeight - this.scroller.scrollTop;
+      // Newest first, so that each goes straight to the top.
+      for (const message of [...messages].reverse()) this.add(message, 'older');
+      this.hasOlder = messages.length >= OLDER_PAGE || Boolean(more);
+      this.settle('older', false);
+      this.scroller.scrollTop = this.scroller.scrollHeight - fromEnd;
+    } catch {
+      this.notify('Could not load older messages. Try again in a moment.');
+    } finally {
+      this.loadingOlder = false;
+      button.removeAttribute('aria-disabled');
+      button.textContent = 'Load older messages';
+      if (button.hidden && document.activeElement === document.body) this.scroller.focus();
+    }
+  }
+
+  /** The pieces around the timeline that follow its content. */
+  refreshChrome() {
+    const ready = this.historyLoaded;
+    const older = $('older');
+    const hadFocus = document.activeElement === older;
+    older.hidden = !this.hasOlder;
+    if (hadFocus && older.hidden) this.scroller.focus();
+    $('start').hidden = this.hasOlder || !ready || this.messageCount === 0;
+    $('empty').hidden = !ready || this.messageCount > 0 || this.pending.size > 0;
+  }
+
+  // ---- day separators ----
+
+  /** The message before `item` (not a line or a pending one), or null. */
+  static messageBefore(item) {
+    let other = item.previousElementSibling;
+    while (other && !other.classList.contains('message')) other = other.previousElementSibling;
+    return other;
+  }
+
+  static messageAfter(item) {
+    let other = item.nextElementSibling;
+    while (other && !other.classList.contains('message')) other = other.nextElementSibling;
+    return other;
+  }
+
+  /** A day heading on `item` when its day is not the one of `previous` (a message or null). */
+  static dayHeading(item, previous, now) {
+    const ts = Number(item.dataset.ts);
+    let heading = item.firstElementChild?.classList.contains('day') ? item.firstElementChild : null;
+    if (!item.dataset.ts || Number.isNaN(ts)) {
+      heading?.remove();
+      return;
+    }
+    const date = new Date(ts);
+    const day = localDay(date);
+    const previousTs = previous?.dataset.ts ? Number(previous.dataset.ts) : NaN;
+    if (!Number.isNaN(previousTs) && localDay(new Date(previousTs)) === day) {
+      heading?.remove();
+      return;
+    }
+    const label = dayLabel(date, now);
+    if (heading?.textContent === label) return;
+    if (!heading) {
+      heading = document.createElement('h2');
+      heading.className = 'day';
+      item.prepend(heading);
+    }
+    heading.textContent = label;
+  }
+
+  fixDaysAround(item) {
+    const now = new Date();
+    if (!item?.classList.contains('message')) return;
+    RoomView.dayHeading(item, RoomView.messageBefore(item), now);
+    const next = RoomView.messageAfter(item);
+    if (next) RoomView.dayHeading(next, item, now);
+  }
+
+  fixAllDays() {
+    const now = new Date();
+    let previous = null;
+    for (const item of this.log.querySelectorAll('li.message')) {
+      RoomView.dayHeading(item, previous, now);
+      previous = item;
+    }
+  }
+
+  /** At midnight "today" moves: the times and the day headings are written again. */
+  scheduleMidnight() {
+    const now = new Date();
+    const next = new Date(now.getFullYear(), now.getMonth(), now.getDate() + 1, 0, 0, 1);
+    setTimeout(() => {
+      const today = new Date();
+      for (const time of this.log.querySelectorAll('li.message > .body > time')) {
+        const ts = Number(time.closest('li').dataset.ts);
+        if (!Number.isNaN(ts)) time.textContent = formatStamp(new Date(ts), today);
+      }
+      this.fixAllDays();
+      this.scheduleMidnight();
+    }, next.getTime() - now.getTime());
+  }
+
+  // ---- messages ----
 
   /** Who wrote it: a verified name (from a token), a name the sender chose, or nobody. */
   author(user) {
@@ -470,13 +823,22 @@ class RoomView {
     return Boolean(this.me.name) && !user?.id && user?.name === this.me.name;
   }
 
+  /** Reads out a new message politely (the visible log is not a live region). */
+  announce(text) {
+    const announcer = $('announcer');
+    const line = document.createElement('p');
+    line.textContent = text.length > MAX_ANNOUNCED_CHARS ? `${text.slice(0, MAX_ANNOUNCED_CHARS)}…` : text;
+    announcer.append(line);
+    while (announcer.childElementCount > MAX_ANNOUNCED) announcer.firstElementChild.remove();
+  }
+
   nearBottom() {
-    return this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight < 48;
+    return this.scroller.scrollHeight - this.scroller.scrollTop - this.scroller.clientHeight < 48;
   }
 
   scrollToEnd() {
-    this.log.scrollTop = this.log.scrollHeight;
-    $('jump').hidden = true;
+    this.scroller.scrollTop = this.scroller.scrollHeight;
+    if (!this.detached) $('jump').hidden = true;
   }
 
   notify(text) {
@@ -493,20 +855,28 @@ class RoomView {
 
   /** Shows a message at once as pending, and sends it now or once connected. */
   post(text, bytes) {
+    // Paged back: the conversation's end comes back, where the message goes.
+    if (this.detached) this.showNewest();
     const nonce = newNonce();
+    this.sentNonces.add(nonce);
+    if (this.sentNonces.size > MAX_MESSAGES) this.sentNonces.delete(this.sentNonces.values().next().value);
     const item = document.createElement('li');
     item.className = 'pending mine';
     item.dataset.nonce = nonce;
     const state = document.createElement('span');
     state.className = 'author';
     state.textContent = 'sending…';
-    const body = document.createElement('p');
-    body.className = 'text';
-    body.textContent = text;
-    item.append(state, body);
+    const words = document.createElement('p');
+    words.className = 'text';
+    words.textContent = text;
+    const body = document.createElement('div');
+    body.className = 'body';
+    body.append(state, words);
+    item.append(body);
     this.log.append(item);
-    this.scrollToEnd();
     this.pending.set(nonce, { text, item, bytes, sentOn: null });
+    this.refreshChrome();
+    this.scrollToEnd();
     this.transmit(nonce);
   }
 
@@ -566,7 +936,9 @@ class RoomView {
       const input = $('message-input');
       // Never lost: whatever was typed since stays, after the refused text.
       input.value = input.value.trim() ? `${text}\n${input.value}` : text;
+      this.fitComposer();
       input.focus();
+      this.refreshChrome();
     }
     this.composerError(reason);
   }
@@ -575,6 +947,14 @@ class RoomView {
     const error = $('composer-error');
     error.textContent = reason;
     error.hidden = !reason;
+  }
+
+  /** The composer grows with its text, up to its CSS max-height; then it scrolls. */
+  fitComposer() {
+    const input = $('message-input');
+    input.style.height = 'auto';
+    const borders = input.offsetHeight - input.clientHeight;
+    input.style.height = `${input.scrollHeight + borders}px`;
   }
 
   wireComposer() {
@@ -596,6 +976,7 @@ class RoomView {
       this.composerError('');
       this.post(text, bytes);
       input.value = '';
+      this.fitComposer();
       input.focus();
     });
     input.addEventListener('keydown', (event) => {
@@ -604,6 +985,7 @@ class RoomView {
         form.requestSubmit();
       }
     });
+    input.addEventListener('input', () => this.fitComposer());
   }
 }
 
