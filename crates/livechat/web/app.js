@@ -263,6 +263,8 @@ class RoomView {
     title.hidden = false;
     title.textContent = this.room;
     this.updateTitle();
+    // The saved name at once (the form shows once the server says names are in use).
+    $('name-input').value = this.me.name;
     this.wireComposer();
     this.scroller.addEventListener('scroll', () => {
       if (this.nearBottom() && !this.detached) $('jump').hidden = true;
