@@ -281,9 +281,6 @@ test('rooms named like API routes work; the picker; screenshots at phone and des
     }
     await message(picker.page, 'markup').waitFor(WAIT);
     await picker.page.screenshot({ path: join(artifacts, 'chat-desktop.png') });
-    if (process.env.UPDATE_SCREENSHOT) {
-      copyFileSync(join(artifacts, 'chat-desktop.png'), join(root, 'docs', 'chat-page.png'));
-    }
 
     const phone = await open(server, '/r/lobby', { viewport: { width: 390, height: 844 } });
     opened.push(phone);
@@ -1006,6 +1003,292 @@ test('the first history read fails: the page follows the room live, and reads it
     assert.deepEqual(unexpected, []);
   } finally {
     await close();
+    await server.stop();
+  }
+});
+
+// ---- who is here, typing ----------------------------------------------------------
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+/** Saves `name` in the page's name form and waits until the page lists itself under it. */
+async function nameAs(page, name) {
+  await connected(page);
+  await page.fill('#name-input', name);
+  await page.press('#name-input', 'Enter');
+  await page.locator('#people-list li.you', { hasText: `${name} (you)` }).waitFor(WAIT);
+  await connected(page);
+}
+
+function people(page) {
+  return page.locator('#people-list li').allTextContents();
+}
+
+/** `count` WebSocket connections named u1..u<count>, from a Node process of their own. */
+class Crowd {
+  static async join(server, room, count) {
+    const flags = typeof WebSocket === 'undefined' ? ['--experimental-websocket'] : [];
+    const child = spawn(process.execPath,
+      [...flags, join(here, 'crowd.mjs'), `ws://${server.host}/ws/chat/${room}/`, String(count)],
+      { stdio: ['pipe', 'pipe', 'inherit'] });
+    const crowd = Object.assign(new Crowd(), { child, lines: createInterface({ input: child.stdout }) });
+    await crowd.said('open');
+    return crowd;
+  }
+
+  said(word) {
+    return new Promise((resolve, reject) => {
+      const onLine = (line) => {
+        if (line === word) {
+          this.lines.off('line', onLine);
+          resolve();
+        }
+      };
+      this.lines.on('line', onLine);
+      this.child.once('exit', (code) => reject(new Error(`the crowd exited (${code}) before "${word}"`)));
+    });
+  }
+
+  async leave() {
+    const closed = this.said('closed');
+    this.child.stdin.write('close\n');
+    await closed;
+  }
+
+  kill() {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill();
+  }
+}
+
+test('two named users: each lists the other, sees the other typing (not itself), and sees them leave; screenshots', async () => {
+  const server = await Server.start();
+  const opened = [];
+  try {
+    const sent = [];
+    const alice = await open(server, '/r/team');
+    const bob = await open(server, '/r/team', {
+      setup: (p) => p.on('websocket', (socket) => socket.on('framesent', ({ payload }) => sent.push(payload))),
+    });
+    opened.push(alice, bob);
+    await nameAs(alice.page, 'Alice');
+    await nameAs(bob.page, 'Bob');
+    // Each lists both, itself first.
+    for (const [{ page }, me, other] of [[alice, 'Alice', 'Bob'], [bob, 'Bob', 'Alice']]) {
+      await page.locator('#people-list li', { hasText: other }).waitFor(WAIT);
+      assert.deepEqual(await people(page), [`${me} (you)`, other]);
+      await page.locator('#people-count[data-people="2"][data-connections="2"]').waitFor(WAIT);
+      assert.equal(await page.locator('#people-count').getAttribute('aria-live'), 'polite');
+    }
+    // Bob came after Alice: she was told, quietly; nobody is told about themselves.
+    await alice.page.locator('#log li.event.presence', { hasText: 'Bob joined' }).waitFor(WAIT);
+    assert.equal(await alice.page.locator('#log li.presence', { hasText: 'Alice' }).count(), 0);
+    assert.equal(await bob.page.locator('#log li.presence', { hasText: 'Bob' }).count(), 0);
+
+    await say(alice.page, 'Morning! The build is green again.');
+    await say(bob.page, 'Great, I will deploy after lunch.');
+    await say(alice.page, 'Ping me if the migration takes long.\nIt ran for 4 minutes on staging.');
+    for (const { page } of [alice, bob]) await message(page, 'Ping me').waitFor(WAIT);
+    // Own messages are told apart, by the chosen name here.
+    assert.equal(await alice.page.locator('#log li.mine').count(), 2);
+    assert.equal(await bob.page.locator('#log li.mine').count(), 1);
+    assert.equal(await bob.page.locator('#log li.mine .text').textContent(), 'Great, I will deploy after lunch.');
+    assert.equal(await author(bob.page, 'Morning!').textContent(), 'Alice (unverified)');
+
+    // Everything Bob's page ever writes in its typing line, and what Alice's line says when
+    // each message shows up.
+    await bob.page.evaluate(() => {
+      window.typingSeen = [];
+      new MutationObserver(() => window.typingSeen.push(document.getElementById('typing').textContent))
+        .observe(document.getElementById('typing'), { childList: true, characterData: true, subtree: true });
+    });
+    await alice.page.evaluate(() => {
+      window.typingWhenShown = {};
+      new MutationObserver((changes) => {
+        for (const change of changes) {
+          for (const node of change.addedNodes) {
+            if (node.classList?.contains('message')) {
+              window.typingWhenShown[node.querySelector('.text').textContent] = document.getElementById('typing').textContent;
+            }
+          }
+        }
+      }).observe(document.getElementById('log'), { childList: true });
+    });
+    const typingBefore = sent.length;
+    await bob.page.locator('#message-input').pressSequentially('On it, rolling out', { delay: 20 });
+    const typing = alice.page.locator('#typing', { hasText: 'Bob is typing…' });
+    await typing.waitFor(WAIT);
+    assert.equal(await alice.page.locator('#typing').getAttribute('aria-live'), 'polite');
+
+    await alice.page.screenshot({ path: join(artifacts, 'chat-page.png') });
+    // Phone: the list of people opens on demand; Bob keeps typing for the picture.
+    await alice.page.setViewportSize({ width: 390, height: 844 });
+    await alice.page.locator('#people-details summary').click();
+    await until(async () => {
+      await bob.page.locator('#message-input').press('.');
+      return typing.isVisible();
+    }, 'Alice sees Bob typing on her phone');
+    await alice.page.screenshot({ path: join(artifacts, 'chat-page-phone.png') });
+    const overflow = await alice.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `no horizontal scrolling at phone width (${overflow}px)`);
+    if (process.env.UPDATE_SCREENSHOT) {
+      copyFileSync(join(artifacts, 'chat-page.png'), join(root, 'docs', 'chat-page.png'));
+      copyFileSync(join(artifacts, 'chat-page-phone.png'), join(root, 'docs', 'chat-page-phone.png'));
+    }
+    await alice.page.setViewportSize({ width: 1280, height: 800 });
+
+    // Bob sends what he typed: the line goes away with his message, not 3 s later.
+    await bob.page.locator('#message-input').press('Enter');
+    await message(alice.page, 'On it, rolling out').waitFor(WAIT);
+    const shownWith = await alice.page.evaluate(() => window.typingWhenShown);
+    const typed = Object.keys(shownWith).find((text) => text.startsWith('On it, rolling out'));
+    assert.equal(shownWith[typed], '', 'no "typing" line once his message is there');
+    // Typing frames went out, far fewer than the keys pressed (at most one per 2 s).
+    const typingFrames = sent.slice(typingBefore).filter((payload) => payload === '{"typing":true}');
+    assert.ok(typingFrames.length >= 1 && typingFrames.length < 10, JSON.stringify(typingFrames));
+    // Bob's page never says Bob is typing (it only ever held nothing).
+    assert.deepEqual([...new Set(await bob.page.evaluate(() => window.typingSeen))].filter(Boolean), []);
+
+    // Bob leaves: Alice is told, and he is off her list.
+    await bob.close();
+    opened.splice(opened.indexOf(bob), 1);
+    await alice.page.locator('#log li.event.presence', { hasText: 'Bob left' }).waitFor(WAIT);
+    await alice.page.locator('#people-count[data-people="1"][data-connections="1"]').waitFor(WAIT);
+    assert.deepEqual(await people(alice.page), ['Alice (you)']);
+    for (const { problems } of opened) assert.deepEqual(problems, []);
+  } finally {
+    for (const { close } of opened) await close();
+    await server.stop();
+  }
+});
+
+test('1,000 stored messages and 1,000 people: the page holds to its caps and counts right', async () => {
+  const server = await Server.start();
+  await postMany(server, 'crowd', Array.from({ length: 1000 }, (_, n) => `stored ${n + 1}`));
+  const opened = [];
+  const frames = [];
+  let crowd;
+  try {
+    const watcher = await open(server, '/r/crowd', {
+      setup: (p) => p.on('websocket', (ws) => ws.on('framereceived', ({ payload }) => frames.push(String(payload)))),
+    });
+    opened.push(watcher);
+    const { page } = watcher;
+    await nameAs(page, 'Watcher');
+    // The server announces Watcher's own join (once a second, with whoever else joined): waited
+    // for, so that the crowd's 1,000 are not announced with it, 1,001 being over what one event
+    // lists (it would say `truncated`, and no list the server gives names more than 1,000).
+    await until(() => frames.some((f) => f.includes('"joined":[{"name":"Watcher"}]')), 'Watcher\'s join announced');
+    const messages = () => page.locator('#log li.message').count();
+    assert.equal(await messages(), 100, 'the latest page');
+
+    // 1,000 people come in (a process of their own: u1..u1000, without presence or meta).
+    crowd = await Crowd.join(server, 'crowd', 1000);
+    await page.locator('#people-count[data-people="1001"][data-connections="1001"]').waitFor(WAIT);
+    assert.equal(await page.locator('#people-list li').count(), 200, 'at most 200 names in the DOM');
+    assert.equal((await people(page))[0], 'Watcher (you)');
+    assert.equal(await page.locator('#people-more').textContent(), 'and 801 more');
+    // Told in one quiet line, not a thousand.
+    const joins = page.locator('#log li.presence');
+    assert.equal(await joins.count(), 1);
+    assert.match(await joins.first().textContent(), /^u\d+, u\d+ and 998 others joined$/);
+    // Messages still come through to a room of 1,001.
+    await postMany(server, 'crowd', Array.from({ length: 20 }, (_, n) => `to everyone ${n + 1}`), 5);
+    await say(page, 'hello, crowd');
+    await message(page, 'hello, crowd').waitFor(WAIT);
+    await page.locator('#log li.message .text', { hasText: /^to everyone 20$/ }).waitFor(WAIT);
+
+    // A page that comes in now gets a list the server cut at 1,000 names: it says so.
+    const late = await open(server, '/r/crowd');
+    opened.push(late);
+    await nameAs(late.page, 'Late');
+    await late.page.locator('#people-count[data-connections="1002"]').waitFor(WAIT);
+    assert.match(await late.page.locator('#people-count').textContent(), /^1,00\d\+ people here/);
+    assert.match(await late.page.locator('#people-more').textContent(), /the server lists only the first 1,000/);
+    assert.equal(await late.page.locator('#people-list li').count(), 200);
+    // (A join and a leave within one announcement cancel out: Late stays until seen.)
+    await page.locator('#log li.presence', { hasText: 'Late joined' }).waitFor(WAIT);
+    await late.close();
+    opened.splice(opened.indexOf(late), 1);
+    await page.locator('#log li.presence', { hasText: 'Late left' }).waitFor(WAIT);
+    await page.locator('#people-count[data-people="1001"][data-connections="1001"]').waitFor(WAIT);
+
+    // They all leave: told on the same quiet line, and the counts come back.
+    await crowd.leave();
+    await page.locator('#people-count[data-people="1"][data-connections="1"]').waitFor(WAIT);
+    assert.deepEqual(await page.locator('#log li.presence').allTextContents(), [
+      (await joins.first().textContent()), 'Late joined', (await page.locator('#log li.presence').last().textContent()),
+    ]);
+    assert.match(await page.locator('#log li.presence').last().textContent(), /^Late, u\d+ and 999 others left$/);
+    assert.deepEqual(await people(page), ['Watcher (you)']);
+
+    // Paging back through 1,000 messages: never more than 500 in the DOM.
+    const older = page.locator('#older');
+    for (let loads = 1; loads <= 5; loads += 1) {
+      await older.click();
+      await page.locator('#older:not([aria-disabled])').waitFor(WAIT);
+      assert.ok(await messages() <= 500, `${await messages()} messages after ${loads} pages back`);
+    }
+    assert.equal(await messages(), 500);
+    // The newest gave way to the oldest: live messages wait behind "Show newest messages".
+    assert.equal(await message(page, 'hello, crowd').count(), 0);
+    await server.post('crowd', 'while paging back');
+    const jump = page.locator('#jump', { hasText: 'Show newest messages' });
+    await jump.waitFor(WAIT);
+    await jump.click();
+    await message(page, 'while paging back').waitFor(WAIT);
+    await message(page, 'hello, crowd').waitFor(WAIT);
+    assert.ok(await messages() <= 500);
+
+    // 600 more, live: the oldest make way, 500 stay.
+    await postMany(server, 'crowd', Array.from({ length: 600 }, (_, n) => `live ${n + 1}`));
+    await until(async () => (await page.locator('#log li.message .text', { hasText: /^live \d+$/ }).count()) === 500,
+      'the newest 500 live ones shown');
+    assert.equal(await messages(), 500);
+    await older.waitFor(WAIT);
+    assert.deepEqual(watcher.problems, []);
+  } finally {
+    crowd?.kill();
+    for (const { close } of opened) await close();
+    await server.stop();
+  }
+});
+
+test('a presence change marked truncated: the page reads the whole list again', async () => {
+  const server = await Server.start();
+  const opened = [];
+  let toPage = null;
+  try {
+    // More than 1,000 joining in one second is needed for the server to send one: the test
+    // adds such a frame to what the real server sends (the page cannot tell).
+    const watcher = await open(server, '/r/many', {
+      setup: (p) => p.routeWebSocket(/\/ws\/chat\//, (ws) => {
+        toPage = ws;
+        ws.connectToServer();
+      }),
+    });
+    opened.push(watcher);
+    await nameAs(watcher.page, 'Watcher');
+    const others = [];
+    for (const name of ['Ann', 'Ben']) {
+      const view = await open(server, '/r/many');
+      opened.push(view);
+      others.push(view);
+      await nameAs(view.page, name);
+    }
+    await watcher.page.locator('#people-count[data-people="3"][data-connections="3"]').waitFor(WAIT);
+    // Ben leaves; the frame that comes says only that the list was too long to send.
+    await others[1].close();
+    opened.splice(opened.indexOf(others[1]), 1);
+    await watcher.page.locator('#log li.presence', { hasText: 'Ben left' }).waitFor(WAIT);
+    const reread = watcher.page.waitForRequest(/\/chat\/presence\/\?room=many$/, WAIT);
+    toPage.send(JSON.stringify({ event: 'presence', room: 'many', members: 7, joined: [{ name: 'Cid' }], left: [], truncated: true }));
+    await reread;
+    // The list is the server's again: Cid was never there.
+    await watcher.page.locator('#people-count[data-people="2"][data-connections="2"]').waitFor(WAIT);
+    assert.deepEqual(await people(watcher.page), ['Watcher (you)', 'Ann']);
+    for (const { problems } of opened) assert.deepEqual(problems, []);
+  } finally {
+    for (const { close } of opened) await close();
     await server.stop();
   }
 });

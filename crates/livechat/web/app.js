@@ -13,9 +13,14 @@
 // fails, the page follows the room live all the same and reads the history again (backing off)
 // until it has it, merging by id.
 //
+// Who is here: the socket also asks for `presence=1`: a snapshot of the room's people, then at
+// most one change a second (joined and left, applied as set operations), and "typing" events.
+// The page lists the people (its own user first), tells joins and leaves quietly in the
+// timeline, and says who is typing; it tells the room when its user types (at most every 2 s).
+//
 // Bounded: the timeline holds at most MAX_MESSAGES messages (the oldest go; "Load older
-// messages" brings them back, and then the newest give way until "Show newest"); the ids and
-// nonces remembered are those on screen.
+// messages" brings them back, and then the newest give way until "Show newest"), the people
+// list at most MAX_PEOPLE_SHOWN names; the ids and nonces remembered are those on screen.
 //
 // Identity: on a server with auth required, the page takes a token from its URL fragment
 // (`/r/lobby#token=...`), keeps it for this tab only (sessionStorage), removes it from the address
@@ -31,10 +36,23 @@ const OLDER_PAGE = 100;
  * nonces sent from this tab): past it the oldest are dropped (or, while reading older pages,
  * the newest). 500 keeps a long-lived tab light and still holds five pages of history. */
 const MAX_MESSAGES = 500;
+/** Most join/leave lines kept in the timeline (a quiet room where people come and go for days
+ * would otherwise grow without messages to push them out). */
+const MAX_PRESENCE_NOTES = 50;
+/** Most names in the people list's DOM; the others are "and N more". A screen of names is all
+ * anyone reads, and a room of thousands stays cheap to redraw (at most once a second). */
+const MAX_PEOPLE_SHOWN = 200;
 /** Most entries kept in the screen-reader announcer (read once, then only clutter). */
 const MAX_ANNOUNCED = 5;
 /** The longest text read out for one message. */
 const MAX_ANNOUNCED_CHARS = 300;
+/** `{"typing": true}` goes out at most this often. The server passes one per user per 2 s and
+ * absorbs the others: a little over 2 s, so that a frame arriving a few ms early is not lost. */
+const TYPING_SEND_EVERY_MS = 2200;
+/** How long "… is typing" stays after the last typing event. */
+const TYPING_SHOWN_MS = 3000;
+/** Joins and leaves within this long of the last line (with nothing said since) join it. */
+const NOTE_MERGE_MS = 60_000;
 /** The server's message size limit (bytes of a WebSocket frame), from the page's meta tag; the
  * server's default, 1 MiB, when the tag is absent or not a positive number. */
 const MAX_MESSAGE_BYTES = (() => {
@@ -101,10 +119,32 @@ function historyUrl(room, query) {
   return `/chat/history/?room=${encodeURIComponent(room)}&${query}`;
 }
 
-// ---- times ---------------------------------------------------------------------------
+// ---- people and times -----------------------------------------------------------------
+
+/** What tells users apart, as the server does: a token's id, else a chosen name; null for an
+ * anonymous connection. */
+function userKey(user) {
+  if (user?.id) return `i:${user.id}`;
+  if (user?.name) return `n:${user.name}`;
+  return null;
+}
 
 function displayName(user) {
   return user?.name || user?.id || 'anonymous';
+}
+
+const numberFormat = new Intl.NumberFormat();
+const collator = new Intl.Collator(undefined, { sensitivity: 'base', numeric: true });
+
+/** "Alice", "Alice and Bob", "Alice, Bob and Carol", "Alice, Bob and 3 others". */
+function listNames(names) {
+  if (names.length <= 1) return names.join('');
+  if (names.length <= 3) return `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}`;
+  return `${names.slice(0, 2).join(', ')} and ${numberFormat.format(names.length - 2)} others`;
+}
+
+function plural(count, one, many) {
+  return `${numberFormat.format(count)} ${count === 1 ? one : many}`;
 }
 
 const timeFormat = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
@@ -252,6 +292,25 @@ class RoomView {
     this.scroller = $('scroller');
     this.log = $('log');
     this.me = { id: TOKEN ? tokenSubject(TOKEN) : null, name: localStorage.getItem(NAME_KEY) ?? '' };
+    /** Every key this page's user had here (a name changed is still us leaving). */
+    this.myKeys = new Set();
+    this.rememberMe();
+    /** Whether the current socket speaks under a name (typing needs one). */
+    this.socketNamed = false;
+    /** key -> { id, name }: the room's named users; `members` counts connections. */
+    this.people = new Map();
+    this.members = 0;
+    this.peopleTruncated = false;
+    /** Presence changes held while the full list is read again. */
+    this.presenceHeld = null;
+    /** key -> { name, until }: who is typing, until when. */
+    this.typing = new Map();
+    this.typingTimer = null;
+    this.lastTypingSent = 0;
+    this.typingLater = null;
+    /** The last join/leave line, while later ones may join it; all of them, oldest first. */
+    this.lastNote = null;
+    this.presenceNotes = new Set();
     this.unread = 0;
     this.named = false;
     this.stopped = false;
@@ -266,6 +325,7 @@ class RoomView {
     // The saved name at once (the form shows once the server says names are in use).
     $('name-input').value = this.me.name;
     this.wireComposer();
+    this.wirePeople();
     this.scroller.addEventListener('scroll', () => {
       if (this.nearBottom() && !this.detached) $('jump').hidden = true;
     });
@@ -388,6 +448,15 @@ class RoomView {
     notice.hidden = false;
   }
 
+  ownKey() {
+    return userKey(this.me.id ? { id: this.me.id } : { name: this.me.name });
+  }
+
+  rememberMe() {
+    const key = this.ownKey();
+    if (key) this.myKeys.add(key);
+  }
+
   wireName() {
     const form = $('name-form');
     const input = $('name-input');
@@ -399,6 +468,7 @@ class RoomView {
       input.value = name;
       if (name === this.me.name) return;
       this.me.name = name;
+      this.rememberMe();
       if (name) localStorage.setItem(NAME_KEY, name);
       else localStorage.removeItem(NAME_KEY);
       // The name is part of the connection: connect again under the new one (once connecting).
@@ -413,8 +483,9 @@ class RoomView {
     setStatus(previous ? 'reconnecting' : 'connecting', previous ? 'Reconnecting…' : 'Connecting…');
     this.caughtUp = false;
     this.setSendable(false);
+    this.clearTyping();
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const params = new URLSearchParams({ meta: '1' });
+    const params = new URLSearchParams({ meta: '1', presence: '1' });
     // Resume from what is shown. With no history read yet and nothing received, there is
     // nothing to resume from: live messages only, the history is read meanwhile.
     this.resuming = this.historyLoaded || this.lastId > 0;
@@ -424,6 +495,7 @@ class RoomView {
     }
     if (TOKEN) params.set('token', TOKEN);
     else if (this.me.name) params.set('name', this.me.name);
+    this.socketNamed = Boolean(TOKEN || this.me.name);
     const url = `${scheme}://${location.host}/ws/chat/${encodeURIComponent(this.room)}/?${params}`;
     const socket = new WebSocket(url);
     this.socket = socket;
@@ -440,6 +512,7 @@ class RoomView {
     socket.addEventListener('close', (event) => {
       if (socket !== this.socket || this.stopped) return;
       this.caughtUp = false;
+      this.clearTyping();
       if (event.code === 4001) {
         this.stop('Your session has expired. Open a new sign-in link to go on.');
         return;
@@ -473,11 +546,18 @@ class RoomView {
     if (frame === null || typeof frame !== 'object') return;
     if (frame.event === 'caught_up') {
       this.live(frame);
+    } else if (frame.event === 'presence') {
+      this.presence(frame);
+    } else if (frame.event === 'typing') {
+      this.someoneTyping(frame.user);
     } else if (frame.event === 'gap') {
       this.gap(frame);
     } else if (frame.event === 'reset') {
       this.reset(frame);
     } else if (typeof frame.error === 'string') {
+      // Error frames do not say what they answer. With no message pending, it cannot be about
+      // one: a typing notice the server turned down (too frequent), nothing to tell the user.
+      if (this.pending.size === 0) return;
       if (typeof frame.retry_after_ms === 'number') {
         const seconds = Math.max(1, Math.ceil(frame.retry_after_ms / 1000));
         this.notify(`Sending too fast: your message goes out again in ${seconds} s.`);
@@ -526,6 +606,8 @@ class RoomView {
     this.messageCount = 0;
     this.hasOlder = false;
     this.detached = false;
+    this.lastNote = null;
+    this.presenceNotes.clear();
   }
 
   /** A quiet line in the timeline (not a message), after the messages with ids below `key`. */
@@ -569,6 +651,7 @@ class RoomView {
       }
     }
     this.lastId = Math.max(this.lastId, id);
+    if (source === 'live') this.stoppedTyping(userKey(user));
     if (this.seen.has(id) || (typeof nonce === 'string' && this.seenNonces.has(nonce))) return null;
     // Paged back: the newest are not on screen ("Show newest" reads them).
     if (this.detached && source === 'live') return null;
@@ -675,6 +758,8 @@ class RoomView {
       if (item.dataset.nonce) this.seenNonces.delete(item.dataset.nonce);
       this.messageCount -= 1;
     }
+    this.presenceNotes.delete(item);
+    if (this.lastNote?.item === item) this.lastNote = null;
     item.remove();
   }
 
@@ -798,6 +883,213 @@ class RoomView {
       this.fixAllDays();
       this.scheduleMidnight();
     }, next.getTime() - now.getTime());
+  }
+
+  // ---- people ----
+
+  wirePeople() {
+    // Open beside the timeline on a wide screen; one line (opened on demand) on a phone.
+    const wide = matchMedia('(min-width: 48rem)');
+    $('people-details').open = wide.matches;
+    wide.addEventListener('change', () => { $('people-details').open = wide.matches; });
+  }
+
+  presence(frame) {
+    if (Array.isArray(frame.users)) {
+      this.presenceSnapshot(frame);
+    } else if (this.presenceHeld) {
+      this.presenceHeld.push(frame);
+    } else {
+      this.presenceChange(frame);
+    }
+  }
+
+  /** Who is here (a socket's first frame, or the list read again): no joins or leaves told. */
+  presenceSnapshot({ members, users, truncated }) {
+    this.people = new Map();
+    for (const user of users) {
+      const key = userKey(user);
+      if (key) this.people.set(key, { id: user.id, name: user.name });
+    }
+    if (typeof members === 'number') this.members = members;
+    this.peopleTruncated = Boolean(truncated);
+    // This page is one of the connections: its user is here, listed or cut off the list.
+    const own = this.ownKey();
+    if (own && !this.people.has(own)) this.people.set(own, { id: this.me.id, name: this.me.name || undefined });
+    for (const key of this.typing.keys()) {
+      if (!this.people.has(key) && !this.peopleTruncated) this.typing.delete(key);
+    }
+    this.renderPeople();
+    this.renderTyping();
+  }
+
+  /** At most once a second: who joined and left (set operations: a joined one may be listed
+   * already, a left one gone already), and the count of connections. */
+  presenceChange({ members, joined, left, truncated }) {
+    const arrived = [];
+    const gone = [];
+    for (const user of Array.isArray(joined) ? joined : []) {
+      const key = userKey(user);
+      if (!key || this.people.has(key)) continue;
+      this.people.set(key, { id: user.id, name: user.name });
+      arrived.push([key, displayName(user)]);
+    }
+    for (const user of Array.isArray(left) ? left : []) {
+      const key = userKey(user);
+      if (!key || !this.people.has(key)) continue;
+      this.people.delete(key);
+      this.typing.delete(key);
+      gone.push([key, displayName(user)]);
+    }
+    if (typeof members === 'number') this.members = members;
+    const others = ([key]) => !this.myKeys.has(key);
+    this.noteComings(arrived.filter(others), gone.filter(others));
+    this.renderPeople();
+    this.renderTyping();
+    // More joined or left than one event lists: the whole list again.
+    if (truncated) this.refetchPeople();
+  }
+
+  async refetchPeople() {
+    if (this.presenceHeld) return;
+    this.presenceHeld = [];
+    try {
+      const response = await api(`/chat/presence/?room=${encodeURIComponent(this.room)}`);
+      if (response.ok) this.presenceSnapshot(await response.json());
+    } catch {
+      // The next truncated change asks again; meanwhile the changes below still apply.
+    }
+    const held = this.presenceHeld;
+    this.presenceHeld = null;
+    for (const frame of held) this.presenceChange(frame);
+  }
+
+  renderPeople() {
+    $('people').hidden = false;
+    const own = this.ownKey();
+    const others = [];
+    for (const [key, user] of this.people) if (key !== own) others.push(user);
+    others.sort((a, b) => collator.compare(displayName(a), displayName(b)));
+    const items = [];
+    if (own && this.people.has(own)) {
+      const item = document.createElement('li');
+      item.className = 'you';
+      item.textContent = `${displayName(this.people.get(own))} (you)`;
+      items.push(item);
+    }
+    for (const user of others.slice(0, MAX_PEOPLE_SHOWN - items.length)) {
+      const item = document.createElement('li');
+      item.textContent = displayName(user);
+      if (!user.id) item.title = 'A name they chose';
+      items.push(item);
+    }
+    $('people-list').replaceChildren(...items);
+    const hidden = this.people.size - items.length;
+    const parts = [];
+    if (hidden > 0) parts.push(`and ${numberFormat.format(hidden)} more`);
+    if (this.peopleTruncated) parts.push('and others: the server lists only the first 1,000');
+    const more = $('people-more');
+    more.textContent = parts.join('; ');
+    more.hidden = parts.length === 0;
+    $('people-anonymous').hidden = Boolean(own) || Boolean(TOKEN);
+    // The polite summary changes only when the counts do: nothing read out twice.
+    const count = $('people-count');
+    const people = this.people.size;
+    let who = plural(people, 'person', 'people');
+    if (this.peopleTruncated) who = `${numberFormat.format(people)}+ people`;
+    else if (people === 0) who = 'No one named';
+    const text = `${who} here · ${plural(this.members, 'connection', 'connections')}`;
+    if (count.textContent !== text) count.textContent = text;
+    count.dataset.people = String(people);
+    count.dataset.connections = String(this.members);
+  }
+
+  /** Joins and leaves as one quiet line (joined to the last one when nothing came since). */
+  noteComings(arrived, gone) {
+    if (arrived.length === 0 && gone.length === 0) return;
+    if (this.detached) return;
+    let last = this.lastNote;
+    const lastShown = (() => {
+      let item = this.log.lastElementChild;
+      while (item?.classList.contains('pending')) item = item.previousElementSibling;
+      return item;
+    })();
+    const fresh = last && last.item === lastShown && Date.now() - last.at < NOTE_MERGE_MS
+      && ![...arrived, ...gone].some(([key]) => last.joined.has(key) || last.left.has(key));
+    if (!fresh) {
+      const item = this.note('', this.lastId + 0.5);
+      item.classList.add('presence');
+      last = { item, joined: new Map(), left: new Map(), at: 0 };
+      this.lastNote = last;
+      this.presenceNotes.add(item);
+      if (this.presenceNotes.size > MAX_PRESENCE_NOTES) this.drop(this.presenceNotes.values().next().value);
+    }
+    for (const [key, name] of arrived) last.joined.set(key, name);
+    for (const [key, name] of gone) last.left.set(key, name);
+    last.at = Date.now();
+    const parts = [];
+    if (last.joined.size) parts.push(`${listNames([...last.joined.values()])} joined`);
+    if (last.left.size) parts.push(`${listNames([...last.left.values()])} left`);
+    last.item.textContent = parts.join('; ');
+  }
+
+  // ---- typing ----
+
+  someoneTyping(user) {
+    const key = userKey(user);
+    if (!key || this.myKeys.has(key)) return;
+    this.typing.set(key, { name: displayName(user), until: Date.now() + TYPING_SHOWN_MS });
+    this.renderTyping();
+  }
+
+  /** A message from them: they are done typing it. */
+  stoppedTyping(key) {
+    if (key && this.typing.delete(key)) this.renderTyping();
+  }
+
+  clearTyping() {
+    this.typing.clear();
+    this.renderTyping();
+  }
+
+  renderTyping() {
+    const now = Date.now();
+    for (const [key, { until }] of this.typing) if (until <= now) this.typing.delete(key);
+    const names = [...this.typing.values()].map(({ name }) => name);
+    let text = '';
+    if (names.length === 1) text = `${names[0]} is typing…`;
+    else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
+    else if (names.length > 2) text = 'Several people are typing…';
+    const line = $('typing');
+    if (line.textContent !== text) line.textContent = text;
+    clearTimeout(this.typingTimer);
+    if (this.typing.size > 0) {
+      const soonest = Math.min(...[...this.typing.values()].map(({ until }) => until));
+      this.typingTimer = setTimeout(() => this.renderTyping(), Math.max(50, soonest - now));
+    }
+  }
+
+  /** Tells the room this user is typing: at most every TYPING_SEND_EVERY_MS, with a name, live.
+   * Keys pressed meanwhile send one more when the interval is over (still typing, then). */
+  typed() {
+    if (!this.socketNamed || !this.caughtUp || !$('message-input').value.trim()) return;
+    const wait = this.lastTypingSent + TYPING_SEND_EVERY_MS - Date.now();
+    if (wait > 0) {
+      this.typingLater ??= setTimeout(() => {
+        this.typingLater = null;
+        this.typed();
+      }, wait);
+      return;
+    }
+    if (this.socket?.readyState !== WebSocket.OPEN) return;
+    this.lastTypingSent = Date.now();
+    this.socket.send('{"typing":true}');
+  }
+
+  /** A message sent: what was typed is said; no "typing" left to tell. */
+  doneTyping() {
+    clearTimeout(this.typingLater);
+    this.typingLater = null;
   }
 
   // ---- messages ----
@@ -976,6 +1268,7 @@ class RoomView {
         return;
       }
       this.composerError('');
+      this.doneTyping();
       this.post(text, bytes);
       input.value = '';
       this.fitComposer();
@@ -987,7 +1280,10 @@ class RoomView {
         form.requestSubmit();
       }
     });
-    input.addEventListener('input', () => this.fitComposer());
+    input.addEventListener('input', () => {
+      this.fitComposer();
+      this.typed();
+    });
   }
 }
 
