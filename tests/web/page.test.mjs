@@ -823,7 +823,7 @@ test('while the tab is hidden the title counts new messages; only new messages a
   try {
     await connected(page);
     await message(page, 'old 3').waitFor(WAIT);
-    assert.equal(await page.title(), '#news - livechat');
+    assert.equal(await page.title(), '#news · livechat');
     // The timeline is a log, but not a live region: history is not read out.
     assert.equal(await page.locator('#log').getAttribute('role'), 'log');
     assert.equal(await page.locator('#log').getAttribute('aria-live'), 'off');
@@ -833,19 +833,19 @@ test('while the tab is hidden the title counts new messages; only new messages a
     await setHidden(page, true);
     for (const text of ['new 1', 'new 2', 'new 3']) await server.post('news', text);
     await message(page, 'new 3').waitFor(WAIT);
-    await until(async () => (await page.title()) === '(3) #news - livechat', 'the title counts 3');
+    await until(async () => (await page.title()) === '(3) #news · livechat', 'the title counts 3');
     // The page's own message is not unread.
     await say(page, 'mine, while away');
     await message(page, 'mine, while away').waitFor(WAIT);
-    assert.equal(await page.title(), '(3) #news - livechat');
+    assert.equal(await page.title(), '(3) #news · livechat');
     assert.deepEqual(await page.locator('#announcer p').allTextContents(),
       ['anonymous: new 1', 'anonymous: new 2', 'anonymous: new 3']);
 
     await setHidden(page, false);
-    assert.equal(await page.title(), '#news - livechat');
+    assert.equal(await page.title(), '#news · livechat');
     await server.post('news', 'seen at once');
     await message(page, 'seen at once').waitFor(WAIT);
-    assert.equal(await page.title(), '#news - livechat');
+    assert.equal(await page.title(), '#news · livechat');
     assert.deepEqual(problems, []);
   } finally {
     await close();
@@ -1081,6 +1081,8 @@ test('two named users: each lists the other, sees the other typing (not itself),
     }
     // Bob came after Alice: she was told, quietly; nobody is told about themselves.
     await alice.page.locator('#log li.event.presence', { hasText: 'Bob joined' }).waitFor(WAIT);
+    // Read out politely, once (the timeline itself is not a live region).
+    assert.deepEqual(await alice.page.locator('#announcer p', { hasText: 'joined' }).allTextContents(), ['Bob joined']);
     assert.equal(await alice.page.locator('#log li.presence', { hasText: 'Alice' }).count(), 0);
     assert.equal(await bob.page.locator('#log li.presence', { hasText: 'Bob' }).count(), 0);
 
@@ -1221,29 +1223,39 @@ test('1,000 stored messages and 1,000 people: the page holds to its caps and cou
     assert.match(await page.locator('#log li.presence').last().textContent(), /^Late, u\d+ and 999 others left$/);
     assert.deepEqual(await people(page), ['Watcher (you)']);
 
-    // Paging back through 1,000 messages: never more than 500 in the DOM.
-    const older = page.locator('#older');
-    for (let loads = 1; loads <= 5; loads += 1) {
-      await older.click();
-      await page.locator('#older:not([aria-disabled])').waitFor(WAIT);
-      assert.ok(await messages() <= 500, `${await messages()} messages after ${loads} pages back`);
-    }
-    assert.equal(await messages(), 500);
-    // The newest gave way to the oldest: live messages wait behind "Show newest messages".
-    assert.equal(await message(page, 'hello, crowd').count(), 0);
-    await server.post('crowd', 'while paging back');
-    const jump = page.locator('#jump', { hasText: 'Show newest messages' });
-    await jump.waitFor(WAIT);
-    await jump.click();
-    await message(page, 'while paging back').waitFor(WAIT);
-    await message(page, 'hello, crowd').waitFor(WAIT);
-    assert.ok(await messages() <= 500);
-
-    // 600 more, live: the oldest make way, 500 stay.
-    await postMany(server, 'crowd', Array.from({ length: 600 }, (_, n) => `live ${n + 1}`));
+    // 1,100 more, live: the oldest make way, the newest 500 stay.
+    await postMany(server, 'crowd', Array.from({ length: 1100 }, (_, n) => `live ${n + 1}`));
     await until(async () => (await page.locator('#log li.message .text', { hasText: /^live \d+$/ }).count()) === 500,
       'the newest 500 live ones shown');
     assert.equal(await messages(), 500);
+    const older = page.locator('#older');
+    const loadOlder = async () => {
+      await older.click();
+      await page.locator('#older:not([aria-disabled])').waitFor(WAIT);
+    };
+    // Reading older messages: up to 2,000; back at the end, the newest 500 again.
+    for (let loads = 1; loads <= 3; loads += 1) await loadOlder();
+    assert.equal(await messages(), 800);
+    await page.locator('#scroller').evaluate((el) => { el.scrollTop = el.scrollHeight; });
+    await until(async () => (await messages()) === 500, 'back to 500 at the end');
+    // Paging back through 2,121 messages: never more than 2,000 in the DOM; past it the newest
+    // give way, and live ones wait behind "Show newest messages".
+    const { chat_history: [newest] } = await (await fetch(`${server.url}/chat/history/?room=crowd&limit=1`)).json();
+    for (let loads = 1; loads <= 16; loads += 1) {
+      await loadOlder();
+      assert.ok(await messages() <= 2000, `${await messages()} messages after ${loads} pages back`);
+    }
+    assert.equal(await messages(), 2000);
+    const lastShown = Number(await page.locator('#log li.message').last().getAttribute('data-id'));
+    assert.ok(lastShown < newest.id, `the newest gave way (${lastShown} < ${newest.id})`);
+    await server.post('crowd', 'while paging back');
+    const jump = page.locator('#jump', { hasText: 'Show newest messages' });
+    await jump.waitFor(WAIT);
+    assert.equal(await message(page, 'while paging back').count(), 0);
+    await jump.click();
+    await message(page, 'while paging back').waitFor(WAIT);
+    await page.locator('#log li.message .text', { hasText: new RegExp(`^${newest.message}$`) }).waitFor(WAIT);
+    assert.ok(await messages() <= 500);
     await older.waitFor(WAIT);
     assert.deepEqual(watcher.problems, []);
   } finally {

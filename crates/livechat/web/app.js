@@ -18,8 +18,9 @@
 // The page lists the people (its own user first), tells joins and leaves quietly in the
 // timeline, and says who is typing; it tells the room when its user types (at most every 2 s).
 //
-// Bounded: the timeline holds at most MAX_MESSAGES messages (the oldest go; "Load older
-// messages" brings them back, and then the newest give way until "Show newest"), the people
+// Bounded: the timeline holds the newest MAX_MESSAGES messages while it follows the room (the
+// oldest go; "Load older messages" brings them back), up to MAX_MESSAGES_READING while its user
+// reads older ones (past that the newest give way, until "Show newest messages"); the people
 // list at most MAX_PEOPLE_SHOWN names; the ids and nonces remembered are those on screen.
 //
 // Identity: on a server with auth required, the page takes a token from its URL fragment
@@ -33,9 +34,12 @@ const DEFAULT_ROOM = 'lobby';
 const FIRST_PAGE = 100;
 const OLDER_PAGE = 100;
 /** Most messages in the timeline's DOM (and so in the sets of ids and nonces seen, and of
- * nonces sent from this tab): past it the oldest are dropped (or, while reading older pages,
- * the newest). 500 keeps a long-lived tab light and still holds five pages of history. */
+ * nonces sent from this tab) while it follows the room: past it the oldest are dropped. 500
+ * keeps a long-lived tab light and still holds five pages of history. */
 const MAX_MESSAGES = 500;
+/** The same while the user reads older messages (paged in with "Load older messages"): past it
+ * the newest are dropped, until "Show newest messages"; back at the end, 500 again. */
+const MAX_MESSAGES_READING = 2000;
 /** Most join/leave lines kept in the timeline (a quiet room where people come and go for days
  * would otherwise grow without messages to push them out). */
 const MAX_PRESENCE_NOTES = 50;
@@ -288,6 +292,8 @@ class RoomView {
     /** Older messages than the first shown exist; the newest are not shown (paging back). */
     this.hasOlder = false;
     this.loadingOlder = false;
+    /** Older pages were read in (MAX_MESSAGES_READING holds until the end is in view again). */
+    this.reading = false;
     this.detached = false;
     this.scroller = $('scroller');
     this.log = $('log');
@@ -327,7 +333,9 @@ class RoomView {
     this.wireComposer();
     this.wirePeople();
     this.scroller.addEventListener('scroll', () => {
-      if (this.nearBottom() && !this.detached) $('jump').hidden = true;
+      if (!this.nearBottom() || this.detached) return;
+      $('jump').hidden = true;
+      if (this.reading) this.follow();
     });
     $('jump').addEventListener('click', () => {
       if (this.detached) this.showNewest();
@@ -346,7 +354,7 @@ class RoomView {
   }
 
   updateTitle() {
-    const base = `#${this.room} - livechat`;
+    const base = `#${this.room} · livechat`;
     document.title = this.unread > 0 ? `(${this.unread}) ${base}` : base;
   }
 
@@ -605,6 +613,7 @@ class RoomView {
     this.seenNonces.clear();
     this.messageCount = 0;
     this.hasOlder = false;
+    this.reading = false;
     this.detached = false;
     this.lastNote = null;
     this.presenceNotes.clear();
@@ -707,15 +716,17 @@ class RoomView {
    * scroll position (at the end when it was there). */
   settle(source, stick, item = null) {
     if (source === 'older') {
+      this.reading = true;
       this.trimNewest();
       this.fixAllDays();
     } else if (item) {
       // One message: only its neighbours' headings can change (and the new first one's).
-      const trimmed = this.trimOldest();
+      const trimmed = this.reading ? this.trimNewest() : this.trimOldest();
       this.fixDaysAround(item);
       if (trimmed) this.fixDaysAround(this.log.querySelector('li.message'));
     } else {
-      this.trimOldest();
+      if (this.reading) this.trimNewest();
+      else this.trimOldest();
       this.fixAllDays();
     }
     this.refreshChrome();
@@ -737,18 +748,32 @@ class RoomView {
     return trimmed;
   }
 
-  /** Over MAX_MESSAGES while paging back: the newest messages go, until "Show newest". */
+  /** Over MAX_MESSAGES_READING while reading older messages: the newest go, until "Show
+   * newest"; true if any did. */
   trimNewest() {
-    while (this.messageCount > MAX_MESSAGES) {
+    let trimmed = false;
+    while (this.messageCount > MAX_MESSAGES_READING) {
       let last = this.log.lastElementChild;
       while (last?.classList.contains('pending')) last = last.previousElementSibling;
       if (!last) break;
       this.drop(last);
+      trimmed = true;
       this.detached = true;
     }
     if (this.detached) {
       $('jump').textContent = 'Show newest messages';
       $('jump').hidden = false;
+    }
+    return trimmed;
+  }
+
+  /** The end is in view again after reading older messages: back to the newest MAX_MESSAGES. */
+  follow() {
+    this.reading = false;
+    if (this.trimOldest()) {
+      this.fixDaysAround(this.log.querySelector('li.message'));
+      this.refreshChrome();
+      this.scrollToEnd();
     }
   }
 
@@ -1026,6 +1051,11 @@ class RoomView {
     }
     for (const [key, name] of arrived) last.joined.set(key, name);
     for (const [key, name] of gone) last.left.set(key, name);
+    // Read out politely, this change alone (the line may hold earlier ones too).
+    const told = [];
+    if (arrived.length) told.push(`${listNames(arrived.map(([, name]) => name))} joined`);
+    if (gone.length) told.push(`${listNames(gone.map(([, name]) => name))} left`);
+    this.announce(told.join('; '));
     last.at = Date.now();
     const parts = [];
     if (last.joined.size) parts.push(`${listNames([...last.joined.values()])} joined`);
@@ -1117,7 +1147,8 @@ class RoomView {
     return Boolean(this.me.name) && !user?.id && user?.name === this.me.name;
   }
 
-  /** Reads out a new message politely (the visible log is not a live region). */
+  /** Reads out politely a new message, or who came or went (the visible log is not a live
+   * region). */
   announce(text) {
     const announcer = $('announcer');
     const line = document.createElement('p');
