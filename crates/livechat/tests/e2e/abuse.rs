@@ -19,13 +19,7 @@ const FLOOD_FOR: Duration = Duration::from_secs(6);
 const MESSAGE_BYTES: usize = 1 << 20;
 
 fn peak_rss_mb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kib / 1024
+    crate::support::peak_rss_kib(pid) / 1024
 }
 
 /// A WebSocket that completes its handshake and then never reads another byte.

@@ -7,10 +7,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use crate::support::{PATIENCE, Server, eventually, on_redis};
+use crate::support::{Server, eventually, free_port, listening, on_redis, redis_cli};
 
 /// A replicated Redis watched by three sentinels, on free ports in a temporary directory.
 struct Replicated {
@@ -57,7 +56,7 @@ impl Replicated {
             _dir: dir,
         };
         eventually("both replicas in sync with the master", || async {
-            cli(master, &["INFO", "replication"])
+            redis_cli(master, &["INFO", "replication"])
                 .await
                 .matches("state=online")
                 .count()
@@ -86,7 +85,7 @@ impl Replicated {
     }
 
     async fn sentinel(&self, args: &[&str]) -> String {
-        cli(self.sentinels[0].0, args).await
+        redis_cli(self.sentinels[0].0, args).await
     }
 
     /// The port of the master the sentinels name now.
@@ -140,34 +139,6 @@ async fn redis(dir: &Path, port: u16, replica_of: Option<u16>) -> Child {
         .expect("redis-server must be installed (./scripts/test.sh installs it)");
     listening(port).await;
     child
-}
-
-async fn listening(port: u16) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "port {port} never opened"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn cli(port: u16, args: &[&str]) -> String {
-    let output = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .await
-        .expect("redis-cli");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
 }
 
 async fn node(replicated: &Replicated, wait_replicas: &str) -> Server {

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Client, RedisCluster, RedisServer, Server, eventually};
+use crate::support::{Client, RedisCluster, RedisServer, Server, eventually, peak_rss_kib};
 
 async fn read_messages(client: &mut Client, count: usize) -> Vec<Value> {
     let mut seen = Vec::with_capacity(count);
@@ -342,15 +342,6 @@ fn signal(server: &Server, signal: &str) {
     assert!(status.success());
 }
 
-fn peak_rss_kib(server: &Server) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).expect("status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
-}
-
 /// A node whose subscription was down while 100,000 messages went to its room catches up from
 /// the stream in pages: every message once, in order, its memory bounded.
 #[tokio::test]
@@ -364,7 +355,7 @@ async fn a_long_subscriber_outage_is_caught_up_in_pages() {
     let mut writer = writer_node.join("outage").await;
     writer.send_json(json!({"message": "before"})).await;
     assert_eq!(reader.recv().await["id"], 1);
-    let rss_before = peak_rss_kib(&reader_node);
+    let rss_before = peak_rss_kib(reader_node.pid());
 
     signal(&reader_node, "-STOP");
     for n in 0..MISSED {
@@ -385,7 +376,7 @@ async fn a_long_subscriber_outage_is_caught_up_in_pages() {
         assert_eq!(frame["id"], expected, "every message once, in order");
         expected += 1;
     }
-    let grew_mib = (peak_rss_kib(&reader_node) - rss_before) / 1024;
+    let grew_mib = (peak_rss_kib(reader_node.pid()) - rss_before) / 1024;
     eprintln!("caught up {MISSED} messages; the node's peak memory grew by {grew_mib} MiB");
     assert!(grew_mib < 256, "bounded: {grew_mib} MiB");
 }

@@ -505,26 +505,12 @@ impl RedisServer {
             .spawn()
             .expect("redis-server must be installed (./scripts/test.sh installs it)");
         self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        listening(self.port).await;
     }
 
     /// Runs a command with `redis-cli` against it; its output.
     pub async fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .await
-            .expect("redis-cli");
-        assert!(output.status.success(), "redis-cli {args:?}");
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        redis_cli(self.port, args).await
     }
 
     /// Kills it, as a crash or an outage would.
@@ -535,7 +521,41 @@ impl RedisServer {
     }
 }
 
-fn free_port() -> u16 {
+/// Waits until something accepts connections on `port` (at most `PATIENCE`).
+pub async fn listening(port: u16) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing listens on port {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs a command with `redis-cli` against the Redis (or sentinel) on `port`; its output.
+pub async fn redis_cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .await
+        .expect("redis-cli");
+    assert!(output.status.success(), "redis-cli {args:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The most memory process `pid` has held so far (VmHWM), in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("free port")

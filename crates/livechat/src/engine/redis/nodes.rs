@@ -6,7 +6,7 @@
 //! node ready again.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::{RedisResult, Script};
@@ -30,6 +30,8 @@ if #ARGV > 1 then
 end
 return 1
 "#;
+
+static REGISTER: LazyLock<Script> = LazyLock::new(|| Script::new(REGISTER_SCRIPT));
 
 pub struct Registration {
     pub connection: Connection,
@@ -72,8 +74,7 @@ impl Registration {
 
     async fn register(&mut self) -> RedisResult<()> {
         let ttl_ms = self.ttl.as_millis() as u64;
-        let script = Script::new(REGISTER_SCRIPT);
-        let mut register = script.key(self.keys.node_rooms(&self.node_id));
+        let mut register = REGISTER.key(self.keys.node_rooms(&self.node_id));
         register.arg(ttl_ms);
         let rooms = self.hub.room_counts();
         for (room, members) in &rooms {

@@ -1,5 +1,6 @@
 //! Reading a room's history stream: pages for `GET /chat/history/`, and ranges to fill gaps.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::RedisResult;
@@ -134,6 +135,9 @@ pub async fn renewed_from(
     }))
 }
 
+static RENEW_EPOCH: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(RENEW_EPOCH_SCRIPT));
+
 /// A new epoch for `room` in place of `old` (the same on every node that asks).
 pub async fn renew_epoch(
     connection: &mut Connection,
@@ -143,7 +147,7 @@ pub async fn renew_epoch(
     room_ttl: Duration,
     stored: u64,
 ) -> RedisResult<Epoch> {
-    let renewed: String = redis::Script::new(RENEW_EPOCH_SCRIPT)
+    let renewed: String = RENEW_EPOCH
         .key(keys.epoch(room))
         .key(keys.renewed(room))
         .arg(&**old)

@@ -395,6 +395,50 @@ impl Subscriber {
         }
     }
 
+    /// After a reconnect: whether the room's numbering is still the one delivered. Another epoch
+    /// is followed; the same epoch with fewer messages than were delivered (Redis lost some it had
+    /// acknowledged: the same ids would be given to other messages) gets a new epoch, the same on
+    /// every node. False when Redis could not say.
+    async fn check_numbering(&mut self, room: &RoomName) -> bool {
+        let numbering =
+            stream::numbering(&mut self.connection, &self.keys, room, self.room_ttl).await;
+        let (epoch, stored) = match numbering {
+            Ok(numbering) => numbering,
+            Err(error) => {
+                self.health.failed(&error);
+                return false;
+            }
+        };
+        let Some(delivered) = self.delivered.get(room) else {
+            return true;
+        };
+        if *epoch != *delivered.epoch {
+            return self.follow_epoch(room, epoch).await.is_some();
+        }
+        if stored >= delivered.last {
+            return true;
+        }
+        let renewed = stream::renew_epoch(
+            &mut self.connection,
+            &self.keys,
+            room,
+            &epoch,
+            self.room_ttl,
+            stored,
+        )
+        .await;
+        match renewed {
+            Ok(renewed) => {
+                self.reset(room, renewed, stored, Some(epoch));
+                true
+            }
+            Err(error) => {
+                self.health.failed(&error);
+                false
+            }
+        }
+    }
+
     /// The room is in another epoch: renewed from ours by a node that found acknowledged
     /// messages lost (ids go on after the last one kept), or new because its keys were lost (ids
     /// start again). Returns where delivery goes on; `None` when Redis could not say.
@@ -499,50 +543,23 @@ impl Subscriber {
             self.health.failed(&error);
             return false;
         }
+        let nodes = match live_nodes(&mut self.connection, &self.keys).await {
+            Ok(nodes) => nodes,
+            Err(error) => {
+                self.health.failed(&error);
+                return false;
+            }
+        };
         let mut complete = true;
         for room in rooms {
-            match stream::numbering(&mut self.connection, &self.keys, &room, self.room_ttl).await {
-                Ok((epoch, stored)) => {
-                    let Some(delivered) = self.delivered.get(&room) else {
-                        continue;
-                    };
-                    if *epoch != *delivered.epoch {
-                        if self.follow_epoch(&room, epoch).await.is_none() {
-                            complete = false;
-                            continue;
-                        }
-                    } else if stored < delivered.last {
-                        // Back without messages it acknowledged: the same ids would be given to
-                        // other messages. A new epoch (the same on every node) tells clients.
-                        let renewed = stream::renew_epoch(
-                            &mut self.connection,
-                            &self.keys,
-                            &room,
-                            &epoch,
-                            self.room_ttl,
-                            stored,
-                        )
-                        .await;
-                        match renewed {
-                            Ok(renewed) => self.reset(&room, renewed, stored, Some(epoch)),
-                            Err(error) => {
-                                self.health.failed(&error);
-                                complete = false;
-                                continue;
-                            }
-                        }
-                    }
-                }
-                Err(error) => {
-                    self.health.failed(&error);
-                    complete = false;
-                    continue;
-                }
+            if !self.check_numbering(&room).await {
+                complete = false;
+                continue;
             }
             complete &= self.catch_up(&room, None).await;
-            match presence::read_room(&mut self.connection, &self.keys, &room).await {
-                Ok(nodes) => {
-                    for (node, view) in nodes {
+            match presence::read_nodes(&mut self.connection, &self.keys, &room, &nodes).await {
+                Ok(views) => {
+                    for (node, view) in views {
                         self.roster.replace_node(&room, &node, view, true);
                     }
                 }
