@@ -1,19 +1,17 @@
 // A crowd for the chat page tests: opens COUNT WebSocket connections to URL, named u1..uCOUNT
 // (`?name=u<k>`), prints "open" once every one is open, closes them all when it reads "close" on
-// stdin (or stdin ends), prints "closed" and exits. Run by page.test.mjs in a process of its own
-// (Node's WebSocket: global from Node 22, behind --experimental-websocket on Node 20).
+// stdin (or stdin ends), prints "closed" and exits. Run by page.test.mjs in a process of its own,
+// with Node's own WebSocket where it has one (Node 22+), else the `ws` package (Debian's Node 18).
 //
-// Usage: node [--experimental-websocket] crowd.mjs ws://HOST/ws/chat/ROOM/ COUNT
+// Usage: node crowd.mjs ws://HOST/ws/chat/ROOM/ COUNT
 import { createInterface } from 'node:readline';
+
+const WebSocket = globalThis.WebSocket ?? (await import('ws')).WebSocket;
 
 const [url, countText] = process.argv.slice(2);
 const count = Number(countText);
 if (!url || !Number.isSafeInteger(count) || count < 1) {
   console.error('usage: crowd.mjs WS_URL COUNT');
-  process.exit(2);
-}
-if (typeof WebSocket === 'undefined') {
-  console.error('no WebSocket in this Node: run it with --experimental-websocket (Node 20) or on Node 22+');
   process.exit(2);
 }
 

@@ -1027,9 +1027,8 @@ function people(page) {
 /** `count` WebSocket connections named u1..u<count>, from a Node process of their own. */
 class Crowd {
   static async join(server, room, count) {
-    const flags = typeof WebSocket === 'undefined' ? ['--experimental-websocket'] : [];
     const child = spawn(process.execPath,
-      [...flags, join(here, 'crowd.mjs'), `ws://${server.host}/ws/chat/${room}/`, String(count)],
+      [join(here, 'crowd.mjs'), `ws://${server.host}/ws/chat/${room}/`, String(count)],
       { stdio: ['pipe', 'pipe', 'inherit'] });
     const crowd = Object.assign(new Crowd(), { child, lines: createInterface({ input: child.stdout }) });
     await crowd.said('open');

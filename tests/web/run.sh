@@ -11,7 +11,7 @@ if [ ! -x /usr/bin/chromium ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium
 fi
-if [ ! -d "$here/node_modules/playwright-core" ]; then
+if [ ! -d "$here/node_modules/playwright-core" ] || [ ! -d "$here/node_modules/ws" ]; then
   (cd "$here" && npm ci --no-audit --no-fund)
 fi
 (cd "$root" && cargo build -p livechat --bin livechat --example test_cert)
