@@ -411,6 +411,10 @@ impl Held {
 }
 
 impl Subscription {
+    pub fn room(&self) -> &RoomName {
+        &self.room
+    }
+
     /// Ends the hold of a member that joined resuming: see `Hub::release`.
     pub fn release(&self, replayed_through: u64) -> Released {
         self.hub.release(&self.room, self.id, replayed_through)

@@ -1,6 +1,10 @@
 //! The WebSocket opening handshake (RFC 6455 section 4.2) as an axum extractor, handing the
 //! upgraded connection to `crate::websocket`.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -81,9 +85,10 @@ pub struct PendingSocket {
 }
 
 impl PendingSocket {
-    pub async fn ready(self) -> Result<Socket, hyper::Error> {
-        let upgraded = self.on_upgrade.await?;
-        Ok(WebSocket::new(TokioIo::new(upgraded), self.max_message))
+    /// The socket, once hyper has sent the 101 and handed the connection over.
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<Socket, hyper::Error>> {
+        let upgraded = ready!(Pin::new(&mut self.on_upgrade).poll(cx))?;
+        Poll::Ready(Ok(WebSocket::new(TokioIo::new(upgraded), self.max_message)))
     }
 }
 
