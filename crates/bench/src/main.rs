@@ -1,7 +1,9 @@
 //! livechat-bench: load for any server that speaks the Django Channels live chat protocol (WebSocket rooms
 //! at a path template, `{"message": X}` frames, `POST /chat/send/`).
 //!
-//! Each scenario prints a short summary for people, then one JSON line for scripts.
+//! Each scenario prints a short summary for people, then one JSON line for scripts. A scenario
+//! that could not run (no connection opened, nothing delivered or answered) still prints both,
+//! then says why on stderr and exits 1.
 
 mod client;
 mod connect;
@@ -25,7 +27,7 @@ use crate::client::Target;
 use crate::workers::Slice;
 
 #[derive(Debug, Parser)]
-#[command(name = "livechat-bench", version, about)]
+#[command(name = "livechat-bench", version, about, after_help = EXIT_HELP)]
 struct Cli {
     /// Base URL of the server.
     #[arg(long, global = true, default_value = "http://127.0.0.1:8003")]
@@ -76,6 +78,8 @@ pub enum BenchError {
     Task(#[from] tokio::task::JoinError),
     #[error("{0}")]
     Report(String),
+    #[error("{0} could not run: {1}")]
+    CouldNotRun(&'static str, String),
 }
 
 /// Parses `500ms`, `10s`, `2m` (a bare number is seconds).
@@ -150,7 +154,7 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
     };
     let target = Arc::new(Target::parse(&cli.url, cli.source_ips.clone())?);
     let path = cli.path.as_str();
-    let (name, (parameters, results)) = match cli.scenario {
+    let (name, summary) = match cli.scenario {
         Scenario::Fanout(options) => {
             let publish_to = match &options.publish_url {
                 Some(url) => Arc::new(Target::parse(url, cli.source_ips.clone())?),
@@ -206,6 +210,14 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
             ("replay", replay::report(&options, &raws))
         }
     };
-    report::print(name, parameters, results);
-    Ok(())
+    report::print(name, &summary);
+    match summary.failure {
+        Some(reason) => Err(BenchError::CouldNotRun(name, reason)),
+        None => Ok(()),
+    }
 }
+
+const EXIT_HELP: &str = "\
+Exit status: 0 when the scenario ran; 1 on an error, or when it could not run (no connection
+opened, nothing published or delivered, no request answered 200): the summary is printed, then
+`livechat-bench: SCENARIO could not run: REASON` on stderr.";

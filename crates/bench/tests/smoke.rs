@@ -1,5 +1,6 @@
-//! Each scenario runs against the real livechat server on a tiny load and reports sane figures.
-//! Nothing here asserts speed: figures belong in benchmarks, not tests.
+//! Each scenario runs against the real livechat server on a tiny load and reports sane figures,
+//! and one that cannot run (no server) says so and exits non-zero. Nothing here asserts speed:
+//! figures belong in benchmarks, not tests.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -116,6 +117,32 @@ fn small_fanout(server: &Server, leading: &[&str]) -> Value {
 fn fanout_reports_every_delivery() {
     let server = start_server();
     small_fanout(&server, &[]);
+}
+
+#[test]
+fn a_scenario_that_cannot_run_exits_non_zero() {
+    // A port nothing listens on: bound, then let go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let output = Command::new(env!("CARGO_BIN_EXE_livechat-bench"))
+        .args(["--url", &format!("http://127.0.0.1:{port}")])
+        .args(["connect", "--connections", "10"])
+        .output()
+        .expect("run livechat-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    // The summary is still printed, then the reason.
+    let report: Value = serde_json::from_str(stdout.lines().last().expect("a JSON line"))
+        .expect("the last line is JSON");
+    assert_eq!(report["failed"], 10, "{report}");
+    assert_eq!(report["handshakes"], 0, "{report}");
+    assert!(
+        stderr.contains("livechat-bench: connect could not run: no handshake succeeded"),
+        "{stderr}"
+    );
 }
 
 #[test]
