@@ -202,6 +202,7 @@ pub async fn run(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    workers::end_line(slice);
     let publish_s = if slice.leads() {
         fanout.duration.as_secs_f64()
     } else {

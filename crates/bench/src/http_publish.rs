@@ -91,6 +91,7 @@ pub async fn run(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    workers::end_line(slice);
     Ok(Raw {
         latency: export(&latency),
         ok,

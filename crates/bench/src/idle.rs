@@ -20,12 +20,10 @@ pub struct Idle {
     /// The connections are spread over this many rooms.
     #[arg(long, default_value_t = 100)]
     pub rooms: usize,
-    /// How long to hold them once open, before measuring.
+    /// How long to hold them once open, before measuring (with --server-pid, the server's
+    /// resident memory per connection).
     #[arg(long, value_parser = crate::parse_duration, default_value = "3s")]
     pub hold: Duration,
-    /// The server's process id, to read its resident memory from /proc.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
     #[arg(long, default_value = "bench_idle")]
     pub room_prefix: String,
 }
@@ -40,13 +38,15 @@ pub struct Raw {
     resident: Option<(u64, u64)>,
 }
 
+/// `server_pid`: the server whose resident memory to read (alone; a parent reads it itself).
 pub async fn run(
     options: &Idle,
+    server_pid: Option<u32>,
     target: Arc<Target>,
     path: &str,
     slice: Slice,
 ) -> Result<Raw, BenchError> {
-    let before = match options.server_pid {
+    let before = match server_pid {
         Some(pid) if !slice.is_worker() => Some(resident_bytes(pid)?),
         _ => None,
     };
@@ -81,10 +81,11 @@ pub async fn run(
     if !slice.is_worker() {
         tokio::time::sleep(options.hold).await;
     }
-    let resident = match (before, options.server_pid) {
+    let resident = match (before, server_pid) {
         (Some(before), Some(pid)) => Some((before, resident_bytes(pid)?)),
         _ => None,
     };
+    workers::end_line(slice);
     Ok(Raw {
         open: held.len() as u64,
         failed,

@@ -114,9 +114,19 @@ fn small_fanout(server: &Server, leading: &[&str]) -> Value {
 }
 
 #[test]
-fn fanout_reports_every_delivery() {
+fn fanout_reports_every_delivery_and_the_cpu_it_cost() {
     let server = start_server();
-    small_fanout(&server, &[]);
+    let pid = server.child.id().to_string();
+    let report = small_fanout(&server, &["--server-pid", &pid]);
+    assert!(report["bench_cpu_s"].as_f64().unwrap() > 0.0, "{report}");
+    let server_cpu_s = report["server_cpu_s"].as_f64().unwrap();
+    let per_million = report["server_cpu_s_per_million"].as_f64().unwrap();
+    let deliveries = report["deliveries"].as_f64().unwrap();
+    let expected = server_cpu_s / (deliveries / 1e6);
+    assert!(
+        (per_million - expected).abs() <= 0.001 + expected / 100.0,
+        "{report}"
+    );
 }
 
 #[test]
@@ -148,9 +158,15 @@ fn a_scenario_that_cannot_run_exits_non_zero() {
 #[test]
 fn workers_split_the_load_and_the_parent_merges_it() {
     let server = start_server();
-    let report = small_fanout(&server, &["--workers", "2"]);
-    assert_eq!(report["parameters"]["workers"], 2);
     let pid = server.child.id().to_string();
+    let report = small_fanout(&server, &["--workers", "2", "--server-pid", &pid]);
+    assert_eq!(report["parameters"]["workers"], 2);
+    // The workers' CPU is counted with the parent's; the server's is read by the parent.
+    assert!(report["bench_cpu_s"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        report["server_cpu_s_per_million"].as_f64().is_some(),
+        "{report}"
+    );
     let report = bench(
         &server,
         &[
