@@ -1,19 +1,37 @@
 #!/usr/bin/env python3
 """Side by side, in one run on this machine: livechat (embedded), livechat on Redis (two nodes,
-cross-node), the seed's reference stack (Django Channels + channels_redis + daphne, bench/peers/django)
-and Node's ws (bench/peers/node-ws). The same livechat-bench workloads drive each; the script prints
-one table with ratios and writes it, with the date and the machine, into docs/benchmarks.md.
+cross-node), the seed's reference stack (Django Channels + channels_redis + daphne, bench/peers/django),
+Node's ws (bench/peers/node-ws) and Bun's built-in WebSocket server (bench/peers/bun). The same
+livechat-bench workloads drive each; the script prints one table with ratios and writes it, with
+the date and the machine, into docs/benchmarks.md.
 
-Usage: bench/compare.py            (installs the peers' packages on first use; a few minutes)
+Every measurement is taken on a freshly started server (a new process, a new data directory, a new
+port): idle memory is that of a fresh process, and a server that an overloading workload left with
+a backlog does not carry it into the next one. Django Channels runs only the modest workloads; the
+heavier ones would take it far too long ("n/a (not run)" in its column).
+
+Usage: bench/compare.py [--pinned] [--only NAME[,NAME]] [--quick] [--runs N] [--write]
+  --pinned       servers (and Redis) under `taskset -c 0`, every livechat-bench under `taskset -c 1`
+                 (livechat with TOKIO_WORKER_THREADS=1); the table goes to its own section,
+                 "Per core (pinned)"
+  --only NAMES   only these servers: livechat, livechat-redis, django, node-ws, bun (or the
+                 column names, case-insensitive); the table is printed, not written, unless --write
+  --quick        short durations and small counts, to try the script (not written unless --write)
+  --runs N       each workload N times (each on a fresh server); the table shows the medians
+  --write        write the table into docs/benchmarks.md even with --only or --quick
+Installs the peers' packages from PyPI and npm on first use. A full run takes about 10 minutes.
 """
+import argparse
 import datetime
 import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,21 +42,89 @@ ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "bench" / "peers"
 BENCH = ROOT / "target" / "release" / "livechat-bench"
 LIVECHAT = ROOT / "target" / "release" / "livechat"
+BUN = PEERS / "bun" / "node_modules" / ".bin" / "bun"
 REPORT = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- compare:start -->", "<!-- compare:end -->"
+MARKERS = {
+    False: ("<!-- compare:start -->", "<!-- compare:end -->"),
+    True: ("<!-- compare-pinned:start -->", "<!-- compare-pinned:end -->"),
+}
 
-# The same load for every server; modest enough that the reference stack finishes it.
-# `idle` first, on fresh processes: memory freed by earlier workloads would hide its cost.
-# The heavy fan-out last: a server it overloads is still draining its backlog afterwards.
-WORKLOADS = [
-    ("idle", ["idle", "--connections", "2000", "--rooms", "20", "--hold", "2s"]),
-    ("fanout", ["fanout", "--rooms", "10", "--subscribers", "50", "--rate", "100", "--size", "64",
-                "--duration", "8s"]),
-    ("connect", ["connect", "--connections", "2000", "--concurrency", "32"]),
-    ("http-publish", ["http-publish", "--connections", "16", "--duration", "5s"]),
-    ("fanout-heavy", ["fanout", "--rooms", "10", "--subscribers", "100", "--rate", "500", "--size", "64",
-                      "--duration", "8s", "--room-prefix", "heavy"]),
+# Servers, in column order: key (for --only) and column name.
+SERVERS = [
+    ("livechat", "livechat"),
+    ("livechat-redis", "livechat on Redis, 2 nodes"),
+    ("django", "Django Channels"),
+    ("node-ws", "Node ws"),
+    ("bun", "Bun"),
 ]
+# Ratio columns: livechat (embedded) against each peer.
+PEER_RATIOS = {"django": "Django", "node-ws": "Node ws", "bun": "Bun"}
+EVERYONE = {key for key, _ in SERVERS}
+NOT_DJANGO = EVERYONE - {"django"}
+
+# Global livechat-bench options for every run: two source addresses (one reaches about 28,000
+# connections to a port, and 20,000 handshakes leave as many sockets in TIME_WAIT).
+BENCH_GLOBAL = ["--source-ips", "127.0.0.1,127.0.0.2"]
+
+# (arguments, servers that run it), in the order they run. Light ones first, the ones that
+# overload some servers last (each on a fresh server anyway).
+WORKLOADS = [
+    (["idle", "--connections", "2000", "--rooms", "20", "--hold", "2s"], EVERYONE),
+    (["--workers", "2", "idle", "--connections", "18000"], NOT_DJANGO),
+    (["fanout", "--rooms", "10", "--subscribers", "50", "--rate", "100", "--duration", "8s"], EVERYONE),
+    (["connect", "--connections", "2000", "--concurrency", "32"], EVERYONE),
+    (["http-publish", "--connections", "16", "--duration", "5s"], EVERYONE),
+    (["connect", "--connections", "20000", "--concurrency", "64"], NOT_DJANGO),
+    (["http-publish", "--connections", "64", "--duration", "5s"], NOT_DJANGO),
+    (["fanout", "--rooms", "10", "--subscribers", "1000", "--rate", "100", "--duration", "8s"], NOT_DJANGO),
+    (["fanout", "--rooms", "1", "--subscribers", "10000", "--rate", "100", "--duration", "8s"], NOT_DJANGO),
+    (["fanout", "--rooms", "10", "--subscribers", "100", "--rate", "500", "--duration", "8s"], EVERYONE),
+    (["fanout", "--rooms", "10", "--subscribers", "100", "--rate", "3000", "--duration", "8s"], NOT_DJANGO),
+    (["fanout", "--rooms", "10", "--subscribers", "100", "--rate", "4000", "--duration", "8s"], NOT_DJANGO),
+]
+
+# --quick: every count and duration capped (the workloads keep their shape).
+QUICK_CAPS = {"--connections": 300, "--subscribers": 20, "--rate": 200, "--duration": "2s",
+              "--hold": "500ms"}
+
+
+def quick(arguments):
+    out = list(arguments)
+    for index, part in enumerate(out[:-1]):
+        cap = QUICK_CAPS.get(part)
+        if isinstance(cap, int):
+            out[index + 1] = str(min(int(out[index + 1]), cap))
+        elif cap:
+            out[index + 1] = cap
+    return out
+
+
+def option(arguments, name, default=None):
+    return arguments[arguments.index(name) + 1] if name in arguments else default
+
+
+def scenario(arguments):
+    return next(part for part in arguments if part in ("idle", "fanout", "connect", "http-publish"))
+
+
+def number(text):
+    return f"{int(text):,}"
+
+
+def title(arguments):
+    """The row title of a workload, from its arguments."""
+    kind = scenario(arguments)
+    if kind == "fanout":
+        return (f"fan-out {number(option(arguments, '--rooms'))}x{number(option(arguments, '--subscribers'))}"
+                f" @{number(option(arguments, '--rate'))}/s")
+    if kind == "idle":
+        workers = option(arguments, "--workers")
+        return f"idle {number(option(arguments, '--connections'))}" + (
+            f" ({workers} load processes)" if workers else "")
+    if kind == "connect":
+        return (f"handshakes ({number(option(arguments, '--connections'))},"
+                f" {option(arguments, '--concurrency')} at once)")
+    return f"POST /chat/send/ ({option(arguments, '--connections')} connections)"
 
 
 def free_port():
@@ -47,14 +133,22 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def wait_for_port(port, what, timeout=30):
+class StartFailed(Exception):
+    pass
+
+
+def wait_for_port(port, what, process, log, timeout=30):
     deadline = time.time() + timeout
     while time.time() < deadline:
+        if process.poll() is not None:
+            tail = Path(log).read_text(errors="replace").strip().splitlines()[-3:]
+            raise StartFailed(f"{what} exited (status {process.returncode}) before listening on "
+                              f"{port}: " + " / ".join(tail))
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 return
-        time.sleep(0.1)
-    sys.exit(f"compare: {what} did not start on port {port}")
+        time.sleep(0.05)
+    raise StartFailed(f"{what} did not start on port {port}")
 
 
 def run(command, **kwargs):
@@ -62,79 +156,190 @@ def run(command, **kwargs):
     subprocess.run(command, check=True, **kwargs)
 
 
-def install_peers():
-    venv = PEERS / "django" / ".venv"
-    if not (venv / "bin" / "daphne").exists():
-        run([sys.executable, "-m", "venv", str(venv)])
-        run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(PEERS / "django" / "requirements.txt")])
-    if not (PEERS / "node-ws" / "node_modules" / "ws").exists():
+def install_peers(selected):
+    if "django" in selected:
+        venv = PEERS / "django" / ".venv"
+        if not (venv / "bin" / "daphne").exists():
+            run([sys.executable, "-m", "venv", str(venv)])
+            run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(PEERS / "django" / "requirements.txt")])
+    if "node-ws" in selected and not (PEERS / "node-ws" / "node_modules" / "ws").exists():
         run(["npm", "ci", "--no-audit", "--no-fund"], cwd=PEERS / "node-ws")
+    if "bun" in selected:
+        # The npm package `bun` ships the runtime; its postinstall (allowed in package.json)
+        # puts the native binary at node_modules/.bin/bun.
+        if not BUN.exists():
+            run(["npm", "ci", "--no-audit", "--no-fund"], cwd=PEERS / "bun")
+        version = subprocess.run([str(BUN), "--version"], capture_output=True, text=True)
+        if version.returncode != 0:
+            sys.exit(f"compare: {BUN} --version failed: {version.stderr.strip()}")
+        print(f"bun {version.stdout.strip()}", flush=True)
 
 
 class Servers:
-    """Every server under test, started once and stopped at the end."""
+    """Processes started for one measurement (or, for Redis, for the whole run)."""
 
-    def __init__(self, scratch):
+    def __init__(self, scratch, pinned):
         self.scratch = scratch
+        self.pinned = pinned
         self.processes = []
+        self.count = 0
 
     def start(self, what, command, port, cwd=None, env=None):
-        log = open(Path(self.scratch) / f"{what}.log", "w")
-        process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})},
-                                   stdout=log, stderr=subprocess.STDOUT)
+        self.count += 1
+        log = Path(self.scratch) / f"{what}-{self.count}.log"
+        if self.pinned:
+            command = ["taskset", "-c", "0", *command]
+        with open(log, "w") as output:
+            process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})},
+                                       stdout=output, stderr=subprocess.STDOUT)
         self.processes.append(process)
-        wait_for_port(port, what)
+        wait_for_port(port, what, process, log)
         return process.pid
 
     def stop(self):
         for process in self.processes:
-            process.send_signal(signal.SIGTERM)
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
         for process in self.processes:
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
+        self.processes = []
 
 
-def bench(url, arguments, publish_url=None, pid=None):
-    command = [str(BENCH), "--url", url, *arguments]
-    if publish_url and arguments[0] == "fanout":
+def start_server(key, servers, redis_url, redis_port):
+    """Starts server `key` fresh; returns (url, publish url or None, pid of the process the
+    subscribers connect to)."""
+    scratch = servers.scratch
+    livechat_env = {"TOKIO_WORKER_THREADS": "1"} if servers.pinned else {}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    if key == "livechat":
+        data = tempfile.mkdtemp(prefix="embedded-", dir=scratch)
+        pid = servers.start("livechat", [str(LIVECHAT), "--bind", f"127.0.0.1:{port}", "--data-dir", data],
+                            port, env=livechat_env)
+        return url, None, pid
+    if key == "livechat-redis":
+        pid = servers.start("livechat-node1", [str(LIVECHAT), "--bind", f"127.0.0.1:{port}",
+                                               "--redis-url", redis_url], port, env=livechat_env)
+        second = free_port()
+        servers.start("livechat-node2", [str(LIVECHAT), "--bind", f"127.0.0.1:{second}",
+                                         "--redis-url", redis_url], second, env=livechat_env)
+        return url, f"http://127.0.0.1:{second}", pid
+    if key == "django":
+        django = PEERS / "django"
+        pid = servers.start("django", [str(django / ".venv" / "bin" / "daphne"), "-b", "127.0.0.1",
+                                       "-p", str(port), "chatproject.asgi:application"],
+                            port, cwd=django, env={"REDIS_PORT": str(redis_port)})
+        return url, None, pid
+    if key == "node-ws":
+        pid = servers.start("node-ws", ["node", str(PEERS / "node-ws" / "server.js")], port,
+                            env={"PORT": str(port)})
+        return url, None, pid
+    if key == "bun":
+        pid = servers.start("bun", [str(BUN), "server.js"], port, cwd=PEERS / "bun",
+                            env={"PORT": str(port)})
+        return url, None, pid
+    raise ValueError(key)
+
+
+def start_fresh(key, servers, redis_url, redis_port, tries=3):
+    """start_server, on another free port when a server could not take the one it was given
+    (another process on the machine may take a free port between the probe and the server's bind)."""
+    for attempt in range(tries):
+        try:
+            return start_server(key, servers, redis_url, redis_port)
+        except StartFailed as error:
+            servers.stop()
+            if attempt == tries - 1:
+                raise
+            print(f"compare: {error}; trying another port", file=sys.stderr)
+
+
+def bench(url, arguments, publish_url, pid, pinned):
+    command = [str(BENCH), "--url", url, *BENCH_GLOBAL, "--server-pid", str(pid), *arguments]
+    if publish_url and scenario(arguments) == "fanout":
         command += ["--publish-url", publish_url]
-    if pid and arguments[0] == "idle":
-        command += ["--server-pid", str(pid)]
-    print("$", " ".join(command[1:]), flush=True)
-    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    if pinned:
+        command = ["taskset", "-c", "1", *command]
+    print("$", " ".join(command[command.index(str(BENCH)) + 1:]), flush=True)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        print("compare: livechat-bench timed out", file=sys.stderr)
+        return None
     if done.returncode != 0:
-        print(done.stderr, file=sys.stderr)
+        print(done.stderr.strip(), file=sys.stderr)
         return None
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def metrics(results):
-    """The figures the table shows, per server: (label, value, higher is better)."""
-    def get(workload, *keys):
-        value = results.get(workload) or {}
-        for key in keys:
-            value = value.get(key) if isinstance(value, dict) else None
-        return value
+def median_of(runs):
+    """One result from several runs of a workload: the median of every number they all hold.
+    Runs that failed (None) are left out; None when every run failed."""
+    runs = [result for result in runs if result is not None]
+    if not runs:
+        return None
 
-    def latency(workload, key):
+    def merge(values):
+        if all(isinstance(value, dict) for value in values):
+            keys = set.intersection(*(set(value) for value in values))
+            return {key: merge([value[key] for value in values]) for key in keys}
+        if all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values):
+            return statistics.median(values)
+        return values[0]
+
+    return merge(runs)
+
+
+# Row kinds: (label, how to read it from a result, better: "higher", "lower" or None (shown
+# for information, not compared)).
+def rows_for(arguments):
+    kind = scenario(arguments)
+
+    def get(*keys):
+        def read(result):
+            for key in keys:
+                result = result.get(key) if isinstance(result, dict) else None
+            return result
+        return read
+
+    def latency(key):
         # Without a single delivery there is no latency to show.
-        return get(workload, "latency", key) if get(workload, "deliveries") else None
+        return lambda result: result["latency"][key] if result.get("deliveries") else None
 
-    rows = []
-    for workload, title in (("fanout", "fan-out 10x50 @100/s"), ("fanout-heavy", "fan-out 10x100 @500/s")):
-        rows += [
-            (f"{title}: deliveries/s", get(workload, "deliveries_per_s"), True),
-            (f"{title}: loss %", get(workload, "loss_percent"), False),
-            (f"{title}: p50 ms", latency(workload, "p50_ms"), False),
-            (f"{title}: p99 ms", latency(workload, "p99_ms"), False),
+    if kind == "fanout":
+        return [
+            ("deliveries/s", get("deliveries_per_s"), "higher"),
+            ("loss %", get("loss_percent"), "lower"),
+            ("p50 ms", latency("p50_ms"), "lower"),
+            ("p99 ms", latency("p99_ms"), "lower"),
+            ("server CPU s per million deliveries", get("server_cpu_s_per_million"), "lower"),
+            ("load generator CPU s", get("bench_cpu_s"), None),
         ]
-    return rows + [
-        ("idle: KiB per connection (2,000)", get("idle", "rss_per_connection_kib"), False),
-        ("handshakes/s", get("connect", "handshakes_per_s"), True),
-        ("POST /chat/send/ per s", get("http-publish", "requests_per_s"), True),
-    ]
+    if kind == "idle":
+        return [("KiB per connection", get("rss_per_connection_kib"), "lower")]
+    if kind == "connect":
+        return [("per s", get("handshakes_per_s"), "higher")]
+    return [("requests per s", get("requests_per_s"), "higher")]
+
+
+def shortfall(arguments, result):
+    """What a run did not do, shown beside its figure (connections not held, failures)."""
+    kind = scenario(arguments)
+    if kind == "idle" and result.get("failed"):
+        return f"{number(result['open'])} held"
+    if kind == "connect" and result.get("failed"):
+        return f"{number(result['failed'])} failed"
+    if kind == "http-publish":
+        bad = result.get("non_200", 0) + result.get("connection_errors", 0)
+        if bad:
+            return f"{number(bad)} failed"
+    if kind == "fanout" and result.get("connect_failed"):
+        return f"{number(result['connect_failed'])} not connected"
+    return None
 
 
 def fmt(value):
@@ -145,97 +350,184 @@ def fmt(value):
     return f"{value:.2f}".rstrip("0").rstrip(".") if value else "0"
 
 
-def ratio(ours, theirs, higher_is_better):
-    if ours is None or theirs is None:
+def ratio(ours, theirs, better):
+    if better is None or ours is None or theirs is None:
         return "n/a"
-    if higher_is_better:
+    if better == "higher":
         return f"{ours / theirs:.1f}x" if theirs else "n/a"
     return f"{theirs / ours:.1f}x" if ours else "n/a"
 
 
-def table(all_results):
-    names = list(all_results)
-    rows = {name: metrics(all_results[name]) for name in names}
-    header = ["metric", *names, "livechat vs Django", "livechat vs Node ws"]
+def leads(ours, theirs, better):
+    """Whether livechat is ahead on a row: yes, no, or tie (within 1%, or both 0)."""
+    if better is None:
+        return "-"
+    if ours is None or theirs is None:
+        return "n/a"
+    if abs(ours - theirs) <= 0.01 * max(abs(ours), abs(theirs)):
+        return "tie"
+    ahead = ours > theirs if better == "higher" else ours < theirs
+    return "yes" if ahead else "no"
+
+
+def table(workloads, selected, results):
+    """results[key][workload index]: a result, None (failed) or "not run"."""
+    names = dict(SERVERS)
+    columns = [key for key, _ in SERVERS if key in selected]
+    peers = [key for key in PEER_RATIOS if key in selected] if "livechat" in selected else []
+    header = ["metric", *(names[key] for key in columns), *(f"livechat vs {PEER_RATIOS[key]}" for key in peers)]
+    with_leads = "livechat" in selected and "bun" in selected
+    if with_leads:
+        header.append("leads?")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for index, (label, _, higher) in enumerate(rows[names[0]]):
-        values = [rows[name][index][1] for name in names]
-        ours = rows["livechat"][index][1]
-        lines.append("| " + " | ".join([
-            label, *(fmt(v) for v in values),
-            ratio(ours, rows["Django Channels"][index][1], higher),
-            ratio(ours, rows["Node ws"][index][1], higher),
-        ]) + " |")
+    for index, (arguments, _) in enumerate(workloads):
+        for label, read, better in rows_for(arguments):
+            values, cells = {}, []
+            for key in columns:
+                result = results[key][index]
+                if result == "not run":
+                    values[key], cell = None, "n/a (not run)"
+                elif result is None:
+                    values[key], cell = None, "failed"
+                else:
+                    values[key] = read(result)
+                    cell = fmt(values[key])
+                    note = shortfall(arguments, result)
+                    if note and label in ("deliveries/s", "KiB per connection", "per s", "requests per s"):
+                        cell += f" ({note})"
+                cells.append(cell)
+            row = [f"{title(arguments)}: {label}", *cells,
+                   *(ratio(values["livechat"], values[key], better) for key in peers)]
+            if with_leads:
+                row.append(leads(values["livechat"], values["bun"], better))
+            lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
-def write_report(text):
+def write_report(text, pinned, runs):
+    start, end = MARKERS[pinned]
     machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, " \
               f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB"
+    how = ("servers (and Redis) on core 0 (`taskset -c 0`, livechat with one runtime thread), the "
+           "load generator on core 1" if pinned else "servers and load generator sharing the cores")
     section = "\n".join([
-        START,
-        f"Run {datetime.date.today().isoformat()} on {machine} by `bench/compare.py`. Ratios: how many",
-        "times better livechat (embedded) is (for a 'lower is better' metric, their value / ours).",
+        start,
+        f"Run {datetime.date.today().isoformat()} on {machine} by `bench/compare.py"
+        f"{' --pinned' if pinned else ''}{f' --runs {runs}' if runs > 1 else ''}`"
+        f"{f' (medians of {runs} runs)' if runs > 1 else ''}:",
+        f"{how}.",
+        "Ratios: how many times better livechat (embedded) is (for a 'lower is better' metric, their",
+        "value / ours). leads?: livechat (embedded) against Bun on that row (tie: within 1%). Server CPU:",
+        "the process the subscribers connect to (livechat on Redis: node 1, which delivers; Django: daphne).",
         "",
         text,
-        END,
+        end,
     ])
     report = REPORT.read_text() if REPORT.exists() else "# Benchmarks\n"
-    if START in report:
-        report = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: section, report, flags=re.S)
+    if start in report:
+        report = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: section, report, flags=re.S)
+    elif pinned:
+        report += "\n## Per core (pinned)\n\n`python3 bench/compare.py --pinned`: the same workloads with " \
+                  "each side on a core of its own.\n\n" + section + "\n"
     else:
         report += "\n## Side by side\n\n" + section + "\n"
     REPORT.write_text(report)
 
 
+def parse_only(text):
+    if text is None:
+        return EVERYONE
+    wanted = set()
+    for name in (part.strip().lower() for part in text.split(",") if part.strip()):
+        match = [key for key, column in SERVERS if name in (key, column.lower())]
+        if not match:
+            sys.exit(f"compare: unknown server `{name}` (use {', '.join(key for key, _ in SERVERS)})")
+        wanted.update(match)
+    return wanted
+
+
 def main():
-    for tool in ("redis-server", "node", "npm"):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    parser.add_argument("--pinned", action="store_true",
+                        help="servers (and Redis) on core 0, every livechat-bench on core 1; the table "
+                             "goes to its own section, 'Per core (pinned)'")
+    parser.add_argument("--only", metavar="NAME[,NAME]",
+                        help="only these servers: " + ", ".join(key for key, _ in SERVERS) +
+                             " (or column names); the table is printed, not written, unless --write")
+    parser.add_argument("--quick", action="store_true",
+                        help="short durations and small counts, to try the script (not written unless --write)")
+    parser.add_argument("--runs", type=int, default=1, metavar="N",
+                        help="run each workload N times, each on a fresh server, and show the medians")
+    parser.add_argument("--write", action="store_true",
+                        help="write the table into docs/benchmarks.md even with --only or --quick")
+    options = parser.parse_args()
+    if options.runs < 1:
+        sys.exit("compare: --runs takes 1 or more")
+    selected = parse_only(options.only)
+    write = options.write or (options.only is None and not options.quick)
+    needs = ["npm"] if selected & {"node-ws", "bun"} else []
+    needs += ["redis-server"] if selected & {"livechat-redis", "django"} else []
+    needs += ["taskset"] if options.pinned else []
+    for tool in needs + (["node"] if "node-ws" in selected else []):
         if not shutil.which(tool):
             sys.exit(f"compare: `{tool}` is needed (./scripts/test.sh installs redis-server)")
+    # Each connection is a file: let every process started here have as many as allowed.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
     run(["cargo", "build", "--release", "--workspace"], cwd=ROOT)
-    install_peers()
+    install_peers(selected)
+    workloads = []
+    for arguments, who in WORKLOADS:
+        arguments = quick(arguments) if options.quick else arguments
+        # Capped, some heavy workloads become the same: run each once.
+        if all(arguments != seen for seen, _ in workloads):
+            workloads.append((arguments, who))
     started = time.time()
+    results = {key: [] for key in selected}
     with tempfile.TemporaryDirectory(prefix="livechat-compare-") as scratch:
-        servers = Servers(scratch)
+        redis = Servers(scratch, options.pinned)
+        servers = Servers(scratch, options.pinned)
         try:
             redis_port = free_port()
-            servers.start("redis", ["redis-server", "--port", str(redis_port), "--save", "",
-                                    "--appendonly", "yes", "--appendfsync", "everysec",
-                                    "--dir", scratch], redis_port)
             redis_url = f"redis://127.0.0.1:{redis_port}/"
-            ports = {name: free_port() for name in ("embedded", "node1", "node2", "django", "nodews")}
-            targets = {}
-            pid = servers.start("livechat", [str(LIVECHAT), "--bind", f"127.0.0.1:{ports['embedded']}",
-                                             "--data-dir", f"{scratch}/embedded"], ports["embedded"])
-            targets["livechat"] = (ports["embedded"], None, pid)
-            pid = servers.start("livechat-node1", [str(LIVECHAT), "--bind", f"127.0.0.1:{ports['node1']}",
-                                                   "--redis-url", redis_url], ports["node1"])
-            servers.start("livechat-node2", [str(LIVECHAT), "--bind", f"127.0.0.1:{ports['node2']}",
-                                             "--redis-url", redis_url], ports["node2"])
-            targets["livechat on Redis, 2 nodes"] = (ports["node1"], ports["node2"], pid)
-            django = PEERS / "django"
-            pid = servers.start("django", [str(django / ".venv" / "bin" / "daphne"), "-b", "127.0.0.1",
-                                           "-p", str(ports["django"]), "chatproject.asgi:application"],
-                                ports["django"], cwd=django, env={"REDIS_PORT": str(redis_port)})
-            targets["Django Channels"] = (ports["django"], None, pid)
-            pid = servers.start("node-ws", ["node", str(PEERS / "node-ws" / "server.js")], ports["nodews"],
-                                env={"PORT": str(ports["nodews"])})
-            targets["Node ws"] = (ports["nodews"], None, pid)
-
-            all_results = {}
-            for name, (port, publish_port, pid) in targets.items():
+            if selected & {"livechat-redis", "django"}:
+                try:
+                    redis.start("redis", ["redis-server", "--port", str(redis_port), "--save", "",
+                                          "--appendonly", "yes", "--appendfsync", "everysec",
+                                          "--dir", scratch], redis_port)
+                except StartFailed as error:
+                    sys.exit(f"compare: {error}")
+            for key, name in SERVERS:
+                if key not in selected:
+                    continue
                 print(f"\n== {name}", flush=True)
-                publish_url = f"http://127.0.0.1:{publish_port}" if publish_port else None
-                all_results[name] = {
-                    workload: bench(f"http://127.0.0.1:{port}", arguments, publish_url, pid)
-                    for workload, arguments in WORKLOADS
-                }
+                for arguments, who in workloads:
+                    if key not in who:
+                        results[key].append("not run")
+                        continue
+                    runs = []
+                    for _ in range(options.runs):
+                        try:
+                            url, publish_url, pid = start_fresh(key, servers, redis_url, redis_port)
+                            runs.append(bench(url, arguments, publish_url, pid, options.pinned))
+                        except StartFailed as error:
+                            print(f"compare: {error}", file=sys.stderr)
+                            runs.append(None)
+                        finally:
+                            servers.stop()
+                    results[key].append(median_of(runs))
         finally:
             servers.stop()
-    text = table(all_results)
+            redis.stop()
+    text = table(workloads, selected, results)
     print("\n" + text)
-    write_report(text)
-    print(f"\ncompare: done in {time.time() - started:.0f} s; table written to {REPORT.relative_to(ROOT)}")
+    print(f"\ncompare: done in {time.time() - started:.0f} s", end="")
+    if write:
+        write_report(text, options.pinned, options.runs)
+        print(f"; table written to {REPORT.relative_to(ROOT)}")
+    else:
+        print("; not written to the report (--only or --quick; add --write to write it)")
 
 
 if __name__ == "__main__":

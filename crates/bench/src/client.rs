@@ -1,6 +1,7 @@
 //! Opening connections: WebSocket clients and plain TCP, spread over source addresses.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::net::{TcpSocket, TcpStream};
@@ -47,6 +48,7 @@ impl Target {
         };
         if !self.sources.is_empty() {
             let index = self.next_source.fetch_add(1, Ordering::Relaxed) % self.sources.len();
+            bind_address_no_port(&socket);
             socket.bind(SocketAddr::new(self.sources[index], 0))?;
         }
         let stream = socket.connect(self.server).await?;
@@ -64,6 +66,25 @@ impl Target {
             .connect_on(stream)
             .await?;
         Ok(socket)
+    }
+}
+
+/// Leaves the choice of the local port to `connect` (IP_BIND_ADDRESS_NO_PORT). Otherwise `bind`
+/// to port 0 picks a port no other socket holds, TIME_WAIT ones included: with tens of thousands of
+/// those on the machine (after a run of handshakes whose client closes first), each bind scans
+/// for long, and handshakes/s measure the scan rather than the server. `connect` needs only the
+/// whole address pair to be unique. Best effort: without it, bind works as before.
+fn bind_address_no_port(socket: &TcpSocket) {
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor, and an int option of the size given.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 

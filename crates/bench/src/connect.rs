@@ -5,13 +5,13 @@ use std::time::Instant;
 
 use futures_util::SinkExt;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 use tokio::sync::Semaphore;
 use tokio_websockets::Message;
 
 use crate::BenchError;
 use crate::client::{Target, room_path};
-use crate::report::{export, histogram, import, latency_json};
+use crate::report::{Summary, export, failures, histogram, import, latency_json};
 use crate::workers::{self, Slice};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -31,6 +31,7 @@ pub struct Connect {
 pub struct Raw {
     latency: Vec<(u64, u64)>,
     failed: u64,
+    first_error: Option<String>,
     seconds: f64,
 }
 
@@ -62,21 +63,27 @@ pub async fn run(
         }));
     }
     let mut latency = histogram();
-    let mut failed = 0;
+    let (mut failed, mut first_error) = (0, None);
     for handshake in handshakes {
         match handshake.await.map_err(BenchError::from)? {
             Ok(took) => latency.saturating_record((took.as_micros() as u64).max(1)),
-            Err(_) => failed += 1,
+            Err(error) => {
+                failed += 1;
+                first_error.get_or_insert_with(|| error.to_string());
+            }
         }
     }
+    let seconds = started.elapsed().as_secs_f64();
+    workers::end_line(slice);
     Ok(Raw {
         latency: export(&latency),
         failed,
-        seconds: started.elapsed().as_secs_f64(),
+        first_error,
+        seconds,
     })
 }
 
-pub fn report(options: &Connect, raws: &[Raw]) -> (Value, Map<String, Value>) {
+pub fn report(options: &Connect, raws: &[Raw]) -> Summary {
     let mut latency = histogram();
     for raw in raws {
         import(&mut latency, &raw.latency);
@@ -92,10 +99,15 @@ pub fn report(options: &Connect, raws: &[Raw]) -> (Value, Map<String, Value>) {
         "handshakes_per_s".into(),
         json!(latency.len() as f64 / seconds),
     );
-    results.insert(
-        "failed".into(),
-        json!(raws.iter().map(|raw| raw.failed).sum::<u64>()),
-    );
+    let failed: u64 = raws.iter().map(|raw| raw.failed).sum();
+    results.insert("failed".into(), json!(failed));
     results.insert("latency".into(), latency_json(&latency));
-    (parameters, results)
+    let first_error = raws.iter().find_map(|raw| raw.first_error.as_deref());
+    let failure = (latency.is_empty())
+        .then(|| format!("no handshake succeeded ({})", failures(failed, first_error)));
+    Summary {
+        parameters,
+        results,
+        failure,
+    }
 }

@@ -9,7 +9,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 use std::sync::Mutex;
 
 use tokio::sync::{Semaphore, watch};
@@ -17,7 +17,7 @@ use tokio_websockets::Message;
 
 use crate::BenchError;
 use crate::client::{Socket, Target, room_path};
-use crate::report::{export, histogram, import, latency_json};
+use crate::report::{Summary, export, failures, histogram, import, latency_json};
 use crate::workers::{self, Slice};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -65,6 +65,10 @@ pub struct Raw {
     received: u64,
     closed_early: u64,
     connect_failed: u64,
+    publishers_failed: u64,
+    /// The first error of a subscriber's connection, and of a publisher's.
+    first_error: Option<String>,
+    publisher_error: Option<String>,
     latency: Vec<(u64, u64)>,
     connect_s: f64,
     publish_s: f64,
@@ -114,7 +118,7 @@ pub async fn run(
     let mut readers = Vec::new();
     // Subscribers connected per room: a server may refuse some handshakes under load.
     let mut members = vec![0u64; rooms.len()];
-    let mut connect_failed = 0;
+    let (mut connect_failed, mut first_error) = (0, None);
     for socket in opened {
         match socket.await.map_err(BenchError::from)? {
             Ok((index, socket)) => {
@@ -127,17 +131,30 @@ pub async fn run(
                     stopped.clone(),
                 )));
             }
-            Err(_) => connect_failed += 1,
+            Err(error) => {
+                connect_failed += 1;
+                first_error.get_or_insert_with(|| error.to_string());
+            }
         }
     }
     let connect_s = opening.elapsed().as_secs_f64();
 
     // The publishers (one per room, in the leading slice) are members too: they read and drop
     // their echoes, and stay open to the end (closing with unread data would reset them).
-    let mut publishers: Vec<Publisher> = Vec::new();
+    // A room whose publisher cannot connect gets nothing published (and is counted).
+    let mut publishers: Vec<(usize, Publisher)> = Vec::new();
+    let (mut publishers_failed, mut publisher_error) = (0, None);
     if slice.leads() {
-        for room in &rooms {
-            let (sink, mut stream) = publish_to.websocket(&room_path(path, room)).await?.split();
+        for (index, room) in rooms.iter().enumerate() {
+            let socket = match publish_to.websocket(&room_path(path, room)).await {
+                Ok(socket) => socket,
+                Err(error) => {
+                    publishers_failed += 1;
+                    publisher_error.get_or_insert_with(|| error.to_string());
+                    continue;
+                }
+            };
+            let (sink, mut stream) = socket.split();
             let mut stop = stopped.clone();
             let reading = tokio::spawn(async move {
                 loop {
@@ -148,7 +165,7 @@ pub async fn run(
                 }
                 stream
             });
-            publishers.push((sink, reading));
+            publishers.push((index, (sink, reading)));
         }
     }
 
@@ -156,18 +173,18 @@ pub async fn run(
     let started = Instant::now();
     let sending: Vec<_> = publishers
         .into_iter()
-        .map(|(mut sink, reading)| {
+        .map(|(room, (mut sink, reading))| {
             let (rate, size, duration) = (fanout.rate, fanout.size, fanout.duration);
             tokio::spawn(async move {
                 let sent = publish(&mut sink, rate, size, duration).await;
-                (sent, sink, reading)
+                (room, sent, sink, reading)
             })
         })
         .collect();
     let mut published = vec![0u64; rooms.len()];
     let mut open_publishers = Vec::new();
-    for (room, publisher) in sending.into_iter().enumerate() {
-        let (sent, sink, reading) = publisher.await.map_err(BenchError::from)?;
+    for publisher in sending {
+        let (room, sent, sink, reading) = publisher.await.map_err(BenchError::from)?;
         published[room] = sent;
         open_publishers.push((sink, reading));
     }
@@ -185,6 +202,7 @@ pub async fn run(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    workers::end_line(slice);
     let publish_s = if slice.leads() {
         fanout.duration.as_secs_f64()
     } else {
@@ -213,13 +231,16 @@ pub async fn run(
         received: tally.received.load(Ordering::Relaxed),
         closed_early: tally.closed_early.load(Ordering::Relaxed),
         connect_failed,
+        publishers_failed,
+        first_error,
+        publisher_error,
         latency: export(&latency),
         connect_s,
         publish_s,
     })
 }
 
-pub fn report(fanout: &Fanout, raws: &[Raw]) -> (Value, Map<String, Value>) {
+pub fn report(fanout: &Fanout, raws: &[Raw]) -> Summary {
     let rooms = fanout.rooms;
     let sum_rooms = |pick: fn(&Raw) -> &Vec<u64>| -> Vec<u64> {
         (0..rooms)
@@ -250,19 +271,19 @@ pub fn report(fanout: &Fanout, raws: &[Raw]) -> (Value, Map<String, Value>) {
         "cross_node": fanout.publish_url.is_some(), "workers": raws.len(),
     });
     let lost = expected.saturating_sub(received);
+    let publishers_failed: u64 = raws.iter().map(|raw| raw.publishers_failed).sum();
     let mut results = Map::new();
     results.insert(
         "connections".into(),
-        json!(members.iter().sum::<u64>() + rooms as u64),
+        json!(members.iter().sum::<u64>() + rooms as u64 - publishers_failed),
     );
     results.insert(
         "connect_s".into(),
         json!(raws.iter().map(|raw| raw.connect_s).fold(0.0, f64::max)),
     );
-    results.insert(
-        "connect_failed".into(),
-        json!(raws.iter().map(|raw| raw.connect_failed).sum::<u64>()),
-    );
+    let connect_failed: u64 = raws.iter().map(|raw| raw.connect_failed).sum();
+    results.insert("connect_failed".into(), json!(connect_failed));
+    results.insert("publishers_failed".into(), json!(publishers_failed));
     results.insert("published".into(), json!(total_published));
     results.insert(
         "publish_rate".into(),
@@ -286,7 +307,31 @@ pub fn report(fanout: &Fanout, raws: &[Raw]) -> (Value, Map<String, Value>) {
         json!(raws.iter().map(|raw| raw.closed_early).sum::<u64>()),
     );
     results.insert("latency".into(), latency_json(&latency));
-    (parameters, results)
+    let subscribers: u64 = members.iter().sum();
+    let failure = if subscribers == 0 {
+        let first_error = raws.iter().find_map(|raw| raw.first_error.as_deref());
+        Some(format!(
+            "no subscriber connected ({})",
+            failures(connect_failed, first_error)
+        ))
+    } else if total_published == 0 {
+        let first_error = raws.iter().find_map(|raw| raw.publisher_error.as_deref());
+        Some(format!(
+            "nothing was published (publishers: {})",
+            failures(publishers_failed, first_error)
+        ))
+    } else if received == 0 {
+        Some(format!(
+            "nothing was received ({total_published} messages published to {subscribers} subscribers)"
+        ))
+    } else {
+        None
+    };
+    Summary {
+        parameters,
+        results,
+        failure,
+    }
 }
 
 fn now_nanos() -> u64 {

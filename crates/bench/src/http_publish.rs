@@ -1,17 +1,18 @@
 //! `http-publish`: `POST /chat/send/` over keep-alive connections as fast as answers come back.
-//! Measures requests/s, non-200 answers and latency.
+//! Measures requests/s, non-200 answers and latency. A connection that cannot be opened, or that
+//! breaks, is counted (`connection_errors`) and the others go on.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::BenchError;
 use crate::client::Target;
-use crate::report::{export, histogram, import, latency_json};
+use crate::report::{Summary, export, failures, histogram, import, latency_json};
 use crate::workers::{self, Slice};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -37,6 +38,8 @@ pub struct Raw {
     latency: Vec<(u64, u64)>,
     ok: u64,
     failed: u64,
+    connection_errors: u64,
+    first_error: Option<String>,
     seconds: f64,
 }
 
@@ -56,8 +59,15 @@ pub async fn run(
     .into_bytes()
     .into();
     let mut streams = Vec::new();
+    let (mut connection_errors, mut first_error) = (0, None);
     for _ in 0..slice.share(options.connections) {
-        streams.push(target.tcp().await?);
+        match target.tcp().await {
+            Ok(stream) => streams.push(stream),
+            Err(error) => {
+                connection_errors += 1;
+                first_error.get_or_insert_with(|| error.to_string());
+            }
+        }
     }
     workers::start_line(slice).await?;
     let started = Instant::now();
@@ -69,23 +79,30 @@ pub async fn run(
     let mut latency = histogram();
     let (mut ok, mut failed) = (0, 0);
     for worker in posting {
-        let (worker_latency, worker_ok, worker_failed) =
-            worker.await.map_err(BenchError::from)??;
+        let posted = worker.await.map_err(BenchError::from)?;
         latency
-            .add(&worker_latency)
+            .add(&posted.latency)
             .map_err(|e| BenchError::Report(e.to_string()))?;
-        ok += worker_ok;
-        failed += worker_failed;
+        ok += posted.ok;
+        failed += posted.failed;
+        if let Some(error) = posted.error {
+            connection_errors += 1;
+            first_error.get_or_insert_with(|| error.to_string());
+        }
     }
+    let seconds = started.elapsed().as_secs_f64();
+    workers::end_line(slice);
     Ok(Raw {
         latency: export(&latency),
         ok,
         failed,
-        seconds: started.elapsed().as_secs_f64(),
+        connection_errors,
+        first_error,
+        seconds,
     })
 }
 
-pub fn report(options: &HttpPublish, raws: &[Raw]) -> (Value, Map<String, Value>) {
+pub fn report(options: &HttpPublish, raws: &[Raw]) -> Summary {
     let mut latency = histogram();
     for raw in raws {
         import(&mut latency, &raw.latency);
@@ -99,32 +116,63 @@ pub fn report(options: &HttpPublish, raws: &[Raw]) -> (Value, Map<String, Value>
     let mut results = Map::new();
     results.insert("requests".into(), json!(requests));
     results.insert("requests_per_s".into(), json!(requests as f64 / seconds));
-    results.insert(
-        "non_200".into(),
-        json!(raws.iter().map(|raw| raw.failed).sum::<u64>()),
-    );
+    let non_200: u64 = raws.iter().map(|raw| raw.failed).sum();
+    results.insert("non_200".into(), json!(non_200));
+    let connection_errors: u64 = raws.iter().map(|raw| raw.connection_errors).sum();
+    results.insert("connection_errors".into(), json!(connection_errors));
     results.insert("latency".into(), latency_json(&latency));
-    (parameters, results)
+    let first_error = raws.iter().find_map(|raw| raw.first_error.as_deref());
+    let failure = (requests == non_200).then(|| {
+        format!(
+            "no request was answered 200 ({non_200} answered otherwise; connections: {})",
+            failures(connection_errors, first_error)
+        )
+    });
+    Summary {
+        parameters,
+        results,
+        failure,
+    }
 }
 
-type WorkerResult = (hdrhistogram::Histogram<u64>, u64, u64);
+/// What one connection did: its answers, and the error that ended it early, if one did.
+struct Posted {
+    latency: hdrhistogram::Histogram<u64>,
+    ok: u64,
+    failed: u64,
+    error: Option<BenchError>,
+}
 
-async fn post_until(
-    mut stream: TcpStream,
-    request: Arc<[u8]>,
-    end: Instant,
-) -> Result<WorkerResult, BenchError> {
-    let mut latency = histogram();
-    let (mut ok, mut failed) = (0, 0);
+async fn post_until(mut stream: TcpStream, request: Arc<[u8]>, end: Instant) -> Posted {
+    let mut posted = Posted {
+        latency: histogram(),
+        ok: 0,
+        failed: 0,
+        error: None,
+    };
     let mut buffer = Vec::with_capacity(4096);
     while Instant::now() < end {
         let sent = Instant::now();
-        stream.write_all(&request).await?;
-        let status = read_answer(&mut stream, &mut buffer).await?;
-        latency.saturating_record((sent.elapsed().as_micros() as u64).max(1));
-        if status == 200 { ok += 1 } else { failed += 1 }
+        let answer = match stream.write_all(&request).await {
+            Ok(()) => read_answer(&mut stream, &mut buffer).await,
+            Err(error) => Err(error.into()),
+        };
+        let status = match answer {
+            Ok(status) => status,
+            Err(error) => {
+                posted.error = Some(error);
+                break;
+            }
+        };
+        let took = (sent.elapsed().as_micros() as u64).max(1);
+        posted.latency.saturating_record(took);
+        if status == 200 {
+            posted.ok += 1
+        } else {
+            posted.failed += 1
+        }
     }
-    Ok((latency, ok, failed))
+    posted
 }
 
 /// Reads one HTTP/1.1 answer (Content-Length framed) and returns its status code.

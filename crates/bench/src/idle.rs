@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 use tokio::sync::Semaphore;
 
 use crate::BenchError;
 use crate::client::{Target, room_path};
+use crate::report::{Summary, failures};
 use crate::workers::{self, Slice};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -19,12 +20,10 @@ pub struct Idle {
     /// The connections are spread over this many rooms.
     #[arg(long, default_value_t = 100)]
     pub rooms: usize,
-    /// How long to hold them once open, before measuring.
+    /// How long to hold them once open, before measuring (with --server-pid, the server's
+    /// resident memory per connection).
     #[arg(long, value_parser = crate::parse_duration, default_value = "3s")]
     pub hold: Duration,
-    /// The server's process id, to read its resident memory from /proc.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
     #[arg(long, default_value = "bench_idle")]
     pub room_prefix: String,
 }
@@ -34,17 +33,20 @@ pub struct Idle {
 pub struct Raw {
     open: u64,
     failed: u64,
+    first_error: Option<String>,
     open_s: f64,
     resident: Option<(u64, u64)>,
 }
 
+/// `server_pid`: the server whose resident memory to read (alone; a parent reads it itself).
 pub async fn run(
     options: &Idle,
+    server_pid: Option<u32>,
     target: Arc<Target>,
     path: &str,
     slice: Slice,
 ) -> Result<Raw, BenchError> {
-    let before = match options.server_pid {
+    let before = match server_pid {
         Some(pid) if !slice.is_worker() => Some(resident_bytes(pid)?),
         _ => None,
     };
@@ -63,11 +65,14 @@ pub async fn run(
         }));
     }
     let mut held = Vec::new();
-    let mut failed = 0;
+    let (mut failed, mut first_error) = (0, None);
     for socket in opening {
         match socket.await.map_err(BenchError::from)? {
             Ok(socket) => held.push(socket),
-            Err(_) => failed += 1,
+            Err(error) => {
+                failed += 1;
+                first_error.get_or_insert_with(|| error.to_string());
+            }
         }
     }
     let open_s = started.elapsed().as_secs_f64();
@@ -76,34 +81,30 @@ pub async fn run(
     if !slice.is_worker() {
         tokio::time::sleep(options.hold).await;
     }
-    let resident = match (before, options.server_pid) {
+    let resident = match (before, server_pid) {
         (Some(before), Some(pid)) => Some((before, resident_bytes(pid)?)),
         _ => None,
     };
+    workers::end_line(slice);
     Ok(Raw {
         open: held.len() as u64,
         failed,
+        first_error,
         open_s,
         resident,
     })
 }
 
 /// `resident`: the server's memory before and with every connection open, when the parent read it.
-pub fn report(
-    options: &Idle,
-    raws: &[Raw],
-    resident: Option<(u64, u64)>,
-) -> (Value, Map<String, Value>) {
+pub fn report(options: &Idle, raws: &[Raw], resident: Option<(u64, u64)>) -> Summary {
     let open: u64 = raws.iter().map(|raw| raw.open).sum();
     let parameters = json!({
         "connections": options.connections, "rooms": options.rooms, "workers": raws.len(),
     });
     let mut results = Map::new();
     results.insert("open".into(), json!(open));
-    results.insert(
-        "failed".into(),
-        json!(raws.iter().map(|raw| raw.failed).sum::<u64>()),
-    );
+    let failed: u64 = raws.iter().map(|raw| raw.failed).sum();
+    results.insert("failed".into(), json!(failed));
     results.insert(
         "open_s".into(),
         json!(raws.iter().map(|raw| raw.open_s).fold(0.0, f64::max)),
@@ -121,7 +122,14 @@ pub fn report(
             json!((per_connection / 1024.0 * 100.0).round() / 100.0),
         );
     }
-    (parameters, results)
+    let first_error = raws.iter().find_map(|raw| raw.first_error.as_deref());
+    let failure =
+        (open == 0).then(|| format!("no connection opened ({})", failures(failed, first_error)));
+    Summary {
+        parameters,
+        results,
+        failure,
+    }
 }
 
 /// VmRSS of a process, in bytes.

@@ -1,10 +1,13 @@
 //! livechat-bench: load for any server that speaks the Django Channels live chat protocol (WebSocket rooms
 //! at a path template, `{"message": X}` frames, `POST /chat/send/`).
 //!
-//! Each scenario prints a short summary for people, then one JSON line for scripts.
+//! Each scenario prints a short summary for people, then one JSON line for scripts. A scenario
+//! that could not run (no connection opened, nothing delivered or answered) still prints both,
+//! then says why on stderr and exits 1.
 
 mod client;
 mod connect;
+mod cpu;
 mod fanout;
 mod http_publish;
 mod idle;
@@ -20,12 +23,14 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::json;
 
 use crate::client::Target;
-use crate::workers::Slice;
+use crate::report::Summary;
+use crate::workers::{Gathered, Slice};
 
 #[derive(Debug, Parser)]
-#[command(name = "livechat-bench", version, about)]
+#[command(name = "livechat-bench", version, about, after_help = AFTER_HELP)]
 struct Cli {
     /// Base URL of the server.
     #[arg(long, global = true, default_value = "http://127.0.0.1:8003")]
@@ -41,6 +46,10 @@ struct Cli {
     /// Load processes to spread the connections over (one process holds about 19,900 here).
     #[arg(long, global = true, default_value_t = 1)]
     workers: usize,
+    /// The server's process id: its CPU time over the measured part (`server_cpu_s`) and, for
+    /// `idle`, its resident memory per connection are read from /proc.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
     /// Set by the parent on each worker process: which slice of the work it takes.
     #[arg(long, global = true, hide = true)]
     worker_slice: Option<usize>,
@@ -76,6 +85,8 @@ pub enum BenchError {
     Task(#[from] tokio::task::JoinError),
     #[error("{0}")]
     Report(String),
+    #[error("{0} could not run: {1}")]
+    CouldNotRun(&'static str, String),
 }
 
 /// Parses `500ms`, `10s`, `2m` (a bare number is seconds).
@@ -124,20 +135,24 @@ enum Role {
 }
 
 /// Runs `run_here` alone (its result, as a list of one) or as a worker (hands the result to the
-/// parent and returns None), or, as a parent, collects its workers' results.
-async fn gather<R, F, Fut>(role: Role, run_here: F) -> Result<Option<Vec<R>>, BenchError>
+/// parent and returns None), or, as a parent, collects its workers' results (and the CPU seconds
+/// they used).
+async fn gather<R, F, Fut>(role: Role, run_here: F) -> Result<Option<(Vec<R>, f64)>, BenchError>
 where
     R: Serialize + DeserializeOwned,
     F: FnOnce(Slice) -> Fut,
     Fut: Future<Output = Result<R, BenchError>>,
 {
     match role {
-        Role::Alone => Ok(Some(vec![run_here(Slice::WHOLE).await?])),
+        Role::Alone => Ok(Some((vec![run_here(Slice::WHOLE).await?], 0.0))),
         Role::Worker(slice) => {
             workers::hand_in(&run_here(slice).await?)?;
             Ok(None)
         }
-        Role::Parent(count) => Ok(Some(workers::run(count, || async {}).await?.0)),
+        Role::Parent(count) => {
+            let gathered: Gathered<R, ()> = workers::run(count, || async {}).await?;
+            Ok(Some((gathered.raws, gathered.cpu_s)))
+        }
     }
 }
 
@@ -148,64 +163,105 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
         None if count > 1 => Role::Parent(count),
         None => Role::Alone,
     };
+    // Workers leave the server's clock to the parent.
+    if let (Some(pid), None) = (cli.server_pid, cli.worker_slice) {
+        cpu::watch_server(pid)?;
+    }
     let target = Arc::new(Target::parse(&cli.url, cli.source_ips.clone())?);
     let path = cli.path.as_str();
-    let (name, (parameters, results)) = match cli.scenario {
+    let (name, (mut summary, workers_cpu_s)) = match cli.scenario {
         Scenario::Fanout(options) => {
             let publish_to = match &options.publish_url {
                 Some(url) => Arc::new(Target::parse(url, cli.source_ips.clone())?),
                 None => target.clone(),
             };
             let run_here = |slice| fanout::run(&options, target, publish_to, path, slice);
-            let Some(raws) = gather(role, run_here).await? else {
+            let Some((raws, cpu_s)) = gather(role, run_here).await? else {
                 return Ok(());
             };
-            ("fanout", fanout::report(&options, &raws))
+            ("fanout", (fanout::report(&options, &raws), cpu_s))
         }
         // The parent reads the server's memory itself, once every worker holds its connections.
         Scenario::Idle(options) => match role {
             Role::Parent(count) => {
-                let pid = options.server_pid;
+                let pid = cli.server_pid;
                 let before = pid.map(idle::resident_bytes).transpose()?;
                 let hold = options.hold;
-                let (raws, after) = workers::run(count, || async move {
+                let gathered = workers::run(count, || async move {
                     tokio::time::sleep(hold).await;
                     pid.map(idle::resident_bytes)
                 })
                 .await?;
-                let resident = before.zip(after.transpose()?);
-                ("idle", idle::report(&options, &raws, resident))
+                let resident = before.zip(gathered.measured.transpose()?);
+                let summary = idle::report(&options, &gathered.raws, resident);
+                ("idle", (summary, gathered.cpu_s))
             }
             _ => {
-                let run_here = |slice| idle::run(&options, target, path, slice);
-                let Some(raws) = gather(role, run_here).await? else {
+                let run_here = |slice| idle::run(&options, cli.server_pid, target, path, slice);
+                let Some((raws, cpu_s)) = gather(role, run_here).await? else {
                     return Ok(());
                 };
-                ("idle", idle::report(&options, &raws, None))
+                ("idle", (idle::report(&options, &raws, None), cpu_s))
             }
         },
         Scenario::Connect(options) => {
             let run_here = |slice| connect::run(&options, target, path, slice);
-            let Some(raws) = gather(role, run_here).await? else {
+            let Some((raws, cpu_s)) = gather(role, run_here).await? else {
                 return Ok(());
             };
-            ("connect", connect::report(&options, &raws))
+            ("connect", (connect::report(&options, &raws), cpu_s))
         }
         Scenario::HttpPublish(options) => {
             let run_here = |slice| http_publish::run(&options, target, slice);
-            let Some(raws) = gather(role, run_here).await? else {
+            let Some((raws, cpu_s)) = gather(role, run_here).await? else {
                 return Ok(());
             };
-            ("http-publish", http_publish::report(&options, &raws))
+            (
+                "http-publish",
+                (http_publish::report(&options, &raws), cpu_s),
+            )
         }
         Scenario::Replay(options) => {
             let run_here = |slice| replay::run(&options, target, path, slice);
-            let Some(raws) = gather(role, run_here).await? else {
+            let Some((raws, cpu_s)) = gather(role, run_here).await? else {
                 return Ok(());
             };
-            ("replay", replay::report(&options, &raws))
+            ("replay", (replay::report(&options, &raws), cpu_s))
         }
     };
-    report::print(name, parameters, results);
-    Ok(())
+    add_cpu(name, &mut summary, cpu::own_seconds() + workers_cpu_s);
+    report::print(name, &summary);
+    match summary.failure {
+        Some(reason) => Err(BenchError::CouldNotRun(name, reason)),
+        None => Ok(()),
+    }
+}
+
+const AFTER_HELP: &str = "\
+CPU figures in every JSON line:
+  bench_cpu_s               the load generator's user + system CPU seconds over the whole run,
+                            its worker processes included (getrusage)
+  server_cpu_s              with --server-pid: the server's utime + stime (/proc/PID/stat) from
+                            the start line (every connection open) to the end of the load
+                            (for fanout, of the drain)
+  server_cpu_s_per_million  fanout with --server-pid: server_cpu_s per million deliveries
+
+Exit status: 0 when the scenario ran; 1 on an error, or when it could not run (no connection
+opened, nothing published or delivered, no request answered 200): the summary is printed, then
+`livechat-bench: SCENARIO could not run: REASON` on stderr.";
+
+/// Adds the CPU figures to a scenario's results.
+fn add_cpu(scenario: &str, summary: &mut Summary, bench_cpu_s: f64) {
+    let round = |seconds: f64| (seconds * 1000.0).round() / 1000.0;
+    let results = &mut summary.results;
+    results.insert("bench_cpu_s".into(), json!(round(bench_cpu_s)));
+    let Some(server_cpu_s) = cpu::server_seconds() else {
+        return;
+    };
+    results.insert("server_cpu_s".into(), json!(round(server_cpu_s)));
+    let deliveries = results.get("deliveries").and_then(|value| value.as_u64());
+    if let ("fanout", Some(deliveries @ 1..)) = (scenario, deliveries) {
+        let per_million = server_cpu_s / (deliveries as f64 / 1e6);
+        results.insert("server_cpu_s_per_million".into(), json!(round(per_million)));
+    }
 }

@@ -7,13 +7,13 @@ use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 use tokio::sync::Barrier;
 use tokio_websockets::Message;
 
 use crate::BenchError;
 use crate::client::{Target, room_path};
-use crate::report::{export, histogram, import, latency_json};
+use crate::report::{Summary, export, failures, histogram, import, latency_json};
 use crate::workers::{self, Slice};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -36,6 +36,7 @@ pub struct Raw {
     latency: Vec<(u64, u64)>,
     replayed: u64,
     failed: u64,
+    first_error: Option<String>,
     seconds: f64,
 }
 
@@ -75,21 +76,27 @@ pub async fn run(
             Err(BenchError::Report("closed before caught_up".into()))
         }));
     }
-    let (mut latency, mut replayed, mut failed) = (histogram(), 0, 0);
+    let (mut latency, mut replayed, mut failed, mut first_error) = (histogram(), 0, 0, None);
     for task in tasks {
         match task.await? {
             Ok((took, count)) => {
                 latency.saturating_record((took.as_micros() as u64).max(1));
                 replayed += count;
             }
-            Err(_) => failed += 1,
+            Err(error) => {
+                failed += 1;
+                first_error.get_or_insert_with(|| error.to_string());
+            }
         }
     }
+    let seconds = started.elapsed().as_secs_f64();
+    workers::end_line(slice);
     Ok(Raw {
         latency: export(&latency),
         replayed,
         failed,
-        seconds: started.elapsed().as_secs_f64(),
+        first_error,
+        seconds,
     })
 }
 
@@ -111,7 +118,7 @@ async fn fill(target: &Target, path: &str, options: &Replay) -> Result<(), Bench
     Ok(())
 }
 
-pub fn report(options: &Replay, raws: &[Raw]) -> (Value, Map<String, Value>) {
+pub fn report(options: &Replay, raws: &[Raw]) -> Summary {
     let mut latency = histogram();
     for raw in raws {
         import(&mut latency, &raw.latency);
@@ -129,10 +136,16 @@ pub fn report(options: &Replay, raws: &[Raw]) -> (Value, Map<String, Value>) {
         "replayed_per_s".into(),
         json!(replayed as f64 / seconds.max(1e-9)),
     );
-    results.insert(
-        "failed".into(),
-        json!(raws.iter().map(|raw| raw.failed).sum::<u64>()),
-    );
+    let failed: u64 = raws.iter().map(|raw| raw.failed).sum();
+    results.insert("failed".into(), json!(failed));
     results.insert("latency".into(), latency_json(&latency));
-    (parameters, results)
+    let first_error = raws.iter().find_map(|raw| raw.first_error.as_deref());
+    let failure = latency
+        .is_empty()
+        .then(|| format!("no client caught up ({})", failures(failed, first_error)));
+    Summary {
+        parameters,
+        results,
+        failure,
+    }
 }

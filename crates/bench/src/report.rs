@@ -36,15 +36,32 @@ pub fn latency_json(histogram: &Histogram<u64>) -> Value {
     })
 }
 
+/// What a scenario made of its raw results.
+pub struct Summary {
+    pub parameters: Value,
+    pub results: Map<String, Value>,
+    /// Why the scenario could not run, when it measured nothing (no connection, no delivery,
+    /// no answer): the summary is still printed, and the run exits non-zero.
+    pub failure: Option<String>,
+}
+
 /// Prints the human summary (one `key: value` line each), then the JSON line.
-pub fn print(scenario: &str, parameters: Value, results: Map<String, Value>) {
+pub fn print(scenario: &str, summary: &Summary) {
     println!("== livechat-bench {scenario}");
-    for (key, value) in &results {
+    for (key, value) in &summary.results {
         println!("  {key}: {value}");
     }
     let mut line = Map::new();
     line.insert("scenario".into(), json!(scenario));
-    line.insert("parameters".into(), parameters);
-    line.extend(results);
+    line.insert("parameters".into(), summary.parameters.clone());
+    line.extend(summary.results.clone());
     println!("{}", Value::Object(line));
+}
+
+/// `failed` attempts, with the first one's error when there is one.
+pub fn failures(failed: u64, first_error: Option<&str>) -> String {
+    match first_error {
+        Some(error) => format!("{failed} failed, the first with: {error}"),
+        None => format!("{failed} failed"),
+    }
 }

@@ -1,20 +1,21 @@
 //! Several load processes: with `--workers N` the parent starts N copies of itself, each taking a
 //! slice of the scenario's connections (one process may hold about 19,900 open files here). Each
 //! worker opens its connections, says `ready`, waits for `go` (so that the load starts everywhere
-//! at once, after every connection is open), runs, and prints its raw result as one JSON line; the
-//! parent merges them into one report.
+//! at once, after every connection is open), runs, says `done` when its load is over, and prints
+//! its raw result and its own CPU time as one JSON line; the parent merges them into one report.
 
 use std::process::Stdio;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use crate::BenchError;
+use crate::{BenchError, cpu};
 
 const READY: &str = "worker-ready";
 const GO: &str = "go";
+const DONE: &str = "worker-done";
 const RESULT: &str = "worker-result ";
 
 /// Which part of the work this process does.
@@ -45,6 +46,7 @@ impl Slice {
 /// Where the load starts: at once alone, or on the parent's word as a worker.
 pub async fn start_line(slice: Slice) -> Result<(), BenchError> {
     if !slice.is_worker() {
+        cpu::mark_start();
         return Ok(());
     }
     println!("{READY}");
@@ -59,16 +61,44 @@ pub async fn start_line(slice: Slice) -> Result<(), BenchError> {
     }
 }
 
+/// Where the measured part of the load ends (what follows is closing connections).
+pub fn end_line(slice: Slice) {
+    if slice.is_worker() {
+        println!("{DONE}");
+    } else {
+        cpu::mark_end();
+    }
+}
+
+/// What a worker hands in: its raw result and the CPU seconds it used.
+#[derive(Serialize, Deserialize)]
+struct HandedIn<R> {
+    raw: R,
+    cpu_s: f64,
+}
+
 /// Prints a worker's raw result for the parent.
 pub fn hand_in<R: Serialize>(raw: &R) -> Result<(), BenchError> {
-    let json = serde_json::to_string(raw).map_err(|e| BenchError::Report(e.to_string()))?;
+    let handed = HandedIn {
+        raw,
+        cpu_s: cpu::own_seconds(),
+    };
+    let json = serde_json::to_string(&handed).map_err(|e| BenchError::Report(e.to_string()))?;
     println!("{RESULT}{json}");
     Ok(())
 }
 
+/// What the workers did: their raw results, the CPU seconds they used together, and what the
+/// parent's `when_ready` returned.
+pub struct Gathered<R, T> {
+    pub raws: Vec<R>,
+    pub cpu_s: f64,
+    pub measured: T,
+}
+
 /// Starts `count` workers (this program, same arguments, plus `--worker-slice I`), waits until
 /// every one is ready, runs `when_ready`, lets them go and collects their raw results.
-pub async fn run<R, T, F, Fut>(count: usize, when_ready: F) -> Result<(Vec<R>, T), BenchError>
+pub async fn run<R, T, F, Fut>(count: usize, when_ready: F) -> Result<Gathered<R, T>, BenchError>
 where
     R: DeserializeOwned,
     F: FnOnce() -> Fut,
@@ -91,21 +121,31 @@ where
     for (_, lines) in &mut workers {
         expect_line(lines, |line| line == READY).await?;
     }
+    cpu::mark_start();
     let measured = when_ready().await;
     for (child, _) in &mut workers {
         if let Some(stdin) = child.stdin.as_mut() {
             stdin.write_all(format!("{GO}\n").as_bytes()).await?;
         }
     }
-    let mut raws = Vec::new();
+    for (_, lines) in &mut workers {
+        expect_line(lines, |line| line == DONE).await?;
+    }
+    cpu::mark_end();
+    let (mut raws, mut cpu_s) = (Vec::new(), 0.0);
     for (mut child, mut lines) in workers {
         let line = expect_line(&mut lines, |line| line.starts_with(RESULT)).await?;
-        let raw = serde_json::from_str(&line[RESULT.len()..])
+        let handed: HandedIn<R> = serde_json::from_str(&line[RESULT.len()..])
             .map_err(|e| BenchError::Report(format!("worker result: {e}")))?;
-        raws.push(raw);
+        raws.push(handed.raw);
+        cpu_s += handed.cpu_s;
         let _ = child.wait().await;
     }
-    Ok((raws, measured))
+    Ok(Gathered {
+        raws,
+        cpu_s,
+        measured,
+    })
 }
 
 async fn expect_line<L>(

@@ -1,5 +1,6 @@
-//! Each scenario runs against the real livechat server on a tiny load and reports sane figures.
-//! Nothing here asserts speed: figures belong in benchmarks, not tests.
+//! Each scenario runs against the real livechat server on a tiny load and reports sane figures,
+//! and one that cannot run (no server) says so and exits non-zero. Nothing here asserts speed:
+//! figures belong in benchmarks, not tests.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -113,17 +114,59 @@ fn small_fanout(server: &Server, leading: &[&str]) -> Value {
 }
 
 #[test]
-fn fanout_reports_every_delivery() {
+fn fanout_reports_every_delivery_and_the_cpu_it_cost() {
     let server = start_server();
-    small_fanout(&server, &[]);
+    let pid = server.child.id().to_string();
+    let report = small_fanout(&server, &["--server-pid", &pid]);
+    assert!(report["bench_cpu_s"].as_f64().unwrap() > 0.0, "{report}");
+    let server_cpu_s = report["server_cpu_s"].as_f64().unwrap();
+    let per_million = report["server_cpu_s_per_million"].as_f64().unwrap();
+    let deliveries = report["deliveries"].as_f64().unwrap();
+    let expected = server_cpu_s / (deliveries / 1e6);
+    assert!(
+        (per_million - expected).abs() <= 0.001 + expected / 100.0,
+        "{report}"
+    );
+}
+
+#[test]
+fn a_scenario_that_cannot_run_exits_non_zero() {
+    // A port nothing listens on: bound, then let go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let output = Command::new(env!("CARGO_BIN_EXE_livechat-bench"))
+        .args(["--url", &format!("http://127.0.0.1:{port}")])
+        .args(["connect", "--connections", "10"])
+        .output()
+        .expect("run livechat-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    // The summary is still printed, then the reason.
+    let report: Value = serde_json::from_str(stdout.lines().last().expect("a JSON line"))
+        .expect("the last line is JSON");
+    assert_eq!(report["failed"], 10, "{report}");
+    assert_eq!(report["handshakes"], 0, "{report}");
+    assert!(
+        stderr.contains("livechat-bench: connect could not run: no handshake succeeded"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn workers_split_the_load_and_the_parent_merges_it() {
     let server = start_server();
-    let report = small_fanout(&server, &["--workers", "2"]);
-    assert_eq!(report["parameters"]["workers"], 2);
     let pid = server.child.id().to_string();
+    let report = small_fanout(&server, &["--workers", "2", "--server-pid", &pid]);
+    assert_eq!(report["parameters"]["workers"], 2);
+    // The workers' CPU is counted with the parent's; the server's is read by the parent.
+    assert!(report["bench_cpu_s"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        report["server_cpu_s_per_million"].as_f64().is_some(),
+        "{report}"
+    );
     let report = bench(
         &server,
         &[

@@ -1,0 +1,114 @@
+//! CPU time: the load generator's own (`getrusage`, user + system, whole process), and with
+//! `--server-pid` the server's (utime + stime from `/proc/PID/stat`) over the measured part of a
+//! run: from the start line (every connection open, every worker ready) to the end of the load
+//! (and, for fan-out, of the drain).
+
+use std::sync::Mutex;
+
+use crate::BenchError;
+
+/// User + system CPU seconds this process has used so far.
+pub fn own_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage only writes the struct it is given, which is large enough.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return 0.0;
+        }
+        usage.assume_init()
+    };
+    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// User + system CPU seconds process `pid` has used so far.
+pub fn process_seconds(pid: u32) -> Result<f64, BenchError> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_stat(&stat).ok_or_else(|| BenchError::Report(format!("cannot read /proc/{pid}/stat")))
+}
+
+fn parse_stat(stat: &str) -> Option<f64> {
+    // Field 2, the command, is in parentheses and may hold spaces and parentheses: count from
+    // after its last `)`. There field 3 (state) comes first, so utime (14) and stime (15) are
+    // the 12th and 13th.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf reads a constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some((utime + stime) as f64 / ticks.max(1) as f64)
+}
+
+/// The server being watched, and its CPU clock at the start line and at the end.
+struct Watch {
+    pid: u32,
+    start: Option<f64>,
+    end: Option<f64>,
+}
+
+static SERVER: Mutex<Option<Watch>> = Mutex::new(None);
+
+/// Watches process `pid` (checked now: a wrong pid fails the run before it starts).
+pub fn watch_server(pid: u32) -> Result<(), BenchError> {
+    process_seconds(pid).map_err(|error| {
+        BenchError::Report(format!(
+            "--server-pid {pid}: cannot read its CPU time: {error}"
+        ))
+    })?;
+    *lock() = Some(Watch {
+        pid,
+        start: None,
+        end: None,
+    });
+    Ok(())
+}
+
+fn lock() -> std::sync::MutexGuard<'static, Option<Watch>> {
+    SERVER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The measured part starts (nothing without a watched server).
+pub fn mark_start() {
+    if let Some(watch) = lock().as_mut() {
+        watch.start = process_seconds(watch.pid).ok();
+    }
+}
+
+/// The measured part ends.
+pub fn mark_end() {
+    if let Some(watch) = lock().as_mut() {
+        watch.end = process_seconds(watch.pid).ok();
+    }
+}
+
+/// The server's CPU seconds between the two marks, when both were read.
+pub fn server_seconds() -> Option<f64> {
+    let watch = lock();
+    let watch = watch.as_ref()?;
+    Some((watch.end? - watch.start?).max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_utime_and_stime_past_an_odd_command_name() {
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 3 0 1 2 3";
+        assert_eq!(super::parse_stat(stat), Some(300.0 / ticks));
+        assert_eq!(super::parse_stat("42 (x) S 1"), None);
+    }
+
+    #[test]
+    fn own_time_is_counted() {
+        let before = super::own_seconds();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = std::hint::black_box(x.wrapping_add(i * i));
+        }
+        assert!(super::own_seconds() > before, "{x}");
+        let me = super::process_seconds(std::process::id()).unwrap();
+        assert!(me >= 0.0);
+    }
+}
