@@ -37,9 +37,9 @@ async fn main() -> std::io::Result<()> {
 async fn accept(upgrade: Result<Upgrade, livechat::transport::ApiError>) -> Response {
     match upgrade {
         Ok(upgrade) => {
-            let (response, pending) = upgrade.accept(MAX_MESSAGE);
+            let (response, mut pending) = upgrade.accept(MAX_MESSAGE);
             tokio::spawn(async move {
-                if let Ok(socket) = pending.ready().await {
+                if let Ok(socket) = std::future::poll_fn(|cx| pending.poll_ready(cx)).await {
                     echo(socket).await;
                 }
             });
