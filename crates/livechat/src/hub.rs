@@ -201,7 +201,11 @@ impl Hub {
         let outbound = Arc::new(Outbound::new(self.queue_limits));
         let id = self.next_member_id.fetch_add(1, Ordering::Relaxed);
         let mut rooms = self.shard(room);
-        let entry = rooms.entry(room.clone()).or_insert_with(|| {
+        // Members hold the room's name as the hub keeps it: one allocation per room, not each.
+        let name = rooms
+            .get_key_value(room)
+            .map_or_else(|| room.clone(), |(name, _)| name.clone());
+        let entry = rooms.entry(name.clone()).or_insert_with(|| {
             if let Some(observer) = &self.observer {
                 observer.room_opened(room);
             }
@@ -233,7 +237,7 @@ impl Hub {
         Subscription {
             outbound,
             hub: self.clone(),
-            room: room.clone(),
+            room: name,
             id,
         }
     }

@@ -47,6 +47,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
         }
     }
 
+    /// Bytes the client sent before the socket was handed over (read along with the handshake).
+    pub fn already_read(&mut self, bytes: &[u8]) {
+        self.read.extend_from_slice(bytes);
+    }
+
     /// Binary messages keep their payload from now on (the chat protocol refuses them unread).
     pub fn keep_binary(&mut self) {
         self.decoder.keep_binary();
