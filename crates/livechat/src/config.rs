@@ -219,7 +219,7 @@ pub struct Config {
     /// Under load, each WebSocket client is written at most once per this interval, so messages
     /// that arrive close together leave in one write; the first message after a quiet interval
     /// goes out at once. `0` writes every delivery as soon as it is made.
-    #[arg(long, env = "LIVECHAT_WRITE_INTERVAL", value_parser = parse_duration, default_value = "10ms")]
+    #[arg(long, env = "LIVECHAT_WRITE_INTERVAL", value_parser = parse_duration, default_value = "5ms")]
     pub write_interval: Duration,
 
     /// How long shutdown waits for WebSocket clients to take their close frame; also how long
