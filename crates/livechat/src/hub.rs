@@ -15,6 +15,7 @@
 //! every member the hub has, evicted ones included.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -202,15 +203,15 @@ impl Hub {
         let id = self.next_member_id.fetch_add(1, Ordering::Relaxed);
         let mut rooms = self.shard(room);
         // Members hold the room's name as the hub keeps it: one allocation per room, not each.
-        let name = rooms
-            .get_key_value(room)
-            .map_or_else(|| room.clone(), |(name, _)| name.clone());
-        let entry = rooms.entry(name.clone()).or_insert_with(|| {
-            if let Some(observer) = &self.observer {
-                observer.room_opened(room);
+        let (name, entry) = match rooms.entry(room.clone()) {
+            Entry::Occupied(occupied) => (occupied.key().clone(), occupied.into_mut()),
+            Entry::Vacant(vacant) => {
+                if let Some(observer) = &self.observer {
+                    observer.room_opened(room);
+                }
+                (room.clone(), vacant.insert(Room::default()))
             }
-            Room::default()
-        });
+        };
         entry.meta_members += usize::from(join.meta);
         self.roster.arrive(room, join.user.as_ref());
         // Checked under the shard's lock, which `close_all` takes after setting the flag: a

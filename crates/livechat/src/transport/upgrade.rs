@@ -2,7 +2,6 @@
 //! upgraded connection to `crate::websocket`.
 
 use std::future::Future;
-use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -14,8 +13,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 use super::ApiError;
 use crate::websocket::WebSocket;
@@ -26,79 +25,16 @@ pub type Socket = WebSocket<Stream>;
 /// What a WebSocket runs on: the TCP stream as accepted, taken back from hyper (most
 /// connections: it saves hyper's boxed wrapper, bytes every idle connection would pay), or
 /// hyper's upgraded connection as it is (TLS).
-pub enum Stream {
-    Tcp(TcpStream),
-    Upgraded(Box<TokioIo<Upgraded>>),
-}
+pub type Stream = Either<TcpStream, Box<TokioIo<Upgraded>>>;
 
-impl Stream {
-    /// The stream, and the bytes hyper read past the handshake (the client's first frames).
-    fn take(upgraded: Upgraded) -> (Self, Bytes) {
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => (Stream::Tcp(parts.io.into_inner()), parts.read_buf),
-            Err(upgraded) => (
-                Stream::Upgraded(Box::new(TokioIo::new(upgraded))),
-                Bytes::new(),
-            ),
-        }
-    }
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            Stream::Upgraded(upgraded) => Pin::new(upgraded.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(tcp) => Pin::new(tcp).poll_write(cx, buf),
-            Stream::Upgraded(upgraded) => Pin::new(upgraded.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
-            Stream::Upgraded(upgraded) => Pin::new(upgraded.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Stream::Tcp(tcp) => tcp.is_write_vectored(),
-            Stream::Upgraded(upgraded) => upgraded.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(tcp) => Pin::new(tcp).poll_flush(cx),
-            Stream::Upgraded(upgraded) => Pin::new(upgraded.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            Stream::Upgraded(upgraded) => Pin::new(upgraded.as_mut()).poll_shutdown(cx),
-        }
+/// The stream, and the bytes hyper read past the handshake (the client's first frames).
+fn take_stream(upgraded: Upgraded) -> (Stream, Bytes) {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => (Either::Left(parts.io.into_inner()), parts.read_buf),
+        Err(upgraded) => (
+            Either::Right(Box::new(TokioIo::new(upgraded))),
+            Bytes::new(),
+        ),
     }
 }
 
@@ -171,7 +107,7 @@ impl PendingSocket {
     /// The socket, once hyper has sent the 101 and handed the connection over.
     pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<Socket, hyper::Error>> {
         let upgraded = ready!(Pin::new(&mut self.on_upgrade).poll(cx))?;
-        let (stream, read) = Stream::take(upgraded);
+        let (stream, read) = take_stream(upgraded);
         let mut socket = WebSocket::new(stream, self.max_message);
         socket.already_read(&read);
         Poll::Ready(Ok(socket))

@@ -178,14 +178,12 @@ pub async fn connect(
         opened: Instant::now(),
         meta,
     };
-    tokio::spawn(connections.track_future(Task(Phase::Upgrading(connection, pending, first))));
+    tokio::spawn(connections.track_future(Task::Upgrading(connection, pending, first)));
     response
 }
 
-/// A connection's task.
-struct Task(Phase);
-
-enum Phase {
+/// A connection's task: where the connection is in its life.
+enum Task {
     /// The 101 answer is on its way; the frames go out before anything else.
     Upgrading(Connection, PendingSocket, Vec<Bytes>),
     Open(Connection, Socket),
@@ -197,14 +195,14 @@ enum Phase {
 impl Future for Task {
     type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let phase = &mut self.0;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let phase = self.get_mut();
         loop {
             match phase {
-                Phase::Upgrading(_, pending, _) => {
+                Task::Upgrading(_, pending, _) => {
                     let upgraded = ready!(pending.poll_ready(cx));
-                    let Phase::Upgrading(connection, _, first) =
-                        std::mem::replace(phase, Phase::Done)
+                    let Task::Upgrading(connection, _, first) =
+                        std::mem::replace(phase, Task::Done)
                     else {
                         return Poll::Ready(());
                     };
@@ -216,17 +214,17 @@ impl Future for Task {
                         }
                     }
                 }
-                Phase::Open(connection, socket) => {
+                Task::Open(connection, socket) => {
                     let end = ready!(connection.poll_turn(socket, cx));
-                    if let Phase::Open(connection, socket) = std::mem::replace(phase, Phase::Done) {
-                        *phase = Phase::Closing(connection.close(socket, end));
+                    if let Task::Open(connection, socket) = std::mem::replace(phase, Task::Done) {
+                        *phase = Task::Closing(connection.close(socket, end));
                     }
                 }
-                Phase::Closing(closing) => {
+                Task::Closing(closing) => {
                     ready!(closing.as_mut().poll(cx));
-                    *phase = Phase::Done;
+                    *phase = Task::Done;
                 }
-                Phase::Done => return Poll::Ready(()),
+                Task::Done => return Poll::Ready(()),
             }
         }
     }
@@ -267,12 +265,12 @@ enum End {
 impl Connection {
     /// The socket is ready: `first` is what the client is sent before anything else (who is
     /// here, what it missed).
-    fn open(self, mut socket: Socket, first: Vec<Bytes>) -> Phase {
+    fn open(self, mut socket: Socket, first: Vec<Bytes>) -> Task {
         for frame in first {
             socket.queue(frame);
         }
         self.state.metrics.connections.increment(1.0);
-        Phase::Open(self, socket)
+        Task::Open(self, socket)
     }
 
     /// The connection ended: it leaves its room at once (nothing more is queued for it), then
