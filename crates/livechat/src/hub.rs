@@ -8,8 +8,11 @@
 //!
 //! A member resuming from an id joins *held*: while its replay is read from history, the hub
 //! keeps its live frames aside, with their ids (bounded like its queue); `Subscription::release`
-//! hands over those the replay did not already send, and from then on it is a member like any
-//! other. Resuming members also follow the room's events (a reset of its numbering).
+//! hands over those the replay did not already send. A message can be in history (so in the
+//! replay) before its live delivery reaches the hub, so a released member still skips messages
+//! up to the last one it was sent, until one past it arrives (or the room's numbering is reset);
+//! from then on it is a member like any other. Resuming members also follow the room's events
+//! (a reset of its numbering).
 //!
 //! Members come and go in the `Roster` too, under the room's lock, so that presence counts
 //! every member the hub has, evicted ones included.
@@ -58,6 +61,8 @@ struct Room {
     meta_members: usize,
     /// Frames kept aside for held members.
     held: Vec<Held>,
+    /// Released members, and the last message id each has been sent.
+    replayed: Vec<(u64, u64)>,
 }
 
 struct Member {
@@ -69,9 +74,18 @@ struct Member {
     presence: bool,
     /// Receives the room's events (it resumed from an id).
     follows: bool,
-    /// Its frames go to `Room::held` until it is released. The same as having an entry there,
-    /// kept as a flag so that delivery to the other members never searches that list.
-    held: bool,
+    stage: Stage,
+}
+
+/// Where a member is in resuming. Kept on the member so that delivery to the others never
+/// searches the room's lists of held and replayed members.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Live,
+    /// Its frames go to `Room::held` until it is released.
+    Held,
+    /// Released; skips the messages up to its entry in `Room::replayed`.
+    Replayed,
 }
 
 /// How a connection joins a room.
@@ -226,7 +240,11 @@ impl Hub {
             wants_meta: join.meta,
             presence: join.presence,
             follows: join.resuming,
-            held: join.resuming,
+            stage: if join.resuming {
+                Stage::Held
+            } else {
+                Stage::Live
+            },
         });
         if join.resuming {
             entry.held.push(Held {
@@ -269,9 +287,19 @@ impl Hub {
             return;
         };
         let limits = self.queue_limits;
-        let Room { members, held, .. } = entry;
+        let Room {
+            members,
+            held,
+            replayed,
+            ..
+        } = entry;
+        // Ids from before a reset of the room's numbering say nothing of the ones after it (a
+        // replayed member without its entry is live at its next delivery).
+        if matches!(audience, Audience::Resuming) {
+            replayed.clear();
+        }
         for member in members.iter().filter(|member| audience.includes(member)) {
-            if member.held {
+            if member.stage == Stage::Held {
                 if let Some(held) = held.iter_mut().find(|held| held.member == member.id) {
                     held.keep(&member.outbound, limits, None, &event);
                 }
@@ -284,6 +312,7 @@ impl Hub {
     }
 
     /// Ends a member's hold: its kept frames for messages after `replayed_through`, in order.
+    /// Live messages up to the last one it is handed are skipped from then on.
     fn release(&self, room: &RoomName, id: u64, replayed_through: u64) -> Released {
         let mut rooms = self.shard(room);
         let mut released = Released {
@@ -293,22 +322,27 @@ impl Hub {
         let Some(entry) = rooms.get_mut(room) else {
             return released;
         };
-        if let Some(member) = entry.members.iter_mut().find(|member| member.id == id) {
-            member.held = false;
-        }
-        let Some(index) = entry.held.iter().position(|held| held.member == id) else {
+        let Some(member) = entry.members.iter_mut().find(|member| member.id == id) else {
             return released;
         };
-        for (message_id, frame) in entry.held.swap_remove(index).frames {
-            match message_id {
-                Some(message_id) if message_id <= replayed_through => {}
-                Some(message_id) => {
-                    released.last_id = Some(message_id);
-                    released.frames.push(frame);
+        if member.stage != Stage::Held {
+            return released;
+        }
+        member.stage = Stage::Replayed;
+        if let Some(index) = entry.held.iter().position(|held| held.member == id) {
+            for (message_id, frame) in entry.held.swap_remove(index).frames {
+                match message_id {
+                    Some(message_id) if message_id <= replayed_through => {}
+                    Some(message_id) => {
+                        released.last_id = Some(message_id);
+                        released.frames.push(frame);
+                    }
+                    None => released.frames.push(frame),
                 }
-                None => released.frames.push(frame),
             }
         }
+        let sent_through = released.last_id.unwrap_or(replayed_through);
+        entry.replayed.push((id, sent_through));
         released
     }
 
@@ -349,16 +383,35 @@ impl Hub {
             meta.extend(frames.meta);
         }
         let mut lost = Vec::new();
-        for member in &room.members {
-            let frames = if member.wants_meta { &meta } else { &plain };
-            if member.held {
-                let Some(held) = room.held.iter_mut().find(|held| held.member == member.id) else {
+        let Room {
+            members,
+            held,
+            replayed,
+            ..
+        } = room;
+        for member in members.iter_mut() {
+            let mut frames = if member.wants_meta {
+                &meta[..]
+            } else {
+                &plain[..]
+            };
+            match member.stage {
+                Stage::Live => {}
+                Stage::Held => {
+                    let Some(held) = held.iter_mut().find(|held| held.member == member.id) else {
+                        continue;
+                    };
+                    for (message, frame) in batch.iter().zip(frames) {
+                        held.keep(&member.outbound, self.queue_limits, Some(message.id), frame);
+                    }
                     continue;
-                };
-                for (message, frame) in batch.iter().zip(frames) {
-                    held.keep(&member.outbound, self.queue_limits, Some(message.id), frame);
                 }
-                continue;
+                Stage::Replayed => {
+                    frames = &frames[already_replayed(replayed, member, batch)..];
+                    if frames.is_empty() {
+                        continue;
+                    }
+                }
             }
             // A closed queue (a slow consumer, now told to close, or shutdown): it leaves here.
             if member.outbound.push(frames, &self.pacer).is_err() {
@@ -384,21 +437,45 @@ impl Room {
         mut condition: impl FnMut(&Member) -> bool,
     ) {
         let meta_members = &mut self.meta_members;
-        let mut removed_held = Vec::new();
+        let mut removed_resuming = Vec::new();
         self.members.retain(|member| {
             let remove = condition(member);
             if remove {
                 roster.depart(name, member.user.as_ref());
                 *meta_members -= usize::from(member.wants_meta);
-                if member.held {
-                    removed_held.push(member.id);
+                if member.stage != Stage::Live {
+                    removed_resuming.push(member.id);
                 }
             }
             !remove
         });
-        self.held
-            .retain(|held| !removed_held.contains(&held.member));
+        if !removed_resuming.is_empty() {
+            self.held
+                .retain(|held| !removed_resuming.contains(&held.member));
+            self.replayed
+                .retain(|(member, _)| !removed_resuming.contains(member));
+        }
     }
+}
+
+/// How many of `batch`'s first messages a released member was already sent by its replay. Once
+/// a message past those arrives, the member is live.
+fn already_replayed(
+    replayed: &mut Vec<(u64, u64)>,
+    member: &mut Member,
+    batch: &[&StoredMessage],
+) -> usize {
+    let Some(index) = replayed.iter().position(|(id, _)| *id == member.id) else {
+        member.stage = Stage::Live;
+        return 0;
+    };
+    let sent_through = replayed[index].1;
+    let skip = batch.partition_point(|message| message.id <= sent_through);
+    if skip < batch.len() {
+        replayed.swap_remove(index);
+        member.stage = Stage::Live;
+    }
+    skip
 }
 
 impl Held {
@@ -488,6 +565,75 @@ mod tests {
         assert!(framed[0].starts_with(br#"{"id":1,"room":"a""#));
         hub.deliver(&[message(&b, 2)]);
         assert_eq!(take(&other).await.unwrap().len(), 1, "only b's message");
+    }
+
+    /// The message ids in frames without metadata (`{"message":ID}`).
+    fn ids(frames: &VecDeque<Bytes>) -> Vec<u64> {
+        frames
+            .iter()
+            .map(|frame| {
+                let text = std::str::from_utf8(frame).unwrap();
+                text.trim_start_matches(r#"{"message":"#)
+                    .trim_end_matches('}')
+                    .parse()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    fn resuming() -> JoinAs {
+        JoinAs {
+            resuming: true,
+            ..JoinAs::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_released_member_skips_live_messages_its_replay_already_sent() {
+        let hub = hub(16);
+        let room = RoomName::parse("a").unwrap();
+        let member = hub.join(&room, resuming());
+        // Held: 3 and 4 arrive live while the replay reads history, which already holds 5.
+        hub.deliver(&[message(&room, 3), message(&room, 4)]);
+        let released = member.release(5);
+        assert!(released.frames.is_empty(), "3 and 4 were replayed");
+        assert_eq!(released.last_id, None);
+        // 5 was committed before its live delivery: the replay sent it, so it is skipped.
+        hub.deliver(&[message(&room, 5)]);
+        hub.deliver(&[message(&room, 5), message(&room, 6)]);
+        hub.deliver(&[message(&room, 7)]);
+        assert_eq!(ids(&take(&member).await.unwrap()), [6, 7]);
+    }
+
+    #[tokio::test]
+    async fn released_frames_past_the_replay_are_kept_and_not_sent_twice() {
+        let hub = hub(16);
+        let room = RoomName::parse("a").unwrap();
+        let member = hub.join(&room, resuming());
+        hub.deliver(&[message(&room, 4), message(&room, 5), message(&room, 6)]);
+        let released = member.release(4);
+        assert_eq!(released.frames.len(), 2);
+        assert_eq!(released.last_id, Some(6));
+        hub.deliver(&[message(&room, 6), message(&room, 7)]);
+        assert_eq!(ids(&take(&member).await.unwrap()), [7]);
+    }
+
+    #[tokio::test]
+    async fn a_reset_of_the_rooms_numbering_ends_the_skip() {
+        let hub = hub(16);
+        let room = RoomName::parse("a").unwrap();
+        let member = hub.join(&room, resuming());
+        let _ = member.release(50);
+        hub.announce(
+            &room,
+            Audience::Resuming,
+            Bytes::from_static(b"\x81\x05reset"),
+        );
+        // The new numbering starts again below the replayed id: its messages are all new.
+        hub.deliver(&[message(&room, 1)]);
+        let frames = take(&member).await.unwrap();
+        assert_eq!(frames.len(), 2, "the reset, then message 1");
+        assert_eq!(ids(&frames.range(1..).cloned().collect()), [1]);
     }
 
     #[tokio::test]
