@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::net::{TcpSocket, TcpStream};
@@ -66,6 +67,41 @@ impl Target {
             .connect_on(stream)
             .await?;
         Ok(socket)
+    }
+}
+
+/// The servers a run connects to: one, or the nodes of one deployment (behind the same Redis),
+/// which connection number `n` reaches round-robin.
+pub struct Nodes {
+    targets: Vec<Arc<Target>>,
+}
+
+impl Nodes {
+    pub fn parse(urls: &[String], sources: &[IpAddr]) -> Result<Self, BenchError> {
+        let targets = urls
+            .iter()
+            .map(|url| Target::parse(url, sources.to_vec()).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        if targets.is_empty() {
+            return Err(BenchError::Url(String::new()));
+        }
+        Ok(Self { targets })
+    }
+
+    /// The server that connection number `n` goes to.
+    pub fn for_connection(&self, n: usize) -> &Arc<Target> {
+        &self.targets[n % self.targets.len()]
+    }
+
+    /// The one server of a scenario that does not spread over nodes.
+    pub fn only(&self, scenario: &'static str) -> Result<Arc<Target>, BenchError> {
+        match self.targets.as_slice() {
+            [target] => Ok(target.clone()),
+            _ => Err(BenchError::CouldNotRun(
+                scenario,
+                "it takes one --url (fanout and idle spread over several)".into(),
+            )),
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! CPU time: the load generator's own (`getrusage`, user + system, whole process), and with
-//! `--server-pid` the server's (utime + stime from `/proc/PID/stat`) over the measured part of a
-//! run: from the start line (every connection open, every worker ready) to the end of the load
-//! (and, for fan-out, of the drain).
+//! `--server-pid` the servers' (utime + stime from `/proc/PID/stat`, summed over every pid given)
+//! over the measured part of a run: from the start line (every connection open, every worker
+//! ready) to the end of the load (and, for fan-out, of the drain). The servers' resident memory
+//! (VmRSS) is read before the run's connections open and again at the start line.
 
 use std::sync::Mutex;
 
@@ -39,55 +40,114 @@ fn parse_stat(stat: &str) -> Option<f64> {
     Some((utime + stime) as f64 / ticks.max(1) as f64)
 }
 
-/// The server being watched, and its CPU clock at the start line and at the end.
+/// The servers being watched: their CPU clocks (summed) at the start line and at the end, and
+/// each one's resident memory before the run's connections and with them open.
 struct Watch {
-    pid: u32,
+    pids: Vec<u32>,
     start: Option<f64>,
     end: Option<f64>,
+    resident_before: Vec<u64>,
+    resident_with_load: Option<Vec<u64>>,
 }
 
-static SERVER: Mutex<Option<Watch>> = Mutex::new(None);
+static SERVERS: Mutex<Option<Watch>> = Mutex::new(None);
 
-/// Watches process `pid` (checked now: a wrong pid fails the run before it starts).
-pub fn watch_server(pid: u32) -> Result<(), BenchError> {
-    process_seconds(pid).map_err(|error| {
-        BenchError::Report(format!(
-            "--server-pid {pid}: cannot read its CPU time: {error}"
-        ))
-    })?;
+/// Watches processes `pids` (checked now: a wrong pid fails the run before it starts), and
+/// reads their memory before any connection opens.
+pub fn watch_servers(pids: &[u32]) -> Result<(), BenchError> {
+    let checked = |pid: u32| {
+        let cpu = process_seconds(pid);
+        cpu.and_then(|_| resident_bytes(pid)).map_err(|error| {
+            BenchError::Report(format!("--server-pid {pid}: cannot read it: {error}"))
+        })
+    };
+    let resident_before = pids
+        .iter()
+        .map(|&pid| checked(pid))
+        .collect::<Result<_, _>>()?;
     *lock() = Some(Watch {
-        pid,
+        pids: pids.to_vec(),
         start: None,
         end: None,
+        resident_before,
+        resident_with_load: None,
     });
     Ok(())
 }
 
 fn lock() -> std::sync::MutexGuard<'static, Option<Watch>> {
-    SERVER
+    SERVERS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The measured part starts (nothing without a watched server).
+fn total_seconds(pids: &[u32]) -> Option<f64> {
+    pids.iter().map(|&pid| process_seconds(pid).ok()).sum()
+}
+
+/// The measured part starts, every connection open: the servers' clocks and memory are read
+/// (nothing without a watched server).
 pub fn mark_start() {
     if let Some(watch) = lock().as_mut() {
-        watch.start = process_seconds(watch.pid).ok();
+        watch.start = total_seconds(&watch.pids);
+        watch.read_memory();
+    }
+}
+
+/// Reads the servers' memory again (`idle`, after holding its connections a while).
+pub fn sample_memory() {
+    if let Some(watch) = lock().as_mut() {
+        watch.read_memory();
+    }
+}
+
+impl Watch {
+    fn read_memory(&mut self) {
+        let resident = self.pids.iter().map(|&pid| resident_bytes(pid).ok());
+        self.resident_with_load = resident.collect();
     }
 }
 
 /// The measured part ends.
 pub fn mark_end() {
     if let Some(watch) = lock().as_mut() {
-        watch.end = process_seconds(watch.pid).ok();
+        watch.end = total_seconds(&watch.pids);
     }
 }
 
-/// The server's CPU seconds between the two marks, when both were read.
+/// The servers' CPU seconds between the two marks, when both were read.
 pub fn server_seconds() -> Option<f64> {
     let watch = lock();
     let watch = watch.as_ref()?;
     Some((watch.end? - watch.start?).max(0.0))
+}
+
+/// Each server's resident bytes before the connections and with them open, when read.
+pub fn server_memory() -> Option<(Vec<u64>, Vec<u64>)> {
+    let watch = lock();
+    let watch = watch.as_ref()?;
+    Some((
+        watch.resident_before.clone(),
+        watch.resident_with_load.clone()?,
+    ))
+}
+
+/// VmRSS of a process, in bytes.
+pub fn resident_bytes(pid: u32) -> Result<u64, BenchError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| BenchError::Report(format!("no VmRSS for pid {pid}")))
 }
 
 #[cfg(test)]

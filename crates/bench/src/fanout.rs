@@ -1,5 +1,7 @@
 //! `fanout`: R rooms x S subscribers, one publisher per room at a fixed rate. Measures
 //! deliveries/s, loss, and publish-to-receive latency (each message carries its send time).
+//! Given several `--url`s (nodes on one Redis), each room's subscribers are spread over all of
+//! them; `--idle-connections` adds a crowd the servers carry through the run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +18,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_websockets::Message;
 
 use crate::BenchError;
-use crate::client::{Socket, Target, room_path};
+use crate::client::{Nodes, Socket, Target, room_path};
 use crate::report::{Summary, export, failures, histogram, import, latency_json};
 use crate::workers::{self, Slice};
 
@@ -46,6 +48,13 @@ pub struct Fanout {
     /// Room names are PREFIX0, PREFIX1, ...
     #[arg(long, default_value = "bench")]
     pub room_prefix: String,
+    /// Further connections, opened first and held (read, never written) through the run, in
+    /// rooms of their own (PREFIX_idle0, ...), spread over the servers like the subscribers.
+    #[arg(long, default_value_t = 0)]
+    pub idle_connections: usize,
+    /// Rooms the idle connections are spread over.
+    #[arg(long, default_value_t = 1000)]
+    pub idle_rooms: usize,
 }
 
 /// Latency histograms are sharded so that subscribers rarely wait for each other's lock.
@@ -54,6 +63,7 @@ const HISTOGRAM_SHARDS: usize = 32;
 struct Tally {
     received: AtomicU64,
     closed_early: AtomicU64,
+    idle_closed_early: AtomicU64,
     latency: Vec<Mutex<Histogram<u64>>>,
 }
 
@@ -64,6 +74,8 @@ pub struct Raw {
     members: Vec<u64>,
     received: u64,
     closed_early: u64,
+    idle_open: u64,
+    idle_closed_early: u64,
     connect_failed: u64,
     publishers_failed: u64,
     /// The first error of a subscriber's connection, and of a publisher's.
@@ -82,7 +94,7 @@ type Publisher = (
 
 pub async fn run(
     fanout: &Fanout,
-    subscribe_to: Arc<Target>,
+    subscribe_to: Arc<Nodes>,
     publish_to: Arc<Target>,
     path: &str,
     slice: Slice,
@@ -90,6 +102,7 @@ pub async fn run(
     let tally = Arc::new(Tally {
         received: AtomicU64::new(0),
         closed_early: AtomicU64::new(0),
+        idle_closed_early: AtomicU64::new(0),
         latency: (0..HISTOGRAM_SHARDS)
             .map(|_| Mutex::new(histogram()))
             .collect(),
@@ -101,6 +114,16 @@ pub async fn run(
 
     let opening = Instant::now();
     let limit = Arc::new(Semaphore::new(256));
+    let (idle, idle_error) = open_idle(fanout, &subscribe_to, path, slice, &limit).await?;
+    let mut idle_readers = Vec::new();
+    for socket in idle {
+        idle_readers.push(tokio::spawn(hold_idle(
+            socket,
+            tally.clone(),
+            stopped.clone(),
+        )));
+    }
+    let idle_open = idle_readers.len() as u64;
     let mut opened = Vec::new();
     let per_room = slice.share(fanout.subscribers);
     for (index, room) in rooms
@@ -109,7 +132,10 @@ pub async fn run(
         .take(rooms.len() * per_room)
         .enumerate()
     {
-        let (target, limit, path) = (subscribe_to.clone(), limit.clone(), room_path(path, room));
+        // The member's number in its room over every process: which server it joins.
+        let member = index / rooms.len() * slice.count + slice.index;
+        let target = subscribe_to.for_connection(member).clone();
+        let (limit, path) = (limit.clone(), room_path(path, room));
         opened.push(tokio::spawn(async move {
             let _permit = limit.acquire().await;
             target.websocket(&path).await.map(|socket| (index, socket))
@@ -118,7 +144,8 @@ pub async fn run(
     let mut readers = Vec::new();
     // Subscribers connected per room: a server may refuse some handshakes under load.
     let mut members = vec![0u64; rooms.len()];
-    let (mut connect_failed, mut first_error) = (0, None);
+    let mut connect_failed = slice.share(fanout.idle_connections) as u64 - idle_open;
+    let mut first_error = idle_error;
     for socket in opened {
         match socket.await.map_err(BenchError::from)? {
             Ok((index, socket)) => {
@@ -209,7 +236,7 @@ pub async fn run(
         0.0
     };
     let _ = stop.send(true);
-    for reader in readers {
+    for reader in readers.into_iter().chain(idle_readers) {
         let _ = reader.await;
     }
     for (sink, reading) in open_publishers {
@@ -230,6 +257,8 @@ pub async fn run(
         members,
         received: tally.received.load(Ordering::Relaxed),
         closed_early: tally.closed_early.load(Ordering::Relaxed),
+        idle_open,
+        idle_closed_early: tally.idle_closed_early.load(Ordering::Relaxed),
         connect_failed,
         publishers_failed,
         first_error,
@@ -269,13 +298,20 @@ pub fn report(fanout: &Fanout, raws: &[Raw]) -> Summary {
         "rooms": fanout.rooms, "subscribers": fanout.subscribers, "rate": fanout.rate,
         "size": fanout.size, "duration_s": fanout.duration.as_secs_f64(),
         "cross_node": fanout.publish_url.is_some(), "workers": raws.len(),
+        "idle_connections": fanout.idle_connections,
     });
     let lost = expected.saturating_sub(received);
     let publishers_failed: u64 = raws.iter().map(|raw| raw.publishers_failed).sum();
     let mut results = Map::new();
+    let idle_open: u64 = raws.iter().map(|raw| raw.idle_open).sum();
     results.insert(
         "connections".into(),
-        json!(members.iter().sum::<u64>() + rooms as u64 - publishers_failed),
+        json!(members.iter().sum::<u64>() + rooms as u64 - publishers_failed + idle_open),
+    );
+    results.insert("idle_open".into(), json!(idle_open));
+    results.insert(
+        "idle_closed_early".into(),
+        json!(raws.iter().map(|raw| raw.idle_closed_early).sum::<u64>()),
     );
     results.insert(
         "connect_s".into(),
@@ -418,6 +454,54 @@ async fn subscribe(
         }
     }
     flush(&mut samples);
+}
+
+/// Opens this process's share of the idle connections (see `--idle-connections`); returns the
+/// open ones and the first error of those that failed.
+async fn open_idle(
+    fanout: &Fanout,
+    nodes: &Nodes,
+    path: &str,
+    slice: Slice,
+    limit: &Arc<Semaphore>,
+) -> Result<(Vec<Socket>, Option<String>), BenchError> {
+    let mut opening = Vec::new();
+    for index in 0..slice.share(fanout.idle_connections) {
+        let connection = index * slice.count + slice.index;
+        let room = format!(
+            "{}_idle{}",
+            fanout.room_prefix,
+            connection % fanout.idle_rooms.max(1)
+        );
+        let (target, limit) = (nodes.for_connection(connection).clone(), limit.clone());
+        let path = room_path(path, &room);
+        opening.push(tokio::spawn(async move {
+            let _permit = limit.acquire().await;
+            target.websocket(&path).await
+        }));
+    }
+    let (mut open, mut first_error) = (Vec::new(), None);
+    for socket in opening {
+        match socket.await? {
+            Ok(socket) => open.push(socket),
+            Err(error) => {
+                first_error.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+    Ok((open, first_error))
+}
+
+/// Holds an idle connection until told to stop, reading (so that the server's pings are
+/// answered) and counting it if the server closes it first.
+async fn hold_idle(mut socket: Socket, tally: Arc<Tally>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            next = socket.next() => if !matches!(next, Some(Ok(_))) { break },
+        }
+    }
+    tally.idle_closed_early.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The send time in a frame `{"message":{"t":NANOS,...}}`, without parsing the whole frame.

@@ -1,5 +1,6 @@
 //! `idle`: opens and holds N connections; with the server's pid, reports its resident memory
-//! per connection (VmRSS once they are open, minus VmRSS before, divided by N).
+//! per connection (VmRSS once they have been open for `--hold`, minus VmRSS before, divided by N;
+//! with several servers, summed over them).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,8 @@ use serde_json::{Map, json};
 use tokio::sync::Semaphore;
 
 use crate::BenchError;
-use crate::client::{Target, room_path};
+use crate::client::{Nodes, room_path};
+use crate::cpu;
 use crate::report::{Summary, failures};
 use crate::workers::{self, Slice};
 
@@ -28,28 +30,21 @@ pub struct Idle {
     pub room_prefix: String,
 }
 
-/// What one process measured; alone, it also reads the server's memory around its own work.
+/// What one process measured.
 #[derive(Serialize, Deserialize)]
 pub struct Raw {
     open: u64,
     failed: u64,
     first_error: Option<String>,
     open_s: f64,
-    resident: Option<(u64, u64)>,
 }
 
-/// `server_pid`: the server whose resident memory to read (alone; a parent reads it itself).
 pub async fn run(
     options: &Idle,
-    server_pid: Option<u32>,
-    target: Arc<Target>,
+    nodes: Arc<Nodes>,
     path: &str,
     slice: Slice,
 ) -> Result<Raw, BenchError> {
-    let before = match server_pid {
-        Some(pid) if !slice.is_worker() => Some(resident_bytes(pid)?),
-        _ => None,
-    };
     let limit = Arc::new(Semaphore::new(256));
     let started = Instant::now();
     let mut opening = Vec::new();
@@ -58,7 +53,7 @@ pub async fn run(
         let room = connection % options.rooms.max(1);
         let path = room_path(path, &format!("{}{room}", options.room_prefix))
             .replace("{index}", &connection.to_string());
-        let (target, limit) = (target.clone(), limit.clone());
+        let (target, limit) = (nodes.for_connection(connection).clone(), limit.clone());
         opening.push(tokio::spawn(async move {
             let _permit = limit.acquire().await;
             target.websocket(&path).await
@@ -79,24 +74,24 @@ pub async fn run(
     // A worker holds its connections until the parent has measured.
     workers::start_line(slice).await?;
     if !slice.is_worker() {
-        tokio::time::sleep(options.hold).await;
+        hold(options).await;
     }
-    let resident = match (before, server_pid) {
-        (Some(before), Some(pid)) => Some((before, resident_bytes(pid)?)),
-        _ => None,
-    };
     workers::end_line(slice);
     Ok(Raw {
         open: held.len() as u64,
         failed,
         first_error,
         open_s,
-        resident,
     })
 }
 
-/// `resident`: the server's memory before and with every connection open, when the parent read it.
-pub fn report(options: &Idle, raws: &[Raw], resident: Option<(u64, u64)>) -> Summary {
+/// Once every connection is open (in every worker): waits `--hold`, then reads the servers' memory.
+pub async fn hold(options: &Idle) {
+    tokio::time::sleep(options.hold).await;
+    cpu::sample_memory();
+}
+
+pub fn report(options: &Idle, raws: &[Raw]) -> Summary {
     let open: u64 = raws.iter().map(|raw| raw.open).sum();
     let parameters = json!({
         "connections": options.connections, "rooms": options.rooms, "workers": raws.len(),
@@ -109,19 +104,6 @@ pub fn report(options: &Idle, raws: &[Raw], resident: Option<(u64, u64)>) -> Sum
         "open_s".into(),
         json!(raws.iter().map(|raw| raw.open_s).fold(0.0, f64::max)),
     );
-    if let Some((before, after)) = resident.or_else(|| raws.first().and_then(|raw| raw.resident)) {
-        let per_connection = after.saturating_sub(before) as f64 / open.max(1) as f64;
-        results.insert("server_rss_before_bytes".into(), json!(before));
-        results.insert("server_rss_after_bytes".into(), json!(after));
-        results.insert(
-            "rss_per_connection_bytes".into(),
-            json!(per_connection.round()),
-        );
-        results.insert(
-            "rss_per_connection_kib".into(),
-            json!((per_connection / 1024.0 * 100.0).round() / 100.0),
-        );
-    }
     let first_error = raws.iter().find_map(|raw| raw.first_error.as_deref());
     let failure =
         (open == 0).then(|| format!("no connection opened ({})", failures(failed, first_error)));
@@ -130,22 +112,4 @@ pub fn report(options: &Idle, raws: &[Raw], resident: Option<(u64, u64)>) -> Sum
         results,
         failure,
     }
-}
-
-/// VmRSS of a process, in bytes.
-pub fn resident_bytes(pid: u32) -> Result<u64, BenchError> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| {
-            value
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map(|kib| kib * 1024)
-        .ok_or_else(|| BenchError::Report(format!("no VmRSS for pid {pid}")))
 }

@@ -25,16 +25,22 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::client::Target;
+use crate::client::{Nodes, Target};
 use crate::report::Summary;
 use crate::workers::{Gathered, Slice};
 
 #[derive(Debug, Parser)]
 #[command(name = "livechat-bench", version, about, after_help = AFTER_HELP)]
 struct Cli {
-    /// Base URL of the server.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:8003")]
-    url: String,
+    /// Base URL of the server. `fanout` and `idle` take several, comma-separated (the nodes of one
+    /// deployment): connection number N goes to the Nth, round-robin, so every room spans them.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8003"
+    )]
+    url: Vec<String>,
     /// WebSocket path template; `{room}` is replaced by the room name (and, for `idle`, `{index}` by
     /// the connection's number, e.g. `/ws/chat/{room}/?presence=1&name=u{index}`).
     #[arg(long, global = true, default_value = "/ws/chat/{room}/")]
@@ -46,10 +52,11 @@ struct Cli {
     /// Load processes to spread the connections over (one process holds about 19,900 here).
     #[arg(long, global = true, default_value_t = 1)]
     workers: usize,
-    /// The server's process id: its CPU time over the measured part (`server_cpu_s`) and, for
-    /// `idle`, its resident memory per connection are read from /proc.
-    #[arg(long, global = true)]
-    server_pid: Option<u32>,
+    /// The server's process id (several, comma-separated, for several nodes): its CPU time over
+    /// the measured part (`server_cpu_s`) and its resident memory per connection are read from
+    /// /proc.
+    #[arg(long, global = true, value_delimiter = ',')]
+    server_pid: Vec<u32>,
     /// Set by the parent on each worker process: which slice of the work it takes.
     #[arg(long, global = true, hide = true)]
     worker_slice: Option<usize>,
@@ -136,12 +143,17 @@ enum Role {
 
 /// Runs `run_here` alone (its result, as a list of one) or as a worker (hands the result to the
 /// parent and returns None), or, as a parent, collects its workers' results (and the CPU seconds
-/// they used).
-async fn gather<R, F, Fut>(role: Role, run_here: F) -> Result<Option<(Vec<R>, f64)>, BenchError>
+/// they used); `when_ready` runs in the parent once every worker holds its connections.
+async fn gather<R, F, Fut, Ready>(
+    role: Role,
+    when_ready: Ready,
+    run_here: F,
+) -> Result<Option<(Vec<R>, f64)>, BenchError>
 where
     R: Serialize + DeserializeOwned,
     F: FnOnce(Slice) -> Fut,
     Fut: Future<Output = Result<R, BenchError>>,
+    Ready: Future<Output = ()>,
 {
     match role {
         Role::Alone => Ok(Some((vec![run_here(Slice::WHOLE).await?], 0.0))),
@@ -150,7 +162,7 @@ where
             Ok(None)
         }
         Role::Parent(count) => {
-            let gathered: Gathered<R, ()> = workers::run(count, || async {}).await?;
+            let gathered: Gathered<R> = workers::run(count, when_ready).await?;
             Ok(Some((gathered.raws, gathered.cpu_s)))
         }
     }
@@ -163,57 +175,45 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
         None if count > 1 => Role::Parent(count),
         None => Role::Alone,
     };
-    // Workers leave the server's clock to the parent.
-    if let (Some(pid), None) = (cli.server_pid, cli.worker_slice) {
-        cpu::watch_server(pid)?;
+    // Workers leave the servers' clocks to the parent.
+    if !cli.server_pid.is_empty() && cli.worker_slice.is_none() {
+        cpu::watch_servers(&cli.server_pid)?;
     }
-    let target = Arc::new(Target::parse(&cli.url, cli.source_ips.clone())?);
+    let nodes = Arc::new(Nodes::parse(&cli.url, &cli.source_ips)?);
     let path = cli.path.as_str();
+    let nothing = async {};
     let (name, (mut summary, workers_cpu_s)) = match cli.scenario {
         Scenario::Fanout(options) => {
             let publish_to = match &options.publish_url {
                 Some(url) => Arc::new(Target::parse(url, cli.source_ips.clone())?),
-                None => target.clone(),
+                None => nodes.for_connection(0).clone(),
             };
-            let run_here = |slice| fanout::run(&options, target, publish_to, path, slice);
-            let Some((raws, cpu_s)) = gather(role, run_here).await? else {
+            let run_here = |slice| fanout::run(&options, nodes, publish_to, path, slice);
+            let Some((raws, cpu_s)) = gather(role, nothing, run_here).await? else {
                 return Ok(());
             };
             ("fanout", (fanout::report(&options, &raws), cpu_s))
         }
-        // The parent reads the server's memory itself, once every worker holds its connections.
-        Scenario::Idle(options) => match role {
-            Role::Parent(count) => {
-                let pid = cli.server_pid;
-                let before = pid.map(idle::resident_bytes).transpose()?;
-                let hold = options.hold;
-                let gathered = workers::run(count, || async move {
-                    tokio::time::sleep(hold).await;
-                    pid.map(idle::resident_bytes)
-                })
-                .await?;
-                let resident = before.zip(gathered.measured.transpose()?);
-                let summary = idle::report(&options, &gathered.raws, resident);
-                ("idle", (summary, gathered.cpu_s))
-            }
-            _ => {
-                let run_here = |slice| idle::run(&options, cli.server_pid, target, path, slice);
-                let Some((raws, cpu_s)) = gather(role, run_here).await? else {
-                    return Ok(());
-                };
-                ("idle", (idle::report(&options, &raws, None), cpu_s))
-            }
-        },
+        // The parent reads the servers' memory itself, once every worker holds its connections.
+        Scenario::Idle(options) => {
+            let run_here = |slice| idle::run(&options, nodes, path, slice);
+            let Some((raws, cpu_s)) = gather(role, idle::hold(&options), run_here).await? else {
+                return Ok(());
+            };
+            ("idle", (idle::report(&options, &raws), cpu_s))
+        }
         Scenario::Connect(options) => {
+            let target = nodes.only("connect")?;
             let run_here = |slice| connect::run(&options, target, path, slice);
-            let Some((raws, cpu_s)) = gather(role, run_here).await? else {
+            let Some((raws, cpu_s)) = gather(role, nothing, run_here).await? else {
                 return Ok(());
             };
             ("connect", (connect::report(&options, &raws), cpu_s))
         }
         Scenario::HttpPublish(options) => {
+            let target = nodes.only("http-publish")?;
             let run_here = |slice| http_publish::run(&options, target, slice);
-            let Some((raws, cpu_s)) = gather(role, run_here).await? else {
+            let Some((raws, cpu_s)) = gather(role, nothing, run_here).await? else {
                 return Ok(());
             };
             (
@@ -222,14 +222,16 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
             )
         }
         Scenario::Replay(options) => {
+            let target = nodes.only("replay")?;
             let run_here = |slice| replay::run(&options, target, path, slice);
-            let Some((raws, cpu_s)) = gather(role, run_here).await? else {
+            let Some((raws, cpu_s)) = gather(role, nothing, run_here).await? else {
                 return Ok(());
             };
             ("replay", (replay::report(&options, &raws), cpu_s))
         }
     };
     add_cpu(name, &mut summary, cpu::own_seconds() + workers_cpu_s);
+    add_memory(&mut summary);
     report::print(name, &summary);
     match summary.failure {
         Some(reason) => Err(BenchError::CouldNotRun(name, reason)),
@@ -243,12 +245,46 @@ CPU figures in every JSON line:
                             its worker processes included (getrusage)
   server_cpu_s              with --server-pid: the server's utime + stime (/proc/PID/stat) from
                             the start line (every connection open) to the end of the load
-                            (for fanout, of the drain)
+                            (for fanout, of the drain); with several pids, their sum
   server_cpu_s_per_million  fanout with --server-pid: server_cpu_s per million deliveries
+
+Memory, fanout and idle with --server-pid (VmRSS from /proc/PID/status):
+  server_rss_before_bytes   before the run's connections open (summed over the pids)
+  server_rss_after_bytes    with them open: fanout at the start line, idle after --hold
+  rss_per_connection_bytes  (after - before) / connections; also in KiB
+  server_rss_bytes          with several pids: each one's resident bytes with the connections
 
 Exit status: 0 when the scenario ran; 1 on an error, or when it could not run (no connection
 opened, nothing published or delivered, no request answered 200): the summary is printed, then
 `livechat-bench: SCENARIO could not run: REASON` on stderr.";
+
+/// Adds the servers' memory to a scenario's results: in all, per server, and per connection.
+fn add_memory(summary: &mut Summary) {
+    let Some((before, after)) = cpu::server_memory() else {
+        return;
+    };
+    let results = &mut summary.results;
+    let connections = ["open", "connections"]
+        .iter()
+        .find_map(|key| results.get(*key).and_then(|value| value.as_u64()))
+        .unwrap_or(0);
+    let (before_total, after_total): (u64, u64) = (before.iter().sum(), after.iter().sum());
+    let per_connection =
+        after_total.saturating_sub(before_total) as f64 / connections.max(1) as f64;
+    results.insert("server_rss_before_bytes".into(), json!(before_total));
+    results.insert("server_rss_after_bytes".into(), json!(after_total));
+    results.insert(
+        "rss_per_connection_bytes".into(),
+        json!(per_connection.round()),
+    );
+    results.insert(
+        "rss_per_connection_kib".into(),
+        json!((per_connection / 1024.0 * 100.0).round() / 100.0),
+    );
+    if after.len() > 1 {
+        results.insert("server_rss_bytes".into(), json!(after));
+    }
+}
 
 /// Adds the CPU figures to a scenario's results.
 fn add_cpu(scenario: &str, summary: &mut Summary, bench_cpu_s: f64) {

@@ -88,21 +88,18 @@ pub fn hand_in<R: Serialize>(raw: &R) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// What the workers did: their raw results, the CPU seconds they used together, and what the
-/// parent's `when_ready` returned.
-pub struct Gathered<R, T> {
+/// What the workers did: their raw results, and the CPU seconds they used together.
+pub struct Gathered<R> {
     pub raws: Vec<R>,
     pub cpu_s: f64,
-    pub measured: T,
 }
 
 /// Starts `count` workers (this program, same arguments, plus `--worker-slice I`), waits until
 /// every one is ready, runs `when_ready`, lets them go and collects their raw results.
-pub async fn run<R, T, F, Fut>(count: usize, when_ready: F) -> Result<Gathered<R, T>, BenchError>
+pub async fn run<R, Ready>(count: usize, when_ready: Ready) -> Result<Gathered<R>, BenchError>
 where
     R: DeserializeOwned,
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = T>,
+    Ready: std::future::Future<Output = ()>,
 {
     let program = std::env::current_exe()?;
     let arguments: Vec<String> = std::env::args().skip(1).collect();
@@ -122,7 +119,7 @@ where
         expect_line(lines, |line| line == READY).await?;
     }
     cpu::mark_start();
-    let measured = when_ready().await;
+    when_ready.await;
     for (child, _) in &mut workers {
         if let Some(stdin) = child.stdin.as_mut() {
             stdin.write_all(format!("{GO}\n").as_bytes()).await?;
@@ -141,11 +138,7 @@ where
         cpu_s += handed.cpu_s;
         let _ = child.wait().await;
     }
-    Ok(Gathered {
-        raws,
-        cpu_s,
-        measured,
-    })
+    Ok(Gathered { raws, cpu_s })
 }
 
 async fn expect_line<L>(

@@ -66,8 +66,13 @@ fn start_server() -> Server {
 }
 
 fn bench(server: &Server, args: &[&str]) -> Value {
+    bench_at(&server.url, args)
+}
+
+/// Runs livechat-bench against `urls` (one, or several comma-separated); its JSON line.
+fn bench_at(urls: &str, args: &[&str]) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_livechat-bench"))
-        .args(["--url", &server.url])
+        .args(["--url", urls])
         .args(args)
         .output()
         .expect("run livechat-bench");
@@ -127,6 +132,85 @@ fn fanout_reports_every_delivery_and_the_cpu_it_cost() {
         (per_million - expected).abs() <= 0.001 + expected / 100.0,
         "{report}"
     );
+}
+
+#[test]
+fn fanout_holds_an_idle_crowd_through_the_run() {
+    let server = start_server();
+    let args = [
+        "fanout",
+        "--rooms",
+        "2",
+        "--subscribers",
+        "3",
+        "--idle-connections",
+        "7",
+        "--duration",
+        "1s",
+    ];
+    let report = bench(&server, &args);
+    assert_eq!(report["connections"], 2 * 3 + 2 + 7, "{report}");
+    assert_eq!(report["idle_open"], 7, "{report}");
+    assert_eq!(report["idle_closed_early"], 0, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+}
+
+/// `livechat_connections` on a server's /metrics.
+fn open_connections(server: &Server) -> Option<u64> {
+    let address = server.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find_map(|line| line.strip_prefix("livechat_connections "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
+}
+
+#[test]
+fn idle_spreads_over_several_servers() {
+    let servers = [start_server(), start_server()];
+    let urls = format!("{},{}", servers[0].url, servers[1].url);
+    let pids = format!("{},{}", servers[0].child.id(), servers[1].child.id());
+    let watching = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            // Each server holds half of the connections while the run holds them.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while std::time::Instant::now() < deadline {
+                if servers
+                    .iter()
+                    .all(|server| open_connections(server) == Some(5))
+                {
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            false
+        });
+        let args = [
+            "--server-pid",
+            &pids,
+            "idle",
+            "--connections",
+            "10",
+            "--hold",
+            "3s",
+        ];
+        let report = bench_at(&urls, &args);
+        assert_eq!(report["open"], 10, "{report}");
+        let per_server = report["server_rss_bytes"]
+            .as_array()
+            .expect("one per server");
+        assert_eq!(per_server.len(), 2, "{report}");
+        watcher.join().expect("watcher")
+    });
+    assert!(watching, "each server should have held 5 connections");
 }
 
 #[test]
