@@ -17,10 +17,10 @@ use std::sync::Mutex;
 use tokio::sync::{Semaphore, watch};
 use tokio_websockets::Message;
 
-use crate::BenchError;
 use crate::client::{Nodes, Socket, Target, room_path};
 use crate::report::{Summary, export, failures, histogram, import, latency_json};
 use crate::workers::{self, Slice};
+use crate::{BenchError, idle};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Fanout {
@@ -114,9 +114,18 @@ pub async fn run(
 
     let opening = Instant::now();
     let limit = Arc::new(Semaphore::new(256));
-    let (idle, idle_error) = open_idle(fanout, &subscribe_to, path, slice, &limit).await?;
+    let idle = idle::open(
+        &subscribe_to,
+        slice,
+        fanout.idle_connections,
+        |connection| {
+            let room = connection % fanout.idle_rooms.max(1);
+            room_path(path, &format!("{}_idle{room}", fanout.room_prefix))
+        },
+    )
+    .await?;
     let mut idle_readers = Vec::new();
-    for socket in idle {
+    for socket in idle.sockets {
         idle_readers.push(tokio::spawn(hold_idle(
             socket,
             tally.clone(),
@@ -144,8 +153,7 @@ pub async fn run(
     let mut readers = Vec::new();
     // Subscribers connected per room: a server may refuse some handshakes under load.
     let mut members = vec![0u64; rooms.len()];
-    let mut connect_failed = slice.share(fanout.idle_connections) as u64 - idle_open;
-    let mut first_error = idle_error;
+    let (mut connect_failed, mut first_error) = (idle.failed, idle.first_error);
     for socket in opened {
         match socket.await.map_err(BenchError::from)? {
             Ok((index, socket)) => {
@@ -454,42 +462,6 @@ async fn subscribe(
         }
     }
     flush(&mut samples);
-}
-
-/// Opens this process's share of the idle connections (see `--idle-connections`); returns the
-/// open ones and the first error of those that failed.
-async fn open_idle(
-    fanout: &Fanout,
-    nodes: &Nodes,
-    path: &str,
-    slice: Slice,
-    limit: &Arc<Semaphore>,
-) -> Result<(Vec<Socket>, Option<String>), BenchError> {
-    let mut opening = Vec::new();
-    for index in 0..slice.share(fanout.idle_connections) {
-        let connection = index * slice.count + slice.index;
-        let room = format!(
-            "{}_idle{}",
-            fanout.room_prefix,
-            connection % fanout.idle_rooms.max(1)
-        );
-        let (target, limit) = (nodes.for_connection(connection).clone(), limit.clone());
-        let path = room_path(path, &room);
-        opening.push(tokio::spawn(async move {
-            let _permit = limit.acquire().await;
-            target.websocket(&path).await
-        }));
-    }
-    let (mut open, mut first_error) = (Vec::new(), None);
-    for socket in opening {
-        match socket.await? {
-            Ok(socket) => open.push(socket),
-            Err(error) => {
-                first_error.get_or_insert_with(|| error.to_string());
-            }
-        }
-    }
-    Ok((open, first_error))
 }
 
 /// Holds an idle connection until told to stop, reading (so that the server's pings are

@@ -10,7 +10,7 @@ use serde_json::{Map, json};
 use tokio::sync::Semaphore;
 
 use crate::BenchError;
-use crate::client::{Nodes, room_path};
+use crate::client::{Nodes, Socket, room_path};
 use crate::cpu;
 use crate::report::{Summary, failures};
 use crate::workers::{self, Slice};
@@ -45,31 +45,13 @@ pub async fn run(
     path: &str,
     slice: Slice,
 ) -> Result<Raw, BenchError> {
-    let limit = Arc::new(Semaphore::new(256));
     let started = Instant::now();
-    let mut opening = Vec::new();
-    for index in 0..slice.share(options.connections) {
-        let connection = index * slice.count + slice.index;
+    let opened = open(&nodes, slice, options.connections, |connection| {
         let room = connection % options.rooms.max(1);
-        let path = room_path(path, &format!("{}{room}", options.room_prefix))
-            .replace("{index}", &connection.to_string());
-        let (target, limit) = (nodes.for_connection(connection).clone(), limit.clone());
-        opening.push(tokio::spawn(async move {
-            let _permit = limit.acquire().await;
-            target.websocket(&path).await
-        }));
-    }
-    let mut held = Vec::new();
-    let (mut failed, mut first_error) = (0, None);
-    for socket in opening {
-        match socket.await.map_err(BenchError::from)? {
-            Ok(socket) => held.push(socket),
-            Err(error) => {
-                failed += 1;
-                first_error.get_or_insert_with(|| error.to_string());
-            }
-        }
-    }
+        room_path(path, &format!("{}{room}", options.room_prefix))
+            .replace("{index}", &connection.to_string())
+    })
+    .await?;
     let open_s = started.elapsed().as_secs_f64();
     // A worker holds its connections until the parent has measured.
     workers::start_line(slice).await?;
@@ -78,11 +60,55 @@ pub async fn run(
     }
     workers::end_line(slice);
     Ok(Raw {
-        open: held.len() as u64,
-        failed,
-        first_error,
+        open: opened.sockets.len() as u64,
+        failed: opened.failed,
+        first_error: opened.first_error,
         open_s,
     })
+}
+
+/// Connections that are opened to be held.
+pub struct Opened {
+    pub sockets: Vec<Socket>,
+    pub failed: u64,
+    /// The first error of those that failed.
+    pub first_error: Option<String>,
+}
+
+/// Opens this process's share of `total` connections, 256 at a time; connection number N (over
+/// every process) goes to node N on `path_of(N)`.
+pub async fn open(
+    nodes: &Nodes,
+    slice: Slice,
+    total: usize,
+    path_of: impl Fn(usize) -> String,
+) -> Result<Opened, BenchError> {
+    let limit = Arc::new(Semaphore::new(256));
+    let mut opening = Vec::new();
+    for index in 0..slice.share(total) {
+        let connection = index * slice.count + slice.index;
+        let (target, limit) = (nodes.for_connection(connection).clone(), limit.clone());
+        let path = path_of(connection);
+        opening.push(tokio::spawn(async move {
+            let _permit = limit.acquire().await;
+            target.websocket(&path).await
+        }));
+    }
+    let mut opened = Opened {
+        sockets: Vec::new(),
+        failed: 0,
+        first_error: None,
+    };
+    for socket in opening {
+        match socket.await? {
+            Ok(socket) => opened.sockets.push(socket),
+            Err(error) => {
+                opened.failed += 1;
+                opened.first_error.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+    Ok(opened)
 }
 
 /// Once every connection is open (in every worker): waits `--hold`, then reads the servers' memory.
