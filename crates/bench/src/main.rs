@@ -231,7 +231,7 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
         }
     };
     add_cpu(name, &mut summary, cpu::own_seconds() + workers_cpu_s);
-    add_memory(&mut summary);
+    add_memory(name, &mut summary);
     report::print(name, &summary);
     match summary.failure {
         Some(reason) => Err(BenchError::CouldNotRun(name, reason)),
@@ -258,11 +258,15 @@ Exit status: 0 when the scenario ran; 1 on an error, or when it could not run (n
 opened, nothing published or delivered, no request answered 200): the summary is printed, then
 `livechat-bench: SCENARIO could not run: REASON` on stderr.";
 
-/// Adds the servers' memory to a scenario's results: in all, per server, and per connection.
-fn add_memory(summary: &mut Summary) {
+/// Adds the servers' memory to a scenario's results that hold connections (fanout, idle): in
+/// all, per server, and per connection.
+fn add_memory(scenario: &str, summary: &mut Summary) {
     let Some((before, after)) = cpu::server_memory() else {
         return;
     };
+    if !matches!(scenario, "fanout" | "idle") {
+        return;
+    }
     let results = &mut summary.results;
     let connections = ["open", "connections"]
         .iter()
