@@ -309,7 +309,7 @@ function author(page, text) {
   return page.locator('#log li', { hasText: text }).locator('.author');
 }
 
-test('a page on another origin can neither connect nor post; the server\'s own page can', async () => {
+test('a page on another host can neither connect nor post; the server\'s own page can', async () => {
   const server = await Server.start();
   const foreign = createServer((request, response) => {
     response.setHeader('Content-Type', 'text/html');
@@ -323,12 +323,13 @@ test('a page on another origin can neither connect nor post; the server\'s own p
         .catch(() => { window.results.post = 'refused'; });
     </script>`);
   });
-  await new Promise((resolve) => foreign.listen(0, '127.0.0.1', resolve));
+  // 127.0.0.2: another host (a page on the server's own host, at any port, would be served).
+  await new Promise((resolve) => foreign.listen(0, '127.0.0.2', resolve));
   const context = await browser.newContext();
   const own = await open(server, '/r/lobby');
   try {
     const page = await context.newPage();
-    await page.goto(`http://127.0.0.1:${foreign.address().port}/`);
+    await page.goto(`http://127.0.0.2:${foreign.address().port}/`);
     await page.waitForFunction(() => window.results.ws && window.results.post, null, WAIT);
     const results = await page.evaluate(() => window.results);
     assert.equal(results.ws, 'refused');

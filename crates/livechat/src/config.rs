@@ -162,8 +162,9 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
-    /// Browser origins allowed besides the server's own, comma-separated:
-    /// `https://chat.example.com`, `https://*.example.com`, or `*` for any.
+    /// Browser origins allowed besides pages on the host the request was addressed to (any port)
+    /// and loopback pages on loopback requests, comma-separated: `https://chat.example.com`,
+    /// `https://*.example.com`, `*` for any; `self` keeps only the exact own origin and these.
     #[arg(long, env = "LIVECHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 

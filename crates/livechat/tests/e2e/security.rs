@@ -108,6 +108,65 @@ async fn foreign_browser_origins_are_refused_before_the_upgrade_and_on_the_api()
     assert_eq!(foreign.status, 403, "{foreign:?}");
 }
 
+/// The replaced service's rule (Django Channels' `AllowedHostsOriginValidator`): a page on the
+/// host the request was addressed to, at any port, and loopback pages on a loopback request,
+/// are served with CORS; `self` keeps only the exact own origin.
+#[tokio::test]
+async fn pages_on_the_same_host_at_another_port_are_served_unless_self_is_set() {
+    let server = Server::start(&[]).await;
+    let other_port = format!("http://127.0.0.1:{}", server.addr.port() ^ 1);
+    for origin in [
+        other_port.as_str(),
+        "http://localhost:8000",
+        "http://[::1]:8000",
+    ] {
+        let mut client = server
+            .connect_with("/ws/chat/lobby/", &[("Origin", origin)])
+            .await
+            .unwrap_or_else(|e| panic!("{origin}: {e}"));
+        client.send_json(json!({"message": origin})).await;
+        assert_eq!(client.recv().await, json!({"message": origin}));
+        let body = br#"{"message": "from the app's page"}"#;
+        let posted = http(
+            server.addr,
+            "POST",
+            "/chat/send/",
+            Some(body),
+            &[("Origin", origin)],
+        )
+        .await;
+        assert_eq!(posted.status, 200, "{posted:?}");
+        let allow = format!("access-control-allow-origin: {origin}");
+        assert!(
+            posted.headers.to_ascii_lowercase().contains(&allow),
+            "{posted:?}"
+        );
+        let preflight = [
+            ("Origin", origin),
+            ("Access-Control-Request-Method", "POST"),
+        ];
+        let answered = http(server.addr, "OPTIONS", "/chat/send/", None, &preflight).await;
+        assert_eq!(answered.status, 204, "{answered:?}");
+    }
+    for origin in ["http://127.0.0.2:8000", "http://example.com", "null"] {
+        let refused = handshake_with(server.addr, "/ws/chat/lobby/", &[("Origin", origin)]).await;
+        assert_eq!(refused.status, 403, "{origin}: {refused:?}");
+    }
+
+    let strict = Server::start(&["--allowed-origins", "self"]).await;
+    let own = format!("http://{}", strict.addr);
+    assert!(
+        strict
+            .connect_with("/ws/chat/lobby/", &[("Origin", own.as_str())])
+            .await
+            .is_ok()
+    );
+    for origin in ["http://localhost:8000", other_port.as_str()] {
+        let refused = handshake_with(strict.addr, "/ws/chat/lobby/", &[("Origin", origin)]).await;
+        assert_eq!(refused.status, 403, "{origin}: {refused:?}");
+    }
+}
+
 #[tokio::test]
 async fn tokens_are_checked_at_the_handshake() {
     let server = secured().await;
