@@ -34,6 +34,16 @@ async fn secured() -> Server {
     .await
 }
 
+/// A WebSocket opened by a page at `origin` is served: its message comes back.
+async fn chats_from(server: &Server, origin: &str) {
+    let mut client = server
+        .connect_with("/ws/chat/lobby/", &[("Origin", origin)])
+        .await
+        .unwrap_or_else(|e| panic!("{origin}: {e}"));
+    client.send_json(json!({"message": origin})).await;
+    assert_eq!(client.recv().await, json!({"message": origin}));
+}
+
 #[tokio::test]
 async fn foreign_browser_origins_are_refused_before_the_upgrade_and_on_the_api() {
     let server = Server::start(&[
@@ -64,12 +74,7 @@ async fn foreign_browser_origins_are_refused_before_the_upgrade_and_on_the_api()
         "https://app.example.com",
         "https://chat.example.org",
     ] {
-        let mut client = server
-            .connect_with("/ws/chat/lobby/", &[("Origin", origin)])
-            .await
-            .unwrap_or_else(|e| panic!("{origin}: {e}"));
-        client.send_json(json!({"message": origin})).await;
-        assert_eq!(client.recv().await, json!({"message": origin}));
+        chats_from(&server, origin).await;
     }
     let listed = [("Origin", "https://app.example.com")];
     let posted = http(server.addr, "POST", "/chat/send/", Some(body), &listed).await;
@@ -120,12 +125,7 @@ async fn pages_on_the_same_host_at_another_port_are_served_unless_self_is_set() 
         "http://localhost:8000",
         "http://[::1]:8000",
     ] {
-        let mut client = server
-            .connect_with("/ws/chat/lobby/", &[("Origin", origin)])
-            .await
-            .unwrap_or_else(|e| panic!("{origin}: {e}"));
-        client.send_json(json!({"message": origin})).await;
-        assert_eq!(client.recv().await, json!({"message": origin}));
+        chats_from(&server, origin).await;
         let body = br#"{"message": "from the app's page"}"#;
         let posted = http(
             server.addr,
