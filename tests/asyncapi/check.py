@@ -35,10 +35,12 @@ def schemas() -> dict:
             for name, message in document["components"]["messages"].items()}
 
 
-def start(binary: str, data_dir: str) -> tuple[subprocess.Popen, str]:
+SECRET = "asyncapi-check-secret-of-32-bytes!"
+
+
+def start(binary: str, data_dir: str, args: list[str]) -> tuple[subprocess.Popen, str]:
     server = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1:0", "--data-dir", data_dir, "--rate-limit", "1/m",
-         "--rate-burst", "2", "--replay-max", "2"],
+        [binary, "--bind", "127.0.0.1:0", "--data-dir", data_dir, *args],
         stderr=subprocess.PIPE, text=True)
     for line in server.stderr:
         match = re.search(r"listening on http://(\S+)", line)
@@ -63,9 +65,16 @@ async def frames(address: str) -> list[tuple[str, dict]]:
         seen.append(("messageWithMeta", json.loads(await meta.recv())))
         await plain.send(json.dumps({"message": "third"}))
         seen.append(("message", json.loads(await plain.recv())))
-        # This connection's burst (2) is spent: the next publish is refused.
-        await plain.send(json.dumps({"message": "fourth"}))
-        seen.append(("rateLimited", json.loads(await plain.recv())))
+        # This connection's burst (2) is spent: the next publish is refused, naming its nonce.
+        await plain.send(json.dumps({"message": "fourth", "nonce": "refused-1"}))
+        refused = json.loads(await plain.recv())
+        assert refused.get("nonce") == "refused-1" and refused.get("for") == "message", refused
+        seen.append(("rateLimited", refused))
+        # A typing frame from a connection with no name: an error for `typing`.
+        await plain.send(json.dumps({"typing": True}))
+        refused = json.loads(await plain.recv())
+        assert refused.get("for") == "typing", refused
+        seen.append(("error", refused))
     async with websockets.connect(url + "?meta=1") as sender:
         await sender.send(json.dumps({"message": "once", "nonce": "n-1"}))
         seen.append(("messageWithMeta", json.loads(await sender.recv())))
@@ -98,16 +107,38 @@ async def frames(address: str) -> list[tuple[str, dict]]:
     return seen
 
 
-def main() -> None:
-    documented = schemas()
+def token(binary: str, sub: str) -> str:
+    minted = subprocess.run([binary, "token", "--sub", sub, "--ttl", "10m"], check=True,
+                            capture_output=True, text=True, env={"LIVECHAT_JWT_SECRET": SECRET})
+    return minted.stdout.strip()
+
+
+async def authenticated_frames(binary: str, address: str) -> list[tuple[str, dict]]:
+    """With auth required: a refresh's confirmation."""
+    url = f"ws://{address}/ws/chat/documented/?token={token(binary, 'ada')}"
+    async with websockets.connect(url) as client:
+        await client.send(json.dumps({"token": token(binary, "ada")}))
+        return [("tokenRefreshed", json.loads(await client.recv()))]
+
+
+def run(binary: str, args: list[str], scenario) -> list[tuple[str, dict]]:
     with tempfile.TemporaryDirectory() as data_dir:
-        server, address = start(sys.argv[1], data_dir)
+        server, address = start(binary, data_dir, args)
         try:
-            seen = asyncio.run(asyncio.wait_for(frames(address), 30))
+            return asyncio.run(asyncio.wait_for(scenario(address), 30))
         finally:
             server.terminate()
             server.wait()
-    receivable = ["message", "messageWithMeta", "error", "rateLimited", "gap", "reset", "caughtUp",
+
+
+def main() -> None:
+    documented = schemas()
+    binary = sys.argv[1]
+    seen = run(binary, ["--rate-limit", "1/m", "--rate-burst", "2", "--replay-max", "2"], frames)
+    seen += run(binary, ["--auth", "required", "--jwt-secret", SECRET],
+                lambda address: authenticated_frames(binary, address))
+    receivable = ["message", "messageWithMeta", "error", "rateLimited", "tokenRefreshed", "gap",
+                  "reset", "caughtUp",
                   "presenceSnapshot", "presenceChange", "userTyping"]
     failed = 0
     for expected, frame in seen:

@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::auth::AuthMode;
+use crate::auth::{Access, AuthMode};
 use crate::rate::Rate;
 use crate::room::RoomName;
 
@@ -173,9 +173,26 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_RATE_LIMIT", value_parser = Rate::parse)]
     pub rate_limit: Option<Rate>,
 
-    /// Publishes allowed at once above the rate (the bucket's size); default: the rate's count.
-    #[arg(long, env = "LIVECHAT_RATE_BURST")]
+    /// Publishes allowed at once above the rate (the bucket's size, 1 or more); default: the
+    /// rate's count. Only with `LIVECHAT_RATE_LIMIT`.
+    #[arg(long, env = "LIVECHAT_RATE_BURST", value_parser = parse_burst)]
     pub rate_burst: Option<NonZeroU32>,
+
+    /// The chat page at `/` and `/r/{room}`: `on`, or `off` (those paths answer 404).
+    #[arg(long, env = "LIVECHAT_PAGE", value_enum, default_value_t = Switch::On)]
+    pub page: Switch,
+
+    /// Who may read stored history (`GET /chat/history/`, and the replay of a WebSocket resuming
+    /// with `?since=`): `open` (whoever the auth rules let into the room), `api-key` (the server
+    /// key only), or `off` (history answers an empty list, as the original service did, and
+    /// `?since=` is refused).
+    #[arg(long, env = "LIVECHAT_HISTORY_READS", value_enum, default_value_t = Access::Open)]
+    pub history_reads: Access,
+
+    /// Who may list rooms (`GET /chat/rooms/`): `open`, `api-key` (the server key only), or
+    /// `off` (403).
+    #[arg(long, env = "LIVECHAT_ROOM_LIST", value_enum, default_value_t = Access::Open)]
+    pub room_list: Access,
 
     /// A request (WebSocket handshake included) whose headers, or whose body, have not all
     /// arrived this long after it started is dropped.
@@ -267,6 +284,12 @@ pub struct TokenArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -296,17 +319,23 @@ impl Config {
                 .join(",")
         });
         format!(
-            "bind={} data_dir={} engine={} store={:?} default_room={} max_message_bytes={} \
+            "bind={} data_dir={} engine={} history_store={} default_room={} max_message_bytes={} \
              history_max_count={} history_max_bytes={} history_max_age={:?} \
              history_page_bytes={} dedupe_window={:?} replay_max={} outbound_queue={} outbound_bytes={} auth={:?} \
              jwt_secret={} jwt_public_key={:?} jwt_issuer={:?} jwt_audience={:?} api_key={} \
              allowed_origins={:?} rate_limit={:?} rate_burst={:?} max_connections={:?} \
              max_connections_per_ip={:?} trusted_proxies={:?} request_timeout={:?} \
-             ping_interval={:?} pong_timeout={:?} write_interval={:?} shutdown_timeout={:?}",
+             ping_interval={:?} pong_timeout={:?} write_interval={:?} shutdown_timeout={:?} \
+             page={:?} history_reads={:?} room_list={:?}",
             self.bind,
             self.data_dir.display(),
-            redis.map_or("embedded".to_owned(), |urls| format!("redis({urls})")),
-            self.store,
+            redis
+                .as_ref()
+                .map_or("embedded".to_owned(), |urls| format!("redis({urls})")),
+            match redis {
+                Some(_) => "redis-streams".to_owned(),
+                None => format!("{:?}", self.store).to_lowercase(),
+            },
             self.default_room,
             self.max_message_bytes,
             self.history_max_count,
@@ -335,6 +364,90 @@ impl Config {
             self.pong_timeout,
             self.write_interval,
             self.shutdown_timeout,
+            self.page,
+            self.history_reads,
+            self.room_list,
+        )
+    }
+
+    /// Settings that are accepted one by one but make no sense together, refused before the
+    /// server starts (the error says what to do); and warnings for those that work but are
+    /// unwise, to be logged once at start.
+    pub fn check(&self) -> Result<Vec<String>, String> {
+        if self.rate_burst.is_some() && self.rate_limit.is_none() {
+            return Err(
+                "LIVECHAT_RATE_BURST is set without LIVECHAT_RATE_LIMIT, so it would do \
+                 nothing: set a rate too (e.g. LIVECHAT_RATE_LIMIT=20/s), or unset the burst"
+                    .into(),
+            );
+        }
+        let mut warnings = Vec::new();
+        if let Some(secret) = &self.jwt_secret
+            && secret.len() < MIN_SECRET_BYTES
+        {
+            warnings.push(format!(
+                "LIVECHAT_JWT_SECRET is {} bytes long: an HS256 secret shorter than \
+                 {MIN_SECRET_BYTES} bytes can be guessed offline from one token; use a random one \
+                 (e.g. openssl rand -hex 32)",
+                secret.len()
+            ));
+        }
+        Ok(warnings)
+    }
+
+    /// What is kept, where, for how long, and who can read it: said plainly at start, since
+    /// the original service stored nothing.
+    pub fn exposure(&self) -> String {
+        let stored = match (self.redis_urls(), self.store) {
+            (Some(urls), _) => format!(
+                "in Redis streams at {} ({})",
+                urls.iter()
+                    .map(|url| crate::redact_url(url))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                match self.room_ttl.is_zero() {
+                    true => "kept while Redis keeps them".to_owned(),
+                    false => format!(
+                        "a room's keys expire {} after its last message",
+                        humanize(self.room_ttl)
+                    ),
+                }
+            ),
+            (None, StoreKind::Sqlite) => {
+                format!("in {}", self.data_dir.join("history.sqlite3").display())
+            }
+            (None, StoreKind::Memory) => "in memory (lost when the server stops)".to_owned(),
+        };
+        let kept = if self.history_max_count == 0 {
+            "no message is kept (LIVECHAT_HISTORY_MAX_COUNT=0)".to_owned()
+        } else {
+            format!(
+                "messages are stored {stored}: the newest {} per room, at most {} bytes per room, {}",
+                self.history_max_count,
+                self.history_max_bytes,
+                self.history_max_age
+                    .map_or("whatever their age".to_owned(), |age| {
+                        format!("for {}", humanize(age))
+                    })
+            )
+        };
+        let who = match self.auth {
+            AuthMode::Off => "anyone who can reach the server (LIVECHAT_AUTH=off)",
+            AuthMode::Required => "callers with a token for the room, or the server key",
+        };
+        let access = |access: Access| match access {
+            Access::Open => who,
+            Access::ApiKey => "the server key only",
+            Access::Off => "nobody",
+        };
+        format!(
+            "{kept}; history can be read by {}; the room list by {}; the chat page is {}",
+            access(self.history_reads),
+            access(self.room_list),
+            match self.page {
+                Switch::On => "served at /",
+                Switch::Off => "off",
+            }
         )
     }
 
@@ -355,6 +468,20 @@ impl Config {
             (None, None) => None,
         }
     }
+}
+
+/// An HS256 secret shorter than this is warned about.
+const MIN_SECRET_BYTES: usize = 32;
+
+/// `30d`, `12h`, `90s`: a duration as settings write it.
+fn humanize(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if seconds > 0 && seconds.is_multiple_of(size) {
+            return format!("{}{unit}", seconds / size);
+        }
+    }
+    format!("{seconds}s")
 }
 
 /// Largest message that can be set: far above any real need, far below where sizes overflow.
@@ -392,6 +519,15 @@ fn parse_message_bytes(value: &str) -> Result<usize, String> {
             "`{value}` is not a size from 1 to {MAX_MESSAGE_BYTES_LIMIT} bytes"
         )),
     }
+}
+
+fn parse_burst(value: &str) -> Result<NonZeroU32, String> {
+    value.trim().parse::<NonZeroU32>().map_err(|_| {
+        format!(
+            "`{value}` is not a burst: a whole number of messages, 1 or more, that a client may \
+             send at once above LIVECHAT_RATE_LIMIT (unset: the rate's own count)"
+        )
+    })
 }
 
 fn parse_log_filter(value: &str) -> Result<String, String> {

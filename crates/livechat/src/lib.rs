@@ -68,6 +68,8 @@ pub enum RunError {
     Redis(#[from] redis::RedisError),
     #[error("Redis settings: {0}")]
     RedisSettings(&'static str),
+    #[error("{0}")]
+    Settings(String),
 }
 
 /// Serves on `listener` until `shutdown` is cancelled, then closes every WebSocket with 1001,
@@ -105,6 +107,9 @@ impl Server {
             max_bytes: config.history_max_bytes,
             dedupe_window: config.dedupe_window,
         };
+        for warning in config.check().map_err(RunError::Settings)? {
+            tracing::warn!("{warning}");
+        }
         let auth = start_auth(&config)?;
         let origins = OriginPolicy::new(&config.allowed_origins).map_err(RunError::Origins)?;
         let trusted_proxies =
@@ -135,6 +140,7 @@ impl Server {
             settings = %config.summary(),
             "livechat ready"
         );
+        tracing::info!("what is kept: {}", config.exposure());
         let connections = TaskTracker::new();
         let state = AppState::new(Shared {
             hub: hub.clone(),
@@ -155,6 +161,9 @@ impl Server {
             tls: tls.is_some(),
             metrics: metrics.clone(),
             metrics_here: config.metrics_bind.is_none(),
+            page: config.page == config::Switch::On,
+            history_reads: config.history_reads,
+            room_list: config.room_list,
         });
         Ok(Self {
             state,

@@ -91,12 +91,20 @@ fn print_token(config: &Config, args: &TokenArgs) -> ExitCode {
         eprintln!("livechat token: set LIVECHAT_JWT_SECRET (or --jwt-secret) to sign with");
         return ExitCode::FAILURE;
     };
+    if args.ttl.is_zero() {
+        eprintln!(
+            "livechat token: --ttl must be more than 0 (e.g. 15m, 1h, 7d): a token that expires at once is refused"
+        );
+        return ExitCode::FAILURE;
+    }
     let request = TokenRequest {
         sub: args.sub.clone(),
         name: args.name.clone(),
         rooms: args.rooms.clone(),
         publish: !args.read_only,
         ttl_seconds: i64::try_from(args.ttl.as_secs()).unwrap_or(i64::MAX),
+        issuer: config.jwt_issuer.clone(),
+        audience: config.jwt_audience.clone(),
     };
     match issue(secret, &request) {
         Ok(token) => {

@@ -249,9 +249,61 @@ pub fn error_body(reason: &str) -> Bytes {
     Bytes::from(serde_json::json!({ "error": reason }).to_string())
 }
 
-/// An error frame for one WebSocket client: `{"error":"..."}`.
-pub fn error_frame(reason: &str) -> Bytes {
-    frame::text(&[&error_body(reason)])
+/// What a refused client frame asked for: `"for"` in its error frame, so that a client can tell
+/// which of its requests an error answers (with the `nonce` of a refused publish).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    /// A publish (`{"message": X}`).
+    Message,
+    /// `{"typing": true}`.
+    Typing,
+    /// A token refresh (`{"token": NEW}`).
+    Token,
+    /// A frame that asks for nothing it could be read as (not JSON, not an object, binary).
+    Frame,
+}
+
+/// An error frame for one WebSocket client:
+/// `{"error": "...", "for": "message", "nonce"?: N, "retry_after_ms"?: ms}`.
+#[derive(Debug, Serialize)]
+pub struct ErrorReply<'a> {
+    pub error: &'a str,
+    #[serde(rename = "for")]
+    pub request: Request,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<&'a Nonce>,
+    /// A rate limit: when to try again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl<'a> ErrorReply<'a> {
+    pub fn new(error: &'a str, request: Request) -> Self {
+        Self {
+            error,
+            request,
+            nonce: None,
+            retry_after_ms: None,
+        }
+    }
+
+    /// `{"error": "rate limited", "retry_after_ms": N}`.
+    pub fn rate_limited(request: Request, retry_after_ms: u64) -> Self {
+        Self {
+            retry_after_ms: Some(retry_after_ms),
+            ..Self::new("rate limited", request)
+        }
+    }
+
+    /// The refused publish's nonce, if it had one.
+    pub fn nonce(self, nonce: Option<&'a Nonce>) -> Self {
+        Self { nonce, ..self }
+    }
+
+    pub fn frame(&self) -> Bytes {
+        frame::text(&[&serde_json::to_vec(self).unwrap_or_default()])
+    }
 }
 
 #[cfg(test)]

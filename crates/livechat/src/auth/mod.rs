@@ -42,6 +42,53 @@ pub struct AuthSettings<'a> {
     pub api_key: Option<&'a str>,
 }
 
+/// Who may use a read that exposes what others said (`LIVECHAT_HISTORY_READS`,
+/// `LIVECHAT_ROOM_LIST`), on top of the rooms a token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Access {
+    /// Anyone the auth rules let in (with auth off: anyone).
+    Open,
+    /// Only the server key (`LIVECHAT_API_KEY`).
+    ApiKey,
+    /// Nobody.
+    Off,
+}
+
+impl Access {
+    /// Whether `identity` may use `what` (named in the refusal, with the setting to change).
+    pub fn check(self, identity: &Identity, what: Guarded) -> Result<(), AuthError> {
+        match self {
+            Access::Open => Ok(()),
+            Access::ApiKey if identity.is_server => Ok(()),
+            Access::ApiKey => Err(AuthError::ServerKeyOnly(what)),
+            Access::Off => Err(AuthError::TurnedOff(what)),
+        }
+    }
+}
+
+/// A read `Access` guards, as refusals name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guarded {
+    History,
+    RoomList,
+}
+
+impl Guarded {
+    fn what(self) -> &'static str {
+        match self {
+            Guarded::History => "reading history (and resuming with ?since=)",
+            Guarded::RoomList => "the room list",
+        }
+    }
+
+    fn setting(self) -> &'static str {
+        match self {
+            Guarded::History => "LIVECHAT_HISTORY_READS",
+            Guarded::RoomList => "LIVECHAT_ROOM_LIST",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("authentication required: pass a token as ?token= or Authorization: Bearer")]
@@ -56,6 +103,10 @@ pub enum AuthError {
     OtherUser,
     #[error("invalid name: {0}")]
     BadName(&'static str),
+    #[error("{} is kept to the server key on this server ({}=api-key): pass it as Authorization: Bearer", .0.what(), .0.setting())]
+    ServerKeyOnly(Guarded),
+    #[error("{} is turned off on this server ({}=off)", .0.what(), .0.setting())]
+    TurnedOff(Guarded),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,8 +120,13 @@ pub enum AuthSetupError {
 /// The claims livechat reads; others are ignored.
 #[derive(Debug, Deserialize)]
 struct Claims {
-    sub: String,
-    exp: u64,
+    /// A string, or an integer (Django's user ids) taken as its decimal string.
+    #[serde(default, deserialize_with = "subject")]
+    sub: Option<String>,
+    /// Required (`Validation` refuses a token without it); optional here so that its absence
+    /// is reported as such rather than as a shape error.
+    #[serde(default)]
+    exp: Option<u64>,
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -87,8 +143,8 @@ pub struct Identity {
     /// Rooms it may join and read: `None` is every room.
     rooms: Option<Arc<[String]>>,
     pub can_publish: bool,
-    /// When its token expires (seconds since the Unix epoch); `None`: never.
-    pub expires_at: Option<u64>,
+    /// Its token's `exp` (seconds since the Unix epoch); `None`: no token, never expires.
+    pub token_expires: Option<u64>,
     /// The server's API key: any room, and may publish on a user's behalf.
     pub is_server: bool,
 }
@@ -98,6 +154,15 @@ pub struct Auth {
     secret: Option<(DecodingKey, Validation)>,
     public_key: Option<(DecodingKey, Validation)>,
     api_key: Option<String>,
+    /// What tokens must say, for error messages.
+    expected: Expected,
+}
+
+/// The configured issuer and audience, named in the errors of tokens that do not match them.
+#[derive(Debug, Default)]
+struct Expected {
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 impl Auth {
@@ -105,14 +170,22 @@ impl Auth {
         let validation = |algorithm: Algorithm| {
             let mut validation = Validation::new(algorithm);
             validation.leeway = LEEWAY_SECONDS;
-            validation.set_required_spec_claims(&["exp", "sub"]);
+            // `sub` is read by `Claims` (a number is taken as its decimal string). A configured
+            // issuer or audience must be present, not only right when present: a token minted
+            // for another service with the same key carries neither.
+            let mut required = vec!["exp"];
             if let Some(issuer) = settings.issuer {
                 validation.set_issuer(&[issuer]);
+                required.push("iss");
             }
             match settings.audience {
-                Some(audience) => validation.set_audience(&[audience]),
+                Some(audience) => {
+                    validation.set_audience(&[audience]);
+                    required.push("aud");
+                }
                 None => validation.validate_aud = false,
             }
+            validation.set_required_spec_claims(&required);
             validation
         };
         let secret = settings.secret.map(|secret| {
@@ -135,6 +208,10 @@ impl Auth {
             secret,
             public_key,
             api_key: settings.api_key.map(str::to_owned),
+            expected: Expected {
+                issuer: settings.issuer.map(str::to_owned),
+                audience: settings.audience.map(str::to_owned),
+            },
         })
     }
 
@@ -145,6 +222,7 @@ impl Auth {
             secret: None,
             public_key: None,
             api_key: None,
+            expected: Expected::default(),
         }
     }
 
@@ -155,31 +233,31 @@ impl Auth {
     /// The caller of a WebSocket handshake or HTTP request, from its token (or the API key, or
     /// with auth off its chosen name). `name` is ignored when auth is on.
     pub fn identify(&self, token: Option<&str>, name: Option<&str>) -> Result<Identity, AuthError> {
-        if self.mode == AuthMode::Off {
-            let user = name.map(chosen_name).transpose()?;
-            return Ok(Identity {
-                user: user.map(Arc::new),
-                rooms: None,
-                can_publish: true,
-                expires_at: None,
-                is_server: false,
-            });
-        }
-        let token = token
-            .filter(|token| !token.is_empty())
-            .ok_or(AuthError::Missing)?;
-        if let Some(key) = &self.api_key
+        let token = token.filter(|token| !token.is_empty());
+        // The server key is the server key with auth off too: it opens what is kept to it
+        // (`LIVECHAT_HISTORY_READS=api-key`, the room list).
+        if let (Some(key), Some(token)) = (&self.api_key, token)
             && constant_time_eq(key.as_bytes(), token.as_bytes())
         {
             return Ok(Identity {
                 user: None,
                 rooms: None,
                 can_publish: true,
-                expires_at: None,
+                token_expires: None,
                 is_server: true,
             });
         }
-        self.verify(token)
+        if self.mode == AuthMode::Off {
+            let user = name.map(chosen_name).transpose()?;
+            return Ok(Identity {
+                user: user.map(Arc::new),
+                rooms: None,
+                can_publish: true,
+                token_expires: None,
+                is_server: false,
+            });
+        }
+        self.verify(token.ok_or(AuthError::Missing)?)
     }
 
     /// A token sent on an open connection to extend it: valid, and for the same user.
@@ -193,30 +271,46 @@ impl Auth {
     }
 
     fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|error| AuthError::Invalid(explain(&error, &self.expected)))?;
         let (key, validation) = match header.alg {
             Algorithm::HS256 => self.secret.as_ref(),
             _ => self.public_key.as_ref(),
         }
         .ok_or_else(|| {
-            AuthError::Invalid(format!("{:?} tokens are not accepted here", header.alg))
+            let accepted = match (&self.secret, &self.public_key) {
+                (Some(_), None) => "HS256 (LIVECHAT_JWT_SECRET)".to_owned(),
+                (_, Some((_, validation))) => format!(
+                    "{:?} (LIVECHAT_JWT_PUBLIC_KEY){}",
+                    validation.algorithms[0],
+                    if self.secret.is_some() {
+                        " and HS256"
+                    } else {
+                        ""
+                    }
+                ),
+                (None, None) => "none".to_owned(),
+            };
+            AuthError::Invalid(format!(
+                "the token is signed with {:?}, and this server accepts {accepted}",
+                header.alg
+            ))
         })?;
         let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
-            .map_err(|e| AuthError::Invalid(e.to_string()))?
+            .map_err(|error| AuthError::Invalid(explain(&error, &self.expected)))?
             .claims;
-        if claims.sub.is_empty() {
-            return Err(AuthError::Invalid("empty `sub`".into()));
-        }
+        let sub = claims.sub.filter(|sub| !sub.is_empty()).ok_or_else(|| {
+            AuthError::Invalid("the token has no `sub` claim (the user's id) or it is empty".into())
+        })?;
         let name = claims.name.map(|name| truncate(&name, MAX_NAME_CHARS));
         Ok(Identity {
             user: Some(Arc::new(Author {
-                id: Some(claims.sub),
+                id: Some(sub),
                 name,
             })),
             rooms: claims.rooms.map(Arc::from),
             can_publish: claims.publish.unwrap_or(true),
-            expires_at: Some(claims.exp),
+            token_expires: claims.exp,
             is_server: false,
         })
     }
@@ -243,6 +337,14 @@ impl Identity {
         }
     }
 
+    /// When a connection made with it must close: the token's `exp`, plus the clock skew it
+    /// was accepted under (a token accepted 3 s past its `exp` keeps its connection 2 s more,
+    /// not none).
+    pub fn closes_at(&self) -> Option<u64> {
+        self.token_expires
+            .map(|exp| exp.saturating_add(LEEWAY_SECONDS))
+    }
+
     pub fn check_publish(&self) -> Result<(), AuthError> {
         if self.can_publish {
             Ok(())
@@ -250,6 +352,79 @@ impl Identity {
             Err(AuthError::ReadOnly)
         }
     }
+}
+
+/// Why a token was refused, in words a person can act on (not the library's variant names).
+fn explain(error: &jsonwebtoken::errors::Error, expected: &Expected) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
+            "not a JSON Web Token (three base64url parts joined by dots), nor the server key: \
+             check that it was copied whole"
+                .into()
+        }
+        ErrorKind::InvalidSignature => "its signature does not match: it was not signed with \
+             this server's key (LIVECHAT_JWT_SECRET or LIVECHAT_JWT_PUBLIC_KEY)"
+            .into(),
+        ErrorKind::ExpiredSignature => format!(
+            "it has expired (its `exp` is past, beyond {LEEWAY_SECONDS} s of clock skew): \
+             get a new one"
+        ),
+        ErrorKind::ImmatureSignature => "it is not valid yet (its `nbf` is in the future)".into(),
+        ErrorKind::InvalidIssuer => format!(
+            "its issuer (`iss`) is not {:?}, the one this server expects",
+            expected.issuer.as_deref().unwrap_or_default()
+        ),
+        ErrorKind::InvalidAudience => match &expected.audience {
+            Some(audience) => {
+                format!("its audience (`aud`) does not name {audience:?}, this server's")
+            }
+            None => "it names an audience (`aud`), and this server expects none".into(),
+        },
+        ErrorKind::MissingRequiredClaim(claim) => {
+            let wanted = match claim.as_str() {
+                "iss" => format!(
+                    ": this server expects {:?}",
+                    expected.issuer.as_deref().unwrap_or_default()
+                ),
+                "aud" => format!(
+                    ": this server expects {:?}",
+                    expected.audience.as_deref().unwrap_or_default()
+                ),
+                "exp" => ": every token must expire".to_owned(),
+                _ => String::new(),
+            };
+            format!("it has no `{claim}` claim{wanted}")
+        }
+        ErrorKind::InvalidClaimFormat(claim) => {
+            format!("its `{claim}` claim is not a number of seconds since 1970")
+        }
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "it is signed with an algorithm its key does not allow".into()
+        }
+        ErrorKind::Json(error) => format!(
+            "its claims are not as expected ({error}): `sub` is a string or an integer, \
+             `exp` a number, `name` a string, `rooms` a list of strings, `publish` true or false"
+        ),
+        _ => format!("it cannot be verified ({error})"),
+    }
+}
+
+/// `sub` as a string, or an integer taken as its decimal string.
+fn subject<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Subject {
+        Text(String),
+        Number(i64),
+        Big(u64),
+    }
+    Ok(match Option::<Subject>::deserialize(deserializer)? {
+        Some(Subject::Text(text)) => Some(text),
+        Some(Subject::Number(number)) => Some(number.to_string()),
+        Some(Subject::Big(number)) => Some(number.to_string()),
+        None => None,
+    })
 }
 
 /// A name a client chose for itself (auth off): 1-64 characters, no control characters.
@@ -323,6 +498,8 @@ mod tests {
                 rooms: rooms.map(|rooms| rooms.split(',').map(str::to_owned).collect()),
                 publish: true,
                 ttl_seconds,
+                issuer: None,
+                audience: None,
             },
         )
         .unwrap()
@@ -357,6 +534,87 @@ mod tests {
             Err(AuthError::Invalid(_))
         ));
         assert!(auth.identify(Some("server-key"), None).unwrap().is_server);
+    }
+
+    fn signed(claims: serde_json::Value) -> String {
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    }
+
+    fn refusal(auth: &Auth, token: &str) -> String {
+        match auth.identify(Some(token), None) {
+            Err(AuthError::Invalid(reason)) => reason,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_numeric_sub_is_its_decimal_string_and_the_leeway_is_kept() {
+        let auth = auth();
+        let exp = crate::store::now_ms() / 1000 - 2;
+        let identity = auth
+            .identify(
+                Some(&signed(serde_json::json!({"sub": 42, "exp": exp}))),
+                None,
+            )
+            .unwrap();
+        assert_eq!(identity.user.as_ref().unwrap().id.as_deref(), Some("42"));
+        assert_eq!(identity.token_expires, Some(exp));
+        assert_eq!(identity.closes_at(), Some(exp + LEEWAY_SECONDS));
+        assert!(
+            refusal(&auth, &signed(serde_json::json!({"sub": 1.5, "exp": exp})))
+                .contains("`sub` is a string or an integer")
+        );
+    }
+
+    #[test]
+    fn refusals_are_in_words() {
+        let strict = Auth::new(AuthSettings {
+            mode: AuthMode::Required,
+            secret: Some(SECRET),
+            public_key_pem: None,
+            issuer: Some("https://auth.example"),
+            audience: Some("chat"),
+            api_key: Some("server-key"),
+        })
+        .unwrap();
+        let exp = crate::store::now_ms() / 1000 + 60;
+        let cases = [
+            ("server-kez".to_owned(), "not a JSON Web Token"),
+            (
+                signed(serde_json::json!({"sub": "u", "exp": exp, "iss": "https://auth.example"})),
+                "no `aud` claim: this server expects \"chat\"",
+            ),
+            (
+                signed(serde_json::json!({"sub": "u", "exp": exp, "aud": "chat"})),
+                "no `iss` claim: this server expects \"https://auth.example\"",
+            ),
+            (
+                signed(serde_json::json!({"sub": "u", "exp": exp, "iss": "x", "aud": "chat"})),
+                "issuer (`iss`) is not \"https://auth.example\"",
+            ),
+            (
+                signed(
+                    serde_json::json!({"sub": "u", "exp": exp - 3600, "iss": "https://auth.example", "aud": "chat"}),
+                ),
+                "has expired",
+            ),
+            (
+                signed(
+                    serde_json::json!({"sub": "u", "exp": "soon", "iss": "https://auth.example", "aud": "chat"}),
+                ),
+                "`exp` a number",
+            ),
+        ];
+        for (token, expected) in cases {
+            let reason = refusal(&strict, &token);
+            assert!(reason.contains(expected), "{reason}");
+        }
+        // The right one passes; HS256 against a public-key-only server is explained.
+        let good = signed(
+            serde_json::json!({"sub": "u", "exp": exp, "iss": "https://auth.example", "aud": "chat"}),
+        );
+        assert!(strict.identify(Some(&good), None).is_ok());
     }
 
     #[test]

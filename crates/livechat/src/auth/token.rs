@@ -16,6 +16,10 @@ pub struct TokenRequest {
     pub publish: bool,
     /// Lifetime from now; negative for an already expired token (tests).
     pub ttl_seconds: i64,
+    /// `iss` and `aud`, written when the server expects them (`LIVECHAT_JWT_ISSUER`,
+    /// `LIVECHAT_JWT_AUDIENCE`).
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
 }
 
 impl TokenRequest {
@@ -27,6 +31,8 @@ impl TokenRequest {
             rooms: None,
             publish: true,
             ttl_seconds: 3600,
+            issuer: None,
+            audience: None,
         }
     }
 }
@@ -43,6 +49,10 @@ struct Claims<'a> {
     /// Only written when false: absent means may publish.
     #[serde(skip_serializing_if = "Option::is_none")]
     publish: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
 }
 
 /// Signs a token with `secret` (HS256).
@@ -55,6 +65,8 @@ pub fn issue(secret: &str, request: &TokenRequest) -> Result<String, jsonwebtoke
         name: request.name.as_deref(),
         rooms: request.rooms.as_deref(),
         publish: (!request.publish).then_some(false),
+        iss: request.issuer.as_deref(),
+        aud: request.audience.as_deref(),
     };
     jsonwebtoken::encode(
         &Header::default(),

@@ -33,7 +33,7 @@ pub use serve::serve;
 pub use tls::{TlsError, acceptor as tls_acceptor};
 pub use upgrade::{Socket, Upgrade};
 
-use crate::auth::Auth;
+use crate::auth::{Access, Auth};
 use crate::engine::Engine;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -71,6 +71,11 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// `GET /metrics` on this port (false: it has an address of its own).
     pub metrics_here: bool,
+    /// The chat page is served (`LIVECHAT_PAGE`).
+    pub page: bool,
+    /// Who may read history and list rooms (`LIVECHAT_HISTORY_READS`, `LIVECHAT_ROOM_LIST`).
+    pub history_reads: Access,
+    pub room_list: Access,
 }
 
 impl AppState {
@@ -95,6 +100,11 @@ pub fn router(state: AppState) -> Router {
     } else {
         Router::new()
     };
+    let page = if state.page {
+        page::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/ws/chat/{room}/", get(ws::connect))
         .route("/ws/chat/{room}", get(ws::connect))
@@ -109,7 +119,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/openapi.json", get(openapi::openapi_json))
-        .merge(page::routes())
+        .merge(page)
         .merge(metrics)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -49,6 +49,16 @@ pub struct RoomQuery {
     room: Option<String>,
 }
 
+/// `?token=`: the caller's token, for clients that cannot set `Authorization: Bearer` (which
+/// is preferred: a URL may be logged on its way).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct TokenQuery {
+    /// A JWT (or the server key), when auth is required.
+    token: Option<String>,
+}
+
 /// `GET /chat/history/`'s query.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -2,7 +2,8 @@
 //! and style sheet, embedded in the binary. Page routes stay out of the API's way, so rooms named
 //! `send`, `history` or `rooms` work in the page too. The HTML tells the script this server's
 //! message size limit (`<meta name="livechat-max-message-bytes">`), so that the page can check it
-//! before sending.
+//! before sending, and whether history can be read (`<meta name="livechat-history">`: `open`,
+//! `api-key` or `off`), so that it follows rooms live only when it cannot.
 
 use axum::Router;
 use axum::extract::State;
@@ -11,6 +12,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use super::AppState;
+use crate::auth::Access;
 
 const INDEX: &str = include_str!("../../web/index.html");
 const SCRIPT: &str = include_str!("../../web/app.js");
@@ -35,8 +37,14 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn index(State(state): State<AppState>) -> impl IntoResponse {
+    let history = match state.history_reads {
+        Access::Open => "open",
+        Access::ApiKey => "api-key",
+        Access::Off => "off",
+    };
     let limit = format!(
-        "<meta name=\"livechat-max-message-bytes\" content=\"{}\">\n</head>",
+        "<meta name=\"livechat-max-message-bytes\" content=\"{}\">\n\
+         <meta name=\"livechat-history\" content=\"{history}\">\n</head>",
         state.max_message_bytes
     );
     asset(

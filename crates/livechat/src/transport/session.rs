@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::auth::{Auth, Identity};
 use crate::keepalive::Liveness;
-use crate::message::{Author, BadPublish, Draft, Publish, error_frame};
+use crate::message::{Author, BadPublish, Draft, ErrorReply, Publish, Request};
 use crate::metrics::PublishError;
 use crate::presence::{TypingGate, TypingVerdict};
 use crate::rate::{ConnectionLimiter, Verdict};
@@ -61,16 +61,28 @@ impl Session {
     ) -> Action {
         let publish = match Publish::parse(text) {
             Ok(publish) => publish,
-            Err(bad) => return Action::Reply(error_frame(&bad.to_string())),
+            Err(bad) => {
+                let request = match bad {
+                    BadPublish::InvalidJson(_) | BadPublish::NotAnObject => Request::Frame,
+                    BadPublish::MissingMessage | BadPublish::InvalidNonce => Request::Message,
+                };
+                return Action::Reply(ErrorReply::new(&bad.to_string(), request).frame());
+            }
         };
         if let Some(token) = &publish.token
             && auth.is_required()
         {
-            if let Err(refused) = self.refresh(token, room, auth, liveness) {
-                return Action::Reply(error_frame(&refused.to_string()));
-            }
-            if publish.message.is_none() && publish.typing.is_none() {
-                return Action::Nothing;
+            match self.refresh(token, room, auth, liveness) {
+                Err(refused) => {
+                    let reason = refused.to_string();
+                    return Action::Reply(ErrorReply::new(&reason, Request::Token).frame());
+                }
+                Ok(confirmed) if publish.message.is_none() && publish.typing.is_none() => {
+                    return Action::Reply(confirmed);
+                }
+                // The confirmation is not sent when the frame also asks for something else:
+                // its own answer is what the client waits for.
+                Ok(_) => {}
             }
         }
         if let (None, Some(typing)) = (&publish.message, publish.typing) {
@@ -79,19 +91,26 @@ impl Session {
                 false => Action::Nothing,
             };
         }
+        let nonce = publish.nonce.as_ref();
         let Some(message) = publish.message else {
-            return Action::Reply(error_frame(&BadPublish::MissingMessage.to_string()));
+            let missing = BadPublish::MissingMessage.to_string();
+            return Action::Reply(
+                ErrorReply::new(&missing, Request::Message)
+                    .nonce(nonce)
+                    .frame(),
+            );
         };
         if !self.can_publish {
-            let refusal = error_frame(&crate::auth::AuthError::ReadOnly.to_string());
-            return Action::Refuse(PublishError::Forbidden, refusal);
+            let reason = crate::auth::AuthError::ReadOnly.to_string();
+            let refusal = ErrorReply::new(&reason, Request::Message).nonce(nonce);
+            return Action::Refuse(PublishError::Forbidden, refusal.frame());
         }
         if let Some(limiter) = &mut self.limiter {
             match limiter.check() {
                 Verdict::Allowed => {}
                 Verdict::Limited { retry_after_ms } => {
-                    let refusal = rate_limited_frame(retry_after_ms);
-                    return Action::Refuse(PublishError::RateLimited, refusal);
+                    let refusal = ErrorReply::rate_limited(Request::Message, retry_after_ms);
+                    return Action::Refuse(PublishError::RateLimited, refusal.nonce(nonce).frame());
                 }
                 Verdict::Abusive => return Action::Close(RATE_ABUSE),
             }
@@ -111,40 +130,40 @@ impl Session {
             .clone()
             .filter(|user| user.name.is_some() || user.id.is_some())
         else {
-            return Action::Reply(error_frame(
-                "typing needs a name: connect with ?name= (or a token when auth is on)",
-            ));
+            let reason = "typing needs a name: connect with ?name= (or a token when auth is on)";
+            return Action::Reply(ErrorReply::new(reason, Request::Typing).frame());
         };
         match self.typing.get_or_insert_with(Box::default).check() {
             TypingVerdict::Pass => Action::Typing(user),
             TypingVerdict::Absorb => Action::Nothing,
             TypingVerdict::Refuse { retry_after_ms } => Action::Refuse(
                 PublishError::RateLimited,
-                rate_limited_frame(retry_after_ms),
+                ErrorReply::rate_limited(Request::Typing, retry_after_ms).frame(),
             ),
         }
     }
 
     /// `{"token": NEW}`: a fresh token for the same user, still allowed in this room, pushes
-    /// the connection's expiry back.
+    /// the connection's expiry back; the answer confirms it: `{"event": "token", "exp": EXP}`.
     fn refresh(
         &mut self,
         token: &str,
         room: &RoomName,
         auth: &Auth,
         liveness: &Liveness,
-    ) -> Result<(), crate::auth::AuthError> {
+    ) -> Result<Bytes, crate::auth::AuthError> {
         let fresh = auth.refresh(self.user.as_deref(), token)?;
         fresh.check_room(room)?;
-        liveness.expire_at(fresh.expires_at);
+        liveness.expire_at(fresh.closes_at());
+        let confirmation = serde_json::json!({
+            "event": "token",
+            "room": room,
+            "exp": fresh.token_expires,
+        });
         self.user = fresh.user;
         self.can_publish = fresh.can_publish;
-        Ok(())
+        Ok(crate::websocket::frame::text(&[confirmation
+            .to_string()
+            .as_bytes()]))
     }
-}
-
-/// `{"error":"rate limited","retry_after_ms":N}`.
-pub fn rate_limited_frame(retry_after_ms: u64) -> Bytes {
-    let body = serde_json::json!({ "error": "rate limited", "retry_after_ms": retry_after_ms });
-    crate::websocket::frame::text(&[body.to_string().as_bytes()])
 }

@@ -29,9 +29,10 @@ use super::resume::{self, ResumeFrom};
 use super::session::{Action, RATE_ABUSE, Session};
 use super::upgrade::{PendingSocket, Socket, Upgrade};
 use super::{ApiError, AppState, caller};
+use crate::auth::Guarded;
 use crate::engine::{Accepted, Receipt};
 use crate::hub::{JoinAs, Subscription};
-use crate::message::{Frames, error_frame};
+use crate::message::{ErrorReply, Frames, Nonce, Request};
 use crate::metrics::CloseReason;
 use crate::outbound::Closed;
 use crate::room::RoomName;
@@ -121,6 +122,9 @@ pub async fn connect(
         )?;
         identity.check_room(&room)?;
         let resume = ResumeFrom::parse(options.since.as_deref(), options.epoch.as_deref())?;
+        if resume.is_some() {
+            state.history_reads.check(&identity, Guarded::History)?;
+        }
         let ClientIp(ip) = client_ip?;
         let permit = state.admission.admit(ip)?;
         Ok::<_, ApiError>((room, options, identity, resume, permit))
@@ -146,7 +150,7 @@ pub async fn connect(
     subscription
         .outbound
         .liveness
-        .expire_at(identity.expires_at);
+        .expire_at(identity.closes_at());
     let limiter = state
         .rate_limit
         .as_ref()
@@ -235,15 +239,22 @@ struct Connection {
     state: AppState,
     subscription: Subscription,
     session: Session,
-    /// Publishes waiting to be stored, oldest first, with their sizes; a failed one owes its
-    /// client an error frame.
-    receipts: VecDeque<(Receipt, usize)>,
+    /// Publishes waiting to be stored, oldest first; a failed one owes its client an error frame.
+    receipts: VecDeque<InFlight>,
     in_flight_bytes: usize,
     /// The connection's place under the connection caps, given back when it ends.
     permit: Permit,
     opened: Instant,
     /// Frames with metadata (`?meta=1`).
     meta: bool,
+}
+
+/// A publish waiting for the store.
+struct InFlight {
+    receipt: Receipt,
+    bytes: usize,
+    /// Named in the error frame if it fails.
+    nonce: Option<Nonce>,
 }
 
 /// Why a connection ended.
@@ -321,12 +332,12 @@ impl Connection {
                 Poll::Ready(Ok(())) => progress = true,
                 Poll::Pending => {}
             }
-            while let Some((receipt, bytes)) = self.receipts.front_mut() {
-                let Poll::Ready(answer) = Pin::new(receipt).poll(cx) else {
+            while let Some(in_flight) = self.receipts.front_mut() {
+                let Poll::Ready(answer) = Pin::new(&mut in_flight.receipt).poll(cx) else {
                     break;
                 };
-                self.in_flight_bytes -= *bytes;
-                self.receipts.pop_front();
+                self.in_flight_bytes -= in_flight.bytes;
+                let nonce = self.receipts.pop_front().and_then(|done| done.nonce);
                 match answer {
                     Ok(Accepted {
                         original: Some(original),
@@ -342,7 +353,10 @@ impl Connection {
                     Ok(_) => self.state.metrics.published(false),
                     Err(error) => {
                         self.state.metrics.publish_error(error.metric());
-                        if let Some(end) = self.reply(socket, error_frame(&error.to_string())) {
+                        let reason = error.to_string();
+                        let refusal =
+                            ErrorReply::new(&reason, Request::Message).nonce(nonce.as_ref());
+                        if let Some(end) = self.reply(socket, refusal.frame()) {
                             return Poll::Ready(end);
                         }
                     }
@@ -390,8 +404,13 @@ impl Connection {
                     Action::Publish(draft) => {
                         let bytes = draft.message.get().len();
                         self.in_flight_bytes += bytes;
-                        self.receipts
-                            .push_back((self.state.engine.publish(draft), bytes));
+                        let nonce = draft.nonce.clone();
+                        let receipt = self.state.engine.publish(draft);
+                        self.receipts.push_back(InFlight {
+                            receipt,
+                            bytes,
+                            nonce,
+                        });
                         return None;
                     }
                     Action::Typing(user) => {
@@ -407,9 +426,11 @@ impl Connection {
                     Action::Nothing => return None,
                 }
             }
-            Incoming::Binary(_) => error_frame(
+            Incoming::Binary(_) => ErrorReply::new(
                 "binary frames are not supported: send JSON text such as {\"message\": \"hi\"}",
-            ),
+                Request::Frame,
+            )
+            .frame(),
             Incoming::Ping(payload) => frame::pong(&payload),
             Incoming::Pong => return None,
             Incoming::Close(code) => return Some(End::ClientClosed(code)),

@@ -13,14 +13,16 @@ async fn bad_frames_get_an_error_frame_to_the_sender_only_and_the_connection_sta
     let server = Server::start(&[]).await;
     let mut sender = server.join("strict").await;
     let mut peer = server.join("strict").await;
-    for bad in [
-        "not json",
-        "{\"message\": ",
-        "[1, 2]",
-        "\"just a string\"",
-        "42",
-        "{}",
-        "{\"msg\": 1}",
+    // Each error says which kind of request it answers.
+    for (bad, answers) in [
+        ("not json", "frame"),
+        ("{\"message\": ", "frame"),
+        ("[1, 2]", "frame"),
+        ("\"just a string\"", "frame"),
+        ("42", "frame"),
+        ("{}", "message"),
+        ("{\"msg\": 1}", "message"),
+        ("{\"message\": 1, \"nonce\": 5}", "message"),
     ] {
         sender.send_text(bad).await;
         let frame = sender.recv().await;
@@ -28,10 +30,11 @@ async fn bad_frames_get_an_error_frame_to_the_sender_only_and_the_connection_sta
             .as_str()
             .unwrap_or_else(|| panic!("{bad}: {frame}"));
         assert!(!error.is_empty());
+        assert_eq!(frame["for"], answers, "{bad}: {frame}");
         assert_eq!(
             frame.as_object().unwrap().len(),
-            1,
-            "only the error key: {frame}"
+            2,
+            "only the error and what it answers: {frame}"
         );
     }
     peer.expect_silence().await;
@@ -56,6 +59,7 @@ async fn binary_frames_get_an_error_frame() {
         frame["error"].as_str().unwrap().contains("binary"),
         "{frame}"
     );
+    assert_eq!(frame["for"], "frame");
     client.send_json(json!({"message": 1})).await;
     assert_eq!(client.recv().await, json!({"message": 1}));
 }

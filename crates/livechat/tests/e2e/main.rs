@@ -5,6 +5,7 @@ mod bad_input;
 mod bounds;
 mod compat;
 mod edge;
+mod exposure;
 mod failover;
 mod faults;
 mod history;

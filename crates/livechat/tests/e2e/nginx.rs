@@ -14,7 +14,7 @@ use crate::support::PATIENCE;
 pub struct Nginx {
     child: Child,
     pub addr: SocketAddr,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Nginx {
@@ -24,6 +24,7 @@ impl Nginx {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nginx/livechat.conf");
         let site = std::fs::read_to_string(&site_file).expect("deploy/nginx/livechat.conf");
         let addr = free_address();
+        let dir = tempfile::tempdir().expect("temp dir");
         let upstreams: String = nodes
             .iter()
             .map(|node| format!("    server {node};\n"))
@@ -34,11 +35,17 @@ impl Nginx {
             .map(|line| match line.trim() {
                 "upstream livechat {" => format!("{line}\n{upstreams}"),
                 "listen 80;" => format!("    listen {addr};"),
+                access if access.starts_with("access_log /var/log/nginx/") => {
+                    let format = access.rsplit(' ').next().unwrap_or_default();
+                    format!(
+                        "    access_log {}/access.log {format}",
+                        dir.path().display()
+                    )
+                }
                 _ => line.to_owned(),
             })
             .collect::<Vec<_>>()
             .join("\n");
-        let dir = tempfile::tempdir().expect("temp dir");
         let prefix = dir.path().display().to_string();
         std::fs::write(dir.path().join("site.conf"), site).unwrap();
         // As root, nginx's workers would run as `nobody`, which cannot use the temporary prefix.
@@ -80,11 +87,14 @@ impl Nginx {
             );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        Nginx {
-            child,
-            addr,
-            _dir: dir,
-        }
+        Nginx { child, addr, dir }
+    }
+}
+
+impl Nginx {
+    /// What nginx wrote to the site's access log so far.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
 }
 

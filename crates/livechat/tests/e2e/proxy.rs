@@ -108,4 +108,15 @@ async fn two_nodes_behind_nginx_serve_one_room_and_see_the_real_client() {
             .any(|node| node.logged(&["closed a connection", "peer=127.0.0.2", "code=1009"]))
     })
     .await;
+
+    // nginx's access lines carry the path, never the query, where tokens travel.
+    let query = "/chat/history/?room=proxied&token=never-in-a-log";
+    assert_eq!(http(proxy.addr, "GET", query, None, &[]).await.status, 200);
+    eventually("nginx's access line", || async {
+        proxy
+            .access_log()
+            .contains("\"GET /chat/history/ HTTP/1.1\" 200")
+    })
+    .await;
+    assert!(!proxy.access_log().contains("never-in-a-log"));
 }

@@ -17,6 +17,8 @@ fn token(sub: &str, rooms: Option<&[&str]>, ttl_seconds: i64) -> String {
             rooms: rooms.map(|rooms| rooms.iter().map(|r| r.to_string()).collect()),
             publish: true,
             ttl_seconds,
+            issuer: None,
+            audience: None,
         },
     )
     .unwrap()
@@ -240,15 +242,7 @@ async fn messages_carry_the_verified_author_and_plain_frames_stay_the_seeds() {
     // History needs a token too, and shows the author.
     let unauthorized = server.http("GET", "/chat/history/?room=lobby", None).await;
     assert_eq!(unauthorized.status, 401);
-    let bearer = format!("Bearer {alice}");
-    let history = http(
-        server.addr,
-        "GET",
-        "/chat/history/?room=lobby",
-        None,
-        &[("Authorization", &bearer)],
-    )
-    .await;
+    let history = server.get_as(&alice, "/chat/history/?room=lobby").await;
     assert_eq!(history.json()["chat_history"][0]["user"]["id"], "alice");
 
     // The API key publishes for a user of the backend's choosing.
@@ -268,6 +262,7 @@ async fn messages_carry_the_verified_author_and_plain_frames_stay_the_seeds() {
         json!({"id": "bob", "name": "Bob"})
     );
     // A user token publishes as its own user, whatever the body says.
+    let bearer = format!("Bearer {alice}");
     let sent = http(
         server.addr,
         "POST",
@@ -294,11 +289,18 @@ async fn read_only_tokens_read_but_do_not_publish() {
     let mut client = server
         .connect(&format!("/ws/chat/lobby/?token={reader}"))
         .await;
-    client.send_json(json!({"message": "may I?"})).await;
+    client
+        .send_json(json!({"message": "may I?", "nonce": "n-17"}))
+        .await;
     let refused = client.recv().await;
     assert!(
         refused["error"].as_str().unwrap().contains("read-only"),
         "{refused}"
+    );
+    // The refusal names the publish it answers.
+    assert_eq!(
+        (&refused["for"], &refused["nonce"]),
+        (&json!("message"), &json!("n-17"))
     );
     let bearer = format!("Bearer {reader}");
     let body = br#"{"message": "may I?"}"#;
@@ -368,9 +370,15 @@ async fn an_expiring_token_closes_with_4001_unless_refreshed() {
     let mut refreshed = server
         .connect(&format!("/ws/chat/lobby/?token={short}"))
         .await;
-    refreshed
-        .send_json(json!({"token": token("carol", None, 600)}))
-        .await;
+    let fresh = token("carol", None, 600);
+    refreshed.send_json(json!({"token": fresh})).await;
+    // The refresh is confirmed, with the new expiry.
+    let confirmed = refreshed.recv().await;
+    assert_eq!(confirmed["event"], "token", "{confirmed}");
+    assert!(
+        confirmed["exp"].as_u64().unwrap() > unix_now() + 500,
+        "{confirmed}"
+    );
     // Someone else's token is refused, and changes nothing.
     refreshed
         .send_json(json!({"token": token("mallory", None, 600)}))
@@ -380,6 +388,7 @@ async fn an_expiring_token_closes_with_4001_unless_refreshed() {
         refused["error"].as_str().unwrap().contains("same user"),
         "{refused}"
     );
+    assert_eq!(refused["for"], "token", "{refused}");
     assert_eq!(
         expiring.recv_close().await,
         (4001, "token expired".to_owned())
@@ -509,4 +518,204 @@ async fn presence_lists_token_users_to_those_who_may_read_the_room() {
     assert_eq!(elsewhere.status, 403, "{elsewhere:?}");
     let anonymous = server.http("GET", "/chat/presence/?room=club", None).await;
     assert_eq!(anonymous.status, 401, "{anonymous:?}");
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A token with exactly these claims, signed with the test secret.
+fn signed(claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// The error a WebSocket handshake and an HTTP read with `token` get, which must agree.
+async fn refusal(server: &Server, token: &str) -> (u16, String) {
+    let answer = handshake_with(server.addr, &format!("/ws/chat/lobby/?token={token}"), &[]).await;
+    let read = server.get_as(token, "/chat/history/").await;
+    assert_eq!(read.status, answer.status, "{read:?} {answer:?}");
+    assert_eq!(read.json(), answer.json());
+    (
+        answer.status,
+        answer.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+/// With an issuer and an audience configured, a token must carry both, and right ones: a token
+/// minted for another service with the same key carries neither.
+#[tokio::test]
+async fn a_configured_issuer_and_audience_must_be_present_and_right() {
+    let issuer = "https://auth.example";
+    let server = Server::start(&[
+        "--auth",
+        "required",
+        "--jwt-secret",
+        SECRET,
+        "--jwt-issuer",
+        issuer,
+        "--jwt-audience",
+        "chat",
+    ])
+    .await;
+    let exp = unix_now() + 600;
+    let good = signed(json!({"sub": "u1", "exp": exp, "iss": issuer, "aud": "chat"}));
+    let cases = [
+        // Neither: either one is named.
+        (
+            json!({"sub": "u1", "exp": exp}),
+            "claim: this server expects",
+        ),
+        (
+            json!({"sub": "u1", "exp": exp, "iss": issuer}),
+            "no `aud` claim",
+        ),
+        (
+            json!({"sub": "u1", "exp": exp, "aud": "chat"}),
+            "no `iss` claim",
+        ),
+        (
+            json!({"sub": "u1", "exp": exp, "iss": "https://other", "aud": "chat"}),
+            "issuer (`iss`) is not",
+        ),
+        (
+            json!({"sub": "u1", "exp": exp, "iss": issuer, "aud": "other"}),
+            "audience (`aud`) does not name",
+        ),
+    ];
+    for (claims, expected) in cases {
+        let (status, error) = refusal(&server, &signed(claims.clone())).await;
+        assert_eq!(status, 401, "{claims}: {error}");
+        assert!(error.contains(expected), "{claims}: {error}");
+    }
+    // The right one connects, reads, and refreshes; a refresh without `aud` is refused.
+    let mut client = server
+        .connect(&format!("/ws/chat/lobby/?token={good}"))
+        .await;
+    let read = server.get_as(&good, "/chat/history/").await;
+    assert_eq!(read.status, 200, "{read:?}");
+    client
+        .send_json(json!({"token": signed(json!({"sub": "u1", "exp": exp, "iss": issuer}))}))
+        .await;
+    let refused = client.recv().await;
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("no `aud` claim"),
+        "{refused}"
+    );
+    assert_eq!(refused["for"], "token");
+    // `livechat token` writes the issuer and audience it is configured with.
+    let minted = std::process::Command::new(env!("CARGO_BIN_EXE_livechat"))
+        .args(["token", "--sub", "u2", "--ttl", "10m"])
+        .env("LIVECHAT_JWT_SECRET", SECRET)
+        .env("LIVECHAT_JWT_ISSUER", issuer)
+        .env("LIVECHAT_JWT_AUDIENCE", "chat")
+        .output()
+        .unwrap();
+    let minted = String::from_utf8(minted.stdout).unwrap();
+    server
+        .connect(&format!("/ws/chat/lobby/?token={}", minted.trim()))
+        .await;
+}
+
+/// Refusals say what is wrong in words, never the library's variant names; a numeric `sub`
+/// (Django's user ids) is its decimal string; `?token=` works over HTTP too.
+#[tokio::test]
+async fn token_refusals_say_in_words_what_is_wrong() {
+    let server = secured().await;
+    let exp = unix_now() + 600;
+    let cases = [
+        ("e2e-server-kez".to_owned(), "not a JSON Web Token"),
+        (
+            issue("another-secret", &TokenRequest::for_user("u1")).unwrap(),
+            "signature does not match",
+        ),
+        (token("u1", None, -60), "has expired"),
+        (
+            signed(json!({"sub": ["u1"], "exp": exp})),
+            "`sub` is a string or an integer",
+        ),
+        (signed(json!({"sub": "u1"})), "no `exp` claim"),
+        (signed(json!({"exp": exp})), "no `sub` claim"),
+    ];
+    for (token, expected) in cases {
+        let (status, error) = refusal(&server, &token).await;
+        assert_eq!(status, 401, "{error}");
+        assert!(error.contains(expected), "{error}");
+        for variant in [
+            "InvalidSignature",
+            "ExpiredSignature",
+            "InvalidToken",
+            "JSON error",
+        ] {
+            assert!(!error.contains(variant), "{error}");
+        }
+    }
+    let numeric = signed(json!({"sub": 42, "name": "Ada", "exp": exp}));
+    let mut client = server
+        .connect(&format!("/ws/chat/lobby/?meta=1&token={numeric}"))
+        .await;
+    client.send_json(json!({"message": "I am 42"})).await;
+    assert_eq!(
+        client.recv().await["user"],
+        json!({"id": "42", "name": "Ada"})
+    );
+    // `?token=` over HTTP, as on the WebSocket.
+    let body = br#"{"message": "with a query token"}"#;
+    let sent = http(
+        server.addr,
+        "POST",
+        &format!("/chat/send/?token={numeric}"),
+        Some(body),
+        &[],
+    )
+    .await;
+    assert_eq!(sent.status, 200, "{sent:?}");
+    let read = http(
+        server.addr,
+        "GET",
+        &format!("/chat/history/?token={numeric}"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(read.json()["chat_history"].as_array().unwrap().len(), 2);
+}
+
+/// A token accepted within the clock-skew leeway (its `exp` a little past) keeps its connection
+/// until that leeway ends, not a moment less.
+#[tokio::test]
+async fn a_token_accepted_under_the_leeway_keeps_its_connection_until_the_leeway_ends() {
+    let server = secured().await;
+    let exp = unix_now() - 2;
+    let late = signed(json!({"sub": "u1", "exp": exp}));
+    let mut client = server
+        .connect(&format!("/ws/chat/lobby/?token={late}"))
+        .await;
+    client.send_json(json!({"message": "just in time"})).await;
+    assert_eq!(client.recv().await, json!({"message": "just in time"}));
+    assert_eq!(
+        client.recv_close().await,
+        (4001, "token expired".to_owned())
+    );
+    let closed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        closed_at >= (exp + livechat::auth::LEEWAY_SECONDS) as f64,
+        "closed early"
+    );
 }

@@ -34,7 +34,13 @@ type BadSetting = (
 
 #[tokio::test]
 async fn a_bad_setting_stops_the_server_before_it_listens() {
-    let cases: [BadSetting; 7] = [
+    let cases: [BadSetting; 9] = [
+        (&["--rate-burst", "5"], &[], "without LIVECHAT_RATE_LIMIT"),
+        (
+            &[],
+            &[("LIVECHAT_RATE_LIMIT", "5/s"), ("LIVECHAT_RATE_BURST", "0")],
+            "1 or more",
+        ),
         (&["--bind", "8003"], &[], "HOST:PORT"),
         (&[], &[("REDIS_URL", "http://nope")], "expected redis://"),
         (&["--log", "livechat=loud"], &[], "not a log filter"),
@@ -108,4 +114,18 @@ async fn host_names_bind_and_json_logs_are_one_object_a_line() {
         "{start}"
     );
     assert!(!seen.iter().any(|line| line.contains("do-not-log-me")));
+}
+
+/// `livechat token --ttl 0` would print a token that is refused at once: it is refused itself.
+#[tokio::test]
+async fn a_token_that_would_expire_at_once_is_not_minted() {
+    let output = Command::new(env!("CARGO_BIN_EXE_livechat"))
+        .args(["token", "--sub", "alice", "--ttl", "0"])
+        .env("LIVECHAT_JWT_SECRET", "a-secret-long-enough-for-hs256-use")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--ttl must be more than 0"));
+    assert!(output.stdout.is_empty());
 }

@@ -118,6 +118,8 @@ impl Server {
             .expect("start livechat");
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
+        // The start-up lines are kept too: they say what the server runs with.
+        let log = Arc::new(Mutex::new(VecDeque::new()));
         let addr = tokio::time::timeout(PATIENCE, async {
             while let Some(line) = lines.next_line().await.expect("read stderr") {
                 eprintln!("[livechat] {line}");
@@ -125,13 +127,15 @@ impl Server {
                 if let Some(rest) = listening.and_then(|rest| rest.split("://").nth(1)) {
                     return rest.trim().parse::<SocketAddr>().expect("address");
                 }
+                log.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_back(line);
             }
             panic!("livechat exited before listening");
         })
         .await
         .expect("livechat did not start listening in time");
         // Keep draining the log so the server never blocks on a full pipe; it shows on failure.
-        let log = Arc::new(Mutex::new(VecDeque::new()));
         let kept = log.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
@@ -247,6 +251,12 @@ impl Server {
 
     pub async fn http(&self, method: &str, path: &str, body: Option<&str>) -> HttpAnswer {
         http(self.addr, method, path, body.map(str::as_bytes), &[]).await
+    }
+
+    /// `GET path` as a caller with `token` (or the server key) in `Authorization: Bearer`.
+    pub async fn get_as(&self, token: &str, path: &str) -> HttpAnswer {
+        let bearer = format!("Bearer {token}");
+        http(self.addr, "GET", path, None, &[("Authorization", &bearer)]).await
     }
 
     pub async fn post_message(&self, room: &str, message: Value) -> Value {

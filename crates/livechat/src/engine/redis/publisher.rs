@@ -30,7 +30,7 @@ use crate::room::RoomName;
 /// Returns {id, ts, epoch, duplicate (0/1), the first message's JSON and author when duplicate}.
 /// The frame published is `{"id":N,"ts":T,"epoch":E,"user":U,"nonce":K,"message":X}` (`user`
 /// and `nonce` only when present). After adding, the oldest entries go while the room is over
-/// its count, its bytes or its age; the newest stays. A stream written before byte totals existed
+/// its count, its bytes or its age; the newest stays (unless the count is 0: nothing stays). A stream written before byte totals existed
 /// counts from zero, so its older entries are under-counted until they are trimmed.
 const PUBLISH_SCRIPT: &str = r#"
 local epoch = redis.call('GET', KEYS[4])
@@ -75,7 +75,10 @@ redis.call(unpack(entry))
 local bytes = redis.call('INCRBY', KEYS[3], string.len(ARGV[1]) + string.len(ARGV[6]) + string.len(ARGV[9]))
 local count = redis.call('XLEN', KEYS[1])
 local max_count, max_age, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[7])
-while count > 1 and (count > max_count or bytes > max_bytes or max_age > 0) do
+-- The newest message stays whatever its size or age, unless no message is to be kept at all.
+local floor = 1
+if max_count == 0 then floor = 0 end
+while count > floor and (count > max_count or bytes > max_bytes or max_age > 0) do
   local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
   local fields, size, old_ts = oldest[2], 0, ts
   for i = 1, #fields, 2 do
