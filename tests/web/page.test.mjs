@@ -371,7 +371,69 @@ test('with auth required, a sign-in link shows who is speaking; a bad or missing
   }
 });
 
-test('with auth off, a chosen name is shown, marked as chosen', async () => {
+test('a session that expires stops the page and forgets who was here', async () => {
+  const server = await Server.start({ args: ['--auth', 'required', '--jwt-secret', SECRET] });
+  const opened = [];
+  try {
+    const alice = await open(server, `/r/expiring#token=${token('alice', 'Alice', '--ttl', '2s')}`);
+    const bob = await open(server, `/r/expiring#token=${token('bob', 'Bob')}`);
+    opened.push(alice, bob);
+    await connected(alice.page);
+    await alice.page.locator('#people-list li', { hasText: 'Bob' }).waitFor(WAIT);
+    // Its token's exp, plus the 5 s of clock skew: then the server closes with 4001.
+    await alice.page.locator('#access', { hasText: 'session has expired' }).waitFor({ timeout: 20_000 });
+    assert.equal(await alice.page.locator('#status').textContent(), 'Not connected');
+    assert.equal(await alice.page.locator('#people-list li').count(), 0);
+    assert.match(await alice.page.locator('#people-count').textContent(), /Not connected/);
+    for (const { problems } of opened) assert.deepEqual(problems, []);
+  } finally {
+    for (const { close } of opened) await close();
+    await server.stop();
+  }
+});
+
+test('links in messages can be followed, safely; other schemes stay text', async () => {
+  const server = await Server.start();
+  const { page, problems, close } = await open(server, '/r/links');
+  try {
+    await connected(page);
+    await say(page, 'read https://example.com/a?b=1&c=2. then javascript:alert(1) or (http://example.org/x)');
+    await message(page, 'read https://').waitFor(WAIT);
+    const links = await page.locator('#log .text a').evaluateAll((nodes) => nodes.map((a) => ({
+      href: a.getAttribute('href'), text: a.textContent, rel: a.rel, target: a.target,
+    })));
+    assert.deepEqual(links, [
+      { href: 'https://example.com/a?b=1&c=2', text: 'https://example.com/a?b=1&c=2', rel: 'noopener noreferrer', target: '_blank' },
+      { href: 'http://example.org/x', text: 'http://example.org/x', rel: 'noopener noreferrer', target: '_blank' },
+    ]);
+    // The whole text is still there, as characters.
+    assert.equal(await message(page, 'read https://').textContent(),
+      'read https://example.com/a?b=1&c=2. then javascript:alert(1) or (http://example.org/x)');
+    assert.deepEqual(problems, []);
+  } finally {
+    await close();
+    await server.stop();
+  }
+});
+
+test('history kept to the server key: the page says so and follows the room live', async () => {
+  const server = await Server.start({ args: ['--history-reads', 'api-key', '--api-key', 'page-test-key'] });
+  await server.post('private', 'said before the page came');
+  const { page, problems, close } = await open(server, '/r/private');
+  try {
+    await page.locator('#log li.event', { hasText: 'Earlier messages are not shown' }).waitFor(WAIT);
+    await connected(page);
+    await say(page, 'said live');
+    await message(page, 'said live').waitFor(WAIT);
+    assert.equal(await message(page, 'said before').count(), 0);
+    assert.deepEqual(problems, []);
+  } finally {
+    await close();
+    await server.stop();
+  }
+});
+
+test('with auth off, a chosen name is shown as chosen, said once for the room, not on every message', async () => {
   const server = await Server.start();
   const opened = [];
   try {
@@ -384,7 +446,10 @@ test('with auth off, a chosen name is shown, marked as chosen', async () => {
     await connected(dana.page);
     await say(dana.page, 'hi from Dana');
     await author(erin.page, 'hi from Dana').waitFor(WAIT);
-    assert.equal(await author(erin.page, 'hi from Dana').textContent(), 'Dana (unverified)');
+    assert.equal(await author(erin.page, 'hi from Dana').textContent(), 'Dana');
+    assert.equal(await author(erin.page, 'hi from Dana').getAttribute('class'), 'author chosen');
+    await erin.page.locator('#names-note', { hasText: 'not verified' }).waitFor(WAIT);
+    assert.equal(await erin.page.locator('#log', { hasText: 'unverified' }).count(), 0);
     await dana.page.locator('#log li.mine', { hasText: 'hi from Dana' }).waitFor(WAIT);
     await say(erin.page, 'hi from nobody in particular');
     assert.equal(await author(dana.page, 'hi from nobody').textContent(), 'anonymous');
@@ -619,6 +684,8 @@ test('over the rate limit: the page says so, waits, and sends again until each i
     await page.locator('#notice', { hasText: 'too fast' }).waitFor(WAIT);
     for (const text of ['one', 'two', 'three']) await message(page, text).waitFor(WAIT);
     await page.locator('#log li.pending').waitFor({ state: 'detached', ...WAIT });
+    // Once they went through, "too fast" is gone (not left up for its full time).
+    await page.locator('#notice').waitFor({ state: 'hidden', timeout: 1000 });
     assert.deepEqual([...await server.stored('slow')].sort(), ['one', 'three', 'two']);
     await showsExactlyWhatIsStored(page, server, 'slow');
     assert.equal(await page.inputValue('#message-input'), '');
@@ -1088,7 +1155,7 @@ test('two named users: each lists the other, sees the other typing (not itself),
     assert.equal(await alice.page.locator('#log li.mine').count(), 2);
     assert.equal(await bob.page.locator('#log li.mine').count(), 1);
     assert.equal(await bob.page.locator('#log li.mine .text').textContent(), 'Great, I will deploy after lunch.');
-    assert.equal(await author(bob.page, 'Morning!').textContent(), 'Alice (unverified)');
+    assert.equal(await author(bob.page, 'Morning!').textContent(), 'Alice');
 
     // Everything Bob's page ever writes in its typing line, and what Alice's line says when
     // each message shows up.

@@ -63,6 +63,9 @@ const MAX_MESSAGE_BYTES = (() => {
   const limit = Number(document.querySelector('meta[name="livechat-max-message-bytes"]')?.content);
   return Number.isSafeInteger(limit) && limit > 0 ? limit : 1048576;
 })();
+/** Whether this server lets the page read history (`LIVECHAT_HISTORY_READS`): when it does
+ * not, the page follows rooms live only, without history or resume. */
+const HISTORY_OPEN = (document.querySelector('meta[name="livechat-history"]')?.content ?? 'open') === 'open';
 const RETRY_FIRST_MS = 500;
 const RETRY_MAX_MS = 5000;
 const HISTORY_RETRY_MAX_MS = 30_000;
@@ -320,6 +323,8 @@ class RoomView {
     this.unread = 0;
     this.named = false;
     this.stopped = false;
+    /** A "Sending too fast" notice is up until a message goes through. */
+    this.rateLimited = false;
   }
 
   start() {
@@ -365,6 +370,13 @@ class RoomView {
   // until it comes (merged by id: the socket opened first, so nothing falls in between).
   async begin() {
     setStatus('connecting', 'Connecting…');
+    if (!HISTORY_OPEN) {
+      this.note('Earlier messages are not shown on this server: you see what is said from now on.', 0.5);
+      if (!TOKEN) this.wireName();
+      this.named = true;
+      this.connect();
+      return;
+    }
     const outcome = await this.readLatest();
     if (outcome === 'denied') return;
     if (!TOKEN && !this.named) this.wireName();
@@ -405,6 +417,7 @@ class RoomView {
 
   /** The latest history again, until it comes (after a failure, a reset, or "Show newest"). */
   async reloadLatest() {
+    if (!HISTORY_OPEN) return;
     clearTimeout(this.historyTimer);
     this.historyTimer = null;
     const outcome = await this.readLatest();
@@ -451,6 +464,13 @@ class RoomView {
     clearTimeout(this.historyTimer);
     setStatus('stopped', 'Not connected');
     $('send-button').disabled = true;
+    // Who was here is not known any more: the list would only mislead.
+    this.people = new Map();
+    this.members = 0;
+    this.clearTyping();
+    $('people-list').replaceChildren();
+    $('people-more').hidden = true;
+    $('people-count').textContent = 'Not connected: who is here is not known';
     const notice = $('access');
     notice.textContent = reason;
     notice.hidden = false;
@@ -496,7 +516,7 @@ class RoomView {
     const params = new URLSearchParams({ meta: '1', presence: '1' });
     // Resume from what is shown. With no history read yet and nothing received, there is
     // nothing to resume from: live messages only, the history is read meanwhile.
-    this.resuming = this.historyLoaded || this.lastId > 0;
+    this.resuming = HISTORY_OPEN && (this.historyLoaded || this.lastId > 0);
     if (this.resuming) {
       params.set('since', String(this.lastId));
       if (this.epoch) params.set('epoch', this.epoch);
@@ -562,17 +582,10 @@ class RoomView {
       this.gap(frame);
     } else if (frame.event === 'reset') {
       this.reset(frame);
+    } else if (frame.event === 'token') {
+      // A refreshed token took (the page does not refresh tokens itself).
     } else if (typeof frame.error === 'string') {
-      // Error frames do not say what they answer. With no message pending, it cannot be about
-      // one: a typing notice the server turned down (too frequent), nothing to tell the user.
-      if (this.pending.size === 0) return;
-      if (typeof frame.retry_after_ms === 'number') {
-        const seconds = Math.max(1, Math.ceil(frame.retry_after_ms / 1000));
-        this.notify(`Sending too fast: your message goes out again in ${seconds} s.`);
-        this.scheduleResend(frame.retry_after_ms);
-      } else {
-        this.refuse(`Not sent: ${frame.error}`);
-      }
+      this.refused(frame);
     } else if (typeof frame.id === 'number') {
       const stick = this.nearBottom();
       const item = this.add(frame, 'live');
@@ -657,6 +670,11 @@ class RoomView {
       if (waiting) {
         waiting.item.remove();
         this.pending.delete(nonce);
+        // "Sending too fast" is old news once the resend went through.
+        if (this.rateLimited) {
+          this.rateLimited = false;
+          this.hideNotice();
+        }
       }
     }
     this.lastId = Math.max(this.lastId, id);
@@ -682,8 +700,8 @@ class RoomView {
     }
     const text = document.createElement('p');
     text.className = 'text';
-    // Text, never HTML: whatever a message holds is shown as characters.
-    text.textContent = typeof message === 'string' ? message : JSON.stringify(message);
+    // Text, never HTML: whatever a message holds is shown as characters, but for http(s) links.
+    text.append(...withLinks(typeof message === 'string' ? message : JSON.stringify(message)));
     const mine = ours || this.isMine(user);
     // The message itself; a day heading may go before it, in the same item.
     const body = document.createElement('div');
@@ -1132,9 +1150,11 @@ class RoomView {
       author.textContent = user.name || user.id;
       author.title = `Signed in as ${user.id}`;
     } else if (user?.name) {
-      author.textContent = `${user.name} (unverified)`;
+      // Said once for the room (#names-note), not on every message.
+      author.textContent = user.name;
       author.classList.add('chosen');
       author.title = 'A name the sender chose; anyone can pick any name.';
+      $('names-note').hidden = false;
     } else {
       author.textContent = 'anonymous';
       author.classList.add('chosen');
@@ -1171,7 +1191,12 @@ class RoomView {
     notice.textContent = text;
     notice.hidden = false;
     clearTimeout(this.noticeTimer);
-    this.noticeTimer = setTimeout(() => { notice.hidden = true; }, 6000);
+    this.noticeTimer = setTimeout(() => this.hideNotice(), 6000);
+  }
+
+  hideNotice() {
+    clearTimeout(this.noticeTimer);
+    $('notice').hidden = true;
   }
 
   setSendable(sendable) {
@@ -1230,18 +1255,30 @@ class RoomView {
     }, Math.max(0, ms));
   }
 
-  /** The server refused a message: it goes back into the composer, with the reason. Error
-   * frames do not say which message they answer; publishes are answered in order, so it is the
-   * oldest one still pending on this socket. */
-  refuse(reason) {
-    let refused = null;
-    for (const entry of this.pending) {
-      if (entry[1].sentOn === this.socket) {
-        refused = entry;
-        break;
-      }
+  /** An error frame. It says what it answers (`for`) and, for a publish, which one (`nonce`):
+   * a typing notice turned down (too frequent) is nothing to tell the user; a refused message
+   * goes back into the composer with the reason, or, rate limited, goes again once allowed. */
+  refused({ error, for: request, nonce, retry_after_ms: retryAfter }) {
+    if (request !== undefined && request !== 'message') return;
+    if (this.pending.size === 0) return;
+    if (typeof retryAfter === 'number') {
+      const seconds = Math.max(1, Math.ceil(retryAfter / 1000));
+      this.notify(`Sending too fast: your message goes out again in ${seconds} s.`);
+      this.rateLimited = true;
+      this.scheduleResend(retryAfter);
+      return;
     }
-    this.giveBack(refused ?? this.pending.entries().next().value, reason);
+    const named = typeof nonce === 'string' && this.pending.has(nonce) ? [nonce, this.pending.get(nonce)] : null;
+    this.giveBack(named ?? this.oldestSentHere(), `Not sent: ${error}`);
+  }
+
+  /** Without a nonce to go by (an older server): publishes are answered in order, so an error
+   * is about the oldest message still pending on this socket. */
+  oldestSentHere() {
+    for (const entry of this.pending) {
+      if (entry[1].sentOn === this.socket) return entry;
+    }
+    return this.pending.entries().next().value;
   }
 
   /** The server closed with 1009: the largest message sent on that socket was over its limit. */
@@ -1320,6 +1357,36 @@ class RoomView {
 
 /** A nonce for one message: a UUID v4 (crypto.randomUUID exists only in secure contexts; the
  * same from random bytes elsewhere). */
+/** `text` as nodes: http:// and https:// links as links (opened apart from this page, telling
+ * it nothing: `noopener noreferrer`), everything else as characters. Other schemes
+ * (`javascript:`, `data:`) are never links. A link's trailing punctuation stays text. */
+function withLinks(text) {
+  const nodes = [];
+  let at = 0;
+  for (const match of text.matchAll(/\bhttps?:\/\/[^\s<>"'`]+/gi)) {
+    let url = match[0];
+    const trailing = url.match(/[.,;:!?)\]}]+$/);
+    if (trailing) url = url.slice(0, -trailing[0].length);
+    let parsed;
+    try {
+      parsed = new URL(url);
+    } catch {
+      continue;
+    }
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') continue;
+    if (match.index > at) nodes.push(document.createTextNode(text.slice(at, match.index)));
+    const link = document.createElement('a');
+    link.href = parsed.href;
+    link.textContent = url;
+    link.target = '_blank';
+    link.rel = 'noopener noreferrer';
+    nodes.push(link);
+    at = match.index + url.length;
+  }
+  if (at < text.length) nodes.push(document.createTextNode(text.slice(at)));
+  return nodes;
+}
+
 function newNonce() {
   if (typeof crypto.randomUUID === 'function') return crypto.randomUUID();
   const bytes = crypto.getRandomValues(new Uint8Array(16));
