@@ -243,6 +243,11 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_WEBHOOK_OUTBOX_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub webhook_outbox_bytes: u64,
 
+    /// How long after sending a message its author may edit or delete it (`30m`, `1h`);
+    /// unset: always. Moderators may at any time.
+    #[arg(long, env = "LIVECHAT_EDIT_WINDOW", value_parser = parse_duration)]
+    pub edit_window: Option<Duration>,
+
     /// The chat page at `/` and `/r/{room}`: `on`, or `off` (those paths answer 404).
     #[arg(long, env = "LIVECHAT_PAGE", value_enum, default_value_t = Switch::On)]
     pub page: Switch,

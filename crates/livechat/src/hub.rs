@@ -28,7 +28,7 @@ use bytes::Bytes;
 use crate::message::{Author, Frames, StoredMessage};
 use crate::outbound::{Closed, Outbound, QueueLimits};
 use crate::pacer::Pacer;
-use crate::presence::{Roster, same_user};
+use crate::presence::{Roster, UserKey, same_user, user_key};
 use crate::room::RoomName;
 
 /// Rooms are spread over shards so that joins and deliveries in different rooms rarely contend.
@@ -36,6 +36,11 @@ const SHARDS: usize = 16;
 
 pub struct Hub {
     shards: Box<[Mutex<HashMap<RoomName, Room>>]>,
+    /// Every named member, by user: to tell a user's connections something wherever they are
+    /// (their read position moved), or to close them (a disconnect, a ban).
+    users: Box<[Mutex<UserShard>]>,
+    /// Why members were closed by a moderator, until their connections take it.
+    kick_reasons: Mutex<HashMap<u64, Arc<str>>>,
     hasher: RandomState,
     next_member_id: AtomicU64,
     queue_limits: QueueLimits,
@@ -45,6 +50,16 @@ pub struct Hub {
     shutting_down: AtomicBool,
     /// Messages handed to members, counted per room batch.
     deliveries: metrics::Counter,
+}
+
+/// Users' connections, by user, in one of the hub's shards.
+type UserShard = HashMap<UserKey, Vec<UserConnection>>;
+
+/// One of a user's connections.
+struct UserConnection {
+    member: u64,
+    room: RoomName,
+    outbound: Arc<Outbound>,
 }
 
 /// Told, under the room's lock (so in order), when a room gets its first local member and when
@@ -106,6 +121,8 @@ pub struct JoinAs {
 pub enum Audience<'a> {
     /// Members that resumed from an id (the room's numbering changed).
     Resuming,
+    /// Members with metadata (`?meta=1`): changes to stored messages.
+    Meta,
     /// Members with presence on, but for the connections of `except`.
     Presence { except: Option<&'a Author> },
 }
@@ -114,6 +131,7 @@ impl Audience<'_> {
     fn includes(&self, member: &Member) -> bool {
         match self {
             Audience::Resuming => member.follows,
+            Audience::Meta => member.wants_meta,
             Audience::Presence { except } => {
                 member.presence
                     && !except.is_some_and(|except| {
@@ -161,6 +179,8 @@ impl Hub {
     ) -> Arc<Self> {
         Arc::new(Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            users: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            kick_reasons: Mutex::default(),
             hasher: RandomState::new(),
             next_member_id: AtomicU64::new(1),
             queue_limits,
@@ -233,6 +253,16 @@ impl Hub {
         if self.shutting_down.load(Ordering::SeqCst) {
             outbound.close(Closed::ShuttingDown);
         }
+        if let Some(key) = join.user.as_deref().and_then(user_key) {
+            self.user_shard(&key)
+                .entry(key)
+                .or_default()
+                .push(UserConnection {
+                    member: id,
+                    room: name.clone(),
+                    outbound: outbound.clone(),
+                });
+        }
         entry.members.push(Member {
             id,
             outbound: outbound.clone(),
@@ -259,6 +289,67 @@ impl Hub {
             room: name,
             id,
         }
+    }
+
+    fn user_shard(&self, key: &str) -> MutexGuard<'_, UserShard> {
+        let index = self.hasher.hash_one(key) as usize % SHARDS;
+        self.users[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes a member out of its user's connections.
+    fn forget_user_connection(&self, user: &Author, member: u64) {
+        let Some(key) = user_key(user) else { return };
+        let mut users = self.user_shard(&key);
+        if let Entry::Occupied(mut connections) = users.entry(key) {
+            connections
+                .get_mut()
+                .retain(|connection| connection.member != member);
+            if connections.get().is_empty() {
+                connections.remove();
+            }
+        }
+    }
+
+    /// Sends `frame` to every connection of `user` on this node but `except` (a member id).
+    pub fn tell_user(&self, user: &str, frame: &Bytes, except: Option<u64>) {
+        let users = self.user_shard(user);
+        for connection in users.get(user).into_iter().flatten() {
+            if Some(connection.member) != except {
+                let _ = connection
+                    .outbound
+                    .push(std::slice::from_ref(frame), &self.pacer);
+            }
+        }
+    }
+
+    /// Closes the connections of `user` on this node (in `rooms`, or all), telling them `reason`:
+    /// 4003, or 4004 when they are not to reconnect. How many were closed.
+    pub fn kick_user(
+        &self,
+        user: &str,
+        rooms: Option<&[RoomName]>,
+        reason: Arc<str>,
+        for_good: bool,
+    ) -> usize {
+        let users = self.user_shard(user);
+        let mut kicked = 0;
+        for connection in users.get(user).into_iter().flatten() {
+            if rooms.is_some_and(|rooms| !rooms.contains(&connection.room)) {
+                continue;
+            }
+            self.kick_reasons
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(connection.member, reason.clone());
+            connection.outbound.close(match for_good {
+                true => Closed::KickedForGood,
+                false => Closed::Kicked,
+            });
+            kicked += 1;
+        }
+        kicked
     }
 
     /// Calls `visit` with every member's queue, one shard at a time (joins and deliveries in that
@@ -349,7 +440,7 @@ impl Hub {
     fn leave(&self, room: &RoomName, id: u64) {
         let mut rooms = self.shard(room);
         if let Some(entry) = rooms.get_mut(room) {
-            entry.remove_where(&self.roster, room, |member| member.id == id);
+            entry.remove_where(self, &self.roster, room, |member| member.id == id);
             if entry.members.is_empty() {
                 self.remove_room(&mut rooms, room);
             }
@@ -421,7 +512,7 @@ impl Hub {
         let reached = room.members.len() - lost.len();
         self.deliveries.increment((reached * batch.len()) as u64);
         if !lost.is_empty() {
-            room.remove_where(&self.roster, name, |member| lost.contains(&member.id));
+            room.remove_where(self, &self.roster, name, |member| lost.contains(&member.id));
             if room.members.is_empty() {
                 self.remove_room(&mut rooms, name);
             }
@@ -432,6 +523,7 @@ impl Hub {
 impl Room {
     fn remove_where(
         &mut self,
+        hub: &Hub,
         roster: &Roster,
         name: &RoomName,
         mut condition: impl FnMut(&Member) -> bool,
@@ -441,6 +533,9 @@ impl Room {
         self.members.retain(|member| {
             let remove = condition(member);
             if remove {
+                if let Some(user) = &member.user {
+                    hub.forget_user_connection(user, member.id);
+                }
                 roster.depart(name, member.user.as_ref());
                 *meta_members -= usize::from(member.wants_meta);
                 if member.stage != Stage::Live {
@@ -497,6 +592,20 @@ impl Subscription {
         &self.room
     }
 
+    /// This connection's member id in the hub.
+    pub fn member(&self) -> u64 {
+        self.id
+    }
+
+    /// Why a moderator closed this connection, if one did.
+    pub fn kick_reason(&self) -> Option<Arc<str>> {
+        self.hub
+            .kick_reasons
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id)
+    }
+
     /// Ends the hold of a member that joined resuming: see `Hub::release`.
     pub fn release(&self, replayed_through: u64) -> Released {
         self.hub.release(&self.room, self.id, replayed_through)
@@ -542,6 +651,7 @@ mod tests {
             ts: 0,
             user: None,
             nonce: None,
+            extra: None,
         }
     }
 

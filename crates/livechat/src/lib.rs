@@ -6,7 +6,9 @@
 //! each room is the `presence` roster's, which the hub keeps told of its members.
 
 pub mod auth;
+pub mod change;
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod epoch;
 pub mod hooks;
@@ -412,6 +414,7 @@ fn start_embedded(
         hub.clone(),
         roster.clone(),
         retention,
+        config.edit_window,
         metrics.clone(),
     );
     Ok((hub, roster, Arc::new(engine)))
@@ -458,6 +461,7 @@ async fn start_redis(
         node_ttl: config.node_ttl,
         room_ttl: config.room_ttl,
         retention,
+        edit_window: config.edit_window,
         metrics: metrics.clone(),
         webhooks,
     };

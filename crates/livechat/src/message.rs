@@ -6,6 +6,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::change::Emoji;
 use crate::room::RoomName;
 use crate::websocket::frame;
 
@@ -20,10 +21,14 @@ pub struct Draft {
     /// The client's idempotency key: a second publish with it to the same room, within the
     /// dedupe window, is answered with the first one instead of being stored again.
     pub nonce: Option<Nonce>,
+    /// The message it answers, in the same room (`{"reply_to": ID}`).
+    pub reply_to: Option<u64>,
 }
 
 /// A message that has been stored: it has a per-room id that only grows and a server timestamp.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// A deleted one is a tombstone: its text, author and nonce are gone, and it is written
+/// `{"id", "room", "ts", "deleted": true}`.
+#[derive(Debug, Clone, utoipa::ToSchema)]
 pub struct StoredMessage {
     pub id: u64,
     #[schema(value_type = String)]
@@ -37,9 +42,70 @@ pub struct StoredMessage {
     #[schema(value_type = Option<Author>)]
     pub user: Option<Arc<Author>>,
     /// The nonce it was published with, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub nonce: Option<Nonce>,
+    /// What it answers and what became of it since (`None`: nothing; most messages).
+    #[schema(inline)]
+    pub extra: Option<Box<Extra>>,
+}
+
+/// What a message answers and what became of it after it was stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, utoipa::ToSchema)]
+pub struct Extra {
+    /// The id of the message it answers, in the same room.
+    pub reply_to: Option<u64>,
+    /// When it was last edited (ms since the Unix epoch).
+    pub edited_ts: Option<u64>,
+    /// Deleted: a tombstone.
+    pub deleted: bool,
+    /// Reactions, by emoji: how many users, and whether the reader is one of them.
+    #[schema(value_type = Option<Object>)]
+    pub reactions: Option<Reactions>,
+}
+
+/// A message's reactions, by emoji (sorted).
+pub type Reactions = std::collections::BTreeMap<String, ReactionCount>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ReactionCount {
+    pub count: u64,
+    /// The reader reacted so.
+    pub me: bool,
+}
+
+impl Serialize for StoredMessage {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let extra = self.extra.as_deref();
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("id", &self.id)?;
+        map.serialize_entry("room", &self.room)?;
+        if extra.is_some_and(|extra| extra.deleted) {
+            map.serialize_entry("ts", &self.ts)?;
+            map.serialize_entry("deleted", &true)?;
+            return map.end();
+        }
+        map.serialize_entry("message", &self.message)?;
+        map.serialize_entry("ts", &self.ts)?;
+        if let Some(user) = &self.user {
+            map.serialize_entry("user", user)?;
+        }
+        if let Some(nonce) = &self.nonce {
+            map.serialize_entry("nonce", nonce)?;
+        }
+        if let Some(extra) = extra {
+            if let Some(reply_to) = extra.reply_to {
+                map.serialize_entry("reply_to", &reply_to)?;
+            }
+            if let Some(edited_ts) = extra.edited_ts {
+                map.serialize_entry("edited_ts", &edited_ts)?;
+            }
+            if let Some(reactions) = &extra.reactions {
+                map.serialize_entry("reactions", reactions)?;
+            }
+        }
+        map.end()
+    }
 }
 
 /// A publish's idempotency key: 1 to 64 characters, none of them a control character.
@@ -68,6 +134,31 @@ impl StoredMessage {
     pub fn stored_bytes(&self) -> usize {
         stored_bytes(&self.message, self.user.as_deref(), self.nonce.as_ref())
     }
+
+    pub fn is_deleted(&self) -> bool {
+        self.extra.as_ref().is_some_and(|extra| extra.deleted)
+    }
+
+    pub fn reply_to(&self) -> Option<u64> {
+        self.extra.as_ref().and_then(|extra| extra.reply_to)
+    }
+
+    /// What it answers and what became of it, to be filled in.
+    pub fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+}
+
+impl Extra {
+    /// Only what a message answers (none: no extra at all).
+    pub fn replying(reply_to: Option<u64>) -> Option<Box<Self>> {
+        reply_to.map(|reply_to| {
+            Box::new(Self {
+                reply_to: Some(reply_to),
+                ..Self::default()
+            })
+        })
+    }
 }
 
 impl Draft {
@@ -80,6 +171,7 @@ impl Draft {
             ts,
             user: self.user,
             nonce: self.nonce,
+            extra: Extra::replying(self.reply_to),
         }
     }
 
@@ -143,6 +235,48 @@ pub struct Publish {
     sent_nonce: Option<serde_json::Value>,
     #[serde(skip)]
     pub nonce: Option<Nonce>,
+    /// `{"message": X, "reply_to": ID}`: the message it answers; checked into `reply_to`.
+    #[serde(default, rename = "reply_to")]
+    sent_reply_to: Option<serde_json::Value>,
+    #[serde(skip)]
+    pub reply_to: Option<u64>,
+    /// `{"edit": ID, "message": X}`, `{"delete": ID}`, `{"react": ID, "emoji": E}`,
+    /// `{"unreact": ID, "emoji": E}`, `{"read": ID}`: checked into `action`.
+    #[serde(default)]
+    edit: Option<serde_json::Value>,
+    #[serde(default)]
+    delete: Option<serde_json::Value>,
+    #[serde(default)]
+    react: Option<serde_json::Value>,
+    #[serde(default)]
+    unreact: Option<serde_json::Value>,
+    #[serde(default)]
+    emoji: Option<serde_json::Value>,
+    #[serde(default)]
+    read: Option<serde_json::Value>,
+    #[serde(skip)]
+    pub action: Option<Action>,
+}
+
+/// What a frame asks for besides publishing: a change to a stored message, or a read position.
+#[derive(Debug)]
+pub enum Action {
+    Edit { id: u64, message: Box<RawValue> },
+    Delete { id: u64 },
+    React { id: u64, emoji: Emoji, on: bool },
+    Read { id: u64 },
+}
+
+impl Action {
+    /// What an error about it answers.
+    pub fn request(&self) -> Request {
+        match self {
+            Action::Edit { .. } => Request::Edit,
+            Action::Delete { .. } => Request::Delete,
+            Action::React { .. } => Request::React,
+            Action::Read { .. } => Request::Read,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -157,6 +291,35 @@ pub enum BadPublish {
         "invalid \"nonce\": expected a string of 1 to 64 characters, without control characters"
     )]
     InvalidNonce,
+    #[error("invalid \"{0}\": expected a message id (a whole number, 1 or more)")]
+    InvalidId(&'static str),
+    #[error("invalid \"emoji\": {0}")]
+    InvalidEmoji(String),
+    #[error("\"edit\" needs the new \"message\"")]
+    EditWithoutMessage,
+}
+
+impl BadPublish {
+    /// What a frame refused for this asked for.
+    pub fn request(&self) -> Request {
+        match self {
+            BadPublish::InvalidJson(_) | BadPublish::NotAnObject => Request::Frame,
+            BadPublish::MissingMessage | BadPublish::InvalidNonce => Request::Message,
+            BadPublish::InvalidId("reply_to") => Request::Message,
+            BadPublish::InvalidId("edit") | BadPublish::EditWithoutMessage => Request::Edit,
+            BadPublish::InvalidId("delete") => Request::Delete,
+            BadPublish::InvalidId("read") => Request::Read,
+            BadPublish::InvalidId(_) | BadPublish::InvalidEmoji(_) => Request::React,
+        }
+    }
+}
+
+/// A message id a client named: a whole number, 1 or more.
+fn message_id(value: serde_json::Value, key: &'static str) -> Result<u64, BadPublish> {
+    value
+        .as_u64()
+        .filter(|id| *id > 0)
+        .ok_or(BadPublish::InvalidId(key))
 }
 
 impl Publish {
@@ -171,23 +334,69 @@ impl Publish {
                 },
             );
         }
-        match serde_json::from_slice::<Publish>(text) {
-            Ok(Publish {
-                message: None,
-                token: None,
-                typing: None,
-                ..
-            }) => Err(BadPublish::MissingMessage),
-            Ok(mut publish) => {
-                publish.nonce = match publish.sent_nonce.take() {
-                    None => None,
-                    Some(serde_json::Value::String(text)) => Some(Nonce::parse(&text)?),
-                    Some(_) => return Err(BadPublish::InvalidNonce),
-                };
-                Ok(publish)
-            }
-            Err(error) => Err(BadPublish::InvalidJson(error.to_string())),
+        let mut publish = serde_json::from_slice::<Publish>(text)
+            .map_err(|error| BadPublish::InvalidJson(error.to_string()))?;
+        publish.action = publish.take_action()?;
+        if publish.message.is_none()
+            && publish.token.is_none()
+            && publish.typing.is_none()
+            && publish.action.is_none()
+        {
+            return Err(BadPublish::MissingMessage);
         }
+        publish.nonce = match publish.sent_nonce.take() {
+            None => None,
+            Some(serde_json::Value::String(text)) => Some(Nonce::parse(&text)?),
+            Some(_) => return Err(BadPublish::InvalidNonce),
+        };
+        publish.reply_to = publish
+            .sent_reply_to
+            .take()
+            .map(|id| message_id(id, "reply_to"))
+            .transpose()?;
+        Ok(publish)
+    }
+
+    /// The change or read position the frame asks for, checked (the first of `edit`, `delete`,
+    /// `react`, `unreact`, `read` it has).
+    fn take_action(&mut self) -> Result<Option<Action>, BadPublish> {
+        let emoji = |emoji: Option<serde_json::Value>| match emoji {
+            Some(serde_json::Value::String(emoji)) => {
+                Emoji::parse(&emoji).map_err(BadPublish::InvalidEmoji)
+            }
+            _ => Err(BadPublish::InvalidEmoji("expected a string".into())),
+        };
+        if let Some(id) = self.edit.take() {
+            let id = message_id(id, "edit")?;
+            let message = self.message.take().ok_or(BadPublish::EditWithoutMessage)?;
+            return Ok(Some(Action::Edit { id, message }));
+        }
+        // A publish stays a publish: the other keys of a frame with a message are ignored, as
+        // the original service ignored every key but `message`.
+        if self.message.is_some() {
+            return Ok(None);
+        }
+        if let Some(id) = self.delete.take() {
+            return Ok(Some(Action::Delete {
+                id: message_id(id, "delete")?,
+            }));
+        }
+        for (id, on, key) in [
+            (self.react.take(), true, "react"),
+            (self.unreact.take(), false, "unreact"),
+        ] {
+            if let Some(id) = id {
+                let id = message_id(id, key)?;
+                let emoji = emoji(self.emoji.take())?;
+                return Ok(Some(Action::React { id, emoji, on }));
+            }
+        }
+        if let Some(id) = self.read.take() {
+            return Ok(Some(Action::Read {
+                id: message_id(id, "read")?,
+            }));
+        }
+        Ok(None)
     }
 }
 
@@ -274,6 +483,14 @@ pub enum Request {
     Token,
     /// A frame that asks for nothing it could be read as (not JSON, not an object, binary).
     Frame,
+    /// `{"edit": ID, "message": X}`.
+    Edit,
+    /// `{"delete": ID}`.
+    Delete,
+    /// `{"react": ID, "emoji": E}` or `{"unreact": ...}`.
+    React,
+    /// `{"read": ID}`.
+    Read,
 }
 
 /// An error frame for one WebSocket client:
@@ -285,6 +502,9 @@ pub struct ErrorReply<'a> {
     pub request: Request,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nonce: Option<&'a Nonce>,
+    /// The message an edit, deletion or reaction was about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
     /// A rate limit: when to try again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
@@ -296,7 +516,16 @@ impl<'a> ErrorReply<'a> {
             error,
             request,
             nonce: None,
+            id: None,
             retry_after_ms: None,
+        }
+    }
+
+    /// The message the refused request was about.
+    pub fn id(self, id: u64) -> Self {
+        Self {
+            id: Some(id),
+            ..self
         }
     }
 
@@ -377,6 +606,7 @@ mod tests {
             ts: 1000,
             user: None,
             nonce: None,
+            extra: None,
         };
         let frames = Frames::encode(&message, true);
         // A text frame of 17 bytes, then the JSON.

@@ -38,6 +38,8 @@ pub enum PublishError {
     HookRefused,
     /// The publish hook failed, and failures are rejected.
     HookFailed,
+    /// The publish cannot be stored as it is (a reply to no message).
+    Invalid,
 }
 
 /// Why the server closed (or lost) a WebSocket connection.
@@ -55,6 +57,8 @@ pub enum CloseReason {
     Auth,
     /// No answer to a ping.
     Timeout,
+    /// A moderator disconnected the user, or banned it from the room.
+    Moderated,
 }
 
 /// One of the app's URLs livechat calls.
@@ -84,7 +88,7 @@ const HOOKS: [&str; 3] = ["connect", "publish", "webhook"];
 const HOOK_OUTCOMES: [&str; 5] = ["accepted", "rewritten", "refused", "failed", "reused"];
 
 /// Label values, in the order of `PublishError`.
-const PUBLISH_ERRORS: [&str; 7] = [
+const PUBLISH_ERRORS: [&str; 8] = [
     "store_unavailable",
     "overloaded",
     "shutting_down",
@@ -92,10 +96,11 @@ const PUBLISH_ERRORS: [&str; 7] = [
     "forbidden",
     "hook_refused",
     "hook_failed",
+    "invalid",
 ];
 
 /// Label values, in the order of `CloseReason`.
-const CLOSE_REASONS: [&str; 8] = [
+const CLOSE_REASONS: [&str; 9] = [
     "client",
     "client_gone",
     "protocol",
@@ -104,6 +109,7 @@ const CLOSE_REASONS: [&str; 8] = [
     "rate_limit",
     "auth",
     "timeout",
+    "moderated",
 ];
 
 pub struct Metrics {

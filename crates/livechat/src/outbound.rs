@@ -60,6 +60,10 @@ pub enum Closed {
     Unresponsive,
     /// The client's token expired and no fresh one came.
     TokenExpired,
+    /// A moderator disconnected its user (or banned it from the room): it may reconnect.
+    Kicked,
+    /// The same, and it is not to reconnect.
+    KickedForGood,
 }
 
 impl Outbound {

@@ -103,6 +103,8 @@ pub enum AuthError {
     OtherUser,
     #[error("invalid name: {0}")]
     BadName(&'static str),
+    #[error("{0} need a name: connect with ?name= (or a token when auth is on)")]
+    Unnamed(&'static str),
     #[error("{} is kept to the server key on this server ({}=api-key): pass it as Authorization: Bearer", .0.what(), .0.setting())]
     ServerKeyOnly(Guarded),
     #[error("{} is turned off on this server ({}=off)", .0.what(), .0.setting())]
@@ -133,6 +135,9 @@ struct Claims {
     rooms: Option<Vec<String>>,
     #[serde(default)]
     publish: Option<bool>,
+    /// May moderate: change and delete any message, ban and mute.
+    #[serde(default)]
+    moderate: Option<bool>,
 }
 
 /// A verified caller, or an anonymous one when auth is off.
@@ -151,6 +156,9 @@ pub struct Identity {
     grace: u64,
     /// The server's API key: any room, and may publish on a user's behalf.
     pub is_server: bool,
+    /// May change and delete any message, ban and mute (a token's `moderate` claim, the
+    /// connect hook's `moderate`, or the server key).
+    pub moderator: bool,
 }
 
 pub struct Auth {
@@ -248,6 +256,7 @@ impl Auth {
                 expires: None,
                 grace: 0,
                 is_server: true,
+                moderator: true,
             });
         }
         if self.mode == AuthMode::Off {
@@ -259,6 +268,7 @@ impl Auth {
                 expires: None,
                 grace: 0,
                 is_server: false,
+                moderator: false,
             });
         }
         self.verify(token.ok_or(AuthError::Missing)?)
@@ -331,6 +341,7 @@ impl Auth {
             expires: claims.exp,
             grace: LEEWAY_SECONDS,
             is_server: false,
+            moderator: claims.moderate.unwrap_or(false),
         })
     }
 }
@@ -368,6 +379,7 @@ impl Identity {
         user: Option<Author>,
         rooms: Option<Vec<String>>,
         can_publish: bool,
+        moderator: bool,
         expires: Option<u64>,
     ) -> Self {
         Self {
@@ -377,6 +389,7 @@ impl Identity {
             expires,
             grace: 0,
             is_server: false,
+            moderator,
         }
     }
 

@@ -5,21 +5,26 @@
 //! publisher. Because one thread does both, delivery order is id order, and nothing is delivered
 //! or acknowledged before it is committed.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use tokio::sync::oneshot;
 
 use super::queue::{Answer, QueueReceiver, QueueSender, queue};
-use super::{Accepted, Engine, EngineError, Receipt, RoomCount};
-use crate::hub::Hub;
-use crate::message::{Author, Draft};
+use super::{Accepted, ChangeReceipt, Engine, EngineError, Receipt, RoomCount};
+use crate::change::{Change, ChangeRefused, Changed};
+use crate::control::{BansChanged, Control};
+use crate::hub::{Audience, Hub};
+use crate::message::{Author, Draft, StoredMessage};
 use crate::metrics::Metrics;
 use crate::presence::{self, PresenceList, Roster};
 use crate::room::RoomName;
-use crate::store::{Appended, HistoryQuery, HistoryStore, Page, RecentRoom, Retention, now_ms};
+use crate::store::{
+    Appended, HistoryQuery, HistoryStore, Page, ReadPosition, RecentRoom, Retention, now_ms,
+};
 use crate::webhooks::{Event, Outbox, OutboxError, Recorded};
 
 /// Most messages committed in one transaction.
@@ -28,11 +33,18 @@ const MAX_BATCH: usize = 4096;
 /// many pages.
 const CONCURRENT_READS: usize = 8;
 
-/// Work for the writer besides publishes: age retention and forgetting old nonces.
-struct Prune;
+/// Work for the writer besides publishes, in order with them.
+enum Work {
+    /// Age retention and forgetting old nonces.
+    Prune,
+    Change(
+        Change,
+        oneshot::Sender<Result<Result<Changed, ChangeRefused>, EngineError>>,
+    ),
+}
 
 pub struct EmbeddedEngine {
-    jobs: QueueSender<Prune>,
+    jobs: QueueSender<Work>,
     hub: Arc<Hub>,
     roster: Arc<Roster>,
     store: Arc<dyn HistoryStore>,
@@ -40,6 +52,7 @@ pub struct EmbeddedEngine {
     /// The last store failure, cleared by the next successful commit.
     failure: Arc<Mutex<Option<String>>>,
     reads: Arc<tokio::sync::Semaphore>,
+    bans: OnceLock<Arc<dyn BansChanged>>,
 }
 
 impl EmbeddedEngine {
@@ -49,6 +62,7 @@ impl EmbeddedEngine {
         hub: Arc<Hub>,
         roster: Arc<Roster>,
         retention: Retention,
+        edit_window: Option<Duration>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let (jobs, queued) = queue();
@@ -59,6 +73,7 @@ impl EmbeddedEngine {
             failure: failure.clone(),
             max_age: retention.max_age,
             dedupe_window: retention.dedupe_window,
+            edit_window,
             metrics,
         };
         let writer = std::thread::Builder::new()
@@ -73,7 +88,7 @@ impl EmbeddedEngine {
             let every = (shortest / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
             tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(every);
-                while jobs.send(Prune) {
+                while jobs.send(Work::Prune) {
                     ticks.tick().await;
                 }
             });
@@ -86,13 +101,77 @@ impl EmbeddedEngine {
             writer: Mutex::new(Some(writer)),
             failure,
             reads: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_READS)),
+            bans: OnceLock::new(),
         }
+    }
+}
+
+impl EmbeddedEngine {
+    /// Runs a store call on the blocking pool.
+    fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn HistoryStore) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, EngineError>> {
+        let store = self.store.clone();
+        async move {
+            tokio::task::spawn_blocking(move || call(&*store))
+                .await
+                .map_err(|error| EngineError::Unavailable(error.to_string()))?
+                .map_err(|error| EngineError::Unavailable(error.to_string()))
+        }
+        .boxed()
+    }
+
+    /// Who is told when bans change (they are kept by the server's moderation).
+    pub fn set_bans(&self, bans: Arc<dyn BansChanged>) {
+        let _ = self.bans.set(bans);
     }
 }
 
 impl Engine for EmbeddedEngine {
     fn publish(&self, draft: Draft) -> Receipt {
         self.jobs.publish(draft)
+    }
+
+    fn change(&self, change: Change) -> ChangeReceipt {
+        let (answer, receipt) = ChangeReceipt::channel();
+        // A writer that stopped drops the work, and with it the answer: the receipt says so.
+        let _ = self.jobs.send(Work::Change(change, answer));
+        receipt
+    }
+
+    fn changed_since(
+        &self,
+        room: &RoomName,
+        through: u64,
+        reader: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<StoredMessage>, EngineError>> {
+        let room = room.clone();
+        self.blocking(move |store| store.changed_since(&room, through, reader.as_deref(), limit))
+    }
+
+    fn control(&self, command: Control) -> BoxFuture<'static, Result<(), EngineError>> {
+        command.apply(&self.hub, self.roster.node(), self.bans.get());
+        std::future::ready(Ok(())).boxed()
+    }
+
+    fn mark_read(
+        &self,
+        user: &str,
+        room: &RoomName,
+        id: u64,
+    ) -> BoxFuture<'static, Result<u64, EngineError>> {
+        let (user, room) = (user.to_owned(), room.clone());
+        self.blocking(move |store| store.mark_read(&user, &room, id))
+    }
+
+    fn read_positions(
+        &self,
+        user: &str,
+    ) -> BoxFuture<'static, Result<Vec<ReadPosition>, EngineError>> {
+        let user = user.to_owned();
+        self.blocking(move |store| store.read_positions(&user))
     }
 
     fn history(&self, query: HistoryQuery) -> BoxFuture<'static, Result<Page, EngineError>> {
@@ -237,17 +316,29 @@ struct Writer {
     failure: Arc<Mutex<Option<String>>>,
     max_age: Option<Duration>,
     dedupe_window: Duration,
+    /// How long authors may change their messages (`None`: always).
+    edit_window: Option<Duration>,
     metrics: Arc<Metrics>,
 }
 
 impl Writer {
-    fn run(self, mut queued: QueueReceiver<Prune>) {
+    fn run(self, mut queued: QueueReceiver<Work>) {
         while let Some(batch) = queued.next_batch_blocking(MAX_BATCH) {
             if !batch.drafts.is_empty() {
                 self.commit(batch.drafts, batch.answers);
             }
-            if !batch.other.is_empty() {
-                self.prune();
+            let mut pruned = false;
+            for work in batch.other {
+                match work {
+                    Work::Prune if !pruned => {
+                        self.prune();
+                        pruned = true;
+                    }
+                    Work::Prune => {}
+                    Work::Change(change, answer) => {
+                        let _ = answer.send(self.change(&change));
+                    }
+                }
             }
             if batch.stop {
                 break;
@@ -274,16 +365,17 @@ impl Writer {
                         Appended::Stored(message) => {
                             let receipt = Accepted::new(message.id, message.ts, epoch.clone());
                             stored.push(message);
-                            receipt
+                            Ok(receipt)
                         }
                         Appended::Duplicate(original) => {
-                            Accepted::duplicate(original, epoch.clone())
+                            Ok(Accepted::duplicate(original, epoch.clone()))
                         }
+                        Appended::Refused(refused) => Err(EngineError::Refused(refused)),
                     });
                 }
                 self.hub.deliver(&stored);
                 for (accepted, answer) in accepted.into_iter().zip(answers) {
-                    let _ = answer.send(Ok(accepted));
+                    let _ = answer.send(accepted);
                 }
             }
             Err(error) => {
@@ -295,6 +387,20 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Makes a change, then tells the room's members with metadata.
+    fn change(&self, change: &Change) -> Result<Result<Changed, ChangeRefused>, EngineError> {
+        let made = self
+            .store
+            .change(change, self.edit_window)
+            .inspect_err(|error| tracing::error!(%error, "storing a change failed"))
+            .map_err(|error| EngineError::Unavailable(error.to_string()))?;
+        if let Ok(changed) = &made {
+            self.hub
+                .announce(changed.room(), Audience::Meta, changed.frame());
+        }
+        Ok(made)
     }
 
     fn prune(&self) {

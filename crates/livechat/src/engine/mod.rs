@@ -22,11 +22,13 @@ pub use redis::{RedisEngine, RedisSettings, RoomCommands, RoomRegistry};
 
 use serde::Serialize;
 
+use crate::change::{Change, ChangeRefused, Changed};
+use crate::control::Control;
 use crate::epoch::Epoch;
 use crate::message::{Author, Draft, StoredMessage};
 use crate::presence::PresenceList;
 use crate::room::RoomName;
-use crate::store::{HistoryQuery, Page, RecentRoom};
+use crate::store::{HistoryQuery, Page, ReadPosition, RecentRoom, Refused};
 use crate::webhooks::Outbox;
 
 pub trait Engine: Send + Sync + 'static {
@@ -34,6 +36,39 @@ pub trait Engine: Send + Sync + 'static {
     /// connection can publish again before the previous message is stored. The receipt resolves
     /// once the message is stored and handed to the hub.
     fn publish(&self, draft: Draft) -> Receipt;
+
+    /// Makes a change to a stored message (edit, delete, reaction), in order with the room's
+    /// publishes; the receipt resolves once it is stored and its event handed to every node's
+    /// hub (or with why it was refused).
+    fn change(&self, change: Change) -> ChangeReceipt;
+
+    /// The messages of `room` up to id `through` changed since `through` was its last id, as they
+    /// are now, in the order of their changes: what a client resuming after `through` missed of
+    /// them (at most `limit`).
+    fn changed_since(
+        &self,
+        room: &RoomName,
+        through: u64,
+        reader: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<StoredMessage>, EngineError>>;
+
+    /// Carries `command` out on every node, this one included.
+    fn control(&self, command: Control) -> BoxFuture<'static, Result<(), EngineError>>;
+
+    /// Moves `user`'s read position in `room` forward to `id` (never back): the position now.
+    fn mark_read(
+        &self,
+        user: &str,
+        room: &RoomName,
+        id: u64,
+    ) -> BoxFuture<'static, Result<u64, EngineError>>;
+
+    /// Every room `user` has a read position in, with the room's last id.
+    fn read_positions(
+        &self,
+        user: &str,
+    ) -> BoxFuture<'static, Result<Vec<ReadPosition>, EngineError>>;
 
     /// One page of a room's stored history, oldest first, cut at the query's byte cap, with the
     /// room's last id and epoch.
@@ -117,6 +152,9 @@ pub enum EngineError {
     Stopped,
     #[error("server overloaded: too many messages waiting to be stored; try again shortly")]
     Overloaded,
+    /// The publish itself cannot be stored (a reply to no message).
+    #[error(transparent)]
+    Refused(#[from] Refused),
 }
 
 impl EngineError {
@@ -127,22 +165,26 @@ impl EngineError {
             Self::Unavailable(_) => PublishError::StoreUnavailable,
             Self::Stopped => PublishError::ShuttingDown,
             Self::Overloaded => PublishError::Overloaded,
+            Self::Refused(_) => PublishError::Invalid,
         }
     }
 }
 
-/// Resolves when a published message has been stored (or could not be).
-pub struct Receipt(oneshot::Receiver<Result<Accepted, EngineError>>);
+/// Resolves when a published message (or a change) has been stored, or could not be.
+pub struct Receipt<T = Accepted>(oneshot::Receiver<Result<T, EngineError>>);
 
-impl Receipt {
-    pub fn channel() -> (oneshot::Sender<Result<Accepted, EngineError>>, Self) {
+/// What became of a change: made, or refused with the asker's reason.
+pub type ChangeReceipt = Receipt<Result<Changed, ChangeRefused>>;
+
+impl<T> Receipt<T> {
+    pub fn channel() -> (oneshot::Sender<Result<T, EngineError>>, Self) {
         let (sender, receiver) = oneshot::channel();
         (sender, Self(receiver))
     }
 }
 
-impl Future for Receipt {
-    type Output = Result<Accepted, EngineError>;
+impl<T> Future for Receipt<T> {
+    type Output = Result<T, EngineError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut self.0)

@@ -167,6 +167,7 @@ mod tests {
             message: RawValue::from_string(n.to_string()).unwrap(),
             user: None,
             nonce: None,
+            reply_to: None,
         }
     }
 
@@ -202,6 +203,7 @@ mod tests {
                 .unwrap(),
             user: None,
             nonce: None,
+            reply_to: None,
         };
         let _first = sender.publish(big("r"));
         let _second = sender.publish(big("r"));

@@ -73,6 +73,7 @@ pub struct Admission {
     user: Option<Author>,
     rooms: Option<Vec<String>>,
     can_publish: bool,
+    moderator: bool,
     /// When the answer runs out (Unix seconds), if it said `expires_in`.
     expires: Option<u64>,
 }
@@ -83,6 +84,7 @@ impl Admission {
             self.user.clone(),
             self.rooms.clone(),
             self.can_publish,
+            self.moderator,
             self.expires,
         )
     }
@@ -354,6 +356,8 @@ struct Claims {
     #[serde(default)]
     publish: Option<bool>,
     #[serde(default)]
+    moderate: Option<bool>,
+    #[serde(default)]
     expires_in: Option<u64>,
 }
 
@@ -420,6 +424,7 @@ impl Claims {
             user,
             rooms,
             can_publish: self.publish.unwrap_or(true),
+            moderator: self.moderate.unwrap_or(false),
             expires,
         })
     }

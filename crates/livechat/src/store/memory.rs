@@ -1,15 +1,20 @@
 //! History in process memory: the same ids, paging and retention as SQLite, gone on exit (so each
 //! run is a new epoch).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use super::{
-    Appended, HistoryQuery, HistoryStore, Page, PageBuilder, RecentRoom, Retention, StoreError,
-    now_ms,
+    Appended, HistoryQuery, HistoryStore, Page, PageBuilder, ReadPosition, RecentRoom, Refused,
+    Retention, StoreError, now_ms,
+};
+use crate::change::{
+    Change, ChangeKind, ChangeRefused, Changed, MAX_EMOJI_PER_MESSAGE, may_change,
 };
 use crate::epoch::{Epoch, new_epoch};
-use crate::message::{Draft, Nonce, StoredMessage};
+use crate::message::{Draft, Extra, Nonce, ReactionCount, StoredMessage};
+use crate::presence::user_key;
 use crate::room::RoomName;
 use crate::webhooks::{Budget, Event, EventKind, Recorded, WebhookSettings};
 
@@ -34,6 +39,8 @@ struct State {
     /// Webhook events waiting, with their numbers, and the next number.
     events: VecDeque<(u64, Event)>,
     next_event: u64,
+    /// Read positions by user, then room.
+    reads: HashMap<String, HashMap<RoomName, u64>>,
 }
 
 #[derive(Default)]
@@ -42,6 +49,12 @@ struct RoomLog {
     messages: VecDeque<StoredMessage>,
     /// `stored_bytes` of `messages`.
     bytes: u64,
+    /// The room's change counter, and for each changed message the room's last id and the
+    /// counter at its last change.
+    changes: u64,
+    changed: HashMap<u64, (u64, u64)>,
+    /// Reactions by message, emoji, user key.
+    reactions: HashMap<u64, BTreeMap<String, BTreeSet<String>>>,
 }
 
 impl RoomLog {
@@ -49,6 +62,8 @@ impl RoomLog {
         match self.messages.pop_front() {
             Some(message) => {
                 self.bytes -= message.stored_bytes() as u64;
+                self.changed.remove(&message.id);
+                self.reactions.remove(&message.id);
                 true
             }
             None => false,
@@ -56,11 +71,127 @@ impl RoomLog {
     }
 
     fn find(&self, id: u64) -> Option<&StoredMessage> {
-        let index = self
-            .messages
-            .binary_search_by_key(&id, |message| message.id)
-            .ok()?;
+        let index = self.index(id)?;
         self.messages.get(index)
+    }
+
+    fn index(&self, id: u64) -> Option<usize> {
+        self.messages
+            .binary_search_by_key(&id, |message| message.id)
+            .ok()
+    }
+
+    /// `message` with its reactions, as `reader` sees them.
+    fn shown(&self, message: &StoredMessage, reader: Option<&str>) -> StoredMessage {
+        let mut shown = message.clone();
+        if let Some(reactions) = self.reactions.get(&message.id).filter(|r| !r.is_empty()) {
+            let counted = reactions
+                .iter()
+                .map(|(emoji, users)| {
+                    let me = reader.is_some_and(|reader| users.contains(reader));
+                    let count = ReactionCount {
+                        count: users.len() as u64,
+                        me,
+                    };
+                    (emoji.clone(), count)
+                })
+                .collect();
+            shown.extra_mut().reactions = Some(counted);
+        }
+        shown
+    }
+
+    fn change(
+        &mut self,
+        change: &Change,
+        window: Option<Duration>,
+    ) -> Result<Changed, ChangeRefused> {
+        let id = change.id;
+        let now = now_ms();
+        let Some(index) = self.index(id) else {
+            return Err(match id {
+                id if id == 0 || id > self.last_id => ChangeRefused::NotFound { id },
+                id => ChangeRefused::Gone { id },
+            });
+        };
+        let message = &self.messages[index];
+        may_change(
+            change,
+            message.user.as_deref(),
+            message.is_deleted(),
+            message.ts,
+            now,
+            window,
+        )?;
+        let changed = match &change.kind {
+            ChangeKind::React { emoji, on } => {
+                let user = user_key(&change.by)
+                    .map(|key| key.to_string())
+                    .unwrap_or_default();
+                let reactions = self.reactions.entry(id).or_default();
+                if *on
+                    && !reactions.contains_key(emoji.as_str())
+                    && reactions.len() >= MAX_EMOJI_PER_MESSAGE
+                {
+                    return Err(ChangeRefused::TooManyEmoji { id });
+                }
+                let users = reactions.entry(emoji.as_str().to_owned()).or_default();
+                match on {
+                    true => users.insert(user),
+                    false => users.remove(&user),
+                };
+                let count = users.len() as u64;
+                if count == 0 {
+                    reactions.remove(emoji.as_str());
+                }
+                Changed::Reacted {
+                    room: change.room.clone(),
+                    id,
+                    emoji: emoji.clone(),
+                    user: change.by.clone(),
+                    count,
+                    on: *on,
+                }
+            }
+            ChangeKind::Edit(text) => {
+                let message = &mut self.messages[index];
+                let before = message.stored_bytes() as u64;
+                message.message = text.clone();
+                message.extra_mut().edited_ts = Some(now);
+                self.bytes = self.bytes + message.stored_bytes() as u64 - before;
+                Changed::Edited {
+                    room: change.room.clone(),
+                    id,
+                    message: text.clone(),
+                    edited_ts: now,
+                    by: change.by.clone(),
+                }
+            }
+            ChangeKind::Delete => {
+                let message = &mut self.messages[index];
+                self.bytes -= message.stored_bytes() as u64;
+                *message = StoredMessage {
+                    message: serde_json::value::RawValue::from_string("null".into())
+                        .expect("null is JSON"),
+                    user: None,
+                    nonce: None,
+                    extra: Some(Box::new(Extra {
+                        deleted: true,
+                        ..Extra::default()
+                    })),
+                    ..message.clone()
+                };
+                self.reactions.remove(&id);
+                Changed::Deleted {
+                    room: change.room.clone(),
+                    id,
+                    by: change.by.clone(),
+                }
+            }
+        };
+        self.changes += 1;
+        self.changed.insert(id, (self.last_id, self.changes));
+        Ok(changed)
     }
 
     fn append(&mut self, draft: Draft, ts: u64, retention: &Retention) -> StoredMessage {
@@ -118,6 +249,7 @@ impl State {
             ts,
             user: draft.user.clone(),
             nonce: draft.nonce.clone(),
+            extra: Extra::replying(draft.reply_to),
         }))
     }
 }
@@ -169,6 +301,11 @@ impl HistoryStore for MemoryStore {
                     return Appended::Duplicate(original);
                 }
                 let log = state.rooms.entry(draft.room.clone()).or_default();
+                if let Some(target) = draft.reply_to
+                    && log.find(target).is_none()
+                {
+                    return Appended::Refused(Refused::NoReplyTarget(target));
+                }
                 let message = log.append(draft, ts, &self.retention);
                 state.remember(&message);
                 if self
@@ -198,7 +335,7 @@ impl HistoryStore for MemoryStore {
             false => Box::new(log.messages.iter()),
         };
         for message in read_order.filter(in_range) {
-            if !page.offer(message.clone()) {
+            if !page.offer(log.shown(message, query.reader.as_deref())) {
                 break;
             }
         }
@@ -250,6 +387,80 @@ impl HistoryStore for MemoryStore {
         rooms.sort_by(|a, b| b.ts.cmp(&a.ts).then_with(|| a.room.cmp(&b.room)));
         rooms.truncate(limit);
         Ok(rooms)
+    }
+
+    fn change(
+        &self,
+        change: &Change,
+        edit_window: Option<Duration>,
+    ) -> Result<Result<Changed, ChangeRefused>, StoreError> {
+        let mut state = self.state();
+        let Some(log) = state.rooms.get_mut(&change.room) else {
+            return Ok(Err(ChangeRefused::NotFound { id: change.id }));
+        };
+        let changed = log.change(change, edit_window);
+        if let Ok(changed) = &changed
+            && let Some((settings, _)) = &self.outbox
+            && let Some((kind, event)) = Event::of_change(changed, now_ms())
+            && settings.wants(kind)
+        {
+            self.offer(&mut state, event);
+        }
+        Ok(changed)
+    }
+
+    fn changed_since(
+        &self,
+        room: &RoomName,
+        through: u64,
+        reader: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let state = self.state();
+        let Some(log) = state.rooms.get(room) else {
+            return Ok(Vec::new());
+        };
+        let mut changed: Vec<(u64, u64)> = log
+            .changed
+            .iter()
+            .filter(|(id, (after, _))| **id <= through && *after >= through)
+            .map(|(id, (_, seq))| (*seq, *id))
+            .collect();
+        changed.sort_unstable();
+        Ok(changed
+            .into_iter()
+            .filter_map(|(_, id)| log.find(id))
+            .take(limit)
+            .map(|message| log.shown(message, reader))
+            .collect())
+    }
+
+    fn mark_read(&self, user: &str, room: &RoomName, id: u64) -> Result<u64, StoreError> {
+        let mut state = self.state();
+        let last_id = state.rooms.get(room).map_or(0, |log| log.last_id);
+        let position = state
+            .reads
+            .entry(user.to_owned())
+            .or_default()
+            .entry(room.clone())
+            .or_default();
+        *position = (*position).max(id.min(last_id));
+        Ok(*position)
+    }
+
+    fn read_positions(&self, user: &str) -> Result<Vec<ReadPosition>, StoreError> {
+        let state = self.state();
+        Ok(state
+            .reads
+            .get(user)
+            .into_iter()
+            .flatten()
+            .map(|(room, read_id)| ReadPosition {
+                room: room.clone(),
+                read_id: *read_id,
+                last_id: state.rooms.get(room).map_or(0, |log| log.last_id),
+            })
+            .collect())
     }
 
     fn record_events(&self, events: &[Event]) -> Result<(), StoreError> {

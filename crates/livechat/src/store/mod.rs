@@ -14,6 +14,7 @@ pub use sqlite::SqliteStore;
 
 use serde::Serialize;
 
+use crate::change::{Change, ChangeRefused, Changed};
 use crate::epoch::Epoch;
 use crate::message::{Draft, StoredMessage};
 use crate::room::RoomName;
@@ -42,6 +43,31 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// their newest message.
     fn recent_rooms(&self, limit: usize) -> Result<Vec<RecentRoom>, StoreError>;
 
+    /// Makes `change` if its author may (see `crate::change`), with `edit_window` for authors;
+    /// the webhook event goes with it. The inner error is the asker's (nothing changed).
+    fn change(
+        &self,
+        change: &Change,
+        edit_window: Option<Duration>,
+    ) -> Result<Result<Changed, ChangeRefused>, StoreError>;
+
+    /// The messages of `room` with ids up to `through` changed since `through` was the room's
+    /// last id, in the order of their last changes, as they are now (at most `limit`).
+    fn changed_since(
+        &self,
+        room: &RoomName,
+        through: u64,
+        reader: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Moves `user`'s read position in `room` forward to `id` (never back, never past the room's
+    /// last id): the position now.
+    fn mark_read(&self, user: &str, room: &RoomName, id: u64) -> Result<u64, StoreError>;
+
+    /// Every room `user` has a read position in, with the room's last id.
+    fn read_positions(&self, user: &str) -> Result<Vec<ReadPosition>, StoreError>;
+
     /// The webhook outbox (when the store was given one): a stored message's event is
     /// recorded in `append`, with it; these record other events, read the oldest waiting ones
     /// and forget those delivered. Without an outbox, nothing is recorded or read.
@@ -50,6 +76,14 @@ pub trait HistoryStore: Send + Sync + 'static {
     fn forget_events(&self, delivered: &[Recorded]) -> Result<(), StoreError>;
     /// What the outbox holds against its bound (`None`: no outbox).
     fn outbox_budget(&self) -> Option<&Budget>;
+}
+
+/// A user's read position in a room, and the room's last id: what it has not read is between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadPosition {
+    pub room: RoomName,
+    pub read_id: u64,
+    pub last_id: u64,
 }
 
 /// A room with stored messages, and when its newest was written (ms since the Unix epoch).
@@ -67,6 +101,15 @@ pub enum Appended {
     /// Its nonce was seen: the message first stored with it (its content as stored, if the
     /// store still has it, else the draft's).
     Duplicate(StoredMessage),
+    /// Not stored, for this reason.
+    Refused(Refused),
+}
+
+/// Why a draft was not stored (the publisher's fault, not the store's).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("cannot reply to message {0}: there is no such message in this room")]
+    NoReplyTarget(u64),
 }
 
 /// The messages with `after < id < before`: the `limit` newest of them when `newest_first`,
@@ -80,6 +123,9 @@ pub struct HistoryQuery {
     pub after: Option<u64>,
     pub max_bytes: usize,
     pub newest_first: bool,
+    /// Who reads (a user key, see `crate::presence::user_key`): reactions say whether it is
+    /// among those who reacted (`me`).
+    pub reader: Option<String>,
 }
 
 /// A page of history, oldest first.
@@ -194,6 +240,7 @@ mod tests {
             message: RawValue::from_string(n.to_string()).unwrap(),
             user: None,
             nonce: None,
+            reply_to: None,
         }
     }
 
@@ -205,6 +252,7 @@ mod tests {
             after,
             max_bytes: 1 << 20,
             newest_first: after.is_none(),
+            reader: None,
         }
     }
 
@@ -218,6 +266,7 @@ mod tests {
             .iter()
             .map(|outcome| match outcome {
                 Appended::Stored(message) | Appended::Duplicate(message) => message.id,
+                Appended::Refused(refused) => panic!("refused: {refused}"),
             })
             .collect()
     }
@@ -300,6 +349,7 @@ mod tests {
             message: RawValue::from_string(format!("\"xxxxxxx{n}\"")).unwrap(),
             user: None,
             nonce: None,
+            reply_to: None,
         });
         store.append(drafts.collect()).unwrap();
         assert_eq!(page_ids(store, &query("e", 50, None, None)), [3, 4, 5]);
@@ -308,6 +358,7 @@ mod tests {
             message: RawValue::from_string(format!("\"{}\"", "y".repeat(100))).unwrap(),
             user: None,
             nonce: None,
+            reply_to: None,
         };
         store.append(vec![big]).unwrap();
         assert_eq!(
@@ -329,6 +380,7 @@ mod tests {
             message: RawValue::from_string("\"xxxxxxxx\"".into()).unwrap(),
             user: None,
             nonce: None,
+            reply_to: None,
         }
     }
 
@@ -368,6 +420,7 @@ mod tests {
     fn with_nonce(room: &str, n: u64, nonce: &str) -> Draft {
         Draft {
             nonce: Some(crate::message::Nonce::parse(nonce).unwrap()),
+            reply_to: None,
             ..draft(room, n)
         }
     }

@@ -13,17 +13,22 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::value::RawValue;
 
 use super::{
-    Appended, HistoryQuery, HistoryStore, Page, PageBuilder, RecentRoom, Retention, StoreError,
-    now_ms,
+    Appended, HistoryQuery, HistoryStore, Page, PageBuilder, ReadPosition, RecentRoom, Refused,
+    Retention, StoreError, now_ms,
+};
+use crate::change::{
+    Change, ChangeKind, ChangeRefused, Changed, MAX_EMOJI_PER_MESSAGE, may_change,
 };
 use crate::config::SqliteSync;
 use crate::epoch::{Epoch, new_epoch};
-use crate::message::{Author, Draft, Nonce, StoredMessage};
+use crate::message::{Author, Draft, Extra, Nonce, ReactionCount, Reactions, StoredMessage};
+use crate::presence::user_key;
 use crate::room::RoomName;
 use crate::webhooks::{Budget, Event, EventKind, Recorded, WebhookSettings};
 
@@ -34,6 +39,8 @@ const MAX_POOLED_READERS: usize = 8;
 /// Rooms whose last id the writer keeps in memory; past it the cache starts again (the `rooms`
 /// table has every id).
 const MAX_CACHED_ROOMS: usize = 10_000;
+/// The columns `read_message` reads, in its order.
+const MESSAGE_COLUMNS: &str = "id, ts, body, user, nonce, reply_to, edited_ts, deleted";
 /// What a stored message counts for in bytes, in SQL (as `StoredMessage::stored_bytes`).
 const MESSAGE_BYTES: &str =
     "octet_length(body) + coalesce(octet_length(user), 0) + coalesce(octet_length(nonce), 0)";
@@ -65,12 +72,28 @@ const SCHEMA: &str = "
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
     ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS reactions (
+        room  TEXT    NOT NULL,
+        id    INTEGER NOT NULL,
+        emoji TEXT    NOT NULL,
+        user  TEXT    NOT NULL,
+        PRIMARY KEY (room, id, emoji, user)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS reads (
+        user TEXT    NOT NULL,
+        room TEXT    NOT NULL,
+        id   INTEGER NOT NULL,
+        PRIMARY KEY (user, room)
+    ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS webhook_outbox (
         seq  INTEGER PRIMARY KEY AUTOINCREMENT,
         ts   INTEGER NOT NULL,
         body TEXT    NOT NULL
     );
 ";
+
+/// Resuming clients read the messages changed in a room since a point.
+const CHANGE_INDEX: &str = "CREATE INDEX IF NOT EXISTS messages_by_change ON messages (room, change_seq) WHERE change_seq > 0";
 
 /// Only age retention reads messages by time; without it the index would only slow every commit
 /// (measured: 31.7 k -> 37-41 k stored messages/s over HTTP without it).
@@ -117,6 +140,7 @@ impl SqliteStore {
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.execute_batch(SCHEMA)?;
         add_columns(&connection)?;
+        connection.execute_batch(CHANGE_INDEX)?;
         let epoch = file_epoch(&connection)?;
         connection.execute_batch(match retention.max_age {
             Some(_) => TIME_INDEX,
@@ -148,6 +172,20 @@ impl SqliteStore {
         let budget = Budget::new(settings.max_bytes, bytes as u64, events as u64);
         self.outbox = Some((settings, budget));
         Ok(self)
+    }
+
+    /// The webhook events of a change, if the outbox takes them (edits and deletions).
+    fn change_events(&self, changed: &Changed, now: u64) -> Vec<Event> {
+        let Some((settings, budget)) = &self.outbox else {
+            return Vec::new();
+        };
+        Event::of_change(changed, now)
+            .filter(|(kind, event)| {
+                settings.wants(*kind) && budget.fits(event.body.len() as u64, 0)
+            })
+            .map(|(_, event)| event)
+            .into_iter()
+            .collect()
     }
 
     /// The message events of `appended` that the outbox takes, with their total size.
@@ -223,6 +261,21 @@ fn add_columns(connection: &Connection) -> Result<(), StoreError> {
     if !has_column("messages", "nonce")? {
         connection.execute_batch("ALTER TABLE messages ADD COLUMN nonce TEXT")?;
     }
+    for (table, column, definition) in [
+        ("messages", "reply_to", "INTEGER"),
+        ("messages", "edited_ts", "INTEGER"),
+        ("messages", "deleted", "INTEGER NOT NULL DEFAULT 0"),
+        // At its last change: the room's last id then, and the room's change counter.
+        ("messages", "changed_after", "INTEGER NOT NULL DEFAULT 0"),
+        ("messages", "change_seq", "INTEGER NOT NULL DEFAULT 0"),
+        ("rooms", "changes", "INTEGER NOT NULL DEFAULT 0"),
+    ] {
+        if !has_column(table, column)? {
+            connection.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
     if !has_column("rooms", "bytes")? {
         connection.execute_batch(&format!(
             "ALTER TABLE rooms ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
@@ -258,7 +311,7 @@ fn stored_last_id(connection: &Connection, room: &RoomName) -> Result<u64, Store
     }
 }
 
-/// A stored message from a row of `id, ts, body, user, nonce`.
+/// A stored message from a row of `MESSAGE_COLUMNS`.
 fn read_message(room: &RoomName, row: &rusqlite::Row<'_>) -> Result<StoredMessage, StoreError> {
     let id = row.get::<_, i64>(0)? as u64;
     let message =
@@ -268,6 +321,12 @@ fn read_message(room: &RoomName, row: &rusqlite::Row<'_>) -> Result<StoredMessag
         })?;
     let user = row.get::<_, Option<String>>(3)?;
     let nonce = row.get::<_, Option<String>>(4)?;
+    let extra = Extra {
+        reply_to: row.get::<_, Option<i64>>(5)?.map(|id| id as u64),
+        edited_ts: row.get::<_, Option<i64>>(6)?.map(|ts| ts as u64),
+        deleted: row.get::<_, i64>(7)? != 0,
+        reactions: None,
+    };
     Ok(StoredMessage {
         id,
         room: room.clone(),
@@ -275,10 +334,61 @@ fn read_message(room: &RoomName, row: &rusqlite::Row<'_>) -> Result<StoredMessag
         ts: row.get::<_, i64>(1)? as u64,
         user: user.as_deref().and_then(Author::from_json),
         nonce: nonce.and_then(|nonce| Nonce::parse(&nonce).ok()),
+        extra: (extra != Extra::default()).then(|| Box::new(extra)),
     })
 }
 
+/// Fills in the reactions of `messages` (all of one room), with `me` for `reader`.
+fn add_reactions(
+    connection: &Connection,
+    room: &RoomName,
+    messages: &mut [StoredMessage],
+    reader: Option<&str>,
+) -> Result<(), StoreError> {
+    let (Some(first), Some(last)) = (
+        messages.iter().map(|m| m.id).min(),
+        messages.iter().map(|m| m.id).max(),
+    ) else {
+        return Ok(());
+    };
+    let mut statement = connection.prepare_cached(
+        "SELECT id, emoji, count(*), max(user = ?4) FROM reactions
+         WHERE room = ?1 AND id BETWEEN ?2 AND ?3 GROUP BY id, emoji",
+    )?;
+    let mut rows = statement.query(params![
+        room.as_str(),
+        first as i64,
+        last as i64,
+        reader.unwrap_or("")
+    ])?;
+    let mut by_id: HashMap<u64, Reactions> = HashMap::new();
+    while let Some(row) = rows.next()? {
+        let id = row.get::<_, i64>(0)? as u64;
+        let count = ReactionCount {
+            count: row.get::<_, i64>(2)? as u64,
+            me: reader.is_some() && row.get::<_, i64>(3)? != 0,
+        };
+        by_id.entry(id).or_default().insert(row.get(1)?, count);
+    }
+    for message in messages {
+        if let Some(reactions) = by_id.remove(&message.id)
+            && !message.is_deleted()
+        {
+            message.extra_mut().reactions = Some(reactions);
+        }
+    }
+    Ok(())
+}
+
 impl Writer {
+    /// Whether `room` holds message `id` (deleted or not).
+    fn holds(&self, room: &RoomName, id: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .connection
+            .prepare_cached("SELECT 1 FROM messages WHERE room = ?1 AND id = ?2")?
+            .exists(params![room.as_str(), id as i64])?)
+    }
+
     /// The message first stored in `draft`'s room with its nonce at or after `since_ms`.
     fn original(&self, draft: &Draft, since_ms: u64) -> Result<Option<StoredMessage>, StoreError> {
         let Some(nonce) = &draft.nonce else {
@@ -298,9 +408,9 @@ impl Writer {
             Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(None),
             Err(error) => return Err(error.into()),
         };
-        let mut statement = self.connection.prepare_cached(
-            "SELECT id, ts, body, user, nonce FROM messages WHERE room = ?1 AND id = ?2",
-        )?;
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ?1 AND id = ?2"
+        ))?;
         let mut rows = statement.query(params![room, id])?;
         if let Some(row) = rows.next()? {
             return read_message(&draft.room, row).map(Some);
@@ -313,6 +423,7 @@ impl Writer {
             ts: ts as u64,
             user: draft.user.clone(),
             nonce: draft.nonce.clone(),
+            extra: Extra::replying(draft.reply_to),
         }))
     }
 
@@ -384,6 +495,18 @@ impl Writer {
     }
 }
 
+/// Adds `delta` to a room's bytes of messages.
+fn adjust_bytes(
+    transaction: &rusqlite::Transaction<'_>,
+    room: &str,
+    delta: i64,
+) -> Result<(), StoreError> {
+    transaction
+        .prepare_cached("UPDATE rooms SET bytes = max(0, bytes + ?2) WHERE room = ?1")?
+        .execute(params![room, delta])?;
+    Ok(())
+}
+
 /// Adds events to the outbox, in order.
 fn insert_events(
     transaction: &rusqlite::Transaction<'_>,
@@ -404,6 +527,8 @@ impl HistoryStore for SqliteStore {
         let mut writer = self.writer();
         // Ids given in this batch; they become the cached last ids only once the commit succeeds.
         let mut batch_ids: HashMap<RoomName, (u64, u64)> = HashMap::new();
+        // The first id each room gives in this batch: a reply's target at or after it is new.
+        let mut batch_first: HashMap<RoomName, u64> = HashMap::new();
         // Messages stored with a nonce in this batch, by room and nonce.
         let mut batch_nonces: HashMap<(RoomName, Nonce), StoredMessage> = HashMap::new();
         let mut appended = Vec::with_capacity(batch.len());
@@ -425,6 +550,19 @@ impl HistoryStore for SqliteStore {
                 Some((id, bytes)) => (id + 1, *bytes),
                 None => (writer.last_id(&draft.room)? + 1, 0),
             };
+            if let Some(target) = draft.reply_to {
+                let first_new = *batch_first.get(&draft.room).unwrap_or(&id);
+                let exists = match target {
+                    target if target >= id || target == 0 => false,
+                    target if target >= first_new => true,
+                    target => writer.holds(&draft.room, target)?,
+                };
+                if !exists {
+                    appended.push(Appended::Refused(Refused::NoReplyTarget(target)));
+                    continue;
+                }
+            }
+            batch_first.entry(draft.room.clone()).or_insert(id);
             batch_ids.insert(
                 draft.room.clone(),
                 (id, bytes + draft.stored_bytes() as u64),
@@ -438,8 +576,8 @@ impl HistoryStore for SqliteStore {
         let transaction = writer.connection.transaction()?;
         {
             let mut insert = transaction.prepare_cached(
-                "INSERT INTO messages (room, id, ts, body, user, nonce)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO messages (room, id, ts, body, user, nonce, reply_to)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             let mut remember = transaction.prepare_cached(
                 "INSERT OR REPLACE INTO nonces (room, nonce, id, ts) VALUES (?1, ?2, ?3, ?4)",
@@ -456,6 +594,7 @@ impl HistoryStore for SqliteStore {
                     message.message.get(),
                     message.user.as_ref().map(|user| user.to_json()),
                     nonce,
+                    message.reply_to().map(|id| id as i64),
                 ])?;
                 if let Some(nonce) = nonce {
                     remember.execute(params![
@@ -490,20 +629,18 @@ impl HistoryStore for SqliteStore {
 
     fn page(&self, query: &HistoryQuery) -> Result<Page, StoreError> {
         // Without `after`, read the newest matching rows first; the builder turns them around.
-        let sql = if query.newest_first {
-            "SELECT id, ts, body, user, nonce FROM messages
-             WHERE room = ?1 AND id > ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4"
-        } else {
-            "SELECT id, ts, body, user, nonce FROM messages
-             WHERE room = ?1 AND id > ?2 AND id < ?3 ORDER BY id ASC LIMIT ?4"
-        };
+        let order = if query.newest_first { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages
+             WHERE room = ?1 AND id > ?2 AND id < ?3 ORDER BY id {order} LIMIT ?4"
+        );
         let after = query.after.unwrap_or(0).min(i64::MAX as u64) as i64;
         let before = query.before.unwrap_or(u64::MAX).min(i64::MAX as u64) as i64;
         self.with_reader(|connection| {
             // One snapshot for the room's last id and its messages.
             let snapshot = connection.unchecked_transaction()?;
             let last_id = stored_last_id(&snapshot, &query.room)?;
-            let mut statement = snapshot.prepare_cached(sql)?;
+            let mut statement = snapshot.prepare_cached(&sql)?;
             let mut rows = statement.query(params![
                 query.room.as_str(),
                 after,
@@ -518,7 +655,14 @@ impl HistoryStore for SqliteStore {
                     break;
                 }
             }
-            Ok(page.finish(last_id, self.epoch.clone()))
+            let mut page = page.finish(last_id, self.epoch.clone());
+            add_reactions(
+                &snapshot,
+                &query.room,
+                &mut page.messages,
+                query.reader.as_deref(),
+            )?;
+            Ok(page)
         })
     }
 
@@ -576,6 +720,213 @@ impl HistoryStore for SqliteStore {
                 }
             }
             Ok(rooms)
+        })
+    }
+
+    fn change(
+        &self,
+        change: &Change,
+        edit_window: Option<Duration>,
+    ) -> Result<Result<Changed, ChangeRefused>, StoreError> {
+        let now = now_ms();
+        let room = change.room.as_str();
+        let id = change.id;
+        let mut writer = self.writer();
+        let transaction = writer.connection.transaction()?;
+        let found = transaction
+            .prepare_cached(&format!(
+                "SELECT ts, user, deleted, {MESSAGE_BYTES} FROM messages WHERE room = ?1 AND id = ?2"
+            ))?
+            .query_row(params![room, id as i64], |row| {
+                Ok((
+                    row.get::<_, i64>(0)? as u64,
+                    row.get::<_, Option<String>>(1)?,
+                    row.get::<_, i64>(2)? != 0,
+                    row.get::<_, i64>(3)?,
+                ))
+            })
+            .optional()?;
+        let last_id = stored_last_id(&transaction, &change.room)?;
+        let Some((ts, author, deleted, old_bytes)) = found else {
+            return Ok(Err(match id {
+                id if id == 0 || id > last_id => ChangeRefused::NotFound { id },
+                id => ChangeRefused::Gone { id },
+            }));
+        };
+        let author = author.as_deref().and_then(Author::from_json);
+        if let Err(refused) = may_change(change, author.as_deref(), deleted, ts, now, edit_window) {
+            return Ok(Err(refused));
+        }
+        let seq: i64 = transaction
+            .prepare_cached(
+                "UPDATE rooms SET changes = changes + 1 WHERE room = ?1 RETURNING changes",
+            )?
+            .query_row([room], |row| row.get(0))?;
+        let mark = |transaction: &rusqlite::Transaction<'_>| {
+            transaction
+                .prepare_cached(
+                    "UPDATE messages SET changed_after = ?3, change_seq = ?4 WHERE room = ?1 AND id = ?2",
+                )?
+                .execute(params![room, id as i64, last_id as i64, seq])
+        };
+        let changed = match &change.kind {
+            ChangeKind::Edit(message) => {
+                let new_bytes = (message.get().len() as i64)
+                    + author
+                        .as_ref()
+                        .map_or(0, |user| user.to_json().len() as i64);
+                transaction
+                    .prepare_cached(
+                        "UPDATE messages SET body = ?3, edited_ts = ?4 WHERE room = ?1 AND id = ?2",
+                    )?
+                    .execute(params![room, id as i64, message.get(), now as i64])?;
+                adjust_bytes(&transaction, room, new_bytes - old_bytes)?;
+                Changed::Edited {
+                    room: change.room.clone(),
+                    id,
+                    message: message.clone(),
+                    edited_ts: now,
+                    by: change.by.clone(),
+                }
+            }
+            ChangeKind::Delete => {
+                // Its text and author are gone from the file, not only hidden.
+                transaction
+                    .prepare_cached(
+                        "UPDATE messages SET body = 'null', user = NULL, nonce = NULL, edited_ts = NULL,
+                         deleted = 1 WHERE room = ?1 AND id = ?2",
+                    )?
+                    .execute(params![room, id as i64])?;
+                transaction
+                    .prepare_cached("DELETE FROM reactions WHERE room = ?1 AND id = ?2")?
+                    .execute(params![room, id as i64])?;
+                adjust_bytes(&transaction, room, -old_bytes)?;
+                Changed::Deleted {
+                    room: change.room.clone(),
+                    id,
+                    by: change.by.clone(),
+                }
+            }
+            ChangeKind::React { emoji, on } => {
+                let user = user_key(&change.by).unwrap_or_default();
+                let kinds: i64 = transaction
+                    .prepare_cached(
+                        "SELECT count(DISTINCT emoji), max(emoji = ?3) FROM reactions WHERE room = ?1 AND id = ?2",
+                    )?
+                    .query_row(params![room, id as i64, emoji.as_str()], |row| {
+                        Ok(row.get::<_, i64>(0)? - row.get::<_, Option<i64>>(1)?.unwrap_or(0))
+                    })?;
+                if *on && kinds >= MAX_EMOJI_PER_MESSAGE as i64 {
+                    return Ok(Err(ChangeRefused::TooManyEmoji { id }));
+                }
+                let sql = match on {
+                    true => {
+                        "INSERT OR IGNORE INTO reactions (room, id, emoji, user) VALUES (?1, ?2, ?3, ?4)"
+                    }
+                    false => {
+                        "DELETE FROM reactions WHERE room = ?1 AND id = ?2 AND emoji = ?3 AND user = ?4"
+                    }
+                };
+                transaction.prepare_cached(sql)?.execute(params![
+                    room,
+                    id as i64,
+                    emoji.as_str(),
+                    &*user
+                ])?;
+                let count: i64 = transaction
+                    .prepare_cached(
+                        "SELECT count(*) FROM reactions WHERE room = ?1 AND id = ?2 AND emoji = ?3",
+                    )?
+                    .query_row(params![room, id as i64, emoji.as_str()], |row| row.get(0))?;
+                Changed::Reacted {
+                    room: change.room.clone(),
+                    id,
+                    emoji: emoji.clone(),
+                    user: change.by.clone(),
+                    count: count as u64,
+                    on: *on,
+                }
+            }
+        };
+        mark(&transaction)?;
+        let events = self.change_events(&changed, now);
+        insert_events(&transaction, &events)?;
+        transaction.commit()?;
+        if let Some((_, budget)) = &self.outbox {
+            budget.added(
+                events.iter().map(|e| e.body.len() as u64).sum(),
+                events.len() as u64,
+            );
+        }
+        Ok(Ok(changed))
+    }
+
+    fn changed_since(
+        &self,
+        room: &RoomName,
+        through: u64,
+        reader: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.with_reader(|connection| {
+            let snapshot = connection.unchecked_transaction()?;
+            let mut statement = snapshot.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages
+                 WHERE room = ?1 AND change_seq > 0 AND changed_after >= ?2 AND id <= ?2
+                 ORDER BY change_seq LIMIT ?3"
+            ))?;
+            let mut rows = statement.query(params![room.as_str(), through as i64, limit as i64])?;
+            let mut changed = Vec::new();
+            while let Some(row) = rows.next()? {
+                changed.push(read_message(room, row)?);
+            }
+            add_reactions(&snapshot, room, &mut changed, reader)?;
+            Ok(changed)
+        })
+    }
+
+    fn mark_read(&self, user: &str, room: &RoomName, id: u64) -> Result<u64, StoreError> {
+        let writer = self.writer();
+        let last_id = stored_last_id(&writer.connection, room)?;
+        let position: i64 = writer
+            .connection
+            .prepare_cached(
+                "INSERT INTO reads (user, room, id) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (user, room) DO UPDATE SET id = max(id, excluded.id)
+                 RETURNING id",
+            )?
+            .query_row(
+                params![user, room.as_str(), id.min(last_id) as i64],
+                |row| row.get(0),
+            )?;
+        Ok(position as u64)
+    }
+
+    fn read_positions(&self, user: &str) -> Result<Vec<ReadPosition>, StoreError> {
+        self.with_reader(|connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT reads.room, reads.id, coalesce(rooms.last_id, 0) FROM reads
+                 LEFT JOIN rooms ON rooms.room = reads.room WHERE reads.user = ?1",
+            )?;
+            let rows = statement.query_map([user], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut positions = Vec::new();
+            for row in rows {
+                let (room, read_id, last_id) = row?;
+                if let Ok(room) = RoomName::parse(&room) {
+                    positions.push(ReadPosition {
+                        room,
+                        read_id: read_id as u64,
+                        last_id: last_id as u64,
+                    });
+                }
+            }
+            Ok(positions)
         })
     }
 
@@ -685,6 +1036,7 @@ mod tests {
             after: None,
             max_bytes: 1 << 20,
             newest_first: true,
+            reader: None,
         };
         let page = store.page(&query).unwrap().messages;
         assert_eq!(page[0].message.get(), "\"old\"");

@@ -52,6 +52,8 @@ pub enum ApiError {
     PublishRefused(String),
     #[error("message refused: the publish hook failed: {0}")]
     PublishHookFailed(crate::hooks::HookError),
+    #[error(transparent)]
+    ChangeRefused(crate::change::ChangeRefused),
 }
 
 impl ApiError {
@@ -66,9 +68,10 @@ impl ApiError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Unavailable(EngineError::Refused(_)) => StatusCode::BAD_REQUEST,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Auth(AuthError::Missing | AuthError::Invalid(_)) => StatusCode::UNAUTHORIZED,
-            Self::Auth(AuthError::BadName(_)) => StatusCode::BAD_REQUEST,
+            Self::Auth(AuthError::BadName(_) | AuthError::Unnamed(_)) => StatusCode::BAD_REQUEST,
             Self::Auth(_) | Self::OriginNotAllowed => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -78,6 +81,11 @@ impl ApiError {
             Self::SignInUnavailable(_) | Self::PublishHookFailed(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::ChangeRefused(
+                crate::change::ChangeRefused::NotFound { .. }
+                | crate::change::ChangeRefused::Gone { .. },
+            ) => StatusCode::NOT_FOUND,
+            Self::ChangeRefused(_) => StatusCode::FORBIDDEN,
         }
     }
 }

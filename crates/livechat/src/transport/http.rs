@@ -83,19 +83,7 @@ pub async fn send(
     body: Body,
 ) -> Result<Json<SendAnswer>, ApiError> {
     let Query(params) = params?;
-    let limit = state.max_message_bytes;
-    let timeout = state.request_timeout;
-    let bytes = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
-        .await
-        .map_err(|_| ApiError::Timeout(timeout))?
-        .map_err(|error| {
-            let inner = error.into_inner();
-            if inner.is::<http_body_util::LengthLimitError>() {
-                ApiError::TooLarge(limit)
-            } else {
-                ApiError::BadBody(inner.to_string())
-            }
-        })?;
+    let bytes = read_body(&state, body).await?;
     let publish = Publish::parse(&bytes)?;
     let room = room_or_default(&state, publish.room.or(params.room).as_deref())?;
     let Identified { identity, .. } = caller
@@ -124,6 +112,7 @@ pub async fn send(
         message,
         user,
         nonce: publish.nonce,
+        reply_to: publish.reply_to,
     };
     // The app judges its users' messages, not its own backend's (the server key).
     let draft = match &state.hooks.publish {
@@ -221,6 +210,11 @@ pub async fn history(
         after: number(params.after.as_deref(), "after")?,
         max_bytes: state.history_page_bytes,
         newest_first: params.after.is_none(),
+        reader: identity
+            .user
+            .as_deref()
+            .and_then(crate::presence::user_key)
+            .map(|key| key.to_string()),
     };
     identity.check_room(&query.room)?;
     match state.history_reads.check(&identity, Guarded::History) {
@@ -363,9 +357,31 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// A request's body, up to `LIVECHAT_MAX_MESSAGE_BYTES` (413 past it) and within the request
+/// timeout (408).
+pub(super) async fn read_body(state: &AppState, body: Body) -> Result<bytes::Bytes, ApiError> {
+    let limit = state.max_message_bytes;
+    let timeout = state.request_timeout;
+    tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| ApiError::Timeout(timeout))?
+        .map_err(|error| {
+            let inner = error.into_inner();
+            if inner.is::<http_body_util::LengthLimitError>() {
+                ApiError::TooLarge(limit)
+            } else {
+                ApiError::BadBody(inner.to_string())
+            }
+        })
+}
+
 /// The HTTP publish limit, per user (token `sub`) or else per client IP; the server key is a
 /// backend publishing for many users and is not limited.
-fn check_rate(state: &AppState, identity: &Identity, client_ip: IpAddr) -> Result<(), ApiError> {
+pub(super) fn check_rate(
+    state: &AppState,
+    identity: &Identity,
+    client_ip: IpAddr,
+) -> Result<(), ApiError> {
     let Some((_, limiter)) = &state.rate_limit else {
         return Ok(());
     };

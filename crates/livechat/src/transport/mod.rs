@@ -5,6 +5,7 @@
 
 mod admission;
 mod caller;
+mod changes;
 mod client_ip;
 mod error;
 mod hooked;
@@ -12,6 +13,8 @@ mod http;
 mod openapi;
 mod origin;
 mod page;
+mod pending;
+mod reads;
 mod resume;
 mod serve;
 mod session;
@@ -116,8 +119,21 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/send", post(http::send))
         .route("/chat/history/", get(http::history))
         .route("/chat/history", get(http::history))
+        .route(
+            "/chat/history/{room}/{id}",
+            axum::routing::patch(changes::edit).delete(changes::delete),
+        )
+        .route("/chat/history/{room}/{id}/reactions", post(changes::react))
+        .route(
+            "/chat/history/{room}/{id}/reactions/{emoji}",
+            axum::routing::delete(changes::unreact),
+        )
         .route("/chat/rooms/", get(http::rooms))
         .route("/chat/rooms", get(http::rooms))
+        .route("/chat/read/", post(reads::read))
+        .route("/chat/read", post(reads::read))
+        .route("/chat/unread/", get(reads::unread))
+        .route("/chat/unread", get(reads::unread))
         .route("/chat/presence/", get(http::presence))
         .route("/chat/presence", get(http::presence))
         .route("/healthz", get(http::healthz))

@@ -59,6 +59,15 @@ pub struct TokenQuery {
     token: Option<String>,
 }
 
+/// `?name=`: with auth off, the name a caller chose (whose read positions).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct NameQuery {
+    /// 1 to 64 characters.
+    name: Option<String>,
+}
+
 /// `GET /chat/history/`'s query.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -108,6 +117,12 @@ pub struct Health {
         super::http::history,
         super::http::rooms,
         super::http::presence,
+        super::changes::edit,
+        super::changes::delete,
+        super::changes::react,
+        super::changes::unreact,
+        super::reads::read,
+        super::reads::unread,
         super::http::healthz,
         super::http::readyz,
         super::http::metrics,

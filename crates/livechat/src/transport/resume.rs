@@ -4,12 +4,16 @@
 //! The connection joins its room held (the hub keeps its live frames aside), then the newest
 //! missed messages are read from history (at most `replay_max`, and the history page byte cap),
 //! and `plan` decides what the client is told: a `reset` when its numbering is not the room's,
-//! a `gap` for what it cannot be sent, the replayed messages, the held live frames the replay did
-//! not already hold, and `caught_up`.
+//! a `gap` for what it cannot be sent, for a client with metadata the current state of the
+//! messages it had that were edited, deleted or reacted to since (in the order of those changes:
+//! `crate::change`), the replayed messages (deleted ones as `deleted` events, or left out for the
+//! original service's clients), the held live frames the replay did not already hold, and
+//! `caught_up`.
 
 use bytes::Bytes;
 
 use super::{ApiError, AppState};
+use crate::change::replayed_change;
 use crate::hub::Subscription;
 use crate::message::{Event, Frames, StoredMessage};
 use crate::room::RoomName;
@@ -59,6 +63,7 @@ pub async fn catch_up(
     subscription: &Subscription,
     from: &ResumeFrom,
     meta: bool,
+    reader: Option<String>,
 ) -> Result<Vec<Bytes>, ApiError> {
     let query = HistoryQuery {
         room: room.clone(),
@@ -67,6 +72,7 @@ pub async fn catch_up(
         after: Some(from.since),
         max_bytes: state.history_page_bytes,
         newest_first: true,
+        reader: reader.clone(),
     };
     let page = state.engine.history(query).await?;
     let plan = plan(from, &page);
@@ -76,9 +82,26 @@ pub async fn catch_up(
             .iter()
             .map(|event| event.to_frame(room, &page.epoch)),
     );
+    let reset = plan
+        .lead
+        .iter()
+        .any(|lead| matches!(lead, Lead::Reset { .. }));
+    if meta && !reset && from.since > 0 {
+        let changed = state
+            .engine
+            .changed_since(room, from.since, reader, state.replay_max)
+            .await?;
+        frames.extend(changed.iter().map(replayed_change));
+    }
     for message in plan.replay {
-        let encoded = Frames::encode(message, meta);
-        frames.push(encoded.meta.unwrap_or(encoded.plain));
+        match (message.is_deleted(), meta) {
+            (true, true) => frames.push(replayed_change(message)),
+            (true, false) => {}
+            (false, _) => {
+                let encoded = Frames::encode(message, meta);
+                frames.push(encoded.meta.unwrap_or(encoded.plain));
+            }
+        }
     }
     let released = subscription.release(plan.through);
     frames.extend(released.frames);
@@ -168,6 +191,7 @@ mod tests {
                     ts: 0,
                     user: None,
                     nonce: None,
+                    extra: None,
                 })
                 .collect(),
             more: false,

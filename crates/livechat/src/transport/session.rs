@@ -7,8 +7,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::auth::{Auth, Identity};
+use crate::change::{Change, ChangeKind};
 use crate::keepalive::Liveness;
-use crate::message::{Author, BadPublish, Draft, ErrorReply, Publish, Request};
+use crate::message::{
+    Action as MessageAction, Author, BadPublish, Draft, ErrorReply, Nonce, Publish, Request,
+};
 use crate::metrics::PublishError;
 use crate::presence::{TypingGate, TypingVerdict};
 use crate::rate::{ConnectionLimiter, Verdict};
@@ -21,6 +24,10 @@ pub const RATE_ABUSE: (CloseCode, &str) = (CloseCode::POLICY_VIOLATION, "rate li
 /// What to do with a client's text frame.
 pub enum Action {
     Publish(Draft),
+    /// Change a stored message (edit, delete, react).
+    Change(Change),
+    /// Move the user's read position in the room forward to this id.
+    Read(u64),
     /// Tell the room this user is typing.
     Typing(Arc<Author>),
     /// Answer the client alone.
@@ -36,6 +43,8 @@ pub enum Action {
 pub struct Session {
     user: Option<Arc<Author>>,
     can_publish: bool,
+    /// May change any message (a token's `moderate` claim).
+    moderator: bool,
     limiter: Option<Box<ConnectionLimiter>>,
     /// Made when it first types.
     typing: Option<Box<TypingGate>>,
@@ -46,6 +55,7 @@ impl Session {
         Self {
             user: identity.user.clone(),
             can_publish: identity.can_publish,
+            moderator: identity.moderator,
             limiter: limiter.map(Box::new),
             typing: None,
         }
@@ -62,11 +72,7 @@ impl Session {
         let publish = match Publish::parse(text) {
             Ok(publish) => publish,
             Err(bad) => {
-                let request = match bad {
-                    BadPublish::InvalidJson(_) | BadPublish::NotAnObject => Request::Frame,
-                    BadPublish::MissingMessage | BadPublish::InvalidNonce => Request::Message,
-                };
-                return Action::Reply(ErrorReply::new(&bad.to_string(), request).frame());
+                return Action::Reply(ErrorReply::new(&bad.to_string(), bad.request()).frame());
             }
         };
         if let Some(token) = &publish.token
@@ -77,13 +83,20 @@ impl Session {
                     let reason = refused.to_string();
                     return Action::Reply(ErrorReply::new(&reason, Request::Token).frame());
                 }
-                Ok(confirmed) if publish.message.is_none() && publish.typing.is_none() => {
+                Ok(confirmed)
+                    if publish.message.is_none()
+                        && publish.typing.is_none()
+                        && publish.action.is_none() =>
+                {
                     return Action::Reply(confirmed);
                 }
                 // The confirmation is not sent when the frame also asks for something else:
                 // its own answer is what the client waits for.
                 Ok(_) => {}
             }
+        }
+        if let Some(action) = publish.action {
+            return self.act(action, room);
         }
         if let (None, Some(typing)) = (&publish.message, publish.typing) {
             return match typing {
@@ -105,21 +118,69 @@ impl Session {
             let refusal = ErrorReply::new(&reason, Request::Message).nonce(nonce);
             return Action::Refuse(PublishError::Forbidden, refusal.frame());
         }
-        if let Some(limiter) = &mut self.limiter {
-            match limiter.check() {
-                Verdict::Allowed => {}
-                Verdict::Limited { retry_after_ms } => {
-                    let refusal = ErrorReply::rate_limited(Request::Message, retry_after_ms);
-                    return Action::Refuse(PublishError::RateLimited, refusal.nonce(nonce).frame());
-                }
-                Verdict::Abusive => return Action::Close(RATE_ABUSE),
-            }
+        if let Some(refused) = self.within_rate(Request::Message, nonce) {
+            return refused;
         }
         Action::Publish(Draft {
             room: room.clone(),
             message,
             user: self.user.clone(),
             nonce: publish.nonce,
+            reply_to: publish.reply_to,
+        })
+    }
+
+    /// A publish or reaction over the rate limit: the refusal (or the close, for abuse).
+    fn within_rate(&mut self, request: Request, nonce: Option<&Nonce>) -> Option<Action> {
+        let limiter = self.limiter.as_mut()?;
+        match limiter.check() {
+            Verdict::Allowed => None,
+            Verdict::Limited { retry_after_ms } => {
+                let refusal = ErrorReply::rate_limited(request, retry_after_ms).nonce(nonce);
+                Some(Action::Refuse(PublishError::RateLimited, refusal.frame()))
+            }
+            Verdict::Abusive => Some(Action::Close(RATE_ABUSE)),
+        }
+    }
+
+    /// An edit, deletion, reaction or read position: each needs a name (a token, or with auth
+    /// off a chosen one); edits and deletions also a token that may publish (or a moderator's),
+    /// reactions count against the rate limit.
+    fn act(&mut self, action: MessageAction, room: &RoomName) -> Action {
+        let request = action.request();
+        let Some(user) = self
+            .user
+            .clone()
+            .filter(|user| user.name.is_some() || user.id.is_some())
+        else {
+            let reason = "this needs a name: connect with ?name= (or a token when auth is on)";
+            return Action::Reply(ErrorReply::new(reason, request).frame());
+        };
+        let (id, kind) = match action {
+            MessageAction::Read { id } => return Action::Read(id),
+            MessageAction::Edit { id, message } => (id, ChangeKind::Edit(message)),
+            MessageAction::Delete { id } => (id, ChangeKind::Delete),
+            MessageAction::React { id, emoji, on } => {
+                if let Some(refused) = self.within_rate(request, None) {
+                    return refused;
+                }
+                (id, ChangeKind::React { emoji, on })
+            }
+        };
+        if matches!(kind, ChangeKind::Edit(_) | ChangeKind::Delete)
+            && !self.can_publish
+            && !self.moderator
+        {
+            let reason = crate::auth::AuthError::ReadOnly.to_string();
+            let refusal = ErrorReply::new(&reason, request).id(id);
+            return Action::Refuse(PublishError::Forbidden, refusal.frame());
+        }
+        Action::Change(Change {
+            room: room.clone(),
+            id,
+            by: user,
+            moderator: self.moderator,
+            kind,
         })
     }
 
@@ -143,6 +204,14 @@ impl Session {
         }
     }
 
+    /// The key of the user this connection speaks for (`None`: anonymous).
+    pub fn user_key(&self) -> Option<String> {
+        self.user
+            .as_deref()
+            .and_then(crate::presence::user_key)
+            .map(|key| key.to_string())
+    }
+
     /// The connect hook vouched for the connection again: the same user keeps it (with what it
     /// may now do); another user does not (false: the connection ends).
     pub fn renewed(&mut self, identity: &Identity) -> bool {
@@ -152,6 +221,7 @@ impl Session {
         }
         self.user = identity.user.clone();
         self.can_publish = identity.can_publish;
+        self.moderator = identity.moderator;
         true
     }
 
@@ -174,6 +244,7 @@ impl Session {
         });
         self.user = fresh.user;
         self.can_publish = fresh.can_publish;
+        self.moderator = fresh.moderator;
         Ok(crate::websocket::frame::text(&[confirmation
             .to_string()
             .as_bytes()]))

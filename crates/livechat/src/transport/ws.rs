@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -25,15 +26,16 @@ use serde::Deserialize;
 use super::admission::Permit;
 use super::caller::{Caller, Identified};
 use super::hooked::{HookNews, Hooked, Renewal};
+use super::pending::Waiting;
+use super::reads;
 use super::resume::{self, ResumeFrom};
 use super::session::{Action, RATE_ABUSE, Session};
 use super::upgrade::{PendingSocket, Socket, Upgrade};
 use super::{ApiError, AppState};
 use crate::auth::Guarded;
-use crate::engine::{Accepted, Receipt};
 use crate::hooks::{Judgement, Transport};
 use crate::hub::{JoinAs, Subscription};
-use crate::message::{Draft, ErrorReply, Frames, Nonce, Request};
+use crate::message::{Draft, ErrorReply, Request};
 use crate::metrics::{CloseReason, PublishError};
 use crate::outbound::Closed;
 use crate::room::RoomName;
@@ -182,7 +184,8 @@ pub async fn connect(
         first.push(state.roster.list(&room).frame());
     }
     if let Some(from) = &resume {
-        match resume::catch_up(&state, &room, &subscription, from, meta).await {
+        let reader = session.user_key();
+        match resume::catch_up(&state, &room, &subscription, from, meta, reader).await {
             Ok(frames) => first.extend(frames),
             Err(refused) => return refused.into_response(),
         }
@@ -258,7 +261,7 @@ struct Connection {
     subscription: Subscription,
     session: Session,
     /// Publishes waiting to be stored, oldest first; a failed one owes its client an error frame.
-    receipts: VecDeque<InFlight>,
+    receipts: VecDeque<Waiting>,
     in_flight_bytes: usize,
     /// Publishes waiting for the publish hook, and the connect hook asked again (none
     /// without hooks).
@@ -268,14 +271,6 @@ struct Connection {
     opened: Instant,
     /// Frames with metadata (`?meta=1`).
     meta: bool,
-}
-
-/// A publish waiting for the store.
-struct InFlight {
-    receipt: Receipt,
-    bytes: usize,
-    /// Named in the error frame if it fails.
-    nonce: Option<Nonce>,
 }
 
 /// Why a connection ended.
@@ -292,6 +287,8 @@ enum End {
     /// We close a client that stopped answering: the close frame goes out if it can, without
     /// waiting for the client's answer.
     Abandon((CloseCode, &'static str)),
+    /// A moderator closed it (its user disconnected or banned), with their reason.
+    Kicked { code: CloseCode, reason: Arc<str> },
 }
 
 impl Connection {
@@ -350,6 +347,17 @@ impl Connection {
                 Poll::Ready(Err(Closed::Unresponsive)) => {
                     return Poll::Ready(End::Abandon(PING_TIMEOUT));
                 }
+                Poll::Ready(Err(why @ (Closed::Kicked | Closed::KickedForGood))) => {
+                    let (code, default) = match why {
+                        Closed::KickedForGood => {
+                            (CloseCode(4004), "disconnected, do not reconnect")
+                        }
+                        _ => (CloseCode(4003), "disconnected"),
+                    };
+                    let reason = self.subscription.kick_reason();
+                    let reason = reason.unwrap_or_else(|| Arc::from(default));
+                    return Poll::Ready(End::Kicked { code, reason });
+                }
                 Poll::Ready(Ok(())) => progress = true,
                 Poll::Pending => {}
             }
@@ -361,34 +369,16 @@ impl Connection {
                     return Poll::Ready(end);
                 }
             }
-            while let Some(in_flight) = self.receipts.front_mut() {
-                let Poll::Ready(answer) = Pin::new(&mut in_flight.receipt).poll(cx) else {
+            while let Some(waiting) = self.receipts.front_mut() {
+                let Poll::Ready(answered) = waiting.poll(cx, self.meta, &self.state.metrics) else {
                     break;
                 };
-                self.in_flight_bytes -= in_flight.bytes;
-                let nonce = self.receipts.pop_front().and_then(|done| done.nonce);
-                match answer {
-                    Ok(Accepted {
-                        original: Some(original),
-                        ..
-                    }) => {
-                        // Sent again (its echo was missed): the first one, to this client alone.
-                        self.state.metrics.duplicates.increment(1);
-                        let echo = Frames::encode(&original, self.meta);
-                        if let Some(end) = self.reply(socket, echo.meta.unwrap_or(echo.plain)) {
-                            return Poll::Ready(end);
-                        }
-                    }
-                    Ok(_) => self.state.metrics.published(false),
-                    Err(error) => {
-                        self.state.metrics.publish_error(error.metric());
-                        let reason = error.to_string();
-                        let refusal =
-                            ErrorReply::new(&reason, Request::Message).nonce(nonce.as_ref());
-                        if let Some(end) = self.reply(socket, refusal.frame()) {
-                            return Poll::Ready(end);
-                        }
-                    }
+                self.receipts.pop_front();
+                self.in_flight_bytes -= answered.bytes;
+                if let Some(reply) = answered.reply
+                    && let Some(end) = self.reply(socket, reply)
+                {
+                    return Poll::Ready(end);
                 }
                 progress = true;
             }
@@ -445,6 +435,30 @@ impl Connection {
                         }
                         return None;
                     }
+                    Action::Change(change) => {
+                        let (request, id) = (change.request(), change.id);
+                        let receipt = self.state.engine.change(change);
+                        self.receipts.push_back(Waiting::Change {
+                            receipt,
+                            request,
+                            id,
+                        });
+                        return None;
+                    }
+                    Action::Read(id) => {
+                        let Some(user) = self.session.user_key() else {
+                            return None; // The session answers reads without a name itself.
+                        };
+                        let reading = reads::mark(
+                            &self.state,
+                            user,
+                            self.subscription.room().clone(),
+                            id,
+                            Some(self.subscription.member()),
+                        );
+                        self.receipts.push_back(Waiting::Read { reading, id });
+                        return None;
+                    }
                     Action::Typing(user) => {
                         self.state.engine.typing(self.subscription.room(), user);
                         return None;
@@ -474,7 +488,7 @@ impl Connection {
     fn publish(&mut self, draft: Draft, bytes: usize) {
         let nonce = draft.nonce.clone();
         let receipt = self.state.engine.publish(draft);
-        self.receipts.push_back(InFlight {
+        self.receipts.push_back(Waiting::Publish {
             receipt,
             bytes,
             nonce,
@@ -540,6 +554,7 @@ impl End {
             End::Close(close) if *close == TOKEN_EXPIRED => CloseReason::Auth,
             End::Close(close) if *close == RATE_ABUSE => CloseReason::RateLimit,
             End::Close(_) => CloseReason::Shutdown,
+            End::Kicked { .. } => CloseReason::Moderated,
         }
     }
 }
@@ -555,6 +570,7 @@ fn log_close(end: &End, room: &RoomName, permit: &Permit, opened: Instant) {
         }
         End::ProtocolError(error) => (error.code, error.reason),
         End::Close(close) | End::Abandon(close) => *close,
+        End::Kicked { code, reason } => (*code, &**reason),
     };
     if let Some(held_back) = CLOSE_LINES.allow() {
         let seconds = opened.elapsed().as_secs_f64();
@@ -568,6 +584,16 @@ fn log_close(end: &End, room: &RoomName, permit: &Permit, opened: Instant) {
             "closed a connection"
         );
     }
+}
+
+/// A close frame's reason: at most 123 bytes (what fits beside the code in a control frame),
+/// cut at a character's edge.
+fn close_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }
 
 /// The closing handshake, by who ended the connection.
@@ -588,6 +614,13 @@ async fn close(mut socket: Socket, end: End) {
         }
         End::Close((code, reason)) => {
             socket.queue(frame::close(code, reason));
+            if poll_fn(|cx| socket.poll_write(cx)).await.is_ok() {
+                socket.await_close().await;
+                let _ = socket.finish().await;
+            }
+        }
+        End::Kicked { code, reason } => {
+            socket.queue(frame::close(code, close_reason(&reason)));
             if poll_fn(|cx| socket.poll_write(cx)).await.is_ok() {
                 socket.await_close().await;
                 let _ = socket.finish().await;

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
+use crate::change::Changed;
 use crate::message::{Author, StoredMessage};
 use crate::room::RoomName;
 
@@ -27,12 +28,16 @@ pub enum EventKind {
     Leave,
     RoomOccupied,
     RoomVacated,
+    Edited,
+    Deleted,
+    Ban,
+    Disconnect,
 }
 
 /// Which kinds are told, and how much the outbox may hold.
 #[derive(Debug, Clone, Copy)]
 pub struct WebhookSettings {
-    kinds: u8,
+    kinds: u16,
     /// Bytes of event bodies the outbox holds at most; past it, new events are dropped.
     pub max_bytes: u64,
 }
@@ -46,16 +51,20 @@ impl WebhookSettings {
             EventKind::Leave,
             EventKind::RoomOccupied,
             EventKind::RoomVacated,
+            EventKind::Edited,
+            EventKind::Deleted,
+            EventKind::Ban,
+            EventKind::Disconnect,
         ];
         let kinds = if kinds.is_empty() { &all[..] } else { kinds };
         Self {
-            kinds: kinds.iter().fold(0, |bits, kind| bits | 1 << *kind as u8),
+            kinds: kinds.iter().fold(0, |bits, kind| bits | 1 << *kind as u16),
             max_bytes,
         }
     }
 
     pub fn wants(&self, kind: EventKind) -> bool {
-        self.kinds & (1 << kind as u8) != 0
+        self.kinds & (1 << kind as u16) != 0
     }
 
     /// Whether any of who comes and goes is told (the roster then keeps track for the app).
@@ -89,6 +98,43 @@ impl Event {
             None,
             Some(message),
         )
+    }
+
+    /// `edited` (`{"id", "message", "edited_ts", "by"}`) and `deleted` (`{"id", "by"}`) for the
+    /// app, with their kind; reactions are not told.
+    pub fn of_change(changed: &Changed, now: u64) -> Option<(EventKind, Self)> {
+        let (kind, room, detail) = match changed {
+            Changed::Edited {
+                room,
+                id,
+                message,
+                edited_ts,
+                by,
+            } => (
+                EventKind::Edited,
+                room,
+                serde_json::json!({"id": id, "message": message, "edited_ts": edited_ts, "by": by}),
+            ),
+            Changed::Deleted { room, id, by } => (
+                EventKind::Deleted,
+                room,
+                serde_json::json!({"id": id, "by": by}),
+            ),
+            Changed::Reacted { .. } => return None,
+        };
+        Some((kind, Self::detailed(kind, room, now, detail)))
+    }
+
+    /// An event with a `detail` object beside its type, room and time.
+    pub fn detailed(kind: EventKind, room: &RoomName, ts: u64, detail: serde_json::Value) -> Self {
+        let mut body = serde_json::json!({"type": kind, "room": room, "ts": ts});
+        if let (Some(body), serde_json::Value::Object(detail)) = (body.as_object_mut(), detail) {
+            body.extend(detail);
+        }
+        Self {
+            ts,
+            body: body.to_string(),
+        }
     }
 
     /// `join`, `leave` (with the user), `room_occupied`, `room_vacated`.
@@ -244,6 +290,7 @@ mod tests {
             ts: 1000,
             user: None,
             nonce: None,
+            extra: None,
         };
         let event = Event::message(&message);
         let recorded = Recorded {

@@ -3,6 +3,7 @@
 mod abuse;
 mod bad_input;
 mod bounds;
+mod changes;
 mod compat;
 mod edge;
 mod exposure;

@@ -49,6 +49,36 @@ impl Keys {
         format!("{}:{{{room}}}:nonce:{nonce}", self.prefix)
     }
 
+    /// Messages changed after they were stored, a hash of fields `ID:F`: an edited one's whole
+    /// record (`m` its text, `t` its time, `u` its author, `n` its nonce, `r` what it answers,
+    /// `e` when it was edited), a deleted one's `d` and `t`, and for every changed one `s`, the
+    /// room's change counter at its last change. An edited or deleted message's stream entry is
+    /// deleted: its old text is gone.
+    pub fn changes(&self, room: &RoomName) -> String {
+        format!("{}:{{{room}}}:changes", self.prefix)
+    }
+
+    /// Changed messages by the room's last id at their last change (resumes read it).
+    pub fn changed(&self, room: &RoomName) -> String {
+        format!("{}:{{{room}}}:changed", self.prefix)
+    }
+
+    /// Ids of messages whose record moved from the stream to `changes` (edited or deleted):
+    /// history pages read them beside the stream.
+    pub fn moved(&self, room: &RoomName) -> String {
+        format!("{}:{{{room}}}:moved", self.prefix)
+    }
+
+    /// The room's change counter (INCR).
+    pub fn change_counter(&self, room: &RoomName) -> String {
+        format!("{}:{{{room}}}:nchanges", self.prefix)
+    }
+
+    /// Who reacted: members `ID\tEMOJI\tUSER` scored by the message's id.
+    pub fn reacted(&self, room: &RoomName) -> String {
+        format!("{}:{{{room}}}:reacted", self.prefix)
+    }
+
     /// One node's members of the room: `#seq`, `#members`, and each user's connections.
     pub fn presence(&self, room: &RoomName, node: &str) -> String {
         format!("{}:{{{room}}}:presence:{node}", self.prefix)
@@ -87,6 +117,17 @@ impl Keys {
     /// Which node sends the outbox's events (a lease).
     pub fn outbox_lease(&self) -> String {
         format!("{}:{{webhooks}}:sender", self.prefix)
+    }
+
+    /// The channel of commands for every node (`crate::control`), subscribed to for as long as
+    /// a node runs.
+    pub fn control(&self) -> String {
+        format!("{}:{{control}}", self.prefix)
+    }
+
+    /// A user's read positions: room -> the last id it read.
+    pub fn reads(&self, user: &str) -> String {
+        format!("{}:reads:{user}", self.prefix)
     }
 
     /// Sorted set of live nodes, scored by the time (ms) their registration expires.

@@ -17,6 +17,7 @@
 //! - `retention`: messages past the maximum age trimmed on a timer
 //! - `webhooks`: the webhook outbox, a stream read by one node at a time
 
+mod changes;
 mod connection;
 mod keys;
 mod nodes;
@@ -29,7 +30,7 @@ mod subscriber;
 mod webhooks;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -44,17 +45,19 @@ use self::connection::{Connection, PushQueue, Servers};
 use self::keys::Keys;
 use self::nodes::Registration;
 use self::presence::Relay;
-use self::publisher::Publisher;
+use self::publisher::{Publisher, Work};
 use self::subscriber::Subscriber;
 use self::webhooks::RedisOutbox;
 use super::queue::{QueueSender, queue};
-use super::{Engine, EngineError, Receipt, RoomCount};
+use super::{ChangeReceipt, Engine, EngineError, Receipt, RoomCount};
+use crate::change::Change;
+use crate::control::{BansChanged, Control};
 use crate::hub::Hub;
-use crate::message::{Author, Draft};
+use crate::message::{Author, Draft, StoredMessage};
 use crate::metrics::Metrics;
 use crate::presence::{PresenceList, Roster};
 use crate::room::RoomName;
-use crate::store::{HistoryQuery, Page, RecentRoom, Retention};
+use crate::store::{HistoryQuery, Page, ReadPosition, RecentRoom, Retention};
 use crate::webhooks::{EventKind, Outbox, WebhookSettings};
 
 /// Messages Redis pushed that may wait for the subscriber; past it the subscriber catches up from
@@ -76,13 +79,15 @@ pub struct RedisSettings {
     /// A room's keys expire after this long without a message (zero: never).
     pub room_ttl: Duration,
     pub retention: Retention,
+    /// How long authors may change their messages (`None`: always).
+    pub edit_window: Option<Duration>,
     pub metrics: Arc<Metrics>,
     /// Events recorded for the app's webhook, if one is set.
     pub webhooks: Option<WebhookSettings>,
 }
 
 pub struct RedisEngine {
-    jobs: QueueSender<()>,
+    jobs: QueueSender<Work>,
     connection: Connection,
     keys: Keys,
     registry: Arc<RoomRegistry>,
@@ -93,7 +98,31 @@ pub struct RedisEngine {
     stop: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     outbox: Option<Arc<RedisOutbox>>,
+    /// Who reloads the bans when the control channel says they changed.
+    bans: Arc<OnceLock<Arc<dyn BansChanged>>>,
 }
+
+impl RedisEngine {
+    /// Who is told when bans change (they are kept by the server's moderation).
+    pub fn set_bans(&self, bans: Arc<dyn BansChanged>) {
+        let _ = self.bans.set(bans);
+    }
+}
+
+/// KEYS: a user's read positions. ARGV: the room, the id read. Moves it forward only; returns
+/// the position now.
+static MARK_READ: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local wanted = tonumber(ARGV[2])
+if wanted > current then
+  redis.call('HSET', KEYS[1], ARGV[1], wanted)
+  return wanted
+end
+return current",
+    )
+});
 
 impl RedisEngine {
     /// Connects and starts the publisher, subscriber and presence tasks. `registry` must be the
@@ -121,6 +150,7 @@ impl RedisEngine {
         let health = Arc::new(Health::new(&settings.metrics));
         let stop = CancellationToken::new();
         let (jobs, queued) = queue();
+        let bans = Arc::new(OnceLock::new());
         let outbox = settings.webhooks.map(|webhooks| {
             Arc::new(RedisOutbox::new(
                 connection.clone(),
@@ -145,6 +175,7 @@ impl RedisEngine {
             health: health.clone(),
             metrics: settings.metrics.clone(),
             outbox: outbox.clone().filter(|_| message_events),
+            edit_window: settings.edit_window,
         };
         let subscriber = Subscriber {
             connection: connection.clone(),
@@ -154,6 +185,8 @@ impl RedisEngine {
             health: health.clone(),
             room_ttl: settings.room_ttl,
             delivered: HashMap::new(),
+            node: settings.node_id.clone(),
+            bans: bans.clone(),
         };
         let registration = Registration {
             connection: connection.clone(),
@@ -199,6 +232,7 @@ impl RedisEngine {
             stop,
             tasks: Mutex::new(tasks),
             outbox,
+            bans,
         })
     }
 }
@@ -206,6 +240,122 @@ impl RedisEngine {
 impl Engine for RedisEngine {
     fn publish(&self, draft: Draft) -> Receipt {
         self.jobs.publish(draft)
+    }
+
+    fn change(&self, change: Change) -> ChangeReceipt {
+        let (answer, receipt) = ChangeReceipt::channel();
+        let _ = self.jobs.send(Work::Change(change, answer));
+        receipt
+    }
+
+    fn changed_since(
+        &self,
+        room: &RoomName,
+        through: u64,
+        reader: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<StoredMessage>, EngineError>> {
+        let mut connection = self.connection.clone();
+        let keys = self.keys.clone();
+        let room = room.clone();
+        async move {
+            stream::changed_since(
+                &mut connection,
+                &keys,
+                &room,
+                through,
+                reader.as_deref(),
+                limit,
+            )
+            .await
+            .map_err(unavailable)
+        }
+        .boxed()
+    }
+
+    fn control(&self, command: Control) -> BoxFuture<'static, Result<(), EngineError>> {
+        let mut connection = self.connection.clone();
+        let channel = self.keys.control();
+        async move {
+            redis::cmd(connection.publish_command())
+                .arg(channel)
+                .arg(command.to_json().as_ref())
+                .query_async::<()>(&mut connection)
+                .await
+                .map_err(unavailable)
+        }
+        .boxed()
+    }
+
+    fn mark_read(
+        &self,
+        user: &str,
+        room: &RoomName,
+        id: u64,
+    ) -> BoxFuture<'static, Result<u64, EngineError>> {
+        let mut connection = self.connection.clone();
+        let (key, seq, room) = (
+            self.keys.reads(user),
+            self.keys.sequence(room),
+            room.clone(),
+        );
+        async move {
+            let last: Option<u64> = redis::cmd("GET")
+                .arg(seq)
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            MARK_READ
+                .key(key)
+                .arg(room.as_str())
+                .arg(id.min(last.unwrap_or(0)))
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)
+        }
+        .boxed()
+    }
+
+    fn read_positions(
+        &self,
+        user: &str,
+    ) -> BoxFuture<'static, Result<Vec<ReadPosition>, EngineError>> {
+        let mut connection = self.connection.clone();
+        let (key, keys) = (self.keys.reads(user), self.keys.clone());
+        async move {
+            let positions: HashMap<String, u64> = redis::cmd("HGETALL")
+                .arg(key)
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            let rooms: Vec<(RoomName, u64)> = positions
+                .into_iter()
+                .filter_map(|(room, id)| Some((RoomName::parse(&room).ok()?, id)))
+                .collect();
+            // Each room's counter is in its own slot: one command each, all at once.
+            let lasts = futures_util::future::try_join_all(rooms.iter().map(|(room, _)| {
+                let mut connection = connection.clone();
+                let seq = keys.sequence(room);
+                async move {
+                    redis::cmd("GET")
+                        .arg(seq)
+                        .query_async::<Option<u64>>(&mut connection)
+                        .await
+                }
+            }))
+            .await
+            .map_err(unavailable)?;
+            Ok(rooms
+                .into_iter()
+                .zip(lasts)
+                .map(|((room, read_id), last)| ReadPosition {
+                    room,
+                    read_id,
+                    last_id: last.unwrap_or(0),
+                })
+                .collect())
+        }
+        .boxed()
     }
 
     fn history(&self, query: HistoryQuery) -> BoxFuture<'static, Result<Page, EngineError>> {

@@ -60,6 +60,17 @@ impl ChannelEvent {
         payload.starts_with(br#"{"event":"#)
     }
 
+    /// Whether it is a change to a stored message (`crate::change`), for members as it is.
+    pub fn is_change(payload: &[u8]) -> bool {
+        [
+            &br#"{"event":"edited""#[..],
+            br#"{"event":"deleted""#,
+            br#"{"event":"reaction""#,
+        ]
+        .iter()
+        .any(|prefix| payload.starts_with(prefix))
+    }
+
     /// A presence event as the roster's change.
     pub fn change(seq: u64, members: u64, full: bool, users: Vec<UserCount>) -> NodeChange {
         NodeChange {

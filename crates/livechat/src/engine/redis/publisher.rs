@@ -13,31 +13,40 @@ use redis::{ErrorKind, RedisResult, Script, ServerErrorKind};
 use serde_json::value::RawValue;
 
 use super::Health;
+use super::changes;
 use super::connection::Connection;
 use super::keys::Keys;
 use super::stream;
 use super::webhooks::RedisOutbox;
 use crate::engine::queue::{Answer, QueueReceiver};
 
+use crate::change::{Change, ChangeRefused, Changed};
 use crate::engine::{Accepted, EngineError};
 use crate::epoch::{Epoch, new_epoch};
-use crate::message::{Author, Draft, Nonce, StoredMessage};
+use crate::message::{Author, Draft, Extra, Nonce, StoredMessage};
 use crate::room::RoomName;
+use crate::store::{Refused, now_ms};
+use tokio::sync::oneshot;
 
-/// KEYS: stream, sequence, byte total, epoch, then the nonce's key when ARGV[12] is `1`, then
-/// the webhook outbox and its byte total when ARGV[13] (the outbox's most bytes) is not empty.
+/// KEYS: stream, sequence, byte total, epoch, moved ids, changed records, changed positions,
+/// reacted (the room's keys, see `Keys`), then the nonce's key when ARGV[12] is `1`,
+/// then the webhook outbox and its byte total when ARGV[13] (the outbox's most bytes) is not
+/// empty.
 /// ARGV: message JSON, max count, max age in ms (0: none), channel, publish command, author JSON
 /// (empty: none), max bytes, an epoch to use if the room has none, the nonce as a JSON string
 /// (empty: none), the dedupe window in ms, the room's TTL in ms (0: none), whether a nonce key
-/// is given, the outbox's most bytes (empty: no outbox here), the room's name.
-/// Returns {id, ts, epoch, duplicate (0/1), the first message's JSON and author when duplicate,
-/// 1 if the message's webhook event did not fit in the outbox}. The event is
-/// `{"type":"message","room":R,"ts":T,"message":{"id","room","message","ts","user"?,"nonce"?}}`,
-/// as `crate::webhooks::Event::message` writes it.
-/// The frame published is `{"id":N,"ts":T,"epoch":E,"user":U,"nonce":K,"message":X}` (`user`
-/// and `nonce` only when present). After adding, the oldest entries go while the room is over
-/// its count, its bytes or its age; the newest stays (unless the count is 0: nothing stays). A stream written before byte totals existed
-/// counts from zero, so its older entries are under-counted until they are trimmed.
+/// is given, the outbox's most bytes (empty: no outbox here), the room's name, the id it replies
+/// to (empty: none).
+/// Returns {id, ts, epoch, outcome (0: stored, 1: duplicate, 2: no message to reply to), the
+/// first message's JSON and author when duplicate, 1 if the message's webhook event did not fit
+/// in the outbox}. The event is `{"type":"message","room":R,"ts":T,"message":{"id","room",
+/// "message","ts","user"?,"nonce"?,"reply_to"?}}`, as `crate::webhooks::Event::message` writes it.
+/// The frame published is `{"id":N,"ts":T,"epoch":E,"user":U,"nonce":K,"reply_to":P,"message":X}`
+/// (`user`, `nonce`, `reply_to` only when present). After adding, the oldest entries go while
+/// the room is over its count, its bytes or its age; the newest stays (unless the count is 0:
+/// nothing stays), and what the room keeps of changes to messages older than the oldest kept
+/// goes with them. A stream written before byte totals existed counts from zero, so its older
+/// entries are under-counted until they are trimmed.
 const PUBLISH_SCRIPT: &str = r#"
 local epoch = redis.call('GET', KEYS[4])
 if not epoch then
@@ -45,10 +54,10 @@ if not epoch then
   redis.call('SET', KEYS[4], epoch)
 end
 local nonce_key, outbox, outbox_bytes = nil, nil, nil
-local next_key = 5
+local next_key = 9
 if ARGV[12] == '1' then
-  nonce_key = KEYS[5]
-  next_key = 6
+  nonce_key = KEYS[9]
+  next_key = 10
 end
 if ARGV[13] ~= '' then
   outbox, outbox_bytes = KEYS[next_key], KEYS[next_key + 1]
@@ -68,6 +77,13 @@ if nonce_key then
     return {tonumber(id), tonumber(ts), epoch, 1, body, user, 0}
   end
 end
+if ARGV[15] ~= '' then
+  local target = ARGV[15]
+  if #redis.call('XRANGE', KEYS[1], target .. '-0', target .. '-0') == 0
+    and not redis.call('ZSCORE', KEYS[5], target) then
+    return {0, 0, epoch, 2, '', '', 0}
+  end
+end
 local id = redis.call('INCR', KEYS[2])
 local now = redis.call('TIME')
 local ts = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -83,6 +99,11 @@ if ARGV[9] ~= '' then
   table.insert(entry, ARGV[9])
   head = head .. '"nonce":' .. ARGV[9] .. ','
 end
+if ARGV[15] ~= '' then
+  table.insert(entry, 'r')
+  table.insert(entry, ARGV[15])
+  head = head .. '"reply_to":' .. ARGV[15] .. ','
+end
 if nonce_key then
   redis.call('SET', nonce_key, string.format('%d:%d', id, ts), 'PX', ARGV[10])
 end
@@ -93,22 +114,42 @@ local max_count, max_age, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[3]), tonu
 -- The newest message stays whatever its size or age, unless no message is to be kept at all.
 local floor = 1
 if max_count == 0 then floor = 0 end
+local trimmed = false
 while count > floor and (count > max_count or bytes > max_bytes or max_age > 0) do
   local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
   local fields, size, old_ts = oldest[2], 0, ts
   for i = 1, #fields, 2 do
     if fields[i] == 'ts' then old_ts = tonumber(fields[i + 1])
-    else size = size + string.len(fields[i + 1]) end
+    elseif fields[i] ~= 'r' then size = size + string.len(fields[i + 1]) end
   end
   local too_old = max_age > 0 and old_ts < ts - max_age
   if count <= max_count and bytes <= max_bytes and not too_old then break end
   redis.call('XDEL', KEYS[1], oldest[1])
+  trimmed = true
   count = count - 1
   bytes = redis.call('DECRBY', KEYS[3], size)
 end
 if bytes < 0 then redis.call('SET', KEYS[3], 0) end
+if trimmed then
+  -- Changes and reactions of messages older than the oldest kept go too.
+  local kept = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+  local below = id + 1
+  if kept then below = tonumber(string.match(kept[1], '^(%d+)')) end
+  local forget = function(gone)
+    for _, field in ipairs({'m', 't', 'u', 'n', 'r', 'e', 'd', 's'}) do
+      redis.call('HDEL', KEYS[6], gone .. ':' .. field)
+    end
+    redis.call('ZREM', KEYS[7], gone)
+  end
+  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. below)) do forget(gone) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. below)
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', '(' .. below)) do
+    forget(string.match(member, '^(%d+)'))
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', '(' .. below)
+end
 if ARGV[11] ~= '0' then
-  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[11]) end
+  for i = 1, 8 do redis.call('PEXPIRE', KEYS[i], ARGV[11]) end
 end
 redis.call(ARGV[5], ARGV[4], head .. '"message":' .. ARGV[1] .. '}')
 local unrecorded = 0
@@ -117,6 +158,7 @@ if outbox then
     .. string.format(',"ts":%d', ts)
   if ARGV[6] ~= '' then message = message .. ',"user":' .. ARGV[6] end
   if ARGV[9] ~= '' then message = message .. ',"nonce":' .. ARGV[9] end
+  if ARGV[15] ~= '' then message = message .. ',"reply_to":' .. ARGV[15] end
   local event = string.format('{"type":"message","room":"%s","ts":%d,"message":', ARGV[14], ts)
     .. message .. '}}'
   local size = string.len(event)
@@ -155,17 +197,70 @@ pub struct Publisher {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// The webhook outbox, when messages' events are recorded.
     pub outbox: Option<std::sync::Arc<RedisOutbox>>,
+    /// How long authors may change their messages (`None`: always).
+    pub edit_window: Option<Duration>,
+}
+
+/// Work for the publisher besides publishes, in order with them.
+pub enum Work {
+    Change(
+        Change,
+        oneshot::Sender<Result<Result<Changed, ChangeRefused>, EngineError>>,
+    ),
 }
 
 impl Publisher {
-    pub async fn run(self, mut queued: QueueReceiver<()>) {
+    pub async fn run(self, mut queued: QueueReceiver<Work>) {
         while let Some(batch) = queued.next_batch(MAX_BATCH).await {
             if !batch.drafts.is_empty() {
                 self.send(batch.drafts.into_iter().zip(batch.answers).collect())
                     .await;
             }
+            for Work::Change(change, answer) in batch.other {
+                let _ = answer.send(self.change(&change).await);
+            }
             if batch.stop {
                 break;
+            }
+        }
+    }
+
+    /// Makes a change with its script (loaded first if Redis does not have it); on a cluster,
+    /// its webhook event is added after.
+    async fn change(&self, change: &Change) -> Result<Result<Changed, ChangeRefused>, EngineError> {
+        let mut connection = self.connection.clone();
+        let outbox = self
+            .outbox
+            .as_ref()
+            .filter(|_| !self.connection.is_cluster())
+            .map(|outbox| outbox.max_bytes());
+        let window = self
+            .edit_window
+            .map_or(0, |window| window.as_millis() as u64);
+        let made = changes::make(
+            &mut connection,
+            &self.keys,
+            change,
+            window,
+            self.room_ttl.as_millis() as u64,
+            outbox,
+        )
+        .await;
+        match made {
+            Ok(made) => {
+                self.health.succeeded();
+                if let (Ok(changed), Some(outbox)) = (&made, &self.outbox)
+                    && self.connection.is_cluster()
+                    && let Some((_, event)) = crate::webhooks::Event::of_change(changed, now_ms())
+                    && let Err(error) = outbox.add(&[event]).await
+                {
+                    tracing::warn!(%error, "cannot record the webhook event of a change");
+                }
+                Ok(made)
+            }
+            Err(error) => {
+                self.health.failed(&error);
+                Err(EngineError::Unavailable(format!("Redis: {error}")))
             }
         }
     }
@@ -190,7 +285,7 @@ impl Publisher {
                 .outbox
                 .as_ref()
                 .filter(|_| !self.connection.is_cluster());
-            let keys = 4 + usize::from(nonce_key.is_some()) + 2 * usize::from(outbox.is_some());
+            let keys = 8 + usize::from(nonce_key.is_some()) + 2 * usize::from(outbox.is_some());
             pipeline
                 .cmd("EVALSHA")
                 .arg(PUBLISH.get_hash())
@@ -198,7 +293,11 @@ impl Publisher {
                 .arg(self.keys.stream(room))
                 .arg(self.keys.sequence(room))
                 .arg(self.keys.bytes(room))
-                .arg(self.keys.epoch(room));
+                .arg(self.keys.epoch(room))
+                .arg(self.keys.moved(room))
+                .arg(self.keys.changes(room))
+                .arg(self.keys.changed(room))
+                .arg(self.keys.reacted(room));
             if let Some(nonce_key) = &nonce_key {
                 pipeline.arg(nonce_key);
             }
@@ -228,7 +327,8 @@ impl Publisher {
                 .arg(self.room_ttl.as_millis() as u64)
                 .arg(if nonce_key.is_some() { "1" } else { "0" })
                 .arg(outbox.map_or(String::new(), |outbox| outbox.max_bytes().to_string()))
-                .arg(room.as_str());
+                .arg(room.as_str())
+                .arg(draft.reply_to.map_or(String::new(), |id| id.to_string()));
             drafts.push((draft, answer));
         }
         let sent = by_room.into_values().map(|(pipeline, drafts)| async move {
@@ -280,7 +380,7 @@ impl Publisher {
                         if let Some(event) = self.event_after(&accepted) {
                             events.push(event);
                         }
-                        let _ = reply.send(Ok(accepted.accepted));
+                        let _ = reply.send(accepted.accepted);
                     }
                     self.record_events(events).await;
                 }
@@ -356,17 +456,23 @@ impl Publisher {
 
 /// What became of a draft: the answer to its publisher, and the message if it was stored now.
 struct Stored {
-    accepted: Accepted,
+    accepted: Result<Accepted, EngineError>,
     message: Option<StoredMessage>,
 }
 
 /// The publisher's answer from the script's.
-fn accepted((id, ts, epoch, duplicate, body, user, _): ScriptAnswer, draft: Draft) -> Stored {
+fn accepted((id, ts, epoch, outcome, body, user, _): ScriptAnswer, draft: Draft) -> Stored {
     let epoch = Epoch::from(epoch);
-    if duplicate == 0 {
+    if let (2, Some(target)) = (outcome, draft.reply_to) {
+        return Stored {
+            accepted: Err(EngineError::Refused(Refused::NoReplyTarget(target))),
+            message: None,
+        };
+    }
+    if outcome == 0 {
         let message = draft.stored(id, ts);
         return Stored {
-            accepted: Accepted::new(id, ts, epoch),
+            accepted: Ok(Accepted::new(id, ts, epoch)),
             message: Some(message),
         };
     }
@@ -382,9 +488,10 @@ fn accepted((id, ts, epoch, duplicate, body, user, _): ScriptAnswer, draft: Draf
         ts,
         user,
         nonce: draft.nonce,
+        extra: Extra::replying(draft.reply_to),
     };
     Stored {
-        accepted: Accepted::duplicate(original, epoch),
+        accepted: Ok(Accepted::duplicate(original, epoch)),
         message: None,
     }
 }

@@ -10,7 +10,9 @@ use serde_json::value::RawValue;
 use super::connection::Connection;
 use super::keys::Keys;
 use crate::epoch::{Epoch, new_epoch};
-use crate::message::{Author, Nonce, StoredMessage};
+use std::collections::HashMap;
+
+use crate::message::{Author, Extra, Nonce, ReactionCount, Reactions, StoredMessage};
 use crate::room::RoomName;
 use crate::store::{HistoryQuery, Page, PageBuilder, RecentRoom, now_ms};
 
@@ -70,7 +72,247 @@ pub async fn page(
         let average = (read_bytes / read.max(1)).max(1);
         chunk = (page.bytes_left() / average).clamp(1, MAX_CHUNK);
     }
-    Ok(page.finish(last_id, epoch))
+    let mut page = page.finish(last_id, epoch);
+    add_moved(connection, keys, query, &mut page).await?;
+    add_reactions(
+        connection,
+        keys,
+        &query.room,
+        &mut page.messages,
+        query.reader.as_deref(),
+    )
+    .await?;
+    Ok(page)
+}
+
+/// Adds to a page read from the stream the messages of its range whose records moved out of it
+/// (edited, or deleted: tombstones), keeping the page to its limit.
+async fn add_moved(
+    connection: &mut Connection,
+    keys: &Keys,
+    query: &HistoryQuery,
+    page: &mut Page,
+) -> RedisResult<()> {
+    let full = page.more || page.messages.len() >= query.limit;
+    let (first, last) = (page.messages.first(), page.messages.last());
+    let bound = |id: Option<u64>, open: &str| id.map_or(open.to_owned(), |id| format!("({id}"));
+    let (lower, upper) = match (query.newest_first, full) {
+        (true, true) => (
+            bound(first.map(|m| m.id), "-inf"),
+            bound(query.before, "+inf"),
+        ),
+        (true, false) => (bound(query.after, "-inf"), bound(query.before, "+inf")),
+        (false, true) => (
+            bound(query.after, "-inf"),
+            bound(last.map(|m| m.id), "+inf"),
+        ),
+        (false, false) => (bound(query.after, "-inf"), bound(query.before, "+inf")),
+    };
+    let mut command = redis::cmd("ZRANGE");
+    command.arg(keys.moved(&query.room));
+    match query.newest_first {
+        true => command.arg(&upper).arg(&lower).arg("BYSCORE").arg("REV"),
+        false => command.arg(&lower).arg(&upper).arg("BYSCORE"),
+    };
+    let ids: Vec<u64> = command
+        .arg("LIMIT")
+        .arg(0)
+        .arg(query.limit)
+        .query_async(connection)
+        .await?;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let moved = moved_records(connection, keys, &query.room, &ids).await?;
+    page.messages.extend(moved.into_iter().flatten());
+    page.messages.sort_by_key(|message| message.id);
+    page.messages.dedup_by_key(|message| message.id);
+    if page.messages.len() > query.limit {
+        let over = page.messages.len() - query.limit;
+        match query.newest_first {
+            true => drop(page.messages.drain(..over)),
+            false => page.messages.truncate(query.limit),
+        }
+        page.more = true;
+    }
+    Ok(())
+}
+
+/// The records of messages that moved out of the stream (`None`: not there either).
+async fn moved_records(
+    connection: &mut Connection,
+    keys: &Keys,
+    room: &RoomName,
+    ids: &[u64],
+) -> RedisResult<Vec<Option<StoredMessage>>> {
+    const FIELDS: [&str; 7] = ["m", "t", "u", "n", "r", "e", "d"];
+    let mut pipeline = redis::pipe();
+    for id in ids {
+        let command = pipeline.cmd("HMGET").arg(keys.changes(room));
+        for field in FIELDS {
+            command.arg(format!("{id}:{field}"));
+        }
+    }
+    let records: Vec<[Option<String>; 7]> = pipeline.query_async(connection).await?;
+    Ok(ids
+        .iter()
+        .zip(records)
+        .map(|(id, [body, ts, user, nonce, reply_to, edited, deleted])| {
+            let ts: u64 = ts?.parse().ok()?;
+            let number = |text: Option<String>| text.and_then(|text| text.parse::<u64>().ok());
+            let deleted = deleted.is_some();
+            let message = match (&body, deleted) {
+                (Some(body), false) => RawValue::from_string(body.clone()).ok()?,
+                _ => RawValue::from_string("null".into()).ok()?,
+            };
+            let extra = Extra {
+                reply_to: number(reply_to).filter(|_| !deleted),
+                edited_ts: number(edited).filter(|_| !deleted),
+                deleted,
+                reactions: None,
+            };
+            Some(StoredMessage {
+                id: *id,
+                room: room.clone(),
+                message,
+                ts,
+                user: user
+                    .filter(|_| !deleted)
+                    .and_then(|user| Author::from_json(&user)),
+                nonce: nonce
+                    .filter(|_| !deleted)
+                    .and_then(|nonce| serde_json::from_str::<String>(&nonce).ok())
+                    .and_then(|nonce| Nonce::parse(&nonce).ok()),
+                extra: (extra != Extra::default()).then(|| Box::new(extra)),
+            })
+        })
+        .collect())
+}
+
+/// Fills in the reactions of `messages` (oldest first, one room), with `me` for `reader`.
+async fn add_reactions(
+    connection: &mut Connection,
+    keys: &Keys,
+    room: &RoomName,
+    messages: &mut [StoredMessage],
+    reader: Option<&str>,
+) -> RedisResult<()> {
+    let (Some(first), Some(last)) = (
+        messages.iter().map(|m| m.id).min(),
+        messages.iter().map(|m| m.id).max(),
+    ) else {
+        return Ok(());
+    };
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(keys.reacted(room))
+        .arg(first)
+        .arg(last)
+        .arg("BYSCORE")
+        .query_async(connection)
+        .await?;
+    if members.is_empty() {
+        return Ok(());
+    }
+    let mut by_id: HashMap<u64, Reactions> = HashMap::new();
+    for member in &members {
+        let mut parts = member.splitn(3, '\t');
+        let (Some(id), Some(emoji), Some(user)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let (Ok(id), Ok(emoji)) = (id.parse::<u64>(), serde_json::from_str::<String>(emoji)) else {
+            continue;
+        };
+        let count = by_id
+            .entry(id)
+            .or_default()
+            .entry(emoji)
+            .or_insert(ReactionCount {
+                count: 0,
+                me: false,
+            });
+        count.count += 1;
+        count.me |= reader == Some(user);
+    }
+    for message in messages {
+        if let Some(reactions) = by_id.remove(&message.id)
+            && !message.is_deleted()
+        {
+            message.extra_mut().reactions = Some(reactions);
+        }
+    }
+    Ok(())
+}
+
+/// The messages of `room` up to `through` changed since `through` was its last id, as they are
+/// now, in the order of their changes (at most `limit`).
+pub async fn changed_since(
+    connection: &mut Connection,
+    keys: &Keys,
+    room: &RoomName,
+    through: u64,
+    reader: Option<&str>,
+    limit: usize,
+) -> RedisResult<Vec<StoredMessage>> {
+    if through == 0 {
+        return Ok(Vec::new());
+    }
+    // Changed after `through` was the last id: some of them are newer messages, left out.
+    let mut ids = Vec::new();
+    let mut offset = 0;
+    while ids.len() < limit {
+        let read: Vec<u64> = redis::cmd("ZRANGE")
+            .arg(keys.changed(room))
+            .arg(through)
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(offset)
+            .arg(limit)
+            .query_async(connection)
+            .await?;
+        offset += read.len();
+        let exhausted = read.len() < limit;
+        ids.extend(read.into_iter().filter(|id| *id <= through));
+        if exhausted {
+            break;
+        }
+    }
+    ids.truncate(limit);
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipeline = redis::pipe();
+    for id in &ids {
+        pipeline
+            .cmd("HGET")
+            .arg(keys.changes(room))
+            .arg(format!("{id}:s"));
+        pipeline
+            .cmd("XRANGE")
+            .arg(keys.stream(room))
+            .arg(format!("{id}-0"))
+            .arg(format!("{id}-0"));
+    }
+    let answers: Vec<redis::Value> = pipeline.query_async(connection).await?;
+    let moved = moved_records(connection, keys, room, &ids).await?;
+    let mut changed = Vec::new();
+    for ((id, pair), moved) in ids.iter().zip(answers.chunks(2)).zip(moved) {
+        let seq: u64 = redis::from_redis_value_ref::<Option<String>>(&pair[0])
+            .ok()
+            .flatten()
+            .and_then(|seq| seq.parse().ok())
+            .unwrap_or(0);
+        let in_stream = redis::from_redis_value_ref::<StreamRangeReply>(&pair[1])
+            .ok()
+            .and_then(|reply| decode(room, reply, None).into_iter().next());
+        if let Some(message) = moved.or(in_stream).filter(|message| message.id == *id) {
+            changed.push((seq, message));
+        }
+    }
+    changed.sort_by_key(|(seq, _)| *seq);
+    let mut changed: Vec<StoredMessage> = changed.into_iter().map(|(_, message)| message).collect();
+    add_reactions(connection, keys, room, &mut changed, reader).await?;
+    Ok(changed)
 }
 
 /// The room's epoch (made now if the room has none: new, or its keys were lost) and last id.
@@ -216,6 +458,7 @@ fn decode(
                 ts,
                 user,
                 nonce,
+                extra: Extra::replying(entry.get::<u64>("r")),
             })
         })
         .collect()

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -27,10 +27,11 @@ use super::keys::Keys;
 use super::nodes::live_nodes;
 use super::presence::{self, ChannelEvent};
 use super::stream;
+use crate::control::{BansChanged, Control};
 use crate::engine::EngineError;
 use crate::epoch::Epoch;
 use crate::hub::{Audience, Hub, RoomObserver};
-use crate::message::{Author, Event, Nonce, StoredMessage};
+use crate::message::{Author, Event, Extra, Nonce, StoredMessage};
 use crate::presence::{Applied, Roster, deliver_typing};
 use crate::room::RoomName;
 
@@ -136,6 +137,8 @@ struct Published {
     epoch: Option<String>,
     #[serde(default)]
     nonce: Option<String>,
+    #[serde(default)]
+    reply_to: Option<u64>,
 }
 
 /// Where a subscribed room's delivery stands.
@@ -157,6 +160,9 @@ pub struct Subscriber {
     pub room_ttl: Duration,
     /// Per subscribed room.
     pub delivered: HashMap<RoomName, Delivered>,
+    /// This node's name, and who reloads the bans (commands on the control channel).
+    pub node: String,
+    pub bans: Arc<OnceLock<Arc<dyn BansChanged>>>,
 }
 
 impl Subscriber {
@@ -169,6 +175,11 @@ impl Subscriber {
     ) {
         let mut resync = tokio::time::interval(RESYNC_EVERY);
         let mut behind = false;
+        // Commands for every node, for as long as this one runs (resubscribed with the rest).
+        if let Err(error) = self.connection.subscribe(&[self.keys.control()]).await {
+            tracing::warn!(%error, "cannot subscribe to the control channel yet");
+            self.health.failed(&error);
+        }
         loop {
             // Pushes were dropped: what they carried is read from the streams.
             if overflowed.swap(false, Ordering::AcqRel) {
@@ -321,9 +332,21 @@ impl Subscriber {
         ) else {
             return;
         };
+        if channel == self.keys.control() {
+            match serde_json::from_slice::<Control>(&payload) {
+                Ok(command) => command.apply(&self.hub, &self.node, self.bans.get()),
+                Err(error) => tracing::warn!(%error, "undecodable command on the control channel"),
+            }
+            return;
+        }
         let Some(room) = self.keys.room_of_channel(&channel) else {
             return;
         };
+        if ChannelEvent::is_change(&payload) {
+            // Made by a change script: members with metadata are told as it was written.
+            let frame = crate::websocket::frame::text(&[&payload]);
+            return self.hub.announce(&room, Audience::Meta, frame);
+        }
         if ChannelEvent::is_event(&payload) {
             return self.receive_event(room, &payload).await;
         }
@@ -357,6 +380,7 @@ impl Subscriber {
             ts: published.ts,
             user: published.user,
             nonce: published.nonce.and_then(|nonce| Nonce::parse(&nonce).ok()),
+            extra: Extra::replying(published.reply_to),
         });
     }
 

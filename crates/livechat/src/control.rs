@@ -1,0 +1,80 @@
+//! Commands for every node: something for a user's connections wherever they are (their read
+//! position moved), a user disconnected, bans changed. The embedded engine carries them out at
+//! once; the Redis engine publishes them on one channel that every node subscribes to, and each
+//! node carries them out on its own connections (see `Control::apply`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::hub::Hub;
+use crate::room::RoomName;
+use crate::websocket::frame;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "do", rename_all = "snake_case")]
+pub enum Control {
+    /// Send `event` (a JSON text frame) to every connection of `user` but the one that caused
+    /// it (`except`: a member id on node `from`).
+    TellUser {
+        user: String,
+        event: String,
+        from: String,
+        except: Option<u64>,
+    },
+    /// Close every connection of `user` (in `rooms`, or everywhere) with `reason`: 4003, or
+    /// 4004 with `for_good`.
+    Kick {
+        user: String,
+        rooms: Option<Vec<RoomName>>,
+        reason: String,
+        for_good: bool,
+    },
+    /// The bans changed: read them again.
+    BansChanged,
+}
+
+/// What a node does with the bans it is told changed.
+pub trait BansChanged: Send + Sync {
+    fn reload(&self);
+}
+
+impl Control {
+    /// Carries the command out on this node (`node`: its name).
+    pub fn apply(&self, hub: &Hub, node: &str, bans: Option<&Arc<dyn BansChanged>>) {
+        match self {
+            Control::TellUser {
+                user,
+                event,
+                from,
+                except,
+            } => {
+                let except = except.filter(|_| from == node);
+                hub.tell_user(user, &frame::text(&[event.as_bytes()]), except);
+            }
+            Control::Kick {
+                user,
+                rooms,
+                reason,
+                for_good,
+            } => {
+                hub.kick_user(
+                    user,
+                    rooms.as_deref(),
+                    Arc::from(reason.as_str()),
+                    *for_good,
+                );
+            }
+            Control::BansChanged => {
+                if let Some(bans) = bans {
+                    bans.reload();
+                }
+            }
+        }
+    }
+
+    pub fn to_json(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+}
