@@ -20,7 +20,7 @@ def test_a_storm_of_2000_handshakes_with_one_cookie_makes_a_handful_of_hook_call
     async def client(handshakes: int) -> int:
         for _ in range(handshakes):
             async with connect(
-                livechat.ws_url(room, "meta=0"),
+                livechat.ws_url(room),
                 additional_headers={"Cookie": cookie},
                 compression=None,
                 proxy=None,
