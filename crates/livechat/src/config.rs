@@ -9,8 +9,10 @@ use std::num::NonZeroU32;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::{Access, AuthMode};
+use crate::hooks::OnFailure;
 use crate::rate::Rate;
 use crate::room::RoomName;
+use crate::webhooks::EventKind;
 
 /// livechat: a real-time chat server, compatible with the Django Channels live chat API
 /// (docs/live-chat-api.md), with durable history, tokens, limits and several nodes over Redis.
@@ -177,6 +179,69 @@ pub struct Config {
     /// rate's count. Only with `LIVECHAT_RATE_LIMIT`.
     #[arg(long, env = "LIVECHAT_RATE_BURST", value_parser = parse_burst)]
     pub rate_burst: Option<NonZeroU32>,
+
+    /// The app's URL asked who a caller without a token is (docs/hooks.md): 200 with claims,
+    /// 401/403 to refuse; anything else refuses the caller with 503.
+    #[arg(long, env = "LIVECHAT_CONNECT_HOOK")]
+    pub connect_hook: Option<String>,
+
+    /// The app's URL asked before a client's message is stored: 200 `{}` accepts it, 200
+    /// `{"message": NEW}` stores NEW instead, 4xx `{"error": R}` refuses it (docs/hooks.md).
+    #[arg(long, env = "LIVECHAT_PUBLISH_HOOK")]
+    pub publish_hook: Option<String>,
+
+    /// Request headers passed to the connect hook, comma-separated (nothing else of a request
+    /// leaves the server).
+    #[arg(
+        long,
+        env = "LIVECHAT_HOOK_HEADERS",
+        value_delimiter = ',',
+        default_value = "Cookie,Authorization"
+    )]
+    pub hook_headers: Vec<String>,
+
+    /// Longest wait for a hook's answer (waiting for a turn included), and for a webhook request.
+    #[arg(long, env = "LIVECHAT_HOOK_TIMEOUT", value_parser = parse_positive_duration, default_value = "2s")]
+    pub hook_timeout: Duration,
+
+    /// Calls to each hook in flight at once; the others wait their turn within the timeout.
+    #[arg(long, env = "LIVECHAT_HOOK_CONCURRENCY", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub hook_concurrency: u32,
+
+    /// How long a connect hook answer is reused for calls with the same forwarded headers and
+    /// room (`0`: never).
+    #[arg(long, env = "LIVECHAT_HOOK_CACHE", value_parser = parse_duration, default_value = "5s")]
+    pub hook_cache: Duration,
+
+    /// What becomes of a message when the publish hook fails (times out, answers nonsense):
+    /// `reject` it with an error, or `accept` it as sent.
+    #[arg(long, env = "LIVECHAT_PUBLISH_HOOK_FAILURE", value_enum, default_value_t = OnFailure::Reject)]
+    pub publish_hook_failure: OnFailure,
+
+    /// The app's URL that events are posted to (messages, joins and leaves, rooms occupied and
+    /// vacated), at least once, in order per room, batched (docs/hooks.md).
+    #[arg(long, env = "LIVECHAT_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// Signs webhooks and hook calls: `X-Livechat-Signature: t=UNIX,v1=HMAC-SHA256(secret,
+    /// t + "." + body)` in hex.
+    #[arg(long, env = "LIVECHAT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// Event types sent to the webhook URL, comma-separated; default all.
+    #[arg(
+        long,
+        env = "LIVECHAT_WEBHOOK_EVENTS",
+        value_enum,
+        value_delimiter = ','
+    )]
+    pub webhook_events: Vec<EventKind>,
+
+    /// Bytes of events kept for the webhook URL while it does not take them; past it, new events
+    /// are dropped (counted and logged).
+    #[arg(long, env = "LIVECHAT_WEBHOOK_OUTBOX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub webhook_outbox_bytes: u64,
 
     /// The chat page at `/` and `/r/{room}`: `on`, or `off` (those paths answer 404).
     #[arg(long, env = "LIVECHAT_PAGE", value_enum, default_value_t = Switch::On)]
@@ -518,6 +583,14 @@ fn parse_message_bytes(value: &str) -> Result<usize, String> {
         _ => Err(format!(
             "`{value}` is not a size from 1 to {MAX_MESSAGE_BYTES_LIMIT} bytes"
         )),
+    }
+}
+
+/// A duration that must not be zero.
+fn parse_positive_duration(value: &str) -> Result<Duration, String> {
+    match parse_duration(value)? {
+        duration if duration.is_zero() => Err(format!("`{value}` must be more than 0")),
+        duration => Ok(duration),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod epoch;
+pub mod hooks;
 pub mod hub;
 pub mod keepalive;
 pub mod message;
@@ -21,6 +22,7 @@ pub mod room;
 pub mod store;
 pub mod throttle;
 pub mod transport;
+pub mod webhooks;
 pub mod websocket;
 
 use std::sync::Arc;
@@ -32,6 +34,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Auth, AuthSettings, AuthSetupError};
 use crate::config::{Config, StoreKind};
 use crate::engine::{EmbeddedEngine, Engine, RedisEngine, RedisSettings, RoomRegistry};
+use crate::hooks::Hooks;
 use crate::hub::Hub;
 use crate::keepalive::KeepaliveSettings;
 use crate::metrics::Metrics;
@@ -70,6 +73,8 @@ pub enum RunError {
     RedisSettings(&'static str),
     #[error("{0}")]
     Settings(String),
+    #[error("hooks: {0}")]
+    Hooks(String),
 }
 
 /// Serves on `listener` until `shutdown` is cancelled, then closes every WebSocket with 1001,
@@ -121,6 +126,7 @@ impl Server {
             (limit, limit.for_http())
         });
         let metrics = Metrics::new();
+        let hooks = start_hooks(&config, &metrics).map_err(RunError::Hooks)?;
         let metrics_listener = match &config.metrics_bind {
             Some(bind) => Some(TcpListener::bind(bind.as_str()).await.map_err(|source| {
                 RunError::MetricsBind {
@@ -164,6 +170,7 @@ impl Server {
             page: config.page == config::Switch::On,
             history_reads: config.history_reads,
             room_list: config.room_list,
+            hooks,
         });
         Ok(Self {
             state,
@@ -244,6 +251,66 @@ fn start_auth(config: &Config) -> Result<Auth, RunError> {
     })?;
     tracing::info!(mode = ?config.auth, "authentication");
     Ok(auth)
+}
+
+/// The app's hooks, as configured: one HTTP client for all of them.
+fn start_hooks(config: &Config, metrics: &Arc<Metrics>) -> Result<Hooks, String> {
+    use crate::hooks::{
+        CallSettings, ConnectHook, Endpoint, PublishHook, http_client, signature::Signer,
+    };
+    use crate::metrics::Hook;
+    if config.connect_hook.is_none() && config.publish_hook.is_none() {
+        return Ok(Hooks::default());
+    }
+    let client = http_client()?;
+    let settings = CallSettings {
+        timeout: config.hook_timeout,
+        concurrency: config.hook_concurrency as usize,
+        signer: config.webhook_secret.as_deref().map(Signer::new),
+    };
+    let endpoint = |hook: Hook, setting: &str, url: &str| {
+        Endpoint::new(hook, url, client.clone(), settings.clone(), metrics.clone())
+            .map_err(|error| format!("{setting}: {error}"))
+    };
+    let connect = match &config.connect_hook {
+        Some(url) => {
+            let forwarded = config
+                .hook_headers
+                .iter()
+                .map(|name| name.trim())
+                .filter(|name| !name.is_empty())
+                .map(|name| {
+                    axum::http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                        .map_err(|_| {
+                            format!("LIVECHAT_HOOK_HEADERS: `{name}` is not a header name")
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let endpoint = endpoint(Hook::Connect, "LIVECHAT_CONNECT_HOOK", url)?;
+            Some(ConnectHook::new(
+                endpoint,
+                forwarded,
+                config.hook_cache,
+                metrics.clone(),
+            ))
+        }
+        None => None,
+    };
+    let publish = match &config.publish_hook {
+        Some(url) => Some(PublishHook::new(
+            endpoint(Hook::Publish, "LIVECHAT_PUBLISH_HOOK", url)?,
+            config.publish_hook_failure,
+            config.max_message_bytes,
+            metrics.clone(),
+        )),
+        None => None,
+    };
+    tracing::info!(
+        connect = config.connect_hook.is_some(),
+        publish = config.publish_hook.is_some(),
+        "the app's hooks"
+    );
+    Ok(Hooks { connect, publish })
 }
 
 fn queue_limits(config: &Config) -> QueueLimits {

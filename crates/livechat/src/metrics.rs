@@ -19,6 +19,13 @@ const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 4096.0,
 ];
 
+const HOOK_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0,
+];
+const DELIVERY_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
+];
+
 /// Why a publish was refused.
 #[derive(Debug, Clone, Copy)]
 pub enum PublishError {
@@ -27,6 +34,10 @@ pub enum PublishError {
     ShuttingDown,
     RateLimited,
     Forbidden,
+    /// The publish hook refused it.
+    HookRefused,
+    /// The publish hook failed, and failures are rejected.
+    HookFailed,
 }
 
 /// Why the server closed (or lost) a WebSocket connection.
@@ -46,13 +57,41 @@ pub enum CloseReason {
     Timeout,
 }
 
+/// One of the app's URLs livechat calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Connect,
+    Publish,
+    Webhook,
+}
+
+/// How a call to the app went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookOutcome {
+    /// Accepted (a webhook batch: acknowledged).
+    Accepted,
+    /// The publish hook gave another message.
+    Rewritten,
+    /// A 401/403 (connect) or 4xx (publish): the app said no.
+    Refused,
+    /// No usable answer: timeout, unreachable, another status, nonsense.
+    Failed,
+    /// A connect hook answer reused (cached, or a call in flight joined).
+    Reused,
+}
+
+const HOOKS: [&str; 3] = ["connect", "publish", "webhook"];
+const HOOK_OUTCOMES: [&str; 5] = ["accepted", "rewritten", "refused", "failed", "reused"];
+
 /// Label values, in the order of `PublishError`.
-const PUBLISH_ERRORS: [&str; 5] = [
+const PUBLISH_ERRORS: [&str; 7] = [
     "store_unavailable",
     "overloaded",
     "shutting_down",
     "rate_limited",
     "forbidden",
+    "hook_refused",
+    "hook_failed",
 ];
 
 /// Label values, in the order of `CloseReason`.
@@ -83,6 +122,13 @@ pub struct Metrics {
     pub store_batch_messages: Histogram,
     pub redis_errors: Counter,
     pub redis_reconnects: Counter,
+    /// By hook, then outcome.
+    hook_calls: Vec<Counter>,
+    hook_seconds: Vec<Histogram>,
+    /// Webhook events waiting in the outbox, delivered, and dropped because it was full.
+    pub webhook_pending: Gauge,
+    pub webhook_delivery_seconds: Histogram,
+    pub webhook_events_dropped: Counter,
 }
 
 impl Metrics {
@@ -96,6 +142,18 @@ impl Metrics {
                 builder.set_buckets_for_metric(
                     Matcher::Full("livechat_store_batch_messages".into()),
                     BATCH_BUCKETS,
+                )
+            })
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full("livechat_hook_seconds".into()),
+                    HOOK_BUCKETS,
+                )
+            })
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full("livechat_webhook_delivery_seconds".into()),
+                    DELIVERY_BUCKETS,
                 )
             })
             .map(PrometheusBuilder::build_recorder)
@@ -155,11 +213,39 @@ impl Metrics {
                 None,
                 "HTTP requests, by route and status.",
             ),
+            describe(
+                "livechat_hook_calls_total",
+                None,
+                "Calls to the app's hooks and webhook URL, by hook and outcome.",
+            ),
+            describe(
+                "livechat_hook_seconds",
+                Some(Unit::Seconds),
+                "Time for the app to answer a hook call (waiting for a turn included).",
+            ),
+            describe(
+                "livechat_webhook_pending",
+                None,
+                "Webhook events in the outbox, not yet acknowledged.",
+            ),
+            describe(
+                "livechat_webhook_delivery_seconds",
+                Some(Unit::Seconds),
+                "From a webhook event's time to its acknowledgement by the app.",
+            ),
+            describe(
+                "livechat_webhook_events_dropped_total",
+                None,
+                "Webhook events not recorded because the outbox was full.",
+            ),
         ];
         for (name, unit, help) in descriptions {
             if name.ends_with("_seconds") || name.ends_with("_messages") {
                 recorder.describe_histogram(name.into(), unit, help.into());
-            } else if name == "livechat_connections" || name == "livechat_rooms" {
+            } else if matches!(
+                name,
+                "livechat_connections" | "livechat_rooms" | "livechat_webhook_pending"
+            ) {
                 recorder.describe_gauge(name.into(), unit, help.into());
             } else {
                 recorder.describe_counter(name.into(), unit, help.into());
@@ -199,6 +285,35 @@ impl Metrics {
             ),
             redis_errors: counter("livechat_redis_errors_total", Vec::new()),
             redis_reconnects: counter("livechat_redis_reconnects_total", Vec::new()),
+            hook_calls: HOOKS
+                .iter()
+                .flat_map(|hook| {
+                    HOOK_OUTCOMES.iter().map(|outcome| {
+                        counter(
+                            "livechat_hook_calls_total",
+                            vec![Label::new("hook", *hook), Label::new("outcome", *outcome)],
+                        )
+                    })
+                })
+                .collect(),
+            hook_seconds: HOOKS
+                .iter()
+                .map(|hook| {
+                    recorder.register_histogram(
+                        &Key::from_parts("livechat_hook_seconds", vec![Label::new("hook", *hook)]),
+                        &metadata,
+                    )
+                })
+                .collect(),
+            webhook_pending: recorder.register_gauge(
+                &Key::from_static_name("livechat_webhook_pending"),
+                &metadata,
+            ),
+            webhook_delivery_seconds: recorder.register_histogram(
+                &Key::from_static_name("livechat_webhook_delivery_seconds"),
+                &metadata,
+            ),
+            webhook_events_dropped: counter("livechat_webhook_events_dropped_total", Vec::new()),
             recorder,
         };
         Arc::new(metrics)
@@ -213,6 +328,14 @@ impl Metrics {
 
     pub fn publish_error(&self, error: PublishError) {
         self.publish_errors[error as usize].increment(1);
+    }
+
+    pub fn hook_call(&self, hook: Hook, outcome: HookOutcome) {
+        self.hook_calls[hook as usize * HOOK_OUTCOMES.len() + outcome as usize].increment(1);
+    }
+
+    pub fn hook_seconds(&self, hook: Hook) -> &Histogram {
+        &self.hook_seconds[hook as usize]
     }
 
     pub fn closed(&self, reason: CloseReason) {

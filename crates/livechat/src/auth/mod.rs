@@ -143,8 +143,12 @@ pub struct Identity {
     /// Rooms it may join and read: `None` is every room.
     rooms: Option<Arc<[String]>>,
     pub can_publish: bool,
-    /// Its token's `exp` (seconds since the Unix epoch); `None`: no token, never expires.
-    pub token_expires: Option<u64>,
+    /// When its credential expires (seconds since the Unix epoch): a token's `exp`, or the end of
+    /// the connect hook's `expires_in`; `None`: never.
+    pub expires: Option<u64>,
+    /// How long past `expires` a connection may stay: the clock skew a token was accepted
+    /// under (0 for the connect hook's answers, which are this server's own clock).
+    grace: u64,
     /// The server's API key: any room, and may publish on a user's behalf.
     pub is_server: bool,
 }
@@ -236,14 +240,13 @@ impl Auth {
         let token = token.filter(|token| !token.is_empty());
         // The server key is the server key with auth off too: it opens what is kept to it
         // (`LIVECHAT_HISTORY_READS=api-key`, the room list).
-        if let (Some(key), Some(token)) = (&self.api_key, token)
-            && constant_time_eq(key.as_bytes(), token.as_bytes())
-        {
+        if token.is_some_and(|token| self.is_server_key(token)) {
             return Ok(Identity {
                 user: None,
                 rooms: None,
                 can_publish: true,
-                token_expires: None,
+                expires: None,
+                grace: 0,
                 is_server: true,
             });
         }
@@ -253,11 +256,26 @@ impl Auth {
                 user: user.map(Arc::new),
                 rooms: None,
                 can_publish: true,
-                token_expires: None,
+                expires: None,
+                grace: 0,
                 is_server: false,
             });
         }
         self.verify(token.ok_or(AuthError::Missing)?)
+    }
+
+    /// Whether `token` is for this server to check itself (the server key, or any token when
+    /// auth is required), rather than a caller for the connect hook to name.
+    pub fn checks_locally(&self, token: Option<&str>) -> bool {
+        token
+            .filter(|token| !token.is_empty())
+            .is_some_and(|token| self.mode == AuthMode::Required || self.is_server_key(token))
+    }
+
+    fn is_server_key(&self, token: &str) -> bool {
+        self.api_key
+            .as_ref()
+            .is_some_and(|key| constant_time_eq(key.as_bytes(), token.as_bytes()))
     }
 
     /// A token sent on an open connection to extend it: valid, and for the same user.
@@ -310,7 +328,8 @@ impl Auth {
             })),
             rooms: claims.rooms.map(Arc::from),
             can_publish: claims.publish.unwrap_or(true),
-            token_expires: claims.exp,
+            expires: claims.exp,
+            grace: LEEWAY_SECONDS,
             is_server: false,
         })
     }
@@ -337,12 +356,28 @@ impl Identity {
         }
     }
 
-    /// When a connection made with it must close: the token's `exp`, plus the clock skew it
-    /// was accepted under (a token accepted 3 s past its `exp` keeps its connection 2 s more,
-    /// not none).
+    /// When a connection made with it must close: its expiry, plus the clock skew a token was
+    /// accepted under (a token accepted 3 s past its `exp` keeps its connection 2 s more, not
+    /// none).
     pub fn closes_at(&self) -> Option<u64> {
-        self.token_expires
-            .map(|exp| exp.saturating_add(LEEWAY_SECONDS))
+        self.expires.map(|exp| exp.saturating_add(self.grace))
+    }
+
+    /// Someone the app vouched for (the connect hook): the same claims a token carries.
+    pub fn admitted(
+        user: Option<Author>,
+        rooms: Option<Vec<String>>,
+        can_publish: bool,
+        expires: Option<u64>,
+    ) -> Self {
+        Self {
+            user: user.map(Arc::new),
+            rooms: rooms.map(Arc::from),
+            can_publish,
+            expires,
+            grace: 0,
+            is_server: false,
+        }
     }
 
     pub fn check_publish(&self) -> Result<(), AuthError> {
@@ -411,7 +446,9 @@ fn explain(error: &jsonwebtoken::errors::Error, expected: &Expected) -> String {
 }
 
 /// `sub` as a string, or an integer taken as its decimal string.
-fn subject<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+pub(crate) fn subject<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Subject {
@@ -559,7 +596,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(identity.user.as_ref().unwrap().id.as_deref(), Some("42"));
-        assert_eq!(identity.token_expires, Some(exp));
+        assert_eq!(identity.expires, Some(exp));
         assert_eq!(identity.closes_at(), Some(exp + LEEWAY_SECONDS));
         assert!(
             refusal(&auth, &signed(serde_json::json!({"sub": 1.5, "exp": exp})))

@@ -41,6 +41,17 @@ pub enum ApiError {
     Refused(#[from] Refused),
     #[error("the request did not arrive within {0:?}")]
     Timeout(std::time::Duration),
+    /// The connect hook said no (401 or 403), with the app's reason.
+    #[error("{reason}")]
+    HookRefused { status: u16, reason: String },
+    /// The connect hook could not be asked: nobody gets in (its failure is logged).
+    #[error("sign-in unavailable: the app could not be asked who you are; try again shortly")]
+    SignInUnavailable(crate::hooks::HookError),
+    /// The publish hook refused the message, with the app's reason.
+    #[error("{0}")]
+    PublishRefused(String),
+    #[error("message refused: the publish hook failed: {0}")]
+    PublishHookFailed(crate::hooks::HookError),
 }
 
 impl ApiError {
@@ -62,6 +73,11 @@ impl ApiError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::HookRefused { status: 401, .. } => StatusCode::UNAUTHORIZED,
+            Self::HookRefused { .. } | Self::PublishRefused(_) => StatusCode::FORBIDDEN,
+            Self::SignInUnavailable(_) | Self::PublishHookFailed(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }

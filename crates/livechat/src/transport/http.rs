@@ -7,16 +7,17 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::client_ip::ClientIp;
-use super::{ApiError, AppState, caller};
+use super::caller::{Caller, Identified};
+use super::{ApiError, AppState};
 use crate::auth::{AuthError, Guarded, Identity};
 use crate::engine::RoomCount;
 use crate::epoch::Epoch;
+use crate::hooks::{Judgement, Transport};
 use crate::message::{BadPublish, Draft, Publish, StoredMessage};
 use crate::metrics::PublishError;
 use crate::room::RoomName;
@@ -77,8 +78,7 @@ pub struct SendAnswer {
 )]
 pub async fn send(
     State(state): State<AppState>,
-    ClientIp(client_ip): ClientIp,
-    headers: HeaderMap,
+    caller: Caller,
     params: Result<Query<RoomParam>, QueryRejection>,
     body: Body,
 ) -> Result<Json<SendAnswer>, ApiError> {
@@ -97,20 +97,23 @@ pub async fn send(
             }
         })?;
     let publish = Publish::parse(&bytes)?;
-    let identity = caller::identify(
-        &state,
-        &headers,
-        params.token.as_deref(),
-        publish.name.as_deref(),
-    )?;
-    let message = publish.message.ok_or(BadPublish::MissingMessage)?;
     let room = room_or_default(&state, publish.room.or(params.room).as_deref())?;
+    let Identified { identity, .. } = caller
+        .identify(
+            &state,
+            params.token.as_deref(),
+            publish.name.as_deref(),
+            Some(&room),
+            Transport::Http,
+        )
+        .await?;
+    let message = publish.message.ok_or(BadPublish::MissingMessage)?;
     identity.check_room(&room)?;
     let metrics = &state.metrics;
     identity
         .check_publish()
         .inspect_err(|_| metrics.publish_error(PublishError::Forbidden))?;
-    check_rate(&state, &identity, client_ip)
+    check_rate(&state, &identity, caller.client_ip())
         .inspect_err(|_| metrics.publish_error(PublishError::RateLimited))?;
     let user = match identity.is_server {
         true => publish.user.map(Arc::new),
@@ -121,6 +124,22 @@ pub async fn send(
         message,
         user,
         nonce: publish.nonce,
+    };
+    // The app judges its users' messages, not its own backend's (the server key).
+    let draft = match &state.hooks.publish {
+        Some(hook) if !identity.is_server => match hook.clone().judge(draft, Transport::Http).await
+        {
+            Judgement::Store(draft) => draft,
+            Judgement::Refused { reason, .. } => {
+                metrics.publish_error(PublishError::HookRefused);
+                return Err(ApiError::PublishRefused(reason));
+            }
+            Judgement::Failed { error, .. } => {
+                metrics.publish_error(PublishError::HookFailed);
+                return Err(ApiError::PublishHookFailed(error));
+            }
+        },
+        _ => draft,
     };
     let accepted = state
         .engine
@@ -188,15 +207,15 @@ pub enum Cursor {
 )]
 pub async fn history(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     params: Result<Query<HistoryParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params?;
-    let identity = caller::identify(&state, &headers, params.token.as_deref(), None)?;
+    let (room, identity) = reader(&state, &caller, params.room, params.token).await?;
     let limit = number(params.limit.as_deref(), "limit")?
         .map_or(DEFAULT_PAGE, |limit| (limit as usize).min(MAX_PAGE));
     let query = HistoryQuery {
-        room: room_or_default(&state, params.room.as_deref())?,
+        room,
         limit,
         before: number(params.before.as_deref(), "before")?,
         after: number(params.after.as_deref(), "after")?,
@@ -251,12 +270,11 @@ pub struct PresenceParams {
 )]
 pub async fn presence(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     params: Result<Query<PresenceParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params?;
-    let identity = caller::identify(&state, &headers, params.token.as_deref(), None)?;
-    let room = room_or_default(&state, params.room.as_deref())?;
+    let (room, identity) = reader(&state, &caller, params.room, params.token).await?;
     identity.check_room(&room)?;
     Ok(Json(state.engine.presence(&room).await?).into_response())
 }
@@ -276,11 +294,13 @@ pub async fn presence(
 )]
 pub async fn rooms(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     params: Result<Query<TokenParam>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params?;
-    let identity = caller::identify(&state, &headers, params.token.as_deref(), None)?;
+    let Identified { identity, .. } = caller
+        .identify(&state, params.token.as_deref(), None, None, Transport::Http)
+        .await?;
     state.room_list.check(&identity, Guarded::RoomList)?;
     let (rooms, recent) = tokio::try_join!(
         state.engine.rooms(),
@@ -359,6 +379,20 @@ fn check_rate(state: &AppState, identity: &Identity, client_ip: IpAddr) -> Resul
     limiter
         .check(&key)
         .map_err(|retry_after_ms| ApiError::RateLimited { retry_after_ms })
+}
+
+/// The room a read names (else the default room), and who reads it.
+async fn reader(
+    state: &AppState,
+    caller: &Caller,
+    room: Option<String>,
+    token: Option<String>,
+) -> Result<(RoomName, Identity), ApiError> {
+    let room = room_or_default(state, room.as_deref())?;
+    let Identified { identity, .. } = caller
+        .identify(state, token.as_deref(), None, Some(&room), Transport::Http)
+        .await?;
+    Ok((room, identity))
 }
 
 fn room_or_default(state: &AppState, room: Option<&str>) -> Result<RoomName, ApiError> {

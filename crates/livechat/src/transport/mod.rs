@@ -7,6 +7,7 @@ mod admission;
 mod caller;
 mod client_ip;
 mod error;
+mod hooked;
 mod http;
 mod openapi;
 mod origin;
@@ -35,6 +36,7 @@ pub use upgrade::{Socket, Upgrade};
 
 use crate::auth::{Access, Auth};
 use crate::engine::Engine;
+use crate::hooks::Hooks;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::presence::Roster;
@@ -76,6 +78,8 @@ pub struct Shared {
     /// Who may read history and list rooms (`LIVECHAT_HISTORY_READS`, `LIVECHAT_ROOM_LIST`).
     pub history_reads: Access,
     pub room_list: Access,
+    /// The app's connect and publish hooks, where set.
+    pub hooks: Hooks,
 }
 
 impl AppState {

@@ -143,6 +143,18 @@ impl Session {
         }
     }
 
+    /// The connect hook vouched for the connection again: the same user keeps it (with what it
+    /// may now do); another user does not (false: the connection ends).
+    pub fn renewed(&mut self, identity: &Identity) -> bool {
+        let id = |user: Option<&Author>| user.and_then(|user| user.id.clone());
+        if id(identity.user.as_deref()) != id(self.user.as_deref()) {
+            return false;
+        }
+        self.user = identity.user.clone();
+        self.can_publish = identity.can_publish;
+        true
+    }
+
     /// `{"token": NEW}`: a fresh token for the same user, still allowed in this room, pushes
     /// the connection's expiry back; the answer confirms it: `{"event": "token", "exp": EXP}`.
     fn refresh(
@@ -158,7 +170,7 @@ impl Session {
         let confirmation = serde_json::json!({
             "event": "token",
             "room": room,
-            "exp": fresh.token_expires,
+            "exp": fresh.expires,
         });
         self.user = fresh.user;
         self.can_publish = fresh.can_publish;

@@ -18,22 +18,23 @@ use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 
 use super::admission::Permit;
-use super::client_ip::ClientIp;
+use super::caller::{Caller, Identified};
+use super::hooked::{HookNews, Hooked, Renewal};
 use super::resume::{self, ResumeFrom};
 use super::session::{Action, RATE_ABUSE, Session};
 use super::upgrade::{PendingSocket, Socket, Upgrade};
-use super::{ApiError, AppState, caller};
+use super::{ApiError, AppState};
 use crate::auth::Guarded;
 use crate::engine::{Accepted, Receipt};
+use crate::hooks::{Judgement, Transport};
 use crate::hub::{JoinAs, Subscription};
-use crate::message::{ErrorReply, Frames, Nonce, Request};
-use crate::metrics::CloseReason;
+use crate::message::{Draft, ErrorReply, Frames, Nonce, Request};
+use crate::metrics::{CloseReason, PublishError};
 use crate::outbound::Closed;
 use crate::room::RoomName;
 use crate::throttle::Throttle;
@@ -104,32 +105,37 @@ fn switched_on(value: Option<&str>) -> bool {
 )]
 pub async fn connect(
     State(state): State<AppState>,
-    client_ip: Result<ClientIp, ApiError>,
-    headers: HeaderMap,
+    caller: Result<Caller, ApiError>,
     room: Result<Path<String>, PathRejection>,
     options: Result<Query<ConnectOptions>, QueryRejection>,
     upgrade: Result<Upgrade, ApiError>,
 ) -> Response {
-    let parsed = (|| {
+    let parsed = async {
         let Path(room) = room?;
         let Query(options) = options?;
         let room = RoomName::parse(&room)?;
-        let identity = caller::identify(
-            &state,
-            &headers,
-            options.token.as_deref(),
-            options.name.as_deref(),
-        )?;
-        identity.check_room(&room)?;
+        let caller = caller?;
         let resume = ResumeFrom::parse(options.since.as_deref(), options.epoch.as_deref())?;
+        let identified = caller
+            .identify(
+                &state,
+                options.token.as_deref(),
+                options.name.as_deref(),
+                Some(&room),
+                Transport::WebSocket,
+            )
+            .await?;
+        identified.identity.check_room(&room)?;
         if resume.is_some() {
-            state.history_reads.check(&identity, Guarded::History)?;
+            state
+                .history_reads
+                .check(&identified.identity, Guarded::History)?;
         }
-        let ClientIp(ip) = client_ip?;
-        let permit = state.admission.admit(ip)?;
-        Ok::<_, ApiError>((room, options, identity, resume, permit))
-    })();
-    let (room, options, identity, resume, permit) = match parsed {
+        let permit = state.admission.admit(caller.client_ip())?;
+        Ok::<_, ApiError>((room, options, identified, resume, permit))
+    }
+    .await;
+    let (room, options, identified, resume, permit) = match parsed {
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
@@ -137,6 +143,10 @@ pub async fn connect(
         Ok(upgrade) => upgrade,
         Err(refused) => return refused.into_response(),
     };
+    let Identified {
+        identity,
+        hook_request,
+    } = identified;
     let join = JoinAs {
         user: identity.user.clone(),
         meta: switched_on(options.meta.as_deref()),
@@ -156,6 +166,13 @@ pub async fn connect(
         .as_ref()
         .map(|(limit, _)| limit.for_connection());
     let session = Session::new(&identity, limiter);
+    let publish_hook = state.hooks.publish.clone().filter(|_| !identity.is_server);
+    let hooked = Hooked::new(
+        publish_hook,
+        state.hooks.connect.as_ref(),
+        &identity,
+        hook_request,
+    );
     if let Err(error) = state.engine.room_ready(&room).await {
         return ApiError::from(error).into_response();
     }
@@ -178,6 +195,7 @@ pub async fn connect(
         session,
         receipts: VecDeque::new(),
         in_flight_bytes: 0,
+        hooked,
         permit,
         opened: Instant::now(),
         meta,
@@ -242,6 +260,9 @@ struct Connection {
     /// Publishes waiting to be stored, oldest first; a failed one owes its client an error frame.
     receipts: VecDeque<InFlight>,
     in_flight_bytes: usize,
+    /// Publishes waiting for the publish hook, and the connect hook asked again (none
+    /// without hooks).
+    hooked: Option<Box<Hooked>>,
     /// The connection's place under the connection caps, given back when it ends.
     permit: Permit,
     opened: Instant,
@@ -332,6 +353,14 @@ impl Connection {
                 Poll::Ready(Ok(())) => progress = true,
                 Poll::Pending => {}
             }
+            if let Some(hooked) = &mut self.hooked
+                && let Poll::Ready(news) = hooked.poll(cx)
+            {
+                progress = true;
+                if let Some(end) = self.hook_news(socket, news) {
+                    return Poll::Ready(end);
+                }
+            }
             while let Some(in_flight) = self.receipts.front_mut() {
                 let Poll::Ready(answer) = Pin::new(&mut in_flight.receipt).poll(cx) else {
                     break;
@@ -366,7 +395,10 @@ impl Connection {
             if let Poll::Ready(Err(_)) = socket.poll_write(cx) {
                 return Poll::Ready(End::ClientGone);
             }
-            if self.receipts.len() < MAX_IN_FLIGHT && self.in_flight_bytes < MAX_IN_FLIGHT_BYTES {
+            let judging = self.hooked.as_ref().map_or(0, |hooked| hooked.waiting());
+            if self.receipts.len() + judging < MAX_IN_FLIGHT
+                && self.in_flight_bytes < MAX_IN_FLIGHT_BYTES
+            {
                 match socket.poll_next(cx) {
                     Poll::Pending => {}
                     Poll::Ready(Ok(None) | Err(ReadError::Io(_))) => {
@@ -404,13 +436,13 @@ impl Connection {
                     Action::Publish(draft) => {
                         let bytes = draft.message.get().len();
                         self.in_flight_bytes += bytes;
-                        let nonce = draft.nonce.clone();
-                        let receipt = self.state.engine.publish(draft);
-                        self.receipts.push_back(InFlight {
-                            receipt,
-                            bytes,
-                            nonce,
-                        });
+                        let unjudged = match &mut self.hooked {
+                            Some(hooked) => hooked.judge(draft, bytes),
+                            None => Some(draft),
+                        };
+                        if let Some(draft) = unjudged {
+                            self.publish(draft, bytes);
+                        }
                         return None;
                     }
                     Action::Typing(user) => {
@@ -436,6 +468,51 @@ impl Connection {
             Incoming::Close(code) => return Some(End::ClientClosed(code)),
         };
         self.reply(socket, reply)
+    }
+
+    /// Hands a message to the engine; its receipt is waited for in order.
+    fn publish(&mut self, draft: Draft, bytes: usize) {
+        let nonce = draft.nonce.clone();
+        let receipt = self.state.engine.publish(draft);
+        self.receipts.push_back(InFlight {
+            receipt,
+            bytes,
+            nonce,
+        });
+    }
+
+    /// Acts on what the hooks said: a message judged (stored, or refused with the app's reason),
+    /// or the connect hook's new word on this connection.
+    fn hook_news(&mut self, socket: &mut Socket, news: HookNews) -> Option<End> {
+        let (reason, nonce, metric) = match news {
+            HookNews::Judged(Judgement::Store(draft), bytes) => {
+                self.publish(draft, bytes);
+                return None;
+            }
+            HookNews::Judged(Judgement::Refused { reason, nonce }, bytes) => {
+                self.in_flight_bytes -= bytes;
+                (reason, nonce, PublishError::HookRefused)
+            }
+            HookNews::Judged(Judgement::Failed { error, nonce }, bytes) => {
+                self.in_flight_bytes -= bytes;
+                let reason = ApiError::PublishHookFailed(error).to_string();
+                (reason, nonce, PublishError::HookFailed)
+            }
+            HookNews::Renewed(Renewal::Extended(identity)) => {
+                let liveness = &self.subscription.outbound.liveness;
+                return match self.session.renewed(&identity) {
+                    true => {
+                        liveness.expire_at(identity.closes_at());
+                        None
+                    }
+                    false => Some(End::Close(TOKEN_EXPIRED)),
+                };
+            }
+            HookNews::Renewed(Renewal::Ended) => return Some(End::Close(TOKEN_EXPIRED)),
+        };
+        self.state.metrics.publish_error(metric);
+        let refusal = ErrorReply::new(&reason, Request::Message).nonce(nonce.as_ref());
+        self.reply(socket, refusal.frame())
     }
 
     /// Queues a frame for this client alone, unless it already owes it more than it reads: a

@@ -9,6 +9,7 @@ mod exposure;
 mod failover;
 mod faults;
 mod history;
+mod hooks;
 mod metrics;
 mod nginx;
 mod nodes;
