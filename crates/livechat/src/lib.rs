@@ -34,7 +34,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Auth, AuthSettings, AuthSetupError};
 use crate::config::{Config, StoreKind};
 use crate::engine::{EmbeddedEngine, Engine, RedisEngine, RedisSettings, RoomRegistry};
-use crate::hooks::Hooks;
+use crate::hooks::{Endpoint, Hooks};
 use crate::hub::Hub;
 use crate::keepalive::KeepaliveSettings;
 use crate::metrics::Metrics;
@@ -44,6 +44,7 @@ use crate::presence::Roster;
 use crate::rate::RateLimit;
 use crate::store::{HistoryStore, MemoryStore, Retention, SqliteStore, StoreError};
 use crate::transport::{Admission, AppState, OriginPolicy, Shared, TlsError, TrustedProxies};
+use crate::webhooks::WebhookSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -102,6 +103,9 @@ pub struct Server {
     metrics_listener: Option<TcpListener>,
     request_timeout: std::time::Duration,
     shutdown_timeout: std::time::Duration,
+    /// The app's webhook: where events go, and which.
+    webhook: Option<(Endpoint, WebhookSettings)>,
+    metrics: Arc<Metrics>,
 }
 
 impl Server {
@@ -127,6 +131,8 @@ impl Server {
         });
         let metrics = Metrics::new();
         let hooks = start_hooks(&config, &metrics).map_err(RunError::Hooks)?;
+        let webhook = start_webhook(&config, &metrics).map_err(RunError::Hooks)?;
+        let recorded = webhook.as_ref().map(|(_, settings)| *settings);
         let metrics_listener = match &config.metrics_bind {
             Some(bind) => Some(TcpListener::bind(bind.as_str()).await.map_err(|source| {
                 RunError::MetricsBind {
@@ -137,9 +143,12 @@ impl Server {
             None => None,
         };
         let (hub, roster, engine) = match config.redis_urls() {
-            Some(urls) => start_redis(&config, urls, retention, &metrics).await?,
-            None => start_embedded(&config, retention, &metrics)?,
+            Some(urls) => start_redis(&config, urls, retention, &metrics, recorded).await?,
+            None => start_embedded(&config, retention, &metrics, recorded)?,
         };
+        if recorded.is_some_and(|settings| settings.wants_presence()) {
+            roster.tell_the_app();
+        }
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             max_connections = admission.max_total(),
@@ -186,6 +195,8 @@ impl Server {
             metrics_listener,
             request_timeout: config.request_timeout,
             shutdown_timeout: config.shutdown_timeout,
+            webhook,
+            metrics,
         })
     }
 
@@ -193,7 +204,22 @@ impl Server {
     /// 1001, stores everything already accepted and returns.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
         let sweep = tokio::spawn(keepalive::run(self.hub.clone(), self.keepalive));
-        let announcements = tokio::spawn(presence::run(self.roster.clone(), self.hub.clone()));
+        let outbox = self.engine.outbox();
+        let tell = match (&outbox, &self.webhook) {
+            (Some(outbox), Some((_, settings))) => Some((outbox.clone(), *settings)),
+            _ => None,
+        };
+        let announcements =
+            tokio::spawn(presence::run(self.roster.clone(), self.hub.clone(), tell));
+        let webhooks = match (outbox, self.webhook) {
+            (Some(outbox), Some((endpoint, _))) => Some(tokio::spawn(webhooks::sender::run(
+                outbox,
+                endpoint,
+                self.metrics.clone(),
+                shutdown.clone(),
+            ))),
+            _ => None,
+        };
         // On SIGTERM/SIGINT the hub tells every WebSocket connection to close with 1001.
         let closing_hub = self.hub.clone();
         let signal = shutdown.clone();
@@ -219,6 +245,10 @@ impl Server {
         transport::serve(listener, app, self.tls, self.request_timeout, shutdown).await;
         sweep.abort();
         announcements.abort();
+        if let Some(webhooks) = webhooks {
+            // It stops between deliveries; one under way may take up to the hook timeout.
+            let _ = tokio::time::timeout(self.shutdown_timeout, webhooks).await;
+        }
         self.connections.close();
         if tokio::time::timeout(self.shutdown_timeout, self.connections.wait())
             .await
@@ -313,6 +343,38 @@ fn start_hooks(config: &Config, metrics: &Arc<Metrics>) -> Result<Hooks, String>
     Ok(Hooks { connect, publish })
 }
 
+/// The app's webhook, if set: its URL called one batch at a time, and the events recorded.
+fn start_webhook(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<(Endpoint, WebhookSettings)>, String> {
+    use crate::hooks::{CallSettings, http_client, signature::Signer};
+    let Some(url) = &config.webhook_url else {
+        return Ok(None);
+    };
+    let settings = CallSettings {
+        timeout: config.hook_timeout,
+        concurrency: 1,
+        signer: config.webhook_secret.as_deref().map(Signer::new),
+    };
+    let endpoint = Endpoint::new(
+        crate::metrics::Hook::Webhook,
+        url,
+        http_client()?,
+        settings,
+        metrics.clone(),
+    )
+    .map_err(|error| format!("LIVECHAT_WEBHOOK_URL: {error}"))?;
+    if config.webhook_secret.is_none() {
+        tracing::warn!(
+            "LIVECHAT_WEBHOOK_URL is set without LIVECHAT_WEBHOOK_SECRET: webhooks are not signed, \
+             so the app cannot tell them from anyone else's requests"
+        );
+    }
+    let recorded = WebhookSettings::new(&config.webhook_events, config.webhook_outbox_bytes);
+    Ok(Some((endpoint, recorded)))
+}
+
 fn queue_limits(config: &Config) -> QueueLimits {
     QueueLimits::new(config.outbound_queue, config.outbound_bytes)
 }
@@ -321,6 +383,7 @@ fn start_embedded(
     config: &Config,
     retention: Retention,
     metrics: &Arc<Metrics>,
+    webhooks: Option<WebhookSettings>,
 ) -> Result<Parts, RunError> {
     let roster = Roster::new("local", false);
     let hub = Hub::new(
@@ -330,13 +393,18 @@ fn start_embedded(
         start_pacer(config),
         metrics.deliveries.clone(),
     );
-    let store: Arc<dyn HistoryStore> = match config.store {
-        StoreKind::Sqlite => Arc::new(SqliteStore::open(
-            &config.data_dir,
-            retention,
-            config.sqlite_sync,
-        )?),
-        StoreKind::Memory => Arc::new(MemoryStore::new(retention)),
+    let store: Arc<dyn HistoryStore> = match (config.store, webhooks) {
+        (StoreKind::Sqlite, webhooks) => {
+            let store = SqliteStore::open(&config.data_dir, retention, config.sqlite_sync)?;
+            Arc::new(match webhooks {
+                Some(webhooks) => store.with_outbox(webhooks)?,
+                None => store,
+            })
+        }
+        (StoreKind::Memory, Some(webhooks)) => {
+            Arc::new(MemoryStore::new(retention).with_outbox(webhooks))
+        }
+        (StoreKind::Memory, None) => Arc::new(MemoryStore::new(retention)),
     };
     tracing::info!(store = ?config.store, data_dir = %config.data_dir.display(), "embedded engine");
     let engine = EmbeddedEngine::start(
@@ -354,6 +422,7 @@ async fn start_redis(
     urls: Vec<String>,
     retention: Retention,
     metrics: &Arc<Metrics>,
+    webhooks: Option<WebhookSettings>,
 ) -> Result<Parts, RunError> {
     if config.redis_cluster && !config.redis_sentinel.is_empty() {
         return Err(RunError::RedisSettings(
@@ -390,6 +459,7 @@ async fn start_redis(
         room_ttl: config.room_ttl,
         retention,
         metrics: metrics.clone(),
+        webhooks,
     };
     let engine =
         RedisEngine::start(settings, hub.clone(), roster.clone(), registry, commands).await?;

@@ -71,6 +71,18 @@ impl StoredMessage {
 }
 
 impl Draft {
+    /// The message as stored, numbered `id` at `ts`.
+    pub fn stored(self, id: u64, ts: u64) -> StoredMessage {
+        StoredMessage {
+            id,
+            room: self.room,
+            message: self.message,
+            ts,
+            user: self.user,
+            nonce: self.nonce,
+        }
+    }
+
     /// The same, before it is stored.
     pub fn stored_bytes(&self) -> usize {
         stored_bytes(&self.message, self.user.as_deref(), self.nonce.as_ref())

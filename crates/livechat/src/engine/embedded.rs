@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::presence::{self, PresenceList, Roster};
 use crate::room::RoomName;
 use crate::store::{Appended, HistoryQuery, HistoryStore, Page, RecentRoom, Retention, now_ms};
+use crate::webhooks::{Event, Outbox, OutboxError, Recorded};
 
 /// Most messages committed in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -160,6 +161,13 @@ impl Engine for EmbeddedEngine {
         }
     }
 
+    fn outbox(&self) -> Option<Arc<dyn Outbox>> {
+        self.store.outbox_budget()?;
+        Some(Arc::new(StoreOutbox {
+            store: self.store.clone(),
+        }))
+    }
+
     fn shutdown(&self) -> BoxFuture<'static, ()> {
         self.jobs.stop();
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -169,6 +177,57 @@ impl Engine for EmbeddedEngine {
             }
         }
         .boxed()
+    }
+}
+
+/// The store's webhook outbox, as the sender and the roster reach it: its calls run on the
+/// blocking pool (the SQLite writer's lock serializes them with commits).
+struct StoreOutbox {
+    store: Arc<dyn HistoryStore>,
+}
+
+impl StoreOutbox {
+    fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn HistoryStore) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, OutboxError>> {
+        let store = self.store.clone();
+        async move {
+            tokio::task::spawn_blocking(move || call(&*store))
+                .await
+                .map_err(|error| OutboxError(error.to_string()))?
+                .map_err(|error| OutboxError(error.to_string()))
+        }
+        .boxed()
+    }
+}
+
+impl Outbox for StoreOutbox {
+    fn record(&self, events: Vec<Event>) -> BoxFuture<'static, Result<(), OutboxError>> {
+        self.blocking(move |store| store.record_events(&events))
+    }
+
+    fn read(&self, max: usize) -> BoxFuture<'static, Result<Vec<Recorded>, OutboxError>> {
+        self.blocking(move |store| store.read_events(max))
+    }
+
+    fn ack(&self, delivered: &[Recorded]) -> BoxFuture<'static, Result<(), OutboxError>> {
+        let delivered = delivered.to_vec();
+        self.blocking(move |store| store.forget_events(&delivered))
+    }
+
+    fn pending(&self) -> BoxFuture<'static, Result<u64, OutboxError>> {
+        let pending = self
+            .store
+            .outbox_budget()
+            .map_or(0, |budget| budget.events());
+        std::future::ready(Ok(pending)).boxed()
+    }
+
+    fn dropped(&self) -> u64 {
+        self.store
+            .outbox_budget()
+            .map_or(0, |budget| budget.dropped())
     }
 }
 

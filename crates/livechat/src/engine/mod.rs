@@ -27,6 +27,7 @@ use crate::message::{Author, Draft, StoredMessage};
 use crate::presence::PresenceList;
 use crate::room::RoomName;
 use crate::store::{HistoryQuery, Page, RecentRoom};
+use crate::webhooks::Outbox;
 
 pub trait Engine: Send + Sync + 'static {
     /// Queues a message. Messages get ids (and reach subscribers) in the order of the calls, so a
@@ -60,6 +61,9 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Whether publishes can be stored right now; the reason when not.
     fn readiness(&self) -> Result<(), EngineError>;
+
+    /// Where webhook events wait for the app, when they are recorded.
+    fn outbox(&self) -> Option<Arc<dyn Outbox>>;
 
     /// Stores everything already accepted, then stops; later publishes fail with `Stopped`.
     fn shutdown(&self) -> BoxFuture<'static, ()>;

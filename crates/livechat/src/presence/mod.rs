@@ -25,6 +25,7 @@ pub use typing::{TypingGate, TypingVerdict};
 use crate::hub::{Audience, Hub};
 use crate::message::Author;
 use crate::room::RoomName;
+use crate::webhooks::{Outbox, WebhookSettings};
 use crate::websocket::frame;
 
 /// Joins, leaves and count changes are announced at most this often per room.
@@ -151,12 +152,26 @@ pub fn deliver_typing(roster: &Roster, hub: &Hub, room: &RoomName, user: &Author
 }
 
 /// Announces each room's coalesced joins and leaves to its members with presence on, once per
-/// `ANNOUNCE_EVERY`, until the runtime ends.
-pub async fn run(roster: Arc<Roster>, hub: Arc<Hub>) {
+/// `ANNOUNCE_EVERY`, and records for the app (`tell`: its outbox and the kinds it wants) who
+/// came and went, until the runtime ends.
+pub async fn run(
+    roster: Arc<Roster>,
+    hub: Arc<Hub>,
+    tell: Option<(Arc<dyn Outbox>, WebhookSettings)>,
+) {
     let mut ticks = tokio::time::interval(ANNOUNCE_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        // Before the announcements, which forget rooms this node no longer serves.
+        if let Some((outbox, wanted)) = &tell {
+            let events = roster.take_presence_events(crate::store::now_ms(), wanted);
+            if !events.is_empty()
+                && let Err(error) = outbox.record(events).await
+            {
+                tracing::warn!(%error, "cannot record who came and went for the app's webhook");
+            }
+        }
         for (room, frame) in roster.take_announcements() {
             hub.announce(&room, Audience::Presence { except: None }, frame);
         }

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use tokio::time::Instant;
 use super::{Diff, MAX_LISTED, PresenceList, TYPING_EVERY, UserKey, typing_frame, user_key};
 use crate::message::Author;
 use crate::room::RoomName;
+use crate::webhooks::{Event, EventKind, WebhookSettings};
 use crate::websocket::frame;
 
 const SHARDS: usize = 16;
@@ -29,6 +31,8 @@ pub struct Roster {
     relays: bool,
     /// Told when there is something to relay.
     to_relay: tokio::sync::Notify,
+    /// Who comes and goes is told to the app (webhooks): each room keeps what it was told.
+    telling: AtomicBool,
 }
 
 /// One node's members of a room.
@@ -80,6 +84,18 @@ struct RoomView {
     relayed_seq: u64,
     /// When each user's typing was last let through.
     typing: HashMap<UserKey, Instant>,
+    /// What the app was last told of the room (when it is told); `None` until the other nodes'
+    /// members were read, as the room opened here.
+    told: Option<Told>,
+}
+
+/// Who the app was told is in a room, and whether this node was the one telling.
+#[derive(Default)]
+struct Told {
+    users: HashMap<UserKey, Arc<Author>>,
+    occupied: bool,
+    /// This node told last time: it tells of the room's emptying too.
+    by_me: bool,
 }
 
 #[derive(Default)]
@@ -97,7 +113,13 @@ impl Roster {
             node: Arc::from(node),
             relays,
             to_relay: tokio::sync::Notify::new(),
+            telling: AtomicBool::new(false),
         })
+    }
+
+    /// From now on, rooms keep track of who the app was told is in them (webhooks).
+    pub fn tell_the_app(&self) {
+        self.telling.store(true, Ordering::Relaxed);
     }
 
     pub fn node(&self) -> &str {
@@ -132,7 +154,12 @@ impl Roster {
 
     fn local_change(&self, room: &RoomName, user: Option<&Arc<Author>>, arrived: bool) {
         let mut rooms = self.shard(room);
-        let view = rooms.entry(room.clone()).or_default();
+        let view = rooms.entry(room.clone()).or_insert_with(|| RoomView {
+            // Alone (no other node), the app has been told of nobody; with others, the room is
+            // opened once their members are read (`opened`).
+            told: (!self.relays && self.telling.load(Ordering::Relaxed)).then(Told::default),
+            ..RoomView::default()
+        });
         let node = view.nodes.entry(self.node.clone()).or_default();
         node.members = if arrived {
             node.members + 1
@@ -252,6 +279,89 @@ impl Roster {
                 view.set_node(node, state);
             }
         }
+    }
+
+    /// `room`'s other nodes' members have been read as it opened here: what the app was told of
+    /// it is who they have (this node's own members, come meanwhile, are news).
+    pub fn opened(&self, room: &RoomName) {
+        if !self.telling.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut rooms = self.shard(room);
+        let Some(view) = rooms.get_mut(room) else {
+            return;
+        };
+        if view.told.is_none() {
+            let others = view.nodes.iter().filter(|(node, _)| **node != self.node);
+            let mut told = Told::default();
+            for (_, node) in others {
+                told.occupied |= node.members > 0;
+                for (key, person) in &node.people {
+                    told.users.insert(key.clone(), person.user.clone());
+                }
+            }
+            view.told = Some(told);
+        }
+    }
+
+    /// What the app is to be told of every room since the last call (joins and leaves of users,
+    /// rooms occupied and vacated), when this node is the one telling: of a room, the node with
+    /// the lowest name among those with members there, or, when it emptied, the one that told
+    /// last. The others keep track without telling.
+    pub fn take_presence_events(&self, now_ms: u64, wanted: &WebhookSettings) -> Vec<Event> {
+        let mut events = Vec::new();
+        self.each_room(|room, view| {
+            let Some(told) = view.told.take() else {
+                return;
+            };
+            let mut current: HashMap<UserKey, Arc<Author>> = HashMap::new();
+            let mut steward: Option<&Arc<str>> = None;
+            let mut occupied = false;
+            for (name, node) in &view.nodes {
+                if node.members > 0 {
+                    occupied = true;
+                    steward = Some(steward.map_or(name, |lowest| lowest.min(name)));
+                }
+                for (key, person) in &node.people {
+                    current
+                        .entry(key.clone())
+                        .or_insert_with(|| person.user.clone());
+                }
+            }
+            let tells = match steward {
+                Some(steward) => **steward == *self.node,
+                None => told.by_me,
+            };
+            if tells {
+                let mut event = |kind, user: Option<&Author>| {
+                    if wanted.wants(kind) {
+                        events.push(Event::presence(kind, room, now_ms, user));
+                    }
+                };
+                if occupied && !told.occupied {
+                    event(EventKind::RoomOccupied, None);
+                }
+                for (key, user) in &current {
+                    if !told.users.contains_key(key) {
+                        event(EventKind::Join, Some(user));
+                    }
+                }
+                for (key, user) in &told.users {
+                    if !current.contains_key(key) {
+                        event(EventKind::Leave, Some(user));
+                    }
+                }
+                if !occupied && told.occupied {
+                    event(EventKind::RoomVacated, None);
+                }
+            }
+            view.told = Some(Told {
+                users: current,
+                occupied,
+                by_me: tells,
+            });
+        });
+        events
     }
 
     /// Forgets the nodes not in `live` (gone without a word): their users leave.
@@ -545,5 +655,35 @@ mod tests {
         assert_eq!(left["members"], 1);
         let (_, relayed) = roster.take_local_changes().pop().unwrap();
         assert!(relayed.seq == 1 && relayed.members == 1 && relayed.people.len() == 1);
+    }
+
+    fn told(roster: &Roster) -> Vec<String> {
+        let wanted = WebhookSettings::new(&[], 1 << 20);
+        roster
+            .take_presence_events(1, &wanted)
+            .into_iter()
+            .map(|event| event.body)
+            .collect()
+    }
+
+    #[test]
+    fn the_app_is_told_of_comings_and_goings_once() {
+        let roster = Roster::new("local", false);
+        roster.tell_the_app();
+        let ada = user("Ada");
+        roster.arrive(&room(), Some(&ada));
+        roster.arrive(&room(), Some(&ada));
+        roster.arrive(&room(), None);
+        let events = told(&roster);
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert!(events[0].contains("room_occupied") && events[1].contains("\"join\""));
+        assert!(told(&roster).is_empty(), "told once");
+        roster.depart(&room(), Some(&ada));
+        assert!(told(&roster).is_empty(), "Ada has another connection");
+        roster.depart(&room(), Some(&ada));
+        roster.depart(&room(), None);
+        let events = told(&roster);
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert!(events[0].contains("\"leave\"") && events[1].contains("room_vacated"));
     }
 }

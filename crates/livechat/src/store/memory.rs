@@ -11,6 +11,7 @@ use super::{
 use crate::epoch::{Epoch, new_epoch};
 use crate::message::{Draft, Nonce, StoredMessage};
 use crate::room::RoomName;
+use crate::webhooks::{Budget, Event, EventKind, Recorded, WebhookSettings};
 
 /// Nonces remembered at most; past it the oldest are forgotten before the window ends (a
 /// flood of distinct nonces cannot grow the process without bound).
@@ -20,6 +21,7 @@ pub struct MemoryStore {
     state: Mutex<State>,
     retention: Retention,
     epoch: Epoch,
+    outbox: Option<(WebhookSettings, Budget)>,
 }
 
 #[derive(Default)]
@@ -29,6 +31,9 @@ struct State {
     nonces: HashMap<(RoomName, Nonce), (u64, u64)>,
     /// The same nonces, oldest first, to forget them in order.
     nonce_order: VecDeque<(u64, RoomName, Nonce)>,
+    /// Webhook events waiting, with their numbers, and the next number.
+    events: VecDeque<(u64, Event)>,
+    next_event: u64,
 }
 
 #[derive(Default)]
@@ -60,18 +65,12 @@ impl RoomLog {
 
     fn append(&mut self, draft: Draft, ts: u64, retention: &Retention) -> StoredMessage {
         self.last_id += 1;
-        let message = StoredMessage {
-            id: self.last_id,
-            room: draft.room,
-            message: draft.message,
-            ts,
-            user: draft.user,
-            nonce: draft.nonce,
-        };
+        let message = draft.stored(self.last_id, ts);
         self.bytes += message.stored_bytes() as u64;
         self.messages.push_back(message.clone());
-        // The newest message stays, whatever its size.
-        while self.messages.len() > 1
+        // The newest message stays, whatever its size, unless none is to be kept.
+        let floor = usize::from(retention.max_count > 0);
+        while self.messages.len() > floor
             && (self.messages.len() as u64 > retention.max_count
                 || self.bytes > retention.max_bytes)
         {
@@ -82,6 +81,11 @@ impl RoomLog {
 }
 
 impl State {
+    fn record(&mut self, event: Event) {
+        self.next_event += 1;
+        self.events.push_back((self.next_event, event));
+    }
+
     fn remember(&mut self, message: &StoredMessage) {
         let Some(nonce) = &message.nonce else { return };
         if self.nonce_order.len() >= MAX_NONCES {
@@ -124,6 +128,23 @@ impl MemoryStore {
             state: Mutex::default(),
             retention,
             epoch: new_epoch(),
+            outbox: None,
+        }
+    }
+
+    /// Records webhook events from now on (in memory, as the messages are).
+    pub fn with_outbox(mut self, settings: WebhookSettings) -> Self {
+        self.outbox = Some((settings, Budget::new(settings.max_bytes, 0, 0)));
+        self
+    }
+
+    /// Records `event` if the outbox takes it.
+    fn offer(&self, state: &mut State, event: Event) {
+        if let Some((_, budget)) = &self.outbox
+            && budget.fits(event.body.len() as u64, 0)
+        {
+            budget.added(event.body.len() as u64, 1);
+            state.record(event);
         }
     }
 
@@ -150,6 +171,13 @@ impl HistoryStore for MemoryStore {
                 let log = state.rooms.entry(draft.room.clone()).or_default();
                 let message = log.append(draft, ts, &self.retention);
                 state.remember(&message);
+                if self
+                    .outbox
+                    .as_ref()
+                    .is_some_and(|(settings, _)| settings.wants(EventKind::Message))
+                {
+                    self.offer(&mut state, Event::message(&message));
+                }
                 Appended::Stored(message)
             })
             .collect();
@@ -222,5 +250,46 @@ impl HistoryStore for MemoryStore {
         rooms.sort_by(|a, b| b.ts.cmp(&a.ts).then_with(|| a.room.cmp(&b.room)));
         rooms.truncate(limit);
         Ok(rooms)
+    }
+
+    fn record_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        let mut state = self.state();
+        for event in events {
+            self.offer(&mut state, event.clone());
+        }
+        Ok(())
+    }
+
+    fn read_events(&self, max: usize) -> Result<Vec<Recorded>, StoreError> {
+        let state = self.state();
+        Ok(state
+            .events
+            .iter()
+            .take(max)
+            .map(|(seq, event)| Recorded {
+                id: format!("{}-{seq}", self.epoch),
+                ts: event.ts,
+                body: event.body.clone(),
+            })
+            .collect())
+    }
+
+    fn forget_events(&self, delivered: &[Recorded]) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let (mut bytes, mut count) = (0, 0);
+        for _ in delivered {
+            if let Some((_, event)) = state.events.pop_front() {
+                bytes += event.body.len() as u64;
+                count += 1;
+            }
+        }
+        if let Some((_, budget)) = &self.outbox {
+            budget.removed(bytes, count);
+        }
+        Ok(())
+    }
+
+    fn outbox_budget(&self) -> Option<&Budget> {
+        self.outbox.as_ref().map(|(_, budget)| budget)
     }
 }

@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::epoch::Epoch;
 use crate::message::{Draft, StoredMessage};
 use crate::room::RoomName;
+use crate::webhooks::{Budget, Event, Recorded};
 
 pub trait HistoryStore: Send + Sync + 'static {
     /// Stores a batch atomically, in order, giving each message the next id of its room and a
@@ -40,6 +41,15 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// Up to `limit` rooms with stored messages, the latest written first, with the time of
     /// their newest message.
     fn recent_rooms(&self, limit: usize) -> Result<Vec<RecentRoom>, StoreError>;
+
+    /// The webhook outbox (when the store was given one): a stored message's event is
+    /// recorded in `append`, with it; these record other events, read the oldest waiting ones
+    /// and forget those delivered. Without an outbox, nothing is recorded or read.
+    fn record_events(&self, events: &[Event]) -> Result<(), StoreError>;
+    fn read_events(&self, max: usize) -> Result<Vec<Recorded>, StoreError>;
+    fn forget_events(&self, delivered: &[Recorded]) -> Result<(), StoreError>;
+    /// What the outbox holds against its bound (`None`: no outbox).
+    fn outbox_budget(&self) -> Option<&Budget>;
 }
 
 /// A room with stored messages, and when its newest was written (ms since the Unix epoch).

@@ -6,7 +6,9 @@
 //! Each room's row in `rooms` keeps its last id and the bytes of its stored messages, so that
 //! retention by count and by bytes trims the oldest messages in the same transaction. `nonces`
 //! remembers the nonces of the dedupe window apart from the messages, so that retention does not
-//! shorten the window; `meta` keeps the file's epoch, made when the file is.
+//! shorten the window; `meta` keeps the file's epoch, made when the file is. `webhook_outbox`
+//! holds events for the app until it has them (a message's event written in the message's
+//! transaction); its sequence never reuses a number, so an event's id (`EPOCH-SEQ`) is unique.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ use crate::config::SqliteSync;
 use crate::epoch::{Epoch, new_epoch};
 use crate::message::{Author, Draft, Nonce, StoredMessage};
 use crate::room::RoomName;
+use crate::webhooks::{Budget, Event, EventKind, Recorded, WebhookSettings};
 
 const FILE_NAME: &str = "history.sqlite3";
 
@@ -62,6 +65,11 @@ const SCHEMA: &str = "
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
     ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS webhook_outbox (
+        seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts   INTEGER NOT NULL,
+        body TEXT    NOT NULL
+    );
 ";
 
 /// Only age retention reads messages by time; without it the index would only slow every commit
@@ -77,6 +85,8 @@ pub struct SqliteStore {
     max_bytes: u64,
     dedupe_window_ms: u64,
     epoch: Epoch,
+    /// The webhook outbox, when events are recorded, and which kinds.
+    outbox: Option<(WebhookSettings, Budget)>,
 }
 
 struct Writer {
@@ -123,7 +133,44 @@ impl SqliteStore {
             max_bytes: retention.max_bytes,
             dedupe_window_ms: retention.dedupe_window.as_millis() as u64,
             epoch,
+            outbox: None,
         })
+    }
+
+    /// Records webhook events from now on, within `settings`' bounds (counting what the file
+    /// already holds).
+    pub fn with_outbox(mut self, settings: WebhookSettings) -> Result<Self, StoreError> {
+        let (bytes, events): (i64, i64) = self.writer().connection.query_row(
+            "SELECT coalesce(sum(length(body)), 0), count(*) FROM webhook_outbox",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        let budget = Budget::new(settings.max_bytes, bytes as u64, events as u64);
+        self.outbox = Some((settings, budget));
+        Ok(self)
+    }
+
+    /// The message events of `appended` that the outbox takes, with their total size.
+    fn message_events(&self, appended: &[Appended]) -> (Vec<Event>, u64) {
+        let Some((settings, budget)) = &self.outbox else {
+            return (Vec::new(), 0);
+        };
+        if !settings.wants(EventKind::Message) {
+            return (Vec::new(), 0);
+        }
+        let mut events = Vec::new();
+        let mut bytes = 0;
+        for appended in appended {
+            if let Appended::Stored(message) = appended {
+                let event = Event::message(message);
+                let size = event.body.len() as u64;
+                if budget.fits(size, bytes) {
+                    bytes += size;
+                    events.push(event);
+                }
+            }
+        }
+        (events, bytes)
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
@@ -337,6 +384,19 @@ impl Writer {
     }
 }
 
+/// Adds events to the outbox, in order.
+fn insert_events(
+    transaction: &rusqlite::Transaction<'_>,
+    events: &[Event],
+) -> Result<(), StoreError> {
+    let mut insert =
+        transaction.prepare_cached("INSERT INTO webhook_outbox (ts, body) VALUES (?1, ?2)")?;
+    for event in events {
+        insert.execute(params![event.ts as i64, event.body])?;
+    }
+    Ok(())
+}
+
 impl HistoryStore for SqliteStore {
     fn append(&self, batch: Vec<Draft>) -> Result<Vec<Appended>, StoreError> {
         let ts = now_ms();
@@ -369,14 +429,7 @@ impl HistoryStore for SqliteStore {
                 draft.room.clone(),
                 (id, bytes + draft.stored_bytes() as u64),
             );
-            let message = StoredMessage {
-                id,
-                room: draft.room,
-                message: draft.message,
-                ts,
-                user: draft.user,
-                nonce: draft.nonce,
-            };
+            let message = draft.stored(id, ts);
             if let Some(nonce) = &message.nonce {
                 batch_nonces.insert((message.room.clone(), nonce.clone()), message.clone());
             }
@@ -423,7 +476,12 @@ impl HistoryStore for SqliteStore {
                 Writer::trim(&transaction, room, *last_id, self.max_count, self.max_bytes)?;
             }
         }
+        let (events, event_bytes) = self.message_events(&appended);
+        insert_events(&transaction, &events)?;
         transaction.commit()?;
+        if let Some((_, budget)) = &self.outbox {
+            budget.added(event_bytes, events.len() as u64);
+        }
         writer
             .last_ids
             .extend(batch_ids.into_iter().map(|(room, (id, _))| (room, id)));
@@ -519,6 +577,80 @@ impl HistoryStore for SqliteStore {
             }
             Ok(rooms)
         })
+    }
+
+    fn record_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        let Some((_, budget)) = &self.outbox else {
+            return Ok(());
+        };
+        let mut taken = Vec::with_capacity(events.len());
+        let mut bytes = 0;
+        for event in events {
+            let size = event.body.len() as u64;
+            if budget.fits(size, bytes) {
+                bytes += size;
+                taken.push(event.clone());
+            }
+        }
+        let mut writer = self.writer();
+        let transaction = writer.connection.transaction()?;
+        insert_events(&transaction, &taken)?;
+        transaction.commit()?;
+        budget.added(bytes, taken.len() as u64);
+        Ok(())
+    }
+
+    fn read_events(&self, max: usize) -> Result<Vec<Recorded>, StoreError> {
+        if self.outbox.is_none() {
+            return Ok(Vec::new());
+        }
+        self.with_reader(|connection| {
+            let mut statement = connection
+                .prepare_cached("SELECT seq, ts, body FROM webhook_outbox ORDER BY seq LIMIT ?1")?;
+            let rows = statement.query_map([max as i64], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })?;
+            let mut events = Vec::new();
+            for row in rows {
+                let (seq, ts, body) = row?;
+                events.push(Recorded {
+                    id: format!("{}-{seq}", self.epoch),
+                    ts: ts as u64,
+                    body,
+                });
+            }
+            Ok(events)
+        })
+    }
+
+    fn forget_events(&self, delivered: &[Recorded]) -> Result<(), StoreError> {
+        let (Some((_, budget)), Some(last)) = (&self.outbox, delivered.last()) else {
+            return Ok(());
+        };
+        // Read oldest first, one batch at a time: the delivered ones are all those up to the
+        // last of them.
+        let last_seq: i64 = last
+            .id
+            .rsplit('-')
+            .next()
+            .and_then(|seq| seq.parse().ok())
+            .unwrap_or(0);
+        let writer = self.writer();
+        writer
+            .connection
+            .prepare_cached("DELETE FROM webhook_outbox WHERE seq <= ?1")?
+            .execute([last_seq])?;
+        let bytes = delivered.iter().map(|event| event.body.len() as u64).sum();
+        budget.removed(bytes, delivered.len() as u64);
+        Ok(())
+    }
+
+    fn outbox_budget(&self) -> Option<&Budget> {
+        self.outbox.as_ref().map(|(_, budget)| budget)
     }
 }
 

@@ -20,3 +20,4 @@ mod security;
 mod settings;
 mod support;
 mod tls;
+mod webhooks;

@@ -79,6 +79,10 @@ impl Connection {
         )?))
     }
 
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
     /// The command that publishes to a room's channel, inside the publish script.
     pub fn publish_command(&self) -> &'static str {
         match self {

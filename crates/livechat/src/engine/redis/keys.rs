@@ -73,6 +73,22 @@ impl Keys {
         format!("{}:recent", self.prefix)
     }
 
+    /// The webhook outbox: a stream of events for the app (`webhooks`), read with a consumer
+    /// group; its keys share the hash tag `{webhooks}`.
+    pub fn outbox(&self) -> String {
+        format!("{}:{{webhooks}}:outbox", self.prefix)
+    }
+
+    /// The bytes of the outbox's events, against `LIVECHAT_WEBHOOK_OUTBOX_BYTES`.
+    pub fn outbox_bytes(&self) -> String {
+        format!("{}:{{webhooks}}:bytes", self.prefix)
+    }
+
+    /// Which node sends the outbox's events (a lease).
+    pub fn outbox_lease(&self) -> String {
+        format!("{}:{{webhooks}}:sender", self.prefix)
+    }
+
     /// Sorted set of live nodes, scored by the time (ms) their registration expires.
     pub fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)

@@ -15,6 +15,7 @@
 //!   which nodes are alive
 //! - `presence`: this node's members of each room relayed to the others, theirs read
 //! - `retention`: messages past the maximum age trimmed on a timer
+//! - `webhooks`: the webhook outbox, a stream read by one node at a time
 
 mod connection;
 mod keys;
@@ -25,6 +26,7 @@ mod retention;
 mod sentinel;
 mod stream;
 mod subscriber;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,6 +46,7 @@ use self::nodes::Registration;
 use self::presence::Relay;
 use self::publisher::Publisher;
 use self::subscriber::Subscriber;
+use self::webhooks::RedisOutbox;
 use super::queue::{QueueSender, queue};
 use super::{Engine, EngineError, Receipt, RoomCount};
 use crate::hub::Hub;
@@ -52,6 +55,7 @@ use crate::metrics::Metrics;
 use crate::presence::{PresenceList, Roster};
 use crate::room::RoomName;
 use crate::store::{HistoryQuery, Page, RecentRoom, Retention};
+use crate::webhooks::{EventKind, Outbox, WebhookSettings};
 
 /// Messages Redis pushed that may wait for the subscriber; past it the subscriber catches up from
 /// the streams instead.
@@ -73,6 +77,8 @@ pub struct RedisSettings {
     pub room_ttl: Duration,
     pub retention: Retention,
     pub metrics: Arc<Metrics>,
+    /// Events recorded for the app's webhook, if one is set.
+    pub webhooks: Option<WebhookSettings>,
 }
 
 pub struct RedisEngine {
@@ -86,6 +92,7 @@ pub struct RedisEngine {
     room_ttl: Duration,
     stop: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    outbox: Option<Arc<RedisOutbox>>,
 }
 
 impl RedisEngine {
@@ -114,6 +121,17 @@ impl RedisEngine {
         let health = Arc::new(Health::new(&settings.metrics));
         let stop = CancellationToken::new();
         let (jobs, queued) = queue();
+        let outbox = settings.webhooks.map(|webhooks| {
+            Arc::new(RedisOutbox::new(
+                connection.clone(),
+                keys.clone(),
+                settings.node_id.clone(),
+                webhooks.max_bytes,
+            ))
+        });
+        let message_events = settings
+            .webhooks
+            .is_some_and(|webhooks| webhooks.wants(EventKind::Message));
         let publisher = Publisher {
             connection: connection.clone(),
             keys: keys.clone(),
@@ -126,6 +144,7 @@ impl RedisEngine {
             wait_timeout: settings.timeout / 2,
             health: health.clone(),
             metrics: settings.metrics.clone(),
+            outbox: outbox.clone().filter(|_| message_events),
         };
         let subscriber = Subscriber {
             connection: connection.clone(),
@@ -179,6 +198,7 @@ impl RedisEngine {
             room_ttl: settings.room_ttl,
             stop,
             tasks: Mutex::new(tasks),
+            outbox,
         })
     }
 }
@@ -259,6 +279,11 @@ impl Engine for RedisEngine {
             return Err(EngineError::Stopped);
         }
         self.health.check()
+    }
+
+    fn outbox(&self) -> Option<Arc<dyn Outbox>> {
+        let outbox = self.outbox.clone()?;
+        Some(Arc::new(outbox))
     }
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {

@@ -16,6 +16,7 @@ use super::Health;
 use super::connection::Connection;
 use super::keys::Keys;
 use super::stream;
+use super::webhooks::RedisOutbox;
 use crate::engine::queue::{Answer, QueueReceiver};
 
 use crate::engine::{Accepted, EngineError};
@@ -23,11 +24,16 @@ use crate::epoch::{Epoch, new_epoch};
 use crate::message::{Author, Draft, Nonce, StoredMessage};
 use crate::room::RoomName;
 
-/// KEYS: stream, sequence, byte total, epoch, and the nonce's key when the message has one.
+/// KEYS: stream, sequence, byte total, epoch, then the nonce's key when ARGV[12] is `1`, then
+/// the webhook outbox and its byte total when ARGV[13] (the outbox's most bytes) is not empty.
 /// ARGV: message JSON, max count, max age in ms (0: none), channel, publish command, author JSON
 /// (empty: none), max bytes, an epoch to use if the room has none, the nonce as a JSON string
-/// (empty: none), the dedupe window in ms, the room's TTL in ms (0: none).
-/// Returns {id, ts, epoch, duplicate (0/1), the first message's JSON and author when duplicate}.
+/// (empty: none), the dedupe window in ms, the room's TTL in ms (0: none), whether a nonce key
+/// is given, the outbox's most bytes (empty: no outbox here), the room's name.
+/// Returns {id, ts, epoch, duplicate (0/1), the first message's JSON and author when duplicate,
+/// 1 if the message's webhook event did not fit in the outbox}. The event is
+/// `{"type":"message","room":R,"ts":T,"message":{"id","room","message","ts","user"?,"nonce"?}}`,
+/// as `crate::webhooks::Event::message` writes it.
 /// The frame published is `{"id":N,"ts":T,"epoch":E,"user":U,"nonce":K,"message":X}` (`user`
 /// and `nonce` only when present). After adding, the oldest entries go while the room is over
 /// its count, its bytes or its age; the newest stays (unless the count is 0: nothing stays). A stream written before byte totals existed
@@ -38,8 +44,17 @@ if not epoch then
   epoch = ARGV[8]
   redis.call('SET', KEYS[4], epoch)
 end
-if KEYS[5] then
-  local seen = redis.call('GET', KEYS[5])
+local nonce_key, outbox, outbox_bytes = nil, nil, nil
+local next_key = 5
+if ARGV[12] == '1' then
+  nonce_key = KEYS[5]
+  next_key = 6
+end
+if ARGV[13] ~= '' then
+  outbox, outbox_bytes = KEYS[next_key], KEYS[next_key + 1]
+end
+if nonce_key then
+  local seen = redis.call('GET', nonce_key)
   if seen then
     local id, ts = string.match(seen, '(%d+):(%d+)')
     local first = redis.call('XRANGE', KEYS[1], id .. '-0', id .. '-0')[1]
@@ -50,7 +65,7 @@ if KEYS[5] then
         if fields[i] == 'm' then body = fields[i + 1] elseif fields[i] == 'u' then user = fields[i + 1] end
       end
     end
-    return {tonumber(id), tonumber(ts), epoch, 1, body, user}
+    return {tonumber(id), tonumber(ts), epoch, 1, body, user, 0}
   end
 end
 local id = redis.call('INCR', KEYS[2])
@@ -68,8 +83,8 @@ if ARGV[9] ~= '' then
   table.insert(entry, ARGV[9])
   head = head .. '"nonce":' .. ARGV[9] .. ','
 end
-if KEYS[5] then
-  redis.call('SET', KEYS[5], string.format('%d:%d', id, ts), 'PX', ARGV[10])
+if nonce_key then
+  redis.call('SET', nonce_key, string.format('%d:%d', id, ts), 'PX', ARGV[10])
 end
 redis.call(unpack(entry))
 local bytes = redis.call('INCRBY', KEYS[3], string.len(ARGV[1]) + string.len(ARGV[6]) + string.len(ARGV[9]))
@@ -96,14 +111,30 @@ if ARGV[11] ~= '0' then
   for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[11]) end
 end
 redis.call(ARGV[5], ARGV[4], head .. '"message":' .. ARGV[1] .. '}')
-return {id, ts, epoch, 0, '', ''}
+local unrecorded = 0
+if outbox then
+  local message = string.format('{"id":%d,"room":"%s","message":', id, ARGV[14]) .. ARGV[1]
+    .. string.format(',"ts":%d', ts)
+  if ARGV[6] ~= '' then message = message .. ',"user":' .. ARGV[6] end
+  if ARGV[9] ~= '' then message = message .. ',"nonce":' .. ARGV[9] end
+  local event = string.format('{"type":"message","room":"%s","ts":%d,"message":', ARGV[14], ts)
+    .. message .. '}}'
+  local size = string.len(event)
+  if tonumber(redis.call('GET', outbox_bytes) or '0') + size <= tonumber(ARGV[13]) then
+    redis.call('XADD', outbox, '*', 't', ts, 'e', event)
+    redis.call('INCRBY', outbox_bytes, size)
+  else
+    unrecorded = 1
+  end
+end
+return {id, ts, epoch, 0, '', '', unrecorded}
 "#;
 
 static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH_SCRIPT));
 
-/// What the script answers: id, ts, epoch, duplicate, and for a duplicate the first message's
-/// JSON and author (empty when retention took it).
-type ScriptAnswer = (u64, u64, String, u8, String, String);
+/// What the script answers: id, ts, epoch, duplicate, for a duplicate the first message's JSON
+/// and author (empty when retention took it), and whether its webhook event did not fit.
+type ScriptAnswer = (u64, u64, String, u8, String, String, u8);
 
 /// Most publishes sent in one round of pipelines.
 const MAX_BATCH: usize = 1024;
@@ -122,6 +153,8 @@ pub struct Publisher {
     pub wait_timeout: Duration,
     pub health: std::sync::Arc<Health>,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The webhook outbox, when messages' events are recorded.
+    pub outbox: Option<std::sync::Arc<RedisOutbox>>,
 }
 
 impl Publisher {
@@ -151,16 +184,28 @@ impl Publisher {
             let nonce_key = nonce
                 .filter(|_| !self.dedupe_window.is_zero())
                 .map(|nonce| self.keys.nonce(room, nonce));
+            // The message's event goes with it, in the script, unless a cluster keeps the
+            // outbox in another slot: then the node adds it after (see `record_events`).
+            let outbox = self
+                .outbox
+                .as_ref()
+                .filter(|_| !self.connection.is_cluster());
+            let keys = 4 + usize::from(nonce_key.is_some()) + 2 * usize::from(outbox.is_some());
             pipeline
                 .cmd("EVALSHA")
                 .arg(PUBLISH.get_hash())
-                .arg(if nonce_key.is_some() { 5 } else { 4 })
+                .arg(keys)
                 .arg(self.keys.stream(room))
                 .arg(self.keys.sequence(room))
                 .arg(self.keys.bytes(room))
                 .arg(self.keys.epoch(room));
-            if let Some(nonce_key) = nonce_key {
+            if let Some(nonce_key) = &nonce_key {
                 pipeline.arg(nonce_key);
+            }
+            if outbox.is_some() {
+                pipeline
+                    .arg(self.keys.outbox())
+                    .arg(self.keys.outbox_bytes());
             }
             pipeline
                 .arg(draft.message.get())
@@ -180,7 +225,10 @@ impl Publisher {
                     serde_json::Value::from(nonce).to_string()
                 }))
                 .arg(self.nonce_ttl().as_millis() as u64)
-                .arg(self.room_ttl.as_millis() as u64);
+                .arg(self.room_ttl.as_millis() as u64)
+                .arg(if nonce_key.is_some() { "1" } else { "0" })
+                .arg(outbox.map_or(String::new(), |outbox| outbox.max_bytes().to_string()))
+                .arg(room.as_str());
             drafts.push((draft, answer));
         }
         let sent = by_room.into_values().map(|(pipeline, drafts)| async move {
@@ -223,9 +271,18 @@ impl Publisher {
                     if let (Some(last), Some((draft, _))) = (stored.last(), drafts.first()) {
                         written.push((draft.room.clone(), last.1));
                     }
+                    let mut events = Vec::new();
                     for (answer, (draft, reply)) in stored.into_iter().zip(drafts) {
-                        let _ = reply.send(Ok(accepted(answer, draft)));
+                        if let Some(outbox) = &self.outbox {
+                            outbox.count_dropped(u64::from(answer.6));
+                        }
+                        let accepted = accepted(answer, draft);
+                        if let Some(event) = self.event_after(&accepted) {
+                            events.push(event);
+                        }
+                        let _ = reply.send(Ok(accepted.accepted));
                     }
+                    self.record_events(events).await;
                 }
                 Err(error) => {
                     self.health.failed(&error);
@@ -279,11 +336,39 @@ impl Publisher {
     }
 }
 
+impl Publisher {
+    /// A stored message's webhook event, when the node adds it itself (on a cluster).
+    fn event_after(&self, stored: &Stored) -> Option<crate::webhooks::Event> {
+        let outbox_here = self.outbox.is_some() && self.connection.is_cluster();
+        let message = stored.message.as_ref().filter(|_| outbox_here)?;
+        Some(crate::webhooks::Event::message(message))
+    }
+
+    /// Adds the events of messages just stored to the outbox (on a cluster); a node killed
+    /// before this loses them (docs/hooks.md).
+    async fn record_events(&self, events: Vec<crate::webhooks::Event>) {
+        let Some(outbox) = &self.outbox else { return };
+        if let Err(error) = outbox.add(&events).await {
+            tracing::warn!(%error, events = events.len(), "cannot record webhook events of stored messages");
+        }
+    }
+}
+
+/// What became of a draft: the answer to its publisher, and the message if it was stored now.
+struct Stored {
+    accepted: Accepted,
+    message: Option<StoredMessage>,
+}
+
 /// The publisher's answer from the script's.
-fn accepted((id, ts, epoch, duplicate, body, user): ScriptAnswer, draft: Draft) -> Accepted {
+fn accepted((id, ts, epoch, duplicate, body, user, _): ScriptAnswer, draft: Draft) -> Stored {
     let epoch = Epoch::from(epoch);
     if duplicate == 0 {
-        return Accepted::new(id, ts, epoch);
+        let message = draft.stored(id, ts);
+        return Stored {
+            accepted: Accepted::new(id, ts, epoch),
+            message: Some(message),
+        };
     }
     // The first message as stored; the draft's content if retention already took it.
     let (message, user) = match RawValue::from_string(body) {
@@ -298,5 +383,8 @@ fn accepted((id, ts, epoch, duplicate, body, user): ScriptAnswer, draft: Draft) 
         user,
         nonce: draft.nonce,
     };
-    Accepted::duplicate(original, epoch)
+    Stored {
+        accepted: Accepted::duplicate(original, epoch),
+        message: None,
+    }
 }

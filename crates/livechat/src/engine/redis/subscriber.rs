@@ -299,6 +299,7 @@ impl Subscriber {
             for (node, view) in views {
                 self.roster.replace_node(room, &node, view, false);
             }
+            self.roster.opened(room);
         }
         Ok(numberings)
     }
