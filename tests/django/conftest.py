@@ -43,6 +43,13 @@ class Servers:
         self.started.append(node)
         return node.start()
 
+    def django(self, name: str, db, **settings: str) -> DjangoApp:
+        """Another instance of the example app with settings of its own, on the database `db`."""
+        app = DjangoApp(self.workdir, name, db, **settings)
+        self.started.append(app)
+        app.start()
+        return app
+
     def redis(self) -> RedisServer:
         redis = RedisServer(self.workdir)
         self.started.append(redis)
@@ -55,6 +62,6 @@ def servers(tmp_path, request):
     started = Servers(tmp_path)
     yield started
     for server in reversed(started.started):
-        server.kill9()
+        server.stop() if isinstance(server, DjangoApp) else server.kill9()
         if getattr(request.node, "failed", False):
             print(f"--- {server.log} ---\n{server.log_tail()}")

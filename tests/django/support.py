@@ -127,11 +127,12 @@ Row = namedtuple("Row", "livechat_id text username event_id")
 
 
 class DjangoApp(Server):
-    """examples/django under gunicorn (2 workers, 8 threads each) with a SQLite file of its own."""
+    """examples/django under gunicorn (2 workers, 8 threads each) with a SQLite file of its own,
+    or another instance's (`db`) and its own settings (environment variables)."""
 
-    def __init__(self, workdir: Path):
-        super().__init__(workdir, "django")
-        self.db = workdir / "django.sqlite3"
+    def __init__(self, workdir: Path, name: str = "django", db: Path | None = None, **settings: str):
+        super().__init__(workdir, name)
+        self.db = db or workdir / "django.sqlite3"
         self.port = 0  # gunicorn picks it at the first start; later starts take the same one
         self.users: dict[str, int] = {}
         self.env = base_env() | {
@@ -142,7 +143,7 @@ class DjangoApp(Server):
             "LIVECHAT_BANNED_WORD": BANNED_WORD,
             "LIVECHAT_OPEN_ROOMS": OPEN_ROOMS,
             "PYTHONDONTWRITEBYTECODE": "1",
-        }
+        } | settings
 
     def manage(self, *args: str) -> str:
         done = subprocess.run(
@@ -196,7 +197,7 @@ class DjangoApp(Server):
         """The status of a GET of `path`; None while nothing answers."""
         try:
             return requests.get(self.url(path), timeout=5).status_code
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             return None
 
     def connect_calls(self) -> int:
@@ -245,7 +246,7 @@ class Livechat(Server):
     def ready(self) -> bool:
         try:
             return requests.get(f"http://{self.address}/readyz", timeout=5).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             return False
 
     def ws_url(self, room: str, query: str = "meta=1") -> str:
@@ -330,6 +331,12 @@ def anonymous_cookie(app: DjangoApp) -> str:
 def signed_out_cookie(app: DjangoApp, username: str) -> str:
     """A session cookie kept after signing out (the session no longer exists)."""
     cookie = sign_in(app, username)
+    sign_out(app, cookie)
+    return cookie
+
+
+def sign_out(app: DjangoApp, cookie: str) -> None:
+    """Signs out through the app's sign-out form (a POST with the CSRF token)."""
     browser = requests.Session()
     browser.trust_env = False
     csrf = re.search(r"csrftoken=([^;]+)", cookie).group(1)
@@ -341,7 +348,6 @@ def signed_out_cookie(app: DjangoApp, username: str) -> str:
         timeout=10,
     )
     assert answer.status_code == 302, answer.status_code
-    return cookie
 
 
 def cookie_header(browser: requests.Session) -> str:
@@ -400,6 +406,11 @@ class Chat:
                 if condition(frame):
                     return frame
                 self.others.append(frame)
+
+    async def closed(self) -> int:
+        """The close code, once livechat has closed the connection."""
+        await asyncio.wait_for(self.socket.wait_closed(), PATIENCE)
+        return self.socket.close_code
 
     async def close(self) -> None:
         try:

@@ -1,7 +1,18 @@
 """The connect hook: livechat signs a browser in from its Django session cookie."""
 import asyncio
 
-from support import Chat, alice_and_bob, anonymous_cookie, close_all, fresh_room, refusal, sign_in, signed_out_cookie
+from support import (
+    Chat,
+    alice_and_bob,
+    anonymous_cookie,
+    close_all,
+    fresh_room,
+    refusal,
+    sign_in,
+    sign_out,
+    signed_out_cookie,
+    until,
+)
 
 
 def test_a_session_from_the_login_form_speaks_under_its_django_username(app, servers):
@@ -37,5 +48,23 @@ def test_a_room_the_user_may_not_enter_is_refused_403_and_its_group_gets_in(app,
         bob = await Chat.open(livechat, staff_room, sign_in(app, "bob"))  # bob is in the group staff
         assert (await bob.publish("staff only"))["user"]["name"] == "bob"
         await bob.close()
+
+    asyncio.run(scenario())
+
+
+def test_signing_out_of_django_closes_the_livechat_connection_at_its_next_check(app, servers):
+    # The app's answers hold 2 s here and are not reused: livechat asks again every 1.6 s.
+    brief = servers.django("django-brief-answers", app.db, LIVECHAT_CONNECT_EXPIRES_IN="2")
+    livechat = servers.livechat(**brief.hooks(), LIVECHAT_HOOK_CACHE="0")
+    room = fresh_room()
+    cookie = sign_in(app, "alice")
+    before = app.connect_calls()
+
+    async def scenario():
+        alice = await Chat.open(livechat, room, cookie)
+        await until(lambda: app.connect_calls() >= before + 2, "livechat to ask the app again")
+        await alice.publish("still signed in")
+        await asyncio.to_thread(sign_out, app, cookie)
+        assert await alice.closed() == 4001
 
     asyncio.run(scenario())
