@@ -32,6 +32,7 @@ def assert_recorded_once(app, room, sent: dict, history: list, settled, timeout:
 
 
 def outbox_empty(livechat):
+    """A condition: the node's outbox holds no event (`livechat_webhook_pending` is 0)."""
     return lambda: livechat.metric("livechat_webhook_pending") == 0
 
 
@@ -40,13 +41,14 @@ LEASE = "livechat:{webhooks}:sender"  # the sending node's lease: its node id
 
 
 def stream_pending(redis) -> int:
-    """Events of the webhook stream read by a sender and not acknowledged (XPENDING)."""
+    """Events of the webhook stream read by a sender and not acknowledged (XPENDING of the
+    consumer group `livechat`)."""
     summary = redis.cli("XPENDING", OUTBOX, "livechat").split("\n")
     return int(summary[0]) if summary[0].isdigit() else 0
 
 
 def stream_empty(redis):
-    """True once every event of the stream was acknowledged (and deleted)."""
+    """A condition: every event of the stream was acknowledged (and deleted)."""
     return lambda: redis.cli("XLEN", OUTBOX) == "0"
 
 
