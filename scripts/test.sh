@@ -80,5 +80,14 @@ step "the README's run command, exactly as written (cargo run --release)"
 step "the WebSocket layer against the Autobahn|Testsuite fuzzing client (kosoku)"
 "$PYTHON" tests/autobahn/run.py
 
+step "the Django example end to end: examples/django under gunicorn, the hooks and webhooks (tests/django)"
+if [ ! -x target/django-venv/bin/python ]; then
+  python3 -m venv target/django-venv
+fi
+target/django-venv/bin/pip install --quiet --disable-pip-version-check -r examples/django/requirements.txt
+target/pytools/bin/pip install --quiet --disable-pip-version-check -r tests/django/requirements.txt
+cargo build -p livechat --bin livechat
+"$PYTHON" -m pytest tests/django -v -p no:cacheprovider --durations=0
+
 step "the chat page in headless Chromium (tests/web)"
 tests/web/run.sh
