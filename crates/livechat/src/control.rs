@@ -23,8 +23,9 @@ pub enum Control {
         from: String,
         except: Option<u64>,
     },
-    /// Close every connection of `user` (in `rooms`, or everywhere) with `reason`: 4003, or
-    /// 4004 with `for_good`.
+    /// Close every connection of `user` (as moderation names users: its id, or with auth off
+    /// the name it chose) in `rooms`, or everywhere, with `reason`: 4003, or 4004 with
+    /// `for_good`.
     Kick {
         user: String,
         rooms: Option<Vec<RoomName>>,
@@ -59,12 +60,10 @@ impl Control {
                 reason,
                 for_good,
             } => {
-                hub.kick_user(
-                    user,
-                    rooms.as_deref(),
-                    Arc::from(reason.as_str()),
-                    *for_good,
-                );
+                let reason = Arc::from(reason.as_str());
+                for key in [format!("i:{user}"), format!("n:{user}")] {
+                    hub.kick_user(&key, rooms.as_deref(), Arc::clone(&reason), *for_good);
+                }
             }
             Control::BansChanged => {
                 if let Some(bans) = bans {

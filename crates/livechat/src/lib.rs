@@ -16,6 +16,7 @@ pub mod hub;
 pub mod keepalive;
 pub mod message;
 pub mod metrics;
+pub mod moderation;
 pub mod outbound;
 pub mod pacer;
 pub mod presence;
@@ -40,6 +41,7 @@ use crate::hooks::{Endpoint, Hooks};
 use crate::hub::Hub;
 use crate::keepalive::KeepaliveSettings;
 use crate::metrics::Metrics;
+use crate::moderation::Moderation;
 use crate::outbound::QueueLimits;
 use crate::pacer::Pacer;
 use crate::presence::Roster;
@@ -108,6 +110,7 @@ pub struct Server {
     /// The app's webhook: where events go, and which.
     webhook: Option<(Endpoint, WebhookSettings)>,
     metrics: Arc<Metrics>,
+    moderation: Arc<Moderation>,
 }
 
 impl Server {
@@ -158,6 +161,9 @@ impl Server {
             "livechat ready"
         );
         tracing::info!("what is kept: {}", config.exposure());
+        let moderation = Moderation::new(engine.clone(), recorded);
+        engine.set_bans(moderation.clone());
+        moderation.reload().await;
         let connections = TaskTracker::new();
         let state = AppState::new(Shared {
             hub: hub.clone(),
@@ -182,6 +188,7 @@ impl Server {
             history_reads: config.history_reads,
             room_list: config.room_list,
             hooks,
+            moderation: moderation.clone(),
         });
         Ok(Self {
             state,
@@ -199,6 +206,7 @@ impl Server {
             shutdown_timeout: config.shutdown_timeout,
             webhook,
             metrics,
+            moderation,
         })
     }
 
@@ -206,6 +214,7 @@ impl Server {
     /// 1001, stores everything already accepted and returns.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
         let sweep = tokio::spawn(keepalive::run(self.hub.clone(), self.keepalive));
+        let bans = tokio::spawn(self.moderation.clone().run());
         let outbox = self.engine.outbox();
         let tell = match (&outbox, &self.webhook) {
             (Some(outbox), Some((_, settings))) => Some((outbox.clone(), *settings)),
@@ -246,6 +255,7 @@ impl Server {
         let app = transport::router(self.state);
         transport::serve(listener, app, self.tls, self.request_timeout, shutdown).await;
         sweep.abort();
+        bans.abort();
         announcements.abort();
         if let Some(webhooks) = webhooks {
             // It stops between deliveries; one under way may take up to the hook timeout.

@@ -203,6 +203,15 @@ impl Author {
         serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
     }
 
+    /// Whether this is the user moderation names `user`: its id, or (for a sender without
+    /// one, auth off) the name it chose.
+    pub fn is(&self, user: &str) -> bool {
+        match &self.id {
+            Some(id) => id == user,
+            None => self.name.as_deref() == Some(user),
+        }
+    }
+
     /// Reads what `to_json` wrote; `None` for anything else.
     pub fn from_json(text: &str) -> Option<Arc<Self>> {
         serde_json::from_str(text).ok().map(Arc::new)
@@ -508,6 +517,11 @@ pub struct ErrorReply<'a> {
     /// A rate limit: when to try again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// Banned or muted: why, and until when (ms since the Unix epoch; absent: until lifted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
 }
 
 impl<'a> ErrorReply<'a> {
@@ -518,6 +532,17 @@ impl<'a> ErrorReply<'a> {
             nonce: None,
             id: None,
             retry_after_ms: None,
+            reason: None,
+            until: None,
+        }
+    }
+
+    /// `{"error": "muted" | "banned", "reason", "until"?}`.
+    pub fn barred(barred: &'a crate::moderation::Barred, request: Request) -> Self {
+        Self {
+            reason: Some(barred.reason()),
+            until: barred.until(),
+            ..Self::new(barred.word(), request)
         }
     }
 

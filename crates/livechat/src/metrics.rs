@@ -40,6 +40,8 @@ pub enum PublishError {
     HookFailed,
     /// The publish cannot be stored as it is (a reply to no message).
     Invalid,
+    /// The sender is banned or muted.
+    Barred,
 }
 
 /// Why the server closed (or lost) a WebSocket connection.
@@ -88,7 +90,7 @@ const HOOKS: [&str; 3] = ["connect", "publish", "webhook"];
 const HOOK_OUTCOMES: [&str; 5] = ["accepted", "rewritten", "refused", "failed", "reused"];
 
 /// Label values, in the order of `PublishError`.
-const PUBLISH_ERRORS: [&str; 8] = [
+const PUBLISH_ERRORS: [&str; 9] = [
     "store_unavailable",
     "overloaded",
     "shutting_down",
@@ -97,6 +99,7 @@ const PUBLISH_ERRORS: [&str; 8] = [
     "hook_refused",
     "hook_failed",
     "invalid",
+    "barred",
 ];
 
 /// Label values, in the order of `CloseReason`.

@@ -17,13 +17,16 @@ use super::queue::{Answer, QueueReceiver, QueueSender, queue};
 use super::{Accepted, ChangeReceipt, Engine, EngineError, Receipt, RoomCount};
 use crate::change::{Change, ChangeRefused, Changed};
 use crate::control::{BansChanged, Control};
+use crate::epoch::Epoch;
 use crate::hub::{Audience, Hub};
 use crate::message::{Author, Draft, StoredMessage};
 use crate::metrics::Metrics;
+use crate::moderation::Ban;
 use crate::presence::{self, PresenceList, Roster};
 use crate::room::RoomName;
 use crate::store::{
-    Appended, HistoryQuery, HistoryStore, Page, ReadPosition, RecentRoom, Retention, now_ms,
+    Appended, Authored, HistoryQuery, HistoryStore, Page, Place, ReadPosition, RecentRoom,
+    Retention, RoomStats, now_ms,
 };
 use crate::webhooks::{Event, Outbox, OutboxError, Recorded};
 
@@ -121,11 +124,6 @@ impl EmbeddedEngine {
         }
         .boxed()
     }
-
-    /// Who is told when bans change (they are kept by the server's moderation).
-    pub fn set_bans(&self, bans: Arc<dyn BansChanged>) {
-        let _ = self.bans.set(bans);
-    }
 }
 
 impl Engine for EmbeddedEngine {
@@ -172,6 +170,37 @@ impl Engine for EmbeddedEngine {
     ) -> BoxFuture<'static, Result<Vec<ReadPosition>, EngineError>> {
         let user = user.to_owned();
         self.blocking(move |store| store.read_positions(&user))
+    }
+
+    fn bans(&self) -> BoxFuture<'static, Result<Vec<Ban>, EngineError>> {
+        self.blocking(|store| store.bans())
+    }
+
+    fn put_ban(&self, ban: Ban) -> BoxFuture<'static, Result<(), EngineError>> {
+        self.blocking(move |store| store.put_ban(&ban))
+    }
+
+    fn remove_ban(&self, id: &str) -> BoxFuture<'static, Result<bool, EngineError>> {
+        let id = id.to_owned();
+        self.blocking(move |store| store.remove_ban(&id))
+    }
+
+    fn room_stats(
+        &self,
+        room: &RoomName,
+    ) -> BoxFuture<'static, Result<(RoomStats, Epoch), EngineError>> {
+        let room = room.clone();
+        self.blocking(move |store| Ok((store.room_stats(&room)?, store.epoch())))
+    }
+
+    fn authored(
+        &self,
+        user: &str,
+        from: Option<Place>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Authored, EngineError>> {
+        let user = user.to_owned();
+        self.blocking(move |store| store.authored(&user, from.as_ref(), limit))
     }
 
     fn history(&self, query: HistoryQuery) -> BoxFuture<'static, Result<Page, EngineError>> {
@@ -238,6 +267,10 @@ impl Engine for EmbeddedEngine {
             Some(reason) => Err(EngineError::Unavailable(reason.clone())),
             None => Ok(()),
         }
+    }
+
+    fn set_bans(&self, bans: Arc<dyn BansChanged>) {
+        let _ = self.bans.set(bans);
     }
 
     fn outbox(&self) -> Option<Arc<dyn Outbox>> {

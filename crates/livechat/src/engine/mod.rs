@@ -23,12 +23,16 @@ pub use redis::{RedisEngine, RedisSettings, RoomCommands, RoomRegistry};
 use serde::Serialize;
 
 use crate::change::{Change, ChangeRefused, Changed};
+use crate::control::BansChanged;
 use crate::control::Control;
 use crate::epoch::Epoch;
 use crate::message::{Author, Draft, StoredMessage};
+use crate::moderation::Ban;
 use crate::presence::PresenceList;
 use crate::room::RoomName;
-use crate::store::{HistoryQuery, Page, ReadPosition, RecentRoom, Refused};
+use crate::store::{
+    Authored, HistoryQuery, Page, Place, ReadPosition, RecentRoom, Refused, RoomStats,
+};
 use crate::webhooks::Outbox;
 
 pub trait Engine: Send + Sync + 'static {
@@ -70,6 +74,27 @@ pub trait Engine: Send + Sync + 'static {
         user: &str,
     ) -> BoxFuture<'static, Result<Vec<ReadPosition>, EngineError>>;
 
+    /// Bans and mutes as stored (`crate::moderation`), those past their end included until
+    /// forgotten.
+    fn bans(&self) -> BoxFuture<'static, Result<Vec<Ban>, EngineError>>;
+    fn put_ban(&self, ban: Ban) -> BoxFuture<'static, Result<(), EngineError>>;
+    /// Whether there was such a ban.
+    fn remove_ban(&self, id: &str) -> BoxFuture<'static, Result<bool, EngineError>>;
+
+    /// What is stored of a room: messages, their bytes, its last id and epoch.
+    fn room_stats(
+        &self,
+        room: &RoomName,
+    ) -> BoxFuture<'static, Result<(RoomStats, Epoch), EngineError>>;
+
+    /// Messages of `user` among the next `limit` stored after `from` (room, then id order).
+    fn authored(
+        &self,
+        user: &str,
+        from: Option<Place>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Authored, EngineError>>;
+
     /// One page of a room's stored history, oldest first, cut at the query's byte cap, with the
     /// room's last id and epoch.
     fn history(&self, query: HistoryQuery) -> BoxFuture<'static, Result<Page, EngineError>>;
@@ -99,6 +124,10 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Where webhook events wait for the app, when they are recorded.
     fn outbox(&self) -> Option<Arc<dyn Outbox>>;
+
+    /// Who reads the bans again when a control command says they changed (the server's
+    /// moderation); set once.
+    fn set_bans(&self, bans: Arc<dyn BansChanged>);
 
     /// Stores everything already accepted, then stops; later publishes fail with `Stopped`.
     fn shutdown(&self) -> BoxFuture<'static, ()>;

@@ -6,14 +6,15 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{
-    Appended, HistoryQuery, HistoryStore, Page, PageBuilder, ReadPosition, RecentRoom, Refused,
-    Retention, StoreError, now_ms,
+    Appended, Authored, HistoryQuery, HistoryStore, Page, PageBuilder, Place, ReadPosition,
+    RecentRoom, Refused, Retention, RoomStats, StoreError, now_ms,
 };
 use crate::change::{
     Change, ChangeKind, ChangeRefused, Changed, MAX_EMOJI_PER_MESSAGE, may_change,
 };
 use crate::epoch::{Epoch, new_epoch};
 use crate::message::{Draft, Extra, Nonce, ReactionCount, StoredMessage};
+use crate::moderation::Ban;
 use crate::presence::user_key;
 use crate::room::RoomName;
 use crate::webhooks::{Budget, Event, EventKind, Recorded, WebhookSettings};
@@ -41,6 +42,7 @@ struct State {
     next_event: u64,
     /// Read positions by user, then room.
     reads: HashMap<String, HashMap<RoomName, u64>>,
+    bans: HashMap<String, Ban>,
 }
 
 #[derive(Default)]
@@ -433,6 +435,77 @@ impl HistoryStore for MemoryStore {
             .take(limit)
             .map(|message| log.shown(message, reader))
             .collect())
+    }
+
+    fn bans(&self) -> Result<Vec<Ban>, StoreError> {
+        Ok(self.state().bans.values().cloned().collect())
+    }
+
+    fn put_ban(&self, ban: &Ban) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut state = self.state();
+        state.bans.retain(|_, ban| ban.in_force(now));
+        state.bans.insert(ban.id.clone(), ban.clone());
+        Ok(())
+    }
+
+    fn remove_ban(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.state().bans.remove(id).is_some())
+    }
+
+    fn room_stats(&self, room: &RoomName) -> Result<RoomStats, StoreError> {
+        let state = self.state();
+        Ok(state
+            .rooms
+            .get(room)
+            .map_or_else(RoomStats::default, |log| RoomStats {
+                messages: log.messages.len() as u64,
+                bytes: log.bytes,
+                last_id: log.last_id,
+            }))
+    }
+
+    fn authored(
+        &self,
+        user: &str,
+        from: Option<&Place>,
+        limit: usize,
+    ) -> Result<Authored, StoreError> {
+        let state = self.state();
+        let mut rooms: Vec<&RoomName> = state.rooms.keys().collect();
+        rooms.sort();
+        let mut authored = Authored::default();
+        let places = rooms.into_iter().flat_map(|room| {
+            state.rooms[room]
+                .messages
+                .iter()
+                .map(move |message| (room, message))
+        });
+        let mut last = None;
+        for (room, message) in places
+            .filter(|(room, message)| {
+                from.is_none_or(|from| (*room, message.id) > (&from.room, from.id))
+            })
+            .take(limit)
+        {
+            authored.scanned += 1;
+            let theirs = message
+                .user
+                .as_deref()
+                .is_some_and(|author| author.is(user));
+            let place = Place {
+                room: room.clone(),
+                id: message.id,
+            };
+            if theirs {
+                authored.found.push(place.clone());
+            }
+            last = Some(place);
+        }
+        if authored.scanned as usize == limit {
+            authored.next = last;
+        }
+        Ok(authored)
     }
 
     fn mark_read(&self, user: &str, room: &RoomName, id: u64) -> Result<u64, StoreError> {

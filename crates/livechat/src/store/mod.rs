@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::change::{Change, ChangeRefused, Changed};
 use crate::epoch::Epoch;
 use crate::message::{Draft, StoredMessage};
+use crate::moderation::Ban;
 use crate::room::RoomName;
 use crate::webhooks::{Budget, Event, Recorded};
 
@@ -68,6 +69,26 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// Every room `user` has a read position in, with the room's last id.
     fn read_positions(&self, user: &str) -> Result<Vec<ReadPosition>, StoreError>;
 
+    /// Bans and mutes (`crate::moderation`): every one stored, those past their end included
+    /// until they are forgotten.
+    fn bans(&self) -> Result<Vec<Ban>, StoreError>;
+    fn put_ban(&self, ban: &Ban) -> Result<(), StoreError>;
+    /// Whether there was such a ban.
+    fn remove_ban(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// What the store holds of a room: its messages (tombstones included), their bytes, its
+    /// last id.
+    fn room_stats(&self, room: &RoomName) -> Result<RoomStats, StoreError>;
+
+    /// Messages of `user` (its id or chosen name) among the next `limit` stored after `from`
+    /// (in room and id order), and where to go on (`None`: all were read).
+    fn authored(
+        &self,
+        user: &str,
+        from: Option<&Place>,
+        limit: usize,
+    ) -> Result<Authored, StoreError>;
+
     /// The webhook outbox (when the store was given one): a stored message's event is
     /// recorded in `append`, with it; these record other events, read the oldest waiting ones
     /// and forget those delivered. Without an outbox, nothing is recorded or read.
@@ -76,6 +97,31 @@ pub trait HistoryStore: Send + Sync + 'static {
     fn forget_events(&self, delivered: &[Recorded]) -> Result<(), StoreError>;
     /// What the outbox holds against its bound (`None`: no outbox).
     fn outbox_budget(&self) -> Option<&Budget>;
+}
+
+/// What a store holds of a room.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomStats {
+    pub messages: u64,
+    pub bytes: u64,
+    pub last_id: u64,
+}
+
+/// A place among all stored messages, in room then id order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Place {
+    pub room: RoomName,
+    pub id: u64,
+}
+
+/// A user's messages found in one pass over stored messages.
+#[derive(Debug, Default)]
+pub struct Authored {
+    pub found: Vec<Place>,
+    /// Messages looked at.
+    pub scanned: u64,
+    /// Where the next pass starts; `None`: none is needed.
+    pub next: Option<Place>,
 }
 
 /// A user's read position in a room, and the room's last id: what it has not read is between.

@@ -19,8 +19,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::value::RawValue;
 
 use super::{
-    Appended, HistoryQuery, HistoryStore, Page, PageBuilder, ReadPosition, RecentRoom, Refused,
-    Retention, StoreError, now_ms,
+    Appended, Authored, HistoryQuery, HistoryStore, Page, PageBuilder, Place, ReadPosition,
+    RecentRoom, Refused, Retention, RoomStats, StoreError, now_ms,
 };
 use crate::change::{
     Change, ChangeKind, ChangeRefused, Changed, MAX_EMOJI_PER_MESSAGE, may_change,
@@ -28,6 +28,7 @@ use crate::change::{
 use crate::config::SqliteSync;
 use crate::epoch::{Epoch, new_epoch};
 use crate::message::{Author, Draft, Extra, Nonce, ReactionCount, Reactions, StoredMessage};
+use crate::moderation::Ban;
 use crate::presence::user_key;
 use crate::room::RoomName;
 use crate::webhooks::{Budget, Event, EventKind, Recorded, WebhookSettings};
@@ -84,6 +85,10 @@ const SCHEMA: &str = "
         room TEXT    NOT NULL,
         id   INTEGER NOT NULL,
         PRIMARY KEY (user, room)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS bans (
+        id   TEXT PRIMARY KEY,
+        body TEXT NOT NULL
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS webhook_outbox (
         seq  INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -882,6 +887,110 @@ impl HistoryStore for SqliteStore {
             }
             add_reactions(&snapshot, room, &mut changed, reader)?;
             Ok(changed)
+        })
+    }
+
+    fn bans(&self) -> Result<Vec<Ban>, StoreError> {
+        self.with_reader(|connection| {
+            let mut statement = connection.prepare_cached("SELECT body FROM bans")?;
+            let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+            let mut bans = Vec::new();
+            for body in rows {
+                // A ban this version cannot read is left out (and said).
+                match serde_json::from_str(&body?) {
+                    Ok(ban) => bans.push(ban),
+                    Err(error) => tracing::warn!(%error, "a stored ban is unreadable"),
+                }
+            }
+            Ok(bans)
+        })
+    }
+
+    fn put_ban(&self, ban: &Ban) -> Result<(), StoreError> {
+        let now = now_ms() as i64;
+        let writer = self.writer();
+        // Bans past their end are forgotten as new ones come.
+        writer
+            .connection
+            .prepare_cached(
+                "DELETE FROM bans WHERE json_extract(body, '$.until') IS NOT NULL
+                 AND json_extract(body, '$.until') <= ?1",
+            )?
+            .execute([now])?;
+        writer
+            .connection
+            .prepare_cached("INSERT OR REPLACE INTO bans (id, body) VALUES (?1, ?2)")?
+            .execute(params![
+                ban.id,
+                serde_json::to_string(ban).unwrap_or_default()
+            ])?;
+        Ok(())
+    }
+
+    fn remove_ban(&self, id: &str) -> Result<bool, StoreError> {
+        let writer = self.writer();
+        let removed = writer
+            .connection
+            .prepare_cached("DELETE FROM bans WHERE id = ?1")?
+            .execute([id])?;
+        Ok(removed > 0)
+    }
+
+    fn room_stats(&self, room: &RoomName) -> Result<RoomStats, StoreError> {
+        self.with_reader(|connection| {
+            let snapshot = connection.unchecked_transaction()?;
+            let last_id = stored_last_id(&snapshot, room)?;
+            let (messages, bytes): (i64, i64) = snapshot
+                .prepare_cached(
+                    "SELECT count(*), (SELECT coalesce(max(bytes), 0) FROM rooms WHERE room = ?1)
+                     FROM messages WHERE room = ?1",
+                )?
+                .query_row([room.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(RoomStats {
+                messages: messages as u64,
+                bytes: bytes as u64,
+                last_id,
+            })
+        })
+    }
+
+    fn authored(
+        &self,
+        user: &str,
+        from: Option<&Place>,
+        limit: usize,
+    ) -> Result<Authored, StoreError> {
+        self.with_reader(|connection| {
+            let (room, id) = from.map_or(("", 0), |place| (place.room.as_str(), place.id as i64));
+            let mut statement = connection.prepare_cached(
+                "SELECT room, id, json_extract(user, '$.id'), json_extract(user, '$.name')
+                 FROM messages WHERE (room, id) > (?1, ?2) ORDER BY room, id LIMIT ?3",
+            )?;
+            let mut rows = statement.query(params![room, id, limit as i64])?;
+            let mut authored = Authored::default();
+            let mut last = None;
+            while let Some(row) = rows.next()? {
+                authored.scanned += 1;
+                let Ok(room) = RoomName::parse(&row.get::<_, String>(0)?) else {
+                    continue;
+                };
+                let place = Place {
+                    room,
+                    id: row.get::<_, i64>(1)? as u64,
+                };
+                let author_id = row.get::<_, Option<String>>(2)?;
+                let author_name = row.get::<_, Option<String>>(3)?;
+                let theirs = author_id.as_deref() == Some(user)
+                    || (author_id.is_none() && author_name.as_deref() == Some(user));
+                if theirs {
+                    authored.found.push(place.clone());
+                }
+                last = Some(place);
+            }
+            if authored.scanned as usize == limit {
+                authored.next = last;
+            }
+            Ok(authored)
         })
     }
 

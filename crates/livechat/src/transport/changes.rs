@@ -235,6 +235,12 @@ async fn change(
         .await?;
     let identity = &identified.identity;
     identity.check_room(&room)?;
+    if !identity.is_server {
+        state
+            .moderation
+            .may_write(identity.user.as_deref(), &room)
+            .inspect_err(|_| state.metrics.publish_error(PublishError::Barred))?;
+    }
     let by = changer(&identified, &kind)?;
     match &kind {
         ChangeKind::React { .. } => super::http::check_rate(state, identity, caller.client_ip())?,

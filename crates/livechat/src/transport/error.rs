@@ -7,6 +7,7 @@ use super::admission::Refused;
 use crate::auth::AuthError;
 use crate::engine::EngineError;
 use crate::message::{BadPublish, error_body};
+use crate::moderation::{Barred, ModerationError};
 use crate::room::InvalidRoom;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,14 @@ pub enum ApiError {
     PublishHookFailed(crate::hooks::HookError),
     #[error(transparent)]
     ChangeRefused(crate::change::ChangeRefused),
+    /// Banned or muted: the body says why and until when.
+    #[error(transparent)]
+    Barred(#[from] Barred),
+    #[error(transparent)]
+    Moderation(#[from] ModerationError),
+    /// Needs a moderator (the API key, or a token with `moderate`).
+    #[error("not allowed: this needs the server's API key or a token with the moderate claim")]
+    NotModerator,
 }
 
 impl ApiError {
@@ -86,6 +95,13 @@ impl ApiError {
                 | crate::change::ChangeRefused::Gone { .. },
             ) => StatusCode::NOT_FOUND,
             Self::ChangeRefused(_) => StatusCode::FORBIDDEN,
+            Self::Barred(_) | Self::NotModerator => StatusCode::FORBIDDEN,
+            Self::Moderation(ModerationError::Invalid(_)) => StatusCode::BAD_REQUEST,
+            Self::Moderation(ModerationError::TooMany) => StatusCode::CONFLICT,
+            Self::Moderation(ModerationError::Engine(EngineError::Refused(_))) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Moderation(ModerationError::Engine(_)) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -105,6 +121,14 @@ impl IntoResponse for ApiError {
                     ),
                 ],
                 body.to_string(),
+            )
+                .into_response();
+        }
+        if let Self::Barred(barred) = &self {
+            return (
+                self.status(),
+                [(header::CONTENT_TYPE, "application/json")],
+                barred.body().to_string(),
             )
                 .into_response();
         }

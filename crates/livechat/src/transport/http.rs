@@ -101,6 +101,13 @@ pub async fn send(
     identity
         .check_publish()
         .inspect_err(|_| metrics.publish_error(PublishError::Forbidden))?;
+    // The server key speaks for the app, which decides for itself whom it publishes for.
+    if !identity.is_server {
+        state
+            .moderation
+            .may_write(identity.user.as_deref(), &room)
+            .inspect_err(|_| metrics.publish_error(PublishError::Barred))?;
+    }
     check_rate(&state, &identity, caller.client_ip())
         .inspect_err(|_| metrics.publish_error(PublishError::RateLimited))?;
     let user = match identity.is_server {
@@ -217,6 +224,9 @@ pub async fn history(
             .map(|key| key.to_string()),
     };
     identity.check_room(&query.room)?;
+    state
+        .moderation
+        .may_enter(identity.user.as_deref(), &query.room)?;
     match state.history_reads.check(&identity, Guarded::History) {
         Ok(()) => {}
         // What the original service answered, which its clients expect.
@@ -270,6 +280,9 @@ pub async fn presence(
     let Query(params) = params?;
     let (room, identity) = reader(&state, &caller, params.room, params.token).await?;
     identity.check_room(&room)?;
+    state
+        .moderation
+        .may_enter(identity.user.as_deref(), &room)?;
     Ok(Json(state.engine.presence(&room).await?).into_response())
 }
 

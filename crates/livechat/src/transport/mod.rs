@@ -4,6 +4,7 @@
 //! (join a room); they own no chat state themselves.
 
 mod admission;
+mod api;
 mod caller;
 mod changes;
 mod client_ip;
@@ -42,6 +43,7 @@ use crate::engine::Engine;
 use crate::hooks::Hooks;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::moderation::Moderation;
 use crate::presence::Roster;
 use crate::rate::{HttpLimiter, RateLimit};
 use crate::room::RoomName;
@@ -83,6 +85,8 @@ pub struct Shared {
     pub room_list: Access,
     /// The app's connect and publish hooks, where set.
     pub hooks: Hooks,
+    /// Bans and mutes, and what moderators do.
+    pub moderation: Arc<Moderation>,
 }
 
 impl AppState {
@@ -136,6 +140,15 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/unread", get(reads::unread))
         .route("/chat/presence/", get(http::presence))
         .route("/chat/presence", get(http::presence))
+        .route("/api/disconnect", post(api::disconnect))
+        .route("/api/bans", post(api::add_ban).get(api::bans))
+        .route("/api/bans/{id}", axum::routing::delete(api::lift_ban))
+        .route("/api/broadcast", post(api::broadcast))
+        .route("/api/rooms/{room}", get(api::room))
+        .route(
+            "/api/users/{user}/messages",
+            axum::routing::delete(api::erase_user),
+        )
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/openapi.json", get(openapi::openapi_json))

@@ -13,6 +13,7 @@ use crate::message::{
     Action as MessageAction, Author, BadPublish, Draft, ErrorReply, Nonce, Publish, Request,
 };
 use crate::metrics::PublishError;
+use crate::moderation::Moderation;
 use crate::presence::{TypingGate, TypingVerdict};
 use crate::rate::{ConnectionLimiter, Verdict};
 use crate::room::RoomName;
@@ -67,6 +68,7 @@ impl Session {
         text: &[u8],
         room: &RoomName,
         auth: &Auth,
+        moderation: &Moderation,
         liveness: &Liveness,
     ) -> Action {
         let publish = match Publish::parse(text) {
@@ -96,11 +98,11 @@ impl Session {
             }
         }
         if let Some(action) = publish.action {
-            return self.act(action, room);
+            return self.act(action, room, moderation);
         }
         if let (None, Some(typing)) = (&publish.message, publish.typing) {
             return match typing {
-                true => self.typing(),
+                true => self.typing(room, moderation),
                 false => Action::Nothing,
             };
         }
@@ -117,6 +119,10 @@ impl Session {
             let reason = crate::auth::AuthError::ReadOnly.to_string();
             let refusal = ErrorReply::new(&reason, Request::Message).nonce(nonce);
             return Action::Refuse(PublishError::Forbidden, refusal.frame());
+        }
+        if let Err(barred) = moderation.may_write(self.user.as_deref(), room) {
+            let refusal = ErrorReply::barred(&barred, Request::Message).nonce(nonce);
+            return Action::Refuse(PublishError::Barred, refusal.frame());
         }
         if let Some(refused) = self.within_rate(Request::Message, nonce) {
             return refused;
@@ -146,7 +152,7 @@ impl Session {
     /// An edit, deletion, reaction or read position: each needs a name (a token, or with auth
     /// off a chosen one); edits and deletions also a token that may publish (or a moderator's),
     /// reactions count against the rate limit.
-    fn act(&mut self, action: MessageAction, room: &RoomName) -> Action {
+    fn act(&mut self, action: MessageAction, room: &RoomName, moderation: &Moderation) -> Action {
         let request = action.request();
         let Some(user) = self
             .user
@@ -160,13 +166,17 @@ impl Session {
             MessageAction::Read { id } => return Action::Read(id),
             MessageAction::Edit { id, message } => (id, ChangeKind::Edit(message)),
             MessageAction::Delete { id } => (id, ChangeKind::Delete),
-            MessageAction::React { id, emoji, on } => {
-                if let Some(refused) = self.within_rate(request, None) {
-                    return refused;
-                }
-                (id, ChangeKind::React { emoji, on })
-            }
+            MessageAction::React { id, emoji, on } => (id, ChangeKind::React { emoji, on }),
         };
+        if let Err(barred) = moderation.may_write(Some(&user), room) {
+            let refusal = ErrorReply::barred(&barred, request).id(id);
+            return Action::Refuse(PublishError::Barred, refusal.frame());
+        }
+        if matches!(kind, ChangeKind::React { .. })
+            && let Some(refused) = self.within_rate(request, None)
+        {
+            return refused;
+        }
         if matches!(kind, ChangeKind::Edit(_) | ChangeKind::Delete)
             && !self.can_publish
             && !self.moderator
@@ -185,7 +195,7 @@ impl Session {
     }
 
     /// `{"typing": true}`: passed on at most once per period, refused when far too frequent.
-    fn typing(&mut self) -> Action {
+    fn typing(&mut self, room: &RoomName, moderation: &Moderation) -> Action {
         let Some(user) = self
             .user
             .clone()
@@ -194,6 +204,9 @@ impl Session {
             let reason = "typing needs a name: connect with ?name= (or a token when auth is on)";
             return Action::Reply(ErrorReply::new(reason, Request::Typing).frame());
         };
+        if let Err(barred) = moderation.may_write(Some(&user), room) {
+            return Action::Reply(ErrorReply::barred(&barred, Request::Typing).frame());
+        }
         match self.typing.get_or_insert_with(Box::default).check() {
             TypingVerdict::Pass => Action::Typing(user),
             TypingVerdict::Absorb => Action::Nothing,

@@ -128,6 +128,9 @@ pub async fn connect(
             )
             .await?;
         identified.identity.check_room(&room)?;
+        state
+            .moderation
+            .may_enter(identified.identity.user.as_deref(), &room)?;
         if resume.is_some() {
             state
                 .history_reads
@@ -421,6 +424,7 @@ impl Connection {
                     &text,
                     self.subscription.room(),
                     &self.state.auth,
+                    &self.state.moderation,
                     liveness,
                 ) {
                     Action::Publish(draft) => {

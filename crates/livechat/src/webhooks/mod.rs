@@ -122,11 +122,16 @@ impl Event {
             ),
             Changed::Reacted { .. } => return None,
         };
-        Some((kind, Self::detailed(kind, room, now, detail)))
+        Some((kind, Self::detailed(kind, Some(room), now, detail)))
     }
 
-    /// An event with a `detail` object beside its type, room and time.
-    pub fn detailed(kind: EventKind, room: &RoomName, ts: u64, detail: serde_json::Value) -> Self {
+    /// An event with a `detail` object beside its type, room (`null`: every room) and time.
+    pub fn detailed(
+        kind: EventKind,
+        room: Option<&RoomName>,
+        ts: u64,
+        detail: serde_json::Value,
+    ) -> Self {
         let mut body = serde_json::json!({"type": kind, "room": room, "ts": ts});
         if let (Some(body), serde_json::Value::Object(detail)) = (body.as_object_mut(), detail) {
             body.extend(detail);

@@ -8,16 +8,7 @@ use crate::support::{Server, http};
 const SECRET: &str = "changes-e2e-secret-of-a-decent-length";
 
 fn token(sub: &str, extra: Value) -> String {
-    let mut claims = json!({"sub": sub, "name": sub, "exp": 4_000_000_000u64});
-    if let (Some(claims), Value::Object(extra)) = (claims.as_object_mut(), extra) {
-        claims.extend(extra);
-    }
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    crate::support::signed_token(SECRET, sub, extra)
 }
 
 async fn secured() -> Server {

@@ -12,6 +12,7 @@ mod faults;
 mod history;
 mod hooks;
 mod metrics;
+mod moderation;
 mod nginx;
 mod nodes;
 mod presence;

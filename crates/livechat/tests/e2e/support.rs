@@ -266,6 +266,23 @@ impl Server {
         answer.json()
     }
 
+    /// `POST /chat/send/` as `credential` (a token or the server key).
+    pub async fn post_message_as(&self, credential: &str, room: &str, message: Value) -> Value {
+        let body = serde_json::json!({ "message": message, "room": room }).to_string();
+        let bearer = format!("Bearer {credential}");
+        let headers = [("Authorization", bearer.as_str())];
+        let answer = http(
+            self.addr,
+            "POST",
+            "/chat/send/",
+            Some(body.as_bytes()),
+            &headers,
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        answer.json()
+    }
+
     pub async fn history(&self, query: &str) -> Vec<Value> {
         let answer = self
             .http("GET", &format!("/chat/history/{query}"), None)
@@ -276,6 +293,20 @@ impl Server {
             .expect("chat_history list")
             .clone()
     }
+}
+
+/// An HS256 token for `sub` (named `sub`, expiring in 2096) with `extra` claims.
+pub fn signed_token(secret: &str, sub: &str, extra: Value) -> String {
+    let mut claims = serde_json::json!({"sub": sub, "name": sub, "exp": 4_000_000_000u64});
+    if let (Some(claims), Value::Object(extra)) = (claims.as_object_mut(), extra) {
+        claims.extend(extra);
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("a token")
 }
 
 /// Polls `check` until it holds, for at most `PATIENCE`.

@@ -130,6 +130,11 @@ impl Keys {
         format!("{}:reads:{user}", self.prefix)
     }
 
+    /// Hash of bans and mutes: id -> the ban as JSON (`crate::moderation`).
+    pub fn bans(&self) -> String {
+        format!("{}:bans", self.prefix)
+    }
+
     /// Sorted set of live nodes, scored by the time (ms) their registration expires.
     pub fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)

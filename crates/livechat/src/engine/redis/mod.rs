@@ -16,10 +16,12 @@
 //! - `presence`: this node's members of each room relayed to the others, theirs read
 //! - `retention`: messages past the maximum age trimmed on a timer
 //! - `webhooks`: the webhook outbox, a stream read by one node at a time
+//! - `moderation`: the bans, a room's stored size, a user's messages
 
 mod changes;
 mod connection;
 mod keys;
+mod moderation;
 mod nodes;
 mod presence;
 mod publisher;
@@ -52,12 +54,16 @@ use super::queue::{QueueSender, queue};
 use super::{ChangeReceipt, Engine, EngineError, Receipt, RoomCount};
 use crate::change::Change;
 use crate::control::{BansChanged, Control};
+use crate::epoch::Epoch;
 use crate::hub::Hub;
 use crate::message::{Author, Draft, StoredMessage};
 use crate::metrics::Metrics;
+use crate::moderation::Ban;
 use crate::presence::{PresenceList, Roster};
 use crate::room::RoomName;
-use crate::store::{HistoryQuery, Page, ReadPosition, RecentRoom, Retention};
+use crate::store::{
+    Authored, HistoryQuery, Page, Place, ReadPosition, RecentRoom, Retention, RoomStats,
+};
 use crate::webhooks::{EventKind, Outbox, WebhookSettings};
 
 /// Messages Redis pushed that may wait for the subscriber; past it the subscriber catches up from
@@ -100,13 +106,6 @@ pub struct RedisEngine {
     outbox: Option<Arc<RedisOutbox>>,
     /// Who reloads the bans when the control channel says they changed.
     bans: Arc<OnceLock<Arc<dyn BansChanged>>>,
-}
-
-impl RedisEngine {
-    /// Who is told when bans change (they are kept by the server's moderation).
-    pub fn set_bans(&self, bans: Arc<dyn BansChanged>) {
-        let _ = self.bans.set(bans);
-    }
 }
 
 /// KEYS: a user's read positions. ARGV: the room, the id read. Moves it forward only; returns
@@ -358,6 +357,79 @@ impl Engine for RedisEngine {
         .boxed()
     }
 
+    fn bans(&self) -> BoxFuture<'static, Result<Vec<Ban>, EngineError>> {
+        let (mut connection, keys) = (self.connection.clone(), self.keys.clone());
+        async move {
+            moderation::bans(&mut connection, &keys)
+                .await
+                .map_err(unavailable)
+        }
+        .boxed()
+    }
+
+    fn put_ban(&self, ban: Ban) -> BoxFuture<'static, Result<(), EngineError>> {
+        let (mut connection, keys) = (self.connection.clone(), self.keys.clone());
+        async move {
+            moderation::put_ban(&mut connection, &keys, &ban)
+                .await
+                .map_err(unavailable)
+        }
+        .boxed()
+    }
+
+    fn remove_ban(&self, id: &str) -> BoxFuture<'static, Result<bool, EngineError>> {
+        let (mut connection, keys, id) =
+            (self.connection.clone(), self.keys.clone(), id.to_owned());
+        async move {
+            moderation::remove_ban(&mut connection, &keys, &id)
+                .await
+                .map_err(unavailable)
+        }
+        .boxed()
+    }
+
+    fn room_stats(
+        &self,
+        room: &RoomName,
+    ) -> BoxFuture<'static, Result<(RoomStats, Epoch), EngineError>> {
+        let (mut connection, keys, room) =
+            (self.connection.clone(), self.keys.clone(), room.clone());
+        let room_ttl = self.room_ttl;
+        async move {
+            let (stats, epoch) = moderation::room_stats(&mut connection, &keys, &room)
+                .await
+                .map_err(unavailable)?;
+            let epoch = match epoch {
+                Some(epoch) => epoch,
+                // A room never written gets its epoch now, as its first reader would.
+                None => {
+                    stream::numbering(&mut connection, &keys, &room, room_ttl)
+                        .await
+                        .map_err(unavailable)?
+                        .0
+                }
+            };
+            Ok((stats, epoch))
+        }
+        .boxed()
+    }
+
+    fn authored(
+        &self,
+        user: &str,
+        from: Option<Place>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Authored, EngineError>> {
+        let (mut connection, keys, user) =
+            (self.connection.clone(), self.keys.clone(), user.to_owned());
+        async move {
+            moderation::authored(&mut connection, &keys, &user, from, limit)
+                .await
+                .map_err(unavailable)
+        }
+        .boxed()
+    }
+
     fn history(&self, query: HistoryQuery) -> BoxFuture<'static, Result<Page, EngineError>> {
         let mut connection = self.connection.clone();
         let keys = self.keys.clone();
@@ -429,6 +501,10 @@ impl Engine for RedisEngine {
             return Err(EngineError::Stopped);
         }
         self.health.check()
+    }
+
+    fn set_bans(&self, bans: Arc<dyn BansChanged>) {
+        let _ = self.bans.set(bans);
     }
 
     fn outbox(&self) -> Option<Arc<dyn Outbox>> {
