@@ -182,6 +182,74 @@ async fn the_app_is_told_what_happened() {
     assert_eq!(receiver.events().len(), 8, "{:?}", receiver.events());
 }
 
+/// Edits, deletions, bans and disconnections are told too, with who did them.
+#[tokio::test]
+async fn changes_and_moderation_are_told() {
+    let (receiver, addr) = Receiver::start().await;
+    let key = "webhook-e2e-server-key";
+    let server = with_webhook(addr, &["--api-key", key]).await;
+    let mut ada = server.connect("/ws/chat/moderated/?meta=1&name=Ada").await;
+    ada.send_json(json!({"message": "tpyo"})).await;
+    let id = ada.recv().await["id"].as_u64().unwrap();
+    ada.send_json(json!({"edit": id, "message": "typo"})).await;
+    ada.send_json(json!({"delete": id})).await;
+    while ada.recv().await["event"] != "deleted" {}
+    let bearer = format!("Bearer {key}");
+    let headers = [("Authorization", bearer.as_str())];
+    for (path, body) in [
+        (
+            "/api/bans",
+            json!({"user": "Ada", "mode": "mute", "reason": "calm down"}),
+        ),
+        ("/api/disconnect", json!({"user": "Ada", "reason": "bye"})),
+    ] {
+        let body = body.to_string();
+        let answer =
+            crate::support::http(server.addr, "POST", path, Some(body.as_bytes()), &headers).await;
+        assert!(answer.status < 300, "{answer:?}");
+    }
+    eventually("every change told", || async {
+        receiver.distinct("disconnect").len() == 1
+    })
+    .await;
+    let edited = &receiver.distinct("edited")[0];
+    assert_eq!(
+        (
+            &edited["room"],
+            &edited["id"],
+            &edited["message"],
+            &edited["by"]
+        ),
+        (
+            &json!("moderated"),
+            &json!(id),
+            &json!("typo"),
+            &json!({"name": "Ada"})
+        )
+    );
+    assert!(edited["edited_ts"].as_u64().is_some());
+    assert_eq!(receiver.distinct("deleted")[0]["id"], json!(id));
+    let ban = &receiver.distinct("ban")[0];
+    assert_eq!(ban["room"], Value::Null);
+    assert_eq!(
+        (
+            &ban["ban"]["user"],
+            &ban["ban"]["mode"],
+            &ban["ban"]["created_by"]
+        ),
+        (&json!("Ada"), &json!("mute"), &json!("server"))
+    );
+    let disconnect = &receiver.distinct("disconnect")[0];
+    assert_eq!(
+        (
+            &disconnect["user"],
+            &disconnect["reason"],
+            &disconnect["reconnect"]
+        ),
+        (&json!("Ada"), &json!("bye"), &json!(true))
+    );
+}
+
 /// The app down for a while: events wait, then come in order, each at least once.
 #[tokio::test]
 async fn an_app_that_is_down_gets_everything_later_in_order() {
