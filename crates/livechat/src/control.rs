@@ -1,5 +1,5 @@
 //! Commands for every node: something for a user's connections wherever they are (their read
-//! position moved), a user disconnected, bans changed. The embedded engine carries them out at
+//! position moved), a user disconnected, bans changed, read receipts. The embedded engine carries them out at
 //! once; the Redis engine publishes them on one channel that every node subscribes to, and each
 //! node carries them out on its own connections (see `Control::apply`).
 
@@ -8,7 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::hub::Hub;
+use crate::hub::{Audience, Hub};
+use crate::message::Author;
 use crate::room::RoomName;
 use crate::websocket::frame;
 
@@ -34,6 +35,29 @@ pub enum Control {
     },
     /// The bans changed: read them again.
     BansChanged,
+    /// Users read rooms up to these ids: told to the rooms' members with read receipts on.
+    Seen { seen: Vec<Seen> },
+}
+
+/// A user read a room up to an id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    pub room: RoomName,
+    pub user: Author,
+    pub id: u64,
+}
+
+impl Seen {
+    /// `{"event": "seen", "room", "user", "id"}`.
+    pub fn frame(&self) -> Bytes {
+        let event = serde_json::json!({
+            "event": "seen",
+            "room": self.room,
+            "user": self.user,
+            "id": self.id,
+        });
+        frame::text(&[event.to_string().as_bytes()])
+    }
 }
 
 /// What a node does with the bans it is told changed.
@@ -68,6 +92,11 @@ impl Control {
             Control::BansChanged => {
                 if let Some(bans) = bans {
                     bans.reload();
+                }
+            }
+            Control::Seen { seen } => {
+                for seen in seen {
+                    hub.announce(&seen.room, Audience::Receipts, seen.frame());
                 }
             }
         }

@@ -87,6 +87,8 @@ struct Member {
     wants_meta: bool,
     /// Receives presence and typing events (`?presence=1`).
     presence: bool,
+    /// Receives read receipts (`?receipts=1`).
+    receipts: bool,
     /// Receives the room's events (it resumed from an id).
     follows: bool,
     stage: Stage,
@@ -114,6 +116,8 @@ pub struct JoinAs {
     pub resuming: bool,
     /// Presence and typing events (`?presence=1`).
     pub presence: bool,
+    /// Read receipts (`?receipts=1`).
+    pub receipts: bool,
 }
 
 /// Who an event frame is for.
@@ -125,6 +129,8 @@ pub enum Audience<'a> {
     Meta,
     /// Members with presence on, but for the connections of `except`.
     Presence { except: Option<&'a Author> },
+    /// Members with read receipts on.
+    Receipts,
 }
 
 impl Audience<'_> {
@@ -132,6 +138,7 @@ impl Audience<'_> {
         match self {
             Audience::Resuming => member.follows,
             Audience::Meta => member.wants_meta,
+            Audience::Receipts => member.receipts,
             Audience::Presence { except } => {
                 member.presence
                     && !except.is_some_and(|except| {
@@ -269,6 +276,7 @@ impl Hub {
             user: join.user,
             wants_meta: join.meta,
             presence: join.presence,
+            receipts: join.receipts,
             follows: join.resuming,
             stage: if join.resuming {
                 Stage::Held

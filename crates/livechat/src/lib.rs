@@ -21,6 +21,7 @@ pub mod outbound;
 pub mod pacer;
 pub mod presence;
 pub mod rate;
+pub mod receipts;
 pub mod room;
 pub mod store;
 pub mod throttle;
@@ -46,6 +47,7 @@ use crate::outbound::QueueLimits;
 use crate::pacer::Pacer;
 use crate::presence::Roster;
 use crate::rate::RateLimit;
+use crate::receipts::Receipts;
 use crate::store::{HistoryStore, MemoryStore, Retention, SqliteStore, StoreError};
 use crate::transport::{Admission, AppState, OriginPolicy, Shared, TlsError, TrustedProxies};
 use crate::webhooks::WebhookSettings;
@@ -111,6 +113,7 @@ pub struct Server {
     webhook: Option<(Endpoint, WebhookSettings)>,
     metrics: Arc<Metrics>,
     moderation: Arc<Moderation>,
+    receipts: Arc<Receipts>,
 }
 
 impl Server {
@@ -162,6 +165,7 @@ impl Server {
         );
         tracing::info!("what is kept: {}", config.exposure());
         let moderation = Moderation::new(engine.clone(), recorded);
+        let receipts = Receipts::new(engine.clone(), metrics.receipts_dropped.clone());
         engine.set_bans(moderation.clone());
         moderation.reload().await;
         let connections = TaskTracker::new();
@@ -189,6 +193,7 @@ impl Server {
             room_list: config.room_list,
             hooks,
             moderation: moderation.clone(),
+            receipts: receipts.clone(),
         });
         Ok(Self {
             state,
@@ -207,6 +212,7 @@ impl Server {
             webhook,
             metrics,
             moderation,
+            receipts,
         })
     }
 
@@ -215,6 +221,7 @@ impl Server {
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
         let sweep = tokio::spawn(keepalive::run(self.hub.clone(), self.keepalive));
         let bans = tokio::spawn(self.moderation.clone().run());
+        let receipts = tokio::spawn(self.receipts.clone().run());
         let outbox = self.engine.outbox();
         let tell = match (&outbox, &self.webhook) {
             (Some(outbox), Some((_, settings))) => Some((outbox.clone(), *settings)),
@@ -256,6 +263,7 @@ impl Server {
         transport::serve(listener, app, self.tls, self.request_timeout, shutdown).await;
         sweep.abort();
         bans.abort();
+        receipts.abort();
         announcements.abort();
         if let Some(webhooks) = webhooks {
             // It stops between deliveries; one under way may take up to the hook timeout.

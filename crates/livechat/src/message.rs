@@ -27,30 +27,24 @@ pub struct Draft {
 
 /// A message that has been stored: it has a per-room id that only grows and a server timestamp.
 /// A deleted one is a tombstone: its text, author and nonce are gone, and it is written
-/// `{"id", "room", "ts", "deleted": true}`.
-#[derive(Debug, Clone, utoipa::ToSchema)]
+/// `{"id", "room", "ts", "deleted": true}`. Its schema is `StoredMessageShape`'s.
+#[derive(Debug, Clone)]
 pub struct StoredMessage {
     pub id: u64,
-    #[schema(value_type = String)]
     pub room: RoomName,
     /// Any JSON value, as it was sent.
-    #[schema(value_type = Value)]
     pub message: Box<RawValue>,
     /// Milliseconds since the Unix epoch, taken by the server when it stored the message.
     pub ts: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Author>)]
     pub user: Option<Arc<Author>>,
     /// The nonce it was published with, if any.
-    #[schema(value_type = Option<String>)]
     pub nonce: Option<Nonce>,
     /// What it answers and what became of it since (`None`: nothing; most messages).
-    #[schema(inline)]
     pub extra: Option<Box<Extra>>,
 }
 
 /// What a message answers and what became of it after it was stored.
-#[derive(Debug, Clone, Default, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Extra {
     /// The id of the message it answers, in the same room.
     pub reply_to: Option<u64>,
@@ -59,8 +53,61 @@ pub struct Extra {
     /// Deleted: a tombstone.
     pub deleted: bool,
     /// Reactions, by emoji: how many users, and whether the reader is one of them.
-    #[schema(value_type = Option<Object>)]
     pub reactions: Option<Reactions>,
+}
+
+/// A stored message as it is written (`StoredMessage`'s `Serialize`), for the OpenAPI document.
+/// A deleted message has only `id`, `room`, `ts` and `deleted`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = StoredMessage)]
+#[allow(dead_code)]
+struct StoredMessageShape {
+    id: u64,
+    #[schema(value_type = String)]
+    room: String,
+    /// Any JSON value, as it was sent (absent when deleted).
+    #[schema(value_type = Value, required = false)]
+    message: Option<serde_json::Value>,
+    /// Milliseconds since the Unix epoch, taken by the server when it stored the message.
+    ts: u64,
+    #[schema(required = false)]
+    user: Option<Author>,
+    /// The nonce it was published with.
+    #[schema(required = false)]
+    nonce: Option<String>,
+    /// The id of the message it answers, in the same room.
+    #[schema(required = false)]
+    reply_to: Option<u64>,
+    /// When it was last edited (ms since the Unix epoch).
+    #[schema(required = false)]
+    edited_ts: Option<u64>,
+    /// Deleted: a tombstone.
+    #[schema(required = false)]
+    deleted: Option<bool>,
+    /// Reactions by emoji: `{"count", "me"}` (`me`: the reader is among them).
+    #[schema(required = false)]
+    reactions: Option<std::collections::BTreeMap<String, ReactionCount>>,
+}
+
+impl utoipa::PartialSchema for StoredMessage {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <StoredMessageShape as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl utoipa::ToSchema for StoredMessage {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("StoredMessage")
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <StoredMessageShape as utoipa::ToSchema>::schemas(schemas);
+    }
 }
 
 /// A message's reactions, by emoji (sorted).

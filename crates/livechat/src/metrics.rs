@@ -125,6 +125,8 @@ pub struct Metrics {
     pub deliveries: Counter,
     /// Publishes answered with an earlier message (their nonce was seen).
     pub duplicates: Counter,
+    /// Read receipts not sent: too many gathered within a second.
+    pub receipts_dropped: Counter,
     publish_errors: Vec<Counter>,
     closes: Vec<Counter>,
     pub store_commit_seconds: Histogram,
@@ -181,6 +183,11 @@ impl Metrics {
                 "livechat_publish_duplicates_total",
                 None,
                 "Publishes whose nonce was already stored: answered, not stored again.",
+            ),
+            describe(
+                "livechat_receipts_dropped_total",
+                None,
+                "Read receipts not sent: more users and rooms read within a second than are gathered.",
             ),
             describe(
                 "livechat_deliveries_total",
@@ -276,6 +283,7 @@ impl Metrics {
             published_http: labelled("livechat_messages_published_total", "transport", "http"),
             deliveries: counter("livechat_deliveries_total", Vec::new()),
             duplicates: counter("livechat_publish_duplicates_total", Vec::new()),
+            receipts_dropped: counter("livechat_receipts_dropped_total", Vec::new()),
             publish_errors: PUBLISH_ERRORS
                 .iter()
                 .map(|reason| labelled("livechat_publish_errors_total", "reason", reason))

@@ -97,6 +97,13 @@ pub enum AuthError {
     Invalid(String),
     #[error("this token does not allow room {0}")]
     RoomNotAllowed(RoomName),
+    #[error("room {0} is a direct-message room of two other users")]
+    NotYourDirect(RoomName),
+    #[error(
+        "direct messages need a signed-in user (a token, or the app's connect hook): \
+         a chosen name is not one"
+    )]
+    DirectNeedsUser,
     #[error("this token may not publish (read-only)")]
     ReadOnly,
     #[error("a refreshed token must be for the same user")]
@@ -348,22 +355,33 @@ impl Auth {
 
 impl Identity {
     /// Whether it may join and read `room`: a `rooms` entry names it, or ends in `*` and is a
-    /// prefix of it.
+    /// prefix of it; a direct-message room, whatever the claim says, only its two users (and
+    /// the server key).
     pub fn may_enter(&self, room: &RoomName) -> bool {
-        let Some(rooms) = &self.rooms else {
-            return true;
-        };
-        rooms.iter().any(|allowed| match allowed.strip_suffix('*') {
-            Some(prefix) => room.as_str().starts_with(prefix),
-            None => allowed == room.as_str(),
-        })
+        self.check_room(room).is_ok()
     }
 
     pub fn check_room(&self, room: &RoomName) -> Result<(), AuthError> {
-        if self.may_enter(room) {
-            Ok(())
-        } else {
-            Err(AuthError::RoomNotAllowed(room.clone()))
+        if let Some((a, b)) = room.direct_users() {
+            if self.is_server {
+                return Ok(());
+            }
+            return match self.user.as_deref().and_then(|user| user.id.as_deref()) {
+                Some(id) if id == a || id == b => Ok(()),
+                Some(_) => Err(AuthError::NotYourDirect(room.clone())),
+                None => Err(AuthError::DirectNeedsUser),
+            };
+        }
+        let Some(rooms) = &self.rooms else {
+            return Ok(());
+        };
+        let allowed = rooms.iter().any(|allowed| match allowed.strip_suffix('*') {
+            Some(prefix) => room.as_str().starts_with(prefix),
+            None => allowed == room.as_str(),
+        });
+        match allowed {
+            true => Ok(()),
+            false => Err(AuthError::RoomNotAllowed(room.clone())),
         }
     }
 

@@ -185,6 +185,16 @@ impl Engine for EmbeddedEngine {
         self.blocking(move |store| store.remove_ban(&id))
     }
 
+    fn open_direct(&self, room: &RoomName) -> BoxFuture<'static, Result<(), EngineError>> {
+        let room = room.clone();
+        self.blocking(move |store| store.open_direct(&room))
+    }
+
+    fn directs(&self, user: &str) -> BoxFuture<'static, Result<Vec<RoomName>, EngineError>> {
+        let user = user.to_owned();
+        self.blocking(move |store| store.directs(&user))
+    }
+
     fn room_stats(
         &self,
         room: &RoomName,

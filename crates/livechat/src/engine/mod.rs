@@ -81,6 +81,12 @@ pub trait Engine: Send + Sync + 'static {
     /// Whether there was such a ban.
     fn remove_ban(&self, id: &str) -> BoxFuture<'static, Result<bool, EngineError>>;
 
+    /// Notes a direct-message room in both its users' lists.
+    fn open_direct(&self, room: &RoomName) -> BoxFuture<'static, Result<(), EngineError>>;
+
+    /// The direct-message rooms in `user`'s list, the latest opened first.
+    fn directs(&self, user: &str) -> BoxFuture<'static, Result<Vec<RoomName>, EngineError>>;
+
     /// What is stored of a room: messages, their bytes, its last id and epoch.
     fn room_stats(
         &self,

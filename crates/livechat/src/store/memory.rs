@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{
-    Appended, Authored, HistoryQuery, HistoryStore, Page, PageBuilder, Place, ReadPosition,
-    RecentRoom, Refused, Retention, RoomStats, StoreError, now_ms,
+    Appended, Authored, HistoryQuery, HistoryStore, MAX_DIRECTS, Page, PageBuilder, Place,
+    ReadPosition, RecentRoom, Refused, Retention, RoomStats, StoreError, now_ms,
 };
 use crate::change::{
     Change, ChangeKind, ChangeRefused, Changed, MAX_EMOJI_PER_MESSAGE, may_change,
@@ -43,6 +43,8 @@ struct State {
     /// Read positions by user, then room.
     reads: HashMap<String, HashMap<RoomName, u64>>,
     bans: HashMap<String, Ban>,
+    /// Direct-message rooms by user, with when each was opened.
+    directs: HashMap<String, Vec<(RoomName, u64)>>,
 }
 
 #[derive(Default)]
@@ -451,6 +453,26 @@ impl HistoryStore for MemoryStore {
 
     fn remove_ban(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.state().bans.remove(id).is_some())
+    }
+
+    fn open_direct(&self, room: &RoomName) -> Result<(), StoreError> {
+        let Some((a, b)) = room.direct_users() else {
+            return Ok(());
+        };
+        let mut state = self.state();
+        for user in [a, b] {
+            let list = state.directs.entry(user.to_owned()).or_default();
+            list.retain(|(kept, _)| kept != room);
+            list.insert(0, (room.clone(), now_ms()));
+            list.truncate(MAX_DIRECTS);
+        }
+        Ok(())
+    }
+
+    fn directs(&self, user: &str) -> Result<Vec<RoomName>, StoreError> {
+        let state = self.state();
+        let list = state.directs.get(user).into_iter().flatten();
+        Ok(list.map(|(room, _)| room.clone()).collect())
     }
 
     fn room_stats(&self, room: &RoomName) -> Result<RoomStats, StoreError> {

@@ -76,6 +76,13 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// Whether there was such a ban.
     fn remove_ban(&self, id: &str) -> Result<bool, StoreError>;
 
+    /// Notes a direct-message room in both its users' lists (each keeps the `MAX_DIRECTS` it
+    /// opened last).
+    fn open_direct(&self, room: &RoomName) -> Result<(), StoreError>;
+
+    /// The direct-message rooms in `user`'s list, the latest opened first.
+    fn directs(&self, user: &str) -> Result<Vec<RoomName>, StoreError>;
+
     /// What the store holds of a room: its messages (tombstones included), their bytes, its
     /// last id.
     fn room_stats(&self, room: &RoomName) -> Result<RoomStats, StoreError>;
@@ -98,6 +105,9 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// What the outbox holds against its bound (`None`: no outbox).
     fn outbox_budget(&self) -> Option<&Budget>;
 }
+
+/// Most direct-message rooms a user's list keeps (the oldest opened go first).
+pub const MAX_DIRECTS: usize = 500;
 
 /// What a store holds of a room.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -19,8 +19,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::value::RawValue;
 
 use super::{
-    Appended, Authored, HistoryQuery, HistoryStore, Page, PageBuilder, Place, ReadPosition,
-    RecentRoom, Refused, Retention, RoomStats, StoreError, now_ms,
+    Appended, Authored, HistoryQuery, HistoryStore, MAX_DIRECTS, Page, PageBuilder, Place,
+    ReadPosition, RecentRoom, Refused, Retention, RoomStats, StoreError, now_ms,
 };
 use crate::change::{
     Change, ChangeKind, ChangeRefused, Changed, MAX_EMOJI_PER_MESSAGE, may_change,
@@ -84,6 +84,12 @@ const SCHEMA: &str = "
         user TEXT    NOT NULL,
         room TEXT    NOT NULL,
         id   INTEGER NOT NULL,
+        PRIMARY KEY (user, room)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS directs (
+        user   TEXT    NOT NULL,
+        room   TEXT    NOT NULL,
+        opened INTEGER NOT NULL,
         PRIMARY KEY (user, room)
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS bans (
@@ -934,6 +940,43 @@ impl HistoryStore for SqliteStore {
             .prepare_cached("DELETE FROM bans WHERE id = ?1")?
             .execute([id])?;
         Ok(removed > 0)
+    }
+
+    fn open_direct(&self, room: &RoomName) -> Result<(), StoreError> {
+        let Some((a, b)) = room.direct_users() else {
+            return Ok(());
+        };
+        let mut writer = self.writer();
+        let transaction = writer.connection.transaction()?;
+        for user in [a, b] {
+            transaction
+                .prepare_cached(
+                    "INSERT INTO directs (user, room, opened) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (user, room) DO UPDATE SET opened = excluded.opened",
+                )?
+                .execute(params![user, room.as_str(), now_ms() as i64])?;
+            transaction
+                .prepare_cached(
+                    "DELETE FROM directs WHERE user = ?1 AND room NOT IN
+                     (SELECT room FROM directs WHERE user = ?1 ORDER BY opened DESC LIMIT ?2)",
+                )?
+                .execute(params![user, MAX_DIRECTS as i64])?;
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    fn directs(&self, user: &str) -> Result<Vec<RoomName>, StoreError> {
+        self.with_reader(|connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT room FROM directs WHERE user = ?1 ORDER BY opened DESC, room",
+            )?;
+            let rooms = statement
+                .query_map([user], |row| row.get::<_, String>(0))?
+                .filter_map(|room| RoomName::parse(&room.ok()?).ok())
+                .collect();
+            Ok(rooms)
+        })
     }
 
     fn room_stats(&self, room: &RoomName) -> Result<RoomStats, StoreError> {

@@ -8,6 +8,7 @@ mod api;
 mod caller;
 mod changes;
 mod client_ip;
+mod directs;
 mod error;
 mod hooked;
 mod http;
@@ -46,6 +47,7 @@ use crate::metrics::Metrics;
 use crate::moderation::Moderation;
 use crate::presence::Roster;
 use crate::rate::{HttpLimiter, RateLimit};
+use crate::receipts::Receipts;
 use crate::room::RoomName;
 
 /// What every handler can reach.
@@ -87,6 +89,8 @@ pub struct Shared {
     pub hooks: Hooks,
     /// Bans and mutes, and what moderators do.
     pub moderation: Arc<Moderation>,
+    /// Read receipts gathered for the rooms' members.
+    pub receipts: Arc<Receipts>,
 }
 
 impl AppState {
@@ -138,6 +142,8 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/read", post(reads::read))
         .route("/chat/unread/", get(reads::unread))
         .route("/chat/unread", get(reads::unread))
+        .route("/chat/dm/", post(directs::open).get(directs::list))
+        .route("/chat/dm", post(directs::open).get(directs::list))
         .route("/chat/presence/", get(http::presence))
         .route("/chat/presence", get(http::presence))
         .route("/api/disconnect", post(api::disconnect))

@@ -14,7 +14,7 @@ pub struct SendBody {
     #[schema(value_type = Value)]
     message: serde_json::Value,
     /// The room; else `?room=`, else the default room.
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,94}$")]
+    #[schema(pattern = "^([A-Za-z0-9_-]{1,94}|dm:[A-Za-z0-9_.@+-]{1,40}:[A-Za-z0-9_.@+-]{1,40})$")]
     room: Option<String>,
     /// Auth off: the name the sender chose (1-64 characters).
     name: Option<String>,
@@ -45,7 +45,7 @@ pub struct RateLimitedBody {
 #[allow(dead_code)]
 pub struct RoomQuery {
     /// The room (absent: from the body, else the default room).
-    #[param(pattern = "^[A-Za-z0-9_-]{1,94}$")]
+    #[param(pattern = "^([A-Za-z0-9_-]{1,94}|dm:[A-Za-z0-9_.@+-]{1,40}:[A-Za-z0-9_.@+-]{1,40})$")]
     room: Option<String>,
 }
 
@@ -74,7 +74,7 @@ pub struct NameQuery {
 #[allow(dead_code)]
 pub struct HistoryQueryParams {
     /// The room (absent: the default room).
-    #[param(pattern = "^[A-Za-z0-9_-]{1,94}$")]
+    #[param(pattern = "^([A-Za-z0-9_-]{1,94}|dm:[A-Za-z0-9_.@+-]{1,40}:[A-Za-z0-9_.@+-]{1,40})$")]
     room: Option<String>,
     /// At most this many messages (default 50, at most 1000).
     #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
@@ -93,7 +93,7 @@ pub struct HistoryQueryParams {
 #[allow(dead_code)]
 pub struct PresenceQuery {
     /// The room (absent: the default room).
-    #[param(pattern = "^[A-Za-z0-9_-]{1,94}$")]
+    #[param(pattern = "^([A-Za-z0-9_-]{1,94}|dm:[A-Za-z0-9_.@+-]{1,40}:[A-Za-z0-9_.@+-]{1,40})$")]
     room: Option<String>,
 }
 
@@ -123,6 +123,8 @@ pub struct Health {
         super::changes::unreact,
         super::reads::read,
         super::reads::unread,
+        super::directs::open,
+        super::directs::list,
         super::api::disconnect,
         super::api::add_ban,
         super::api::bans,

@@ -4,6 +4,8 @@
 //! clears its badge), and the unread counts of `GET /chat/unread/`, computed from the rooms' last
 //! ids (ids only grow), without reading history.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -17,22 +19,30 @@ use crate::auth::AuthError;
 use crate::control::Control;
 use crate::engine::EngineError;
 use crate::hooks::Transport;
+use crate::message::Author;
 use crate::presence::user_key;
 use crate::room::RoomName;
 
-/// Moves `user`'s read position in `room` forward to `id`, then tells the user's other
-/// connections, on every node, where it is now (`except`: the member id that read).
+/// Moves `reader`'s read position in `room` forward to `id`, then tells the user's other
+/// connections, on every node, where it is now (`except`: the member id that read), and the
+/// room's members with read receipts on.
 pub fn mark(
     state: &AppState,
-    user: String,
+    reader: Reader,
     room: RoomName,
     id: u64,
     except: Option<u64>,
 ) -> BoxFuture<'static, Result<u64, EngineError>> {
     let engine = state.engine.clone();
+    let receipts = state.receipts.clone();
     let from = state.roster.node().to_owned();
     async move {
+        let Reader {
+            key: user,
+            user: who,
+        } = reader;
         let position = engine.mark_read(&user, &room, id).await?;
+        receipts.seen(&room, who, position);
         let event = serde_json::json!({ "event": "read", "room": room, "id": position });
         let tell = Control::TellUser {
             user,
@@ -70,14 +80,27 @@ pub struct Who {
     name: Option<String>,
 }
 
-/// The caller's user key: reads belong to named users.
-fn reader(identified: &Identified) -> Result<String, ApiError> {
+/// A named user, whose read positions are kept (by its user key).
+pub struct Reader {
+    key: String,
+    user: Arc<Author>,
+}
+
+impl Reader {
+    /// `None` for an anonymous user.
+    pub fn of(user: Arc<Author>) -> Option<Self> {
+        let key = user_key(&user)?.to_string();
+        Some(Self { key, user })
+    }
+}
+
+/// The caller: reads belong to named users.
+fn reader(identified: &Identified) -> Result<Reader, ApiError> {
     identified
         .identity
         .user
-        .as_deref()
-        .and_then(user_key)
-        .map(|key| key.to_string())
+        .clone()
+        .and_then(Reader::of)
         .ok_or(ApiError::Auth(AuthError::Unnamed("read positions")))
 }
 
@@ -169,10 +192,10 @@ pub async fn unread(
             Transport::Http,
         )
         .await?;
-    let user = reader(&identified)?;
+    let reader = reader(&identified)?;
     let mut rooms: Vec<Unread> = state
         .engine
-        .read_positions(&user)
+        .read_positions(&reader.key)
         .await?
         .into_iter()
         .filter(|position| identified.identity.may_enter(&position.room))

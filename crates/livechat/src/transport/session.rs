@@ -217,6 +217,11 @@ impl Session {
         }
     }
 
+    /// The user this connection speaks for (`None`: anonymous).
+    pub fn user(&self) -> Option<&Arc<Author>> {
+        self.user.as_ref()
+    }
+
     /// The key of the user this connection speaks for (`None`: anonymous).
     pub fn user_key(&self) -> Option<String> {
         self.user

@@ -78,6 +78,8 @@ pub struct ConnectOptions {
     epoch: Option<String>,
     /// `?presence=1`: presence and typing events (see `crate::presence`).
     presence: Option<String>,
+    /// `?receipts=1`: read receipts (see `crate::receipts`).
+    receipts: Option<String>,
 }
 
 fn switched_on(value: Option<&str>) -> bool {
@@ -89,7 +91,7 @@ fn switched_on(value: Option<&str>) -> bool {
     get,
     path = "/ws/chat/{room}/", tag = "chat",
     params(
-        ("room" = String, Path, pattern = "^[A-Za-z0-9_-]{1,94}$", description = "The room"),
+        ("room" = String, Path, pattern = "^([A-Za-z0-9_-]{1,94}|dm:[A-Za-z0-9_.@+-]{1,40}:[A-Za-z0-9_.@+-]{1,40})$", description = "The room"),
         ("meta" = Option<String>, Query, description = "1, true or yes: frames with id, room, ts, user"),
         ("token" = Option<String>, Query, description = "A JWT, when auth is required"),
         ("name" = Option<String>, Query, description = "Auth off: the name the client chose"),
@@ -157,6 +159,7 @@ pub async fn connect(
         meta: switched_on(options.meta.as_deref()),
         resuming: resume.is_some(),
         presence: switched_on(options.presence.as_deref()),
+        receipts: switched_on(options.receipts.as_deref()),
     };
     let (meta, presence) = (join.meta, join.presence);
     // Join before answering the handshake: once the client is told it is connected, it misses
@@ -450,7 +453,8 @@ impl Connection {
                         return None;
                     }
                     Action::Read(id) => {
-                        let Some(user) = self.session.user_key() else {
+                        let Some(user) = self.session.user().cloned().and_then(reads::Reader::of)
+                        else {
                             return None; // The session answers reads without a name itself.
                         };
                         let reading = reads::mark(

@@ -394,6 +394,54 @@ async fn read_positions_move_forward_for_every_connection_of_the_user() {
 /// On two Redis nodes: a change made through one reaches members of the other; reactions from
 /// both at once count right; a read on one clears the other's badge; a resume on the other gets
 /// what changed.
+/// Members with `receipts=1` are told how far others read, the furthest of each second; others
+/// are not.
+#[tokio::test]
+async fn read_receipts_tell_who_read_how_far() {
+    let server = Server::start(&[]).await;
+    let mut ann = server.connect("/ws/chat/seen/?receipts=1&name=Ann").await;
+    let mut plain = server.connect("/ws/chat/seen/?name=Cy").await;
+    let mut bo = server.connect("/ws/chat/seen/?name=Bo").await;
+    for n in 1..=3 {
+        bo.send_json(json!({"message": n})).await;
+        bo.recv().await;
+        ann.recv().await;
+        plain.recv().await;
+    }
+    for id in 1..=3 {
+        bo.send_json(json!({"read": id})).await;
+    }
+    // Read within a second of each other: one receipt, or two across a second's edge.
+    let mut receipts = Vec::new();
+    loop {
+        let receipt = ann.recv().await;
+        assert_eq!(
+            (&receipt["event"], &receipt["room"], &receipt["user"]),
+            (&json!("seen"), &json!("seen"), &json!({"name": "Bo"}))
+        );
+        let id = receipt["id"].as_u64().unwrap();
+        receipts.push(id);
+        if id == 3 {
+            break;
+        }
+    }
+    assert!(receipts.len() <= 2, "{receipts:?}");
+    // Over HTTP too; a member without receipts hears nothing of them.
+    let read = server
+        .http(
+            "POST",
+            "/chat/read/?name=Dee",
+            Some(r#"{"room": "seen", "id": 2}"#),
+        )
+        .await;
+    assert_eq!(read.status, 200, "{read:?}");
+    assert_eq!(
+        ann.recv().await,
+        json!({"event": "seen", "room": "seen", "user": {"name": "Dee"}, "id": 2})
+    );
+    plain.expect_silence().await;
+}
+
 #[tokio::test]
 async fn changes_agree_across_two_redis_nodes() {
     let redis = crate::support::RedisServer::start().await;
@@ -427,12 +475,17 @@ async fn changes_agree_across_two_redis_nodes() {
     let history = a.history("?room=both").await;
     assert_eq!(history[0]["reactions"]["👍"]["count"], 2);
     assert_eq!(history[1]["deleted"], true);
-    // A read on node A reaches Ann's connection on node B.
+    // A read on node A reaches Ann's connection on node B, and a receipt Dee there.
     let mut ann_on_b = b.connect("/ws/chat/elsewhere/?name=Ann").await;
+    let mut dee_on_b = b.connect("/ws/chat/both/?receipts=1&name=Dee").await;
     on_a.send_json(json!({"read": 3})).await;
     assert_eq!(
         ann_on_b.recv().await,
         json!({"event": "read", "room": "both", "id": 3})
+    );
+    assert_eq!(
+        dee_on_b.recv().await,
+        json!({"event": "seen", "room": "both", "user": {"name": "Ann"}, "id": 3})
     );
     // Resuming on node B after 1: the reaction state, the deletion, then 3.
     let mut resumed = b.connect("/ws/chat/both/?meta=1&name=Cy&since=1").await;

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{HttpAnswer, RedisServer, Server, eventually, handshake, http};
+use crate::support::{RedisServer, Server, eventually, handshake};
 
 const SECRET: &str = "moderation-e2e-secret-of-a-decent-length";
 const KEY: &str = "moderation-e2e-server-key";
@@ -21,26 +21,6 @@ const SECURED: [&str; 6] = [
     "--api-key",
     KEY,
 ];
-
-/// A request as `credential` (a token or the server key) in `Authorization: Bearer`.
-async fn call(
-    server: &Server,
-    credential: &str,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> HttpAnswer {
-    let bearer = format!("Bearer {credential}");
-    let body = body.map(|body| body.to_string());
-    http(
-        server.addr,
-        method,
-        path,
-        body.as_deref().map(str::as_bytes),
-        &[("Authorization", &bearer)],
-    )
-    .await
-}
 
 /// Reads frames until an error frame.
 async fn next_error(client: &mut crate::support::Client) -> Value {
@@ -65,10 +45,14 @@ async fn a_ban_closes_the_users_connections_there_refuses_new_ones_and_can_be_li
 
     // Only moderators may: a plain token is refused, a `moderate` token is not.
     let order = json!({"user": "bob", "room": "banned", "reason": "spam", "mode": "ban"});
-    let plain = call(&server, &bob, "POST", "/api/bans", Some(order.clone())).await;
+    let plain = server
+        .call(&bob, "POST", "/api/bans", Some(order.clone()))
+        .await;
     assert_eq!(plain.status, 403, "{plain:?}");
     let moderator = token("mod", json!({"moderate": true}));
-    let answer = call(&server, &moderator, "POST", "/api/bans", Some(order)).await;
+    let answer = server
+        .call(&moderator, "POST", "/api/bans", Some(order))
+        .await;
     assert_eq!(answer.status, 201, "{answer:?}");
     let ban = answer.json();
     assert_eq!(
@@ -95,27 +79,33 @@ async fn a_ban_closes_the_users_connections_there_refuses_new_ones_and_can_be_li
     let refused = handshake(server.addr, &format!("/ws/chat/banned/?token={bob}")).await;
     assert_eq!(refused.status, 403, "{refused:?}");
     assert_eq!(refused.json(), json!({"error": "banned", "reason": "spam"}));
-    let send = call(
-        &server,
-        &bob,
-        "POST",
-        "/chat/send/",
-        Some(json!({"room": "banned", "message": "let me in"})),
-    )
-    .await;
+    let send = server
+        .call(
+            &bob,
+            "POST",
+            "/chat/send/",
+            Some(json!({"room": "banned", "message": "let me in"})),
+        )
+        .await;
     assert_eq!(send.status, 403, "{send:?}");
-    let read = call(&server, &bob, "GET", "/chat/history/?room=banned", None).await;
+    let read = server
+        .call(&bob, "GET", "/chat/history/?room=banned", None)
+        .await;
     assert_eq!(read.status, 403, "{read:?}");
 
-    let listed = call(&server, KEY, "GET", "/api/bans?user=bob", None).await;
+    let listed = server.call(KEY, "GET", "/api/bans?user=bob", None).await;
     assert_eq!(listed.json()["bans"], json!([ban.clone()]));
-    let none = call(&server, KEY, "GET", "/api/bans?room=other", None).await;
+    let none = server.call(KEY, "GET", "/api/bans?room=other", None).await;
     assert_eq!(none.json()["bans"], json!([]));
 
     let id = ban["id"].as_str().unwrap();
-    let lifted = call(&server, KEY, "DELETE", &format!("/api/bans/{id}"), None).await;
+    let lifted = server
+        .call(KEY, "DELETE", &format!("/api/bans/{id}"), None)
+        .await;
     assert_eq!(lifted.status, 200, "{lifted:?}");
-    let again = call(&server, KEY, "DELETE", &format!("/api/bans/{id}"), None).await;
+    let again = server
+        .call(KEY, "DELETE", &format!("/api/bans/{id}"), None)
+        .await;
     assert_eq!(again.status, 404, "{again:?}");
     let mut back = server
         .connect(&format!("/ws/chat/banned/?token={bob}"))
@@ -135,7 +125,7 @@ async fn a_mute_keeps_the_user_reading_refuses_its_writes_and_ends_by_itself() {
     let before = muted.recv().await["id"].as_u64().unwrap();
 
     let order = json!({"user": "bob", "mode": "mute", "duration": 2, "reason": "cool off"});
-    let answer = call(&server, KEY, "POST", "/api/bans", Some(order)).await;
+    let answer = server.call(KEY, "POST", "/api/bans", Some(order)).await;
     assert_eq!(answer.status, 201, "{answer:?}");
     let until = answer.json()["until"].as_u64().unwrap();
     assert_eq!(answer.json()["created_by"], "server");
@@ -157,14 +147,14 @@ async fn a_mute_keeps_the_user_reading_refuses_its_writes_and_ends_by_itself() {
         .send_json(json!({"edit": before, "message": "changed"}))
         .await;
     assert_eq!(next_error(&mut muted).await["for"], "edit");
-    let send = call(
-        &server,
-        &bob,
-        "POST",
-        "/chat/send/",
-        Some(json!({"room": "quiet", "message": "over http"})),
-    )
-    .await;
+    let send = server
+        .call(
+            &bob,
+            "POST",
+            "/chat/send/",
+            Some(json!({"room": "quiet", "message": "over http"})),
+        )
+        .await;
     assert_eq!(send.status, 403, "{send:?}");
     assert_eq!(send.json()["error"], "muted");
     // Still reading.
@@ -180,19 +170,19 @@ async fn a_mute_keeps_the_user_reading_refuses_its_writes_and_ends_by_itself() {
         let bob = bob.clone();
         let server = &server;
         async move {
-            let send = call(
-                server,
-                &bob,
-                "POST",
-                "/chat/send/",
-                Some(json!({"room": "quiet", "message": n})),
-            )
-            .await;
+            let send = server
+                .call(
+                    &bob,
+                    "POST",
+                    "/chat/send/",
+                    Some(json!({"room": "quiet", "message": n})),
+                )
+                .await;
             send.status == 200
         }
     })
     .await;
-    let listed = call(&server, KEY, "GET", "/api/bans", None).await;
+    let listed = server.call(KEY, "GET", "/api/bans", None).await;
     assert_eq!(listed.json()["bans"], json!([]));
 }
 
@@ -204,14 +194,18 @@ async fn disconnect_closes_every_connection_of_the_user_and_says_whether_to_come
     let mut second = server.connect(&format!("/ws/chat/b/?token={bob}")).await;
     let mut other = server.connect(&format!("/ws/chat/a/?token={ann}")).await;
     let order = json!({"user": "bob"});
-    let answer = call(&server, KEY, "POST", "/api/disconnect", Some(order)).await;
+    let answer = server
+        .call(KEY, "POST", "/api/disconnect", Some(order))
+        .await;
     assert_eq!(answer.status, 202, "{answer:?}");
     for client in [&mut first, &mut second] {
         assert_eq!(client.recv_close().await, (4003, "disconnected".to_owned()));
     }
     let mut third = server.connect(&format!("/ws/chat/a/?token={bob}")).await;
     let order = json!({"user": "bob", "reason": "account closed", "reconnect": false});
-    call(&server, KEY, "POST", "/api/disconnect", Some(order)).await;
+    server
+        .call(KEY, "POST", "/api/disconnect", Some(order))
+        .await;
     assert_eq!(
         third.recv_close().await,
         (4004, "disconnected: account closed".to_owned())
@@ -224,7 +218,9 @@ async fn disconnect_closes_every_connection_of_the_user_and_says_whether_to_come
         json!({"user": "bob", "reason": "x".repeat(201)}),
         json!({"user": "bob", "extra": 1}),
     ] {
-        let refused = call(&server, KEY, "POST", "/api/disconnect", Some(bad.clone())).await;
+        let refused = server
+            .call(KEY, "POST", "/api/disconnect", Some(bad.clone()))
+            .await;
         assert_eq!(refused.status, 400, "{bad}: {refused:?}");
     }
 }
@@ -233,7 +229,7 @@ async fn disconnect_closes_every_connection_of_the_user_and_says_whether_to_come
 async fn bans_are_kept_across_a_restart() {
     let mut server = Server::start(&SECURED).await;
     let order = json!({"user": "bob", "reason": "kept"});
-    let answer = call(&server, KEY, "POST", "/api/bans", Some(order)).await;
+    let answer = server.call(KEY, "POST", "/api/bans", Some(order)).await;
     assert_eq!(answer.status, 201, "{answer:?}");
     server.stop().await;
     server.restart().await;
@@ -241,7 +237,7 @@ async fn bans_are_kept_across_a_restart() {
     let refused = handshake(server.addr, &format!("/ws/chat/any/?token={bob}")).await;
     assert_eq!(refused.status, 403, "{refused:?}");
     assert_eq!(refused.json()["reason"], "kept");
-    let listed = call(&server, KEY, "GET", "/api/bans", None).await;
+    let listed = server.call(KEY, "GET", "/api/bans", None).await;
     assert_eq!(listed.json()["bans"][0]["reason"], "kept");
 }
 
@@ -251,7 +247,7 @@ async fn with_auth_off_a_ban_names_a_chosen_name() {
     let server = Server::start(&["--api-key", KEY]).await;
     let mut troll = server.connect("/ws/chat/open/?name=troll").await;
     let order = json!({"user": "troll", "room": "open", "reason": "trolling"});
-    call(&server, KEY, "POST", "/api/bans", Some(order)).await;
+    server.call(KEY, "POST", "/api/bans", Some(order)).await;
     assert_eq!(
         troll.recv_close().await,
         (4003, "banned: trolling".to_owned())
@@ -277,7 +273,9 @@ async fn broadcast_writes_each_room_with_its_own_id() {
         "user": {"id": "ops", "name": "Operations"},
         "nonce": "maintenance-1",
     });
-    let answer = call(&server, KEY, "POST", "/api/broadcast", Some(order.clone())).await;
+    let answer = server
+        .call(KEY, "POST", "/api/broadcast", Some(order.clone()))
+        .await;
     assert_eq!(answer.status, 200, "{answer:?}");
     let rooms = answer.json()["rooms"].clone();
     let ids: Vec<(Value, Value)> = rooms
@@ -295,14 +293,20 @@ async fn broadcast_writes_each_room_with_its_own_id() {
         ]
     );
     assert_eq!(reader.recv().await["message"], order["message"]);
-    let history = call(&server, KEY, "GET", "/chat/history/?room=news-3", None).await;
+    let history = server
+        .call(KEY, "GET", "/chat/history/?room=news-3", None)
+        .await;
     assert_eq!(
         history.json()["chat_history"][0]["user"],
         json!({"id": "ops", "name": "Operations"})
     );
     // Sent again with its nonce: nothing stored twice.
-    call(&server, KEY, "POST", "/api/broadcast", Some(order)).await;
-    let history = call(&server, KEY, "GET", "/chat/history/?room=news-1", None).await;
+    server
+        .call(KEY, "POST", "/api/broadcast", Some(order))
+        .await;
+    let history = server
+        .call(KEY, "GET", "/chat/history/?room=news-1", None)
+        .await;
     assert_eq!(history.json()["chat_history"].as_array().unwrap().len(), 2);
 
     let many: Vec<String> = (0..101).map(|n| format!("r{n}")).collect();
@@ -313,17 +317,19 @@ async fn broadcast_writes_each_room_with_its_own_id() {
         json!({"rooms": ["a"]}),
         json!({"rooms": ["bad room"], "message": 1}),
     ] {
-        let refused = call(&server, KEY, "POST", "/api/broadcast", Some(bad.clone())).await;
+        let refused = server
+            .call(KEY, "POST", "/api/broadcast", Some(bad.clone()))
+            .await;
         assert_eq!(refused.status, 400, "{bad}: {refused:?}");
     }
-    let forbidden = call(
-        &server,
-        &bob,
-        "POST",
-        "/api/broadcast",
-        Some(json!({"rooms": ["a"], "message": 1})),
-    )
-    .await;
+    let forbidden = server
+        .call(
+            &bob,
+            "POST",
+            "/api/broadcast",
+            Some(json!({"rooms": ["a"], "message": 1})),
+        )
+        .await;
     assert_eq!(forbidden.status, 403, "{forbidden:?}");
 }
 
@@ -337,10 +343,11 @@ async fn a_rooms_info_tells_members_numbering_holdings_and_bans() {
         server.post_message_as(KEY, "info", json!(n)).await;
     }
     let order = json!({"user": "carl", "room": "info", "mode": "mute"});
-    call(&server, KEY, "POST", "/api/bans", Some(order)).await;
+    server.call(KEY, "POST", "/api/bans", Some(order)).await;
     // Presence is gathered once a second: wait until both members are counted.
     let info = loop {
-        let info = call(&server, KEY, "GET", "/api/rooms/info", None)
+        let info = server
+            .call(KEY, "GET", "/api/rooms/info", None)
             .await
             .json();
         if info["members"] == 2 {
@@ -356,9 +363,9 @@ async fn a_rooms_info_tells_members_numbering_holdings_and_bans() {
     assert!(info["epoch"].as_str().is_some_and(|e| !e.is_empty()));
     assert_eq!(info["users"].as_array().unwrap().len(), 2);
     assert_eq!(info["bans"][0]["user"], "carl");
-    let bad = call(&server, KEY, "GET", "/api/rooms/bad%20room", None).await;
+    let bad = server.call(KEY, "GET", "/api/rooms/bad%20room", None).await;
     assert_eq!(bad.status, 400, "{bad:?}");
-    let plain = call(&server, &bob, "GET", "/api/rooms/info", None).await;
+    let plain = server.call(&bob, "GET", "/api/rooms/info", None).await;
     assert_eq!(plain.status, 403, "{plain:?}");
 }
 
@@ -373,7 +380,7 @@ async fn a_users_messages_are_erased_in_bounded_passes() {
         for n in 0..3 {
             for who in [&bob, &ann] {
                 let body = json!({"room": room, "message": n});
-                let sent = call(&server, who, "POST", "/chat/send/", Some(body)).await;
+                let sent = server.call(who, "POST", "/chat/send/", Some(body)).await;
                 assert_eq!(sent.status, 200, "{sent:?}");
             }
         }
@@ -386,7 +393,7 @@ async fn a_users_messages_are_erased_in_bounded_passes() {
             Some(from) => format!("/api/users/bob/messages?limit=5&from={from}"),
             None => "/api/users/bob/messages?limit=5".to_owned(),
         };
-        let pass = call(&server, KEY, "DELETE", &path, None).await;
+        let pass = server.call(KEY, "DELETE", &path, None).await;
         assert_eq!(pass.status, 200, "{pass:?}");
         let pass = pass.json();
         passes += 1;
@@ -401,15 +408,10 @@ async fn a_users_messages_are_erased_in_bounded_passes() {
     }
     assert_eq!((deleted, scanned, passes), (6, 12, 3));
     for room in ["e-1", "e-2"] {
-        let history = call(
-            &server,
-            KEY,
-            "GET",
-            &format!("/chat/history/?room={room}"),
-            None,
-        )
-        .await
-        .json();
+        let history = server
+            .call(KEY, "GET", &format!("/chat/history/?room={room}"), None)
+            .await
+            .json();
         for item in history["chat_history"].as_array().unwrap() {
             match item["deleted"] == true {
                 true => assert!(item.get("user").is_none() && item.get("message").is_none()),
@@ -424,23 +426,13 @@ async fn a_users_messages_are_erased_in_bounded_passes() {
             told += 1;
         }
     }
-    let bad = call(
-        &server,
-        KEY,
-        "DELETE",
-        "/api/users/bob/messages?from=nonsense",
-        None,
-    )
-    .await;
+    let bad = server
+        .call(KEY, "DELETE", "/api/users/bob/messages?from=nonsense", None)
+        .await;
     assert_eq!(bad.status, 400, "{bad:?}");
-    let bad = call(
-        &server,
-        KEY,
-        "DELETE",
-        "/api/users/bob/messages?limit=0",
-        None,
-    )
-    .await;
+    let bad = server
+        .call(KEY, "DELETE", "/api/users/bob/messages?limit=0", None)
+        .await;
     assert_eq!(bad.status, 400, "{bad:?}");
 }
 
@@ -456,7 +448,7 @@ async fn a_ban_set_on_one_node_holds_on_the_other() {
     let bob = token("bob", json!({}));
     let mut on_b = b.connect(&format!("/ws/chat/shared/?token={bob}")).await;
     let order = json!({"user": "bob", "room": "shared", "reason": "across"});
-    let answer = call(&a, KEY, "POST", "/api/bans", Some(order)).await;
+    let answer = a.call(KEY, "POST", "/api/bans", Some(order)).await;
     assert_eq!(answer.status, 201, "{answer:?}");
     assert_eq!(on_b.recv_close().await, (4003, "banned: across".to_owned()));
     eventually("node B refuses the banned user", || async {
@@ -466,11 +458,11 @@ async fn a_ban_set_on_one_node_holds_on_the_other() {
             == 403
     })
     .await;
-    let listed = call(&b, KEY, "GET", "/api/bans", None).await;
+    let listed = b.call(KEY, "GET", "/api/bans", None).await;
     assert_eq!(listed.json()["bans"][0]["reason"], "across");
 
     let mut on_a = a.connect(&format!("/ws/chat/elsewhere/?token={bob}")).await;
     let order = json!({"user": "bob", "reconnect": false});
-    call(&b, KEY, "POST", "/api/disconnect", Some(order)).await;
+    b.call(KEY, "POST", "/api/disconnect", Some(order)).await;
     assert_eq!(on_a.recv_close().await.0, 4004);
 }

@@ -266,6 +266,28 @@ impl Server {
         answer.json()
     }
 
+    /// A request as `credential` (a token or the server key) in `Authorization: Bearer`, with a
+    /// JSON body if given.
+    pub async fn call(
+        &self,
+        credential: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> HttpAnswer {
+        let bearer = format!("Bearer {credential}");
+        let body = body.map(|body| body.to_string());
+        let headers = [("Authorization", bearer.as_str())];
+        http(
+            self.addr,
+            method,
+            path,
+            body.as_deref().map(str::as_bytes),
+            &headers,
+        )
+        .await
+    }
+
     /// `POST /chat/send/` as `credential` (a token or the server key).
     pub async fn post_message_as(&self, credential: &str, room: &str, message: Value) -> Value {
         let body = serde_json::json!({ "message": message, "room": room }).to_string();

@@ -130,6 +130,11 @@ impl Keys {
         format!("{}:reads:{user}", self.prefix)
     }
 
+    /// Sorted set of a user's direct-message rooms, by when each was opened (ms).
+    pub fn directs(&self, user: &str) -> String {
+        format!("{}:directs:{user}", self.prefix)
+    }
+
     /// Hash of bans and mutes: id -> the ban as JSON (`crate::moderation`).
     pub fn bans(&self) -> String {
         format!("{}:bans", self.prefix)

@@ -388,6 +388,28 @@ impl Engine for RedisEngine {
         .boxed()
     }
 
+    fn open_direct(&self, room: &RoomName) -> BoxFuture<'static, Result<(), EngineError>> {
+        let (mut connection, keys, room) =
+            (self.connection.clone(), self.keys.clone(), room.clone());
+        async move {
+            moderation::open_direct(&mut connection, &keys, &room)
+                .await
+                .map_err(unavailable)
+        }
+        .boxed()
+    }
+
+    fn directs(&self, user: &str) -> BoxFuture<'static, Result<Vec<RoomName>, EngineError>> {
+        let (mut connection, keys, user) =
+            (self.connection.clone(), self.keys.clone(), user.to_owned());
+        async move {
+            moderation::directs(&mut connection, &keys, &user)
+                .await
+                .map_err(unavailable)
+        }
+        .boxed()
+    }
+
     fn room_stats(
         &self,
         room: &RoomName,

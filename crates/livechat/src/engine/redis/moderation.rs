@@ -1,5 +1,6 @@
 //! What moderation keeps on Redis: the bans (one hash, ban id -> JSON), and what it reads of
-//! rooms: their stored size, and a user's messages found by scanning the rooms' streams.
+//! rooms: their stored size, and a user's messages found by scanning the rooms' streams. Also
+//! each user's list of direct-message rooms (a sorted set by when each was opened).
 
 use redis::RedisResult;
 
@@ -9,7 +10,7 @@ use super::stream;
 use crate::epoch::Epoch;
 use crate::moderation::Ban;
 use crate::room::RoomName;
-use crate::store::{Authored, Place, RoomStats};
+use crate::store::{Authored, MAX_DIRECTS, Place, RoomStats, now_ms};
 
 pub async fn bans(connection: &mut Connection, keys: &Keys) -> RedisResult<Vec<Ban>> {
     let stored: Vec<String> = redis::cmd("HVALS")
@@ -129,4 +130,51 @@ pub async fn authored(
         }
     }
     Ok(authored)
+}
+
+/// Notes a direct-message room in both its users' lists (each in its own slot).
+pub async fn open_direct(
+    connection: &mut Connection,
+    keys: &Keys,
+    room: &RoomName,
+) -> RedisResult<()> {
+    let Some((a, b)) = room.direct_users() else {
+        return Ok(());
+    };
+    for user in [a, b] {
+        let key = keys.directs(user);
+        redis::pipe()
+            .cmd("ZADD")
+            .arg(&key)
+            .arg(now_ms())
+            .arg(room.as_str())
+            .ignore()
+            .cmd("ZREMRANGEBYRANK")
+            .arg(&key)
+            .arg(0)
+            .arg(-(MAX_DIRECTS as isize) - 1)
+            .ignore()
+            .query_async::<()>(connection)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A user's direct-message rooms, the latest opened first.
+pub async fn directs(
+    connection: &mut Connection,
+    keys: &Keys,
+    user: &str,
+) -> RedisResult<Vec<RoomName>> {
+    let rooms: Vec<String> = redis::cmd("ZRANGE")
+        .arg(keys.directs(user))
+        .arg(0)
+        .arg(-1)
+        .arg("REV")
+        .query_async(connection)
+        .await?;
+    Ok(rooms
+        .iter()
+        .filter_map(|room| RoomName::parse(room).ok())
+        .collect())
 }
