@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import jsonschema
@@ -107,6 +108,58 @@ async def frames(address: str) -> list[tuple[str, dict]]:
     return seen
 
 
+KEY = "asyncapi-check-server-key"
+
+
+async def next_frame(client) -> dict:
+    return json.loads(await client.recv())
+
+
+async def conversation_frames(address: str) -> list[tuple[str, dict]]:
+    """Replies, edits, deletions, reactions, read positions, receipts, a resume after changes,
+    and a muted user's refusal."""
+    seen = []
+    url = f"ws://{address}/ws/chat/life/"
+    async with websockets.connect(url + "?meta=1&receipts=1&name=Ann") as ann, \
+            websockets.connect(url + "?meta=1&name=Bo") as bo, \
+            websockets.connect(f"ws://{address}/ws/chat/elsewhere/?name=Bo") as bo_elsewhere:
+        for n in (1, 2, 3):
+            await ann.send(json.dumps({"message": f"m{n}"}))
+            await next_frame(ann)
+            await next_frame(bo)
+        await bo.send(json.dumps({"message": "answer", "reply_to": 1}))
+        seen.append(("messageWithMeta", await next_frame(bo)))
+        await next_frame(ann)
+        # A client away after id 4 comes back after these changes.
+        await ann.send(json.dumps({"edit": 1, "message": "m1, edited"}))
+        seen.append(("edited", await next_frame(ann)))
+        await next_frame(bo)
+        await bo.send(json.dumps({"react": 2, "emoji": "👍"}))
+        seen.append(("reaction", await next_frame(bo)))
+        await next_frame(ann)
+        await ann.send(json.dumps({"delete": 3}))
+        seen.append(("deleted", await next_frame(ann)))
+        await next_frame(bo)
+        await bo.send(json.dumps({"edit": 1, "message": "not mine"}))
+        refused = await next_frame(bo)
+        assert refused.get("for") == "edit" and refused.get("id") == 1, refused
+        seen.append(("error", refused))
+        await bo.send(json.dumps({"read": 4}))
+        seen.append(("readMoved", await next_frame(bo_elsewhere)))
+        seen.append(("seen", await next_frame(ann)))
+    async with websockets.connect(url + "?meta=1&name=Cy&since=4") as back:
+        for expected in ("edited", "reactionsNow", "deleted", "caughtUp"):
+            seen.append((expected, await next_frame(back)))
+    mute = json.dumps({"user": "Bo", "mode": "mute", "reason": "calm down"}).encode()
+    request = urllib.request.Request(f"http://{address}/api/bans", data=mute, method="POST",
+                                     headers={"Authorization": f"Bearer {KEY}"})
+    await asyncio.to_thread(urllib.request.urlopen, request)
+    async with websockets.connect(url + "?name=Bo") as muted:
+        await muted.send(json.dumps({"message": "hello?", "nonce": "m-1"}))
+        seen.append(("barred", await next_frame(muted)))
+    return seen
+
+
 def token(binary: str, sub: str) -> str:
     minted = subprocess.run([binary, "token", "--sub", sub, "--ttl", "10m"], check=True,
                             capture_output=True, text=True, env={"LIVECHAT_JWT_SECRET": SECRET})
@@ -137,9 +190,11 @@ def main() -> None:
     seen = run(binary, ["--rate-limit", "1/m", "--rate-burst", "2", "--replay-max", "2"], frames)
     seen += run(binary, ["--auth", "required", "--jwt-secret", SECRET],
                 lambda address: authenticated_frames(binary, address))
+    seen += run(binary, ["--api-key", KEY], conversation_frames)
     receivable = ["message", "messageWithMeta", "error", "rateLimited", "tokenRefreshed", "gap",
                   "reset", "caughtUp",
-                  "presenceSnapshot", "presenceChange", "userTyping"]
+                  "presenceSnapshot", "presenceChange", "userTyping",
+                  "barred", "edited", "deleted", "reaction", "reactionsNow", "readMoved", "seen"]
     failed = 0
     for expected, frame in seen:
         try:
@@ -155,6 +210,12 @@ def main() -> None:
     jsonschema.validate({"token": "eyJ..."}, documented["refreshToken"])
     jsonschema.validate({"message": "x", "nonce": "n-1"}, documented["publish"])
     jsonschema.validate({"typing": True}, documented["typing"])
+    jsonschema.validate({"message": "answer", "reply_to": 1}, documented["publish"])
+    jsonschema.validate({"edit": 1, "message": "m1, edited"}, documented["edit"])
+    jsonschema.validate({"delete": 3}, documented["delete"])
+    jsonschema.validate({"react": 2, "emoji": "👍"}, documented["react"])
+    jsonschema.validate({"unreact": 2, "emoji": "👍"}, documented["react"])
+    jsonschema.validate({"read": 4}, documented["read"])
     print(f"asyncapi frames: {len(seen) - failed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 
