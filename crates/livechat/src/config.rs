@@ -25,7 +25,12 @@ pub struct Config {
     pub bind: String,
 
     /// Directory for the embedded history file (`history.sqlite3`); created if missing.
-    #[arg(long, env = "LIVECHAT_DATA_DIR", default_value = "./data")]
+    #[arg(
+        long,
+        global = true,
+        env = "LIVECHAT_DATA_DIR",
+        default_value = "./data"
+    )]
     pub data_dir: PathBuf,
 
     /// Redis URL (`redis://host:port/db`): with it, this node shares rooms and history with every
@@ -63,16 +68,16 @@ pub struct Config {
     pub redis_wait_replicas: u32,
 
     /// Prefix of every Redis key and channel of this deployment.
-    #[arg(long, env = "LIVECHAT_REDIS_PREFIX", default_value = "livechat", value_parser = parse_prefix)]
+    #[arg(long, global = true, env = "LIVECHAT_REDIS_PREFIX", default_value = "livechat", value_parser = parse_prefix)]
     pub redis_prefix: String,
 
     /// Redis engine: a room's keys (history, counter, epoch) expire after this long without a
     /// message, so Redis does not keep every room ever used; `0` keeps them.
-    #[arg(long, env = "LIVECHAT_ROOM_TTL", value_parser = parse_duration, default_value = "30d")]
+    #[arg(long, global = true, env = "LIVECHAT_ROOM_TTL", value_parser = parse_duration, default_value = "30d")]
     pub room_ttl: Duration,
 
     /// Longest wait for one Redis command; past it the publish fails (HTTP 503 / error frame).
-    #[arg(long, env = "LIVECHAT_REDIS_TIMEOUT", value_parser = parse_duration, default_value = "2s")]
+    #[arg(long, global = true, env = "LIVECHAT_REDIS_TIMEOUT", value_parser = parse_duration, default_value = "2s")]
     pub redis_timeout: Duration,
 
     /// Name of this node in the Redis room registry; default: a random one per process.
@@ -118,7 +123,7 @@ pub struct Config {
 
     /// How long a publish's nonce is remembered: a second publish to the room with the same
     /// nonce within it is answered with the first message, not stored again (`0`: not checked).
-    #[arg(long, env = "LIVECHAT_DEDUPE_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "LIVECHAT_DEDUPE_WINDOW", default_value = "10m", value_parser = parse_duration)]
     pub dedupe_window: Duration,
 
     /// Most messages replayed to a client that connects with `?since=`; older missed ones are
@@ -332,6 +337,41 @@ pub enum Command {
     /// Prints a token signed with LIVECHAT_JWT_SECRET, e.g.
     /// `livechat token --sub alice --name Alice --rooms lobby,dev --ttl 1h`.
     Token(TokenArgs),
+    /// Copies the embedded history in the data directory to FILE, consistent as of one moment,
+    /// while the node on it keeps serving: `livechat backup --data-dir ./data --to FILE`.
+    Backup(BackupArgs),
+    /// Puts a backup into a data directory without history (same history and ids; the
+    /// numbering goes on in a new epoch): `livechat restore --from FILE --data-dir ./data`.
+    Restore(RestoreArgs),
+    /// Copies the embedded history in the data directory into Redis (or a Redis Cluster), for
+    /// nodes started on Redis after it; resumable and idempotent:
+    /// `livechat migrate --data-dir ./data --to redis://127.0.0.1:6379/`.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// The backup file to write (replaced only once the new copy is whole).
+    #[arg(long)]
+    pub to: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// A file written by `livechat backup`.
+    #[arg(long)]
+    pub from: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// The Redis to copy into (`redis://host:port/db`); with `--cluster`, a comma-separated list
+    /// of cluster nodes. Keys get `--redis-prefix`, rooms `--room-ttl` from now.
+    #[arg(long, value_parser = parse_redis_urls)]
+    pub to: String,
+    /// `--to` names a Redis Cluster's nodes.
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,5 +1,6 @@
 //! The `livechat` binary: reads settings, starts the server, stops it on SIGTERM or SIGINT;
-//! `livechat token ...` prints a token instead.
+//! `livechat token ...` prints a token instead; `backup`, `restore` and `migrate` operate on the
+//! embedded history (see docs/operations.md).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -7,15 +8,21 @@ use std::process::ExitCode;
 use clap::Parser;
 use livechat::Server;
 use livechat::auth::{TokenRequest, issue};
-use livechat::config::{Command, Config, LogFormat, TokenArgs};
+use livechat::config::{BackupArgs, Command, Config, LogFormat, MigrateArgs, TokenArgs};
+use livechat::engine::migrate::{MigrateSettings, Progress, migrate};
+use livechat::store::backup;
+use livechat::store::export::Export;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    if let Some(Command::Token(args)) = &config.command {
-        return print_token(&config, args);
+    match &config.command {
+        Some(Command::Token(args)) => return print_token(&config, args),
+        Some(Command::Backup(args)) => return take_backup(&config, args),
+        Some(Command::Restore(args)) => return restore(&config, &args.from),
+        Some(Command::Migrate(_)) | None => {}
     }
     init_logging(&config);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -25,6 +32,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Migrate(args)) = &config.command {
+        return runtime.block_on(migrate_to_redis(&config, args));
+    }
     runtime.block_on(async {
         // Everything that can fail is checked before the port is taken and announced.
         let bind = config.bind.clone();
@@ -113,6 +123,101 @@ fn print_token(config: &Config, args: &TokenArgs) -> ExitCode {
         }
         Err(error) => {
             eprintln!("livechat token: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn take_backup(config: &Config, args: &BackupArgs) -> ExitCode {
+    match backup::backup(&config.data_dir, &args.to) {
+        Ok(copied) => {
+            eprintln!(
+                "livechat backup: {} -> {}: {copied}",
+                config.data_dir.display(),
+                args.to.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("livechat backup: {}", error_chain(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn restore(config: &Config, from: &std::path::Path) -> ExitCode {
+    match backup::restore(from, &config.data_dir) {
+        Ok(copied) => {
+            eprintln!(
+                "livechat restore: {} -> {}: {copied}",
+                from.display(),
+                config.data_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("livechat restore: {}", error_chain(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate_to_redis(config: &Config, args: &MigrateArgs) -> ExitCode {
+    let export = match Export::open(&config.data_dir) {
+        Ok(export) => export,
+        Err(error) => {
+            eprintln!("livechat migrate: {}", error_chain(&error));
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = MigrateSettings {
+        urls: args
+            .to
+            .split(',')
+            .map(|url| url.trim().to_owned())
+            .collect(),
+        cluster: args.cluster,
+        prefix: config.redis_prefix.clone(),
+        room_ttl: config.room_ttl,
+        dedupe_window: config.dedupe_window,
+        timeout: config.redis_timeout.max(std::time::Duration::from_secs(10)),
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_said = std::time::Instant::now();
+    let said = |progress: &Progress| {
+        format!(
+            "rooms {}/{}, messages {}/{} ({} added), {:.1} s",
+            progress.rooms_done,
+            progress.rooms,
+            progress.messages_done,
+            progress.messages,
+            progress.messages_added,
+            progress.elapsed.as_secs_f64()
+        )
+    };
+    let result = migrate(&export, &settings, |progress| {
+        // On a terminal one line is rewritten; in a log, a line a second at most.
+        if terminal {
+            eprint!("\rlivechat migrate: {}   ", said(progress));
+        } else if last_said.elapsed() >= std::time::Duration::from_secs(1) {
+            eprintln!("livechat migrate: {}", said(progress));
+            last_said = std::time::Instant::now();
+        }
+    })
+    .await;
+    if terminal {
+        eprintln!();
+    }
+    match result {
+        Ok(done) => {
+            eprintln!("livechat migrate: done: {}", said(&done));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!(
+                "livechat migrate: {}; what was copied stays: run it again to go on",
+                error_chain(&error)
+            );
             ExitCode::FAILURE
         }
     }

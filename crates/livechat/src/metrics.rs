@@ -42,6 +42,8 @@ pub enum PublishError {
     Invalid,
     /// The sender is banned or muted.
     Barred,
+    /// The disk holding the embedded history is full.
+    StorageFull,
 }
 
 /// Why the server closed (or lost) a WebSocket connection.
@@ -90,7 +92,7 @@ const HOOKS: [&str; 3] = ["connect", "publish", "webhook"];
 const HOOK_OUTCOMES: [&str; 5] = ["accepted", "rewritten", "refused", "failed", "reused"];
 
 /// Label values, in the order of `PublishError`.
-const PUBLISH_ERRORS: [&str; 9] = [
+const PUBLISH_ERRORS: [&str; 10] = [
     "store_unavailable",
     "overloaded",
     "shutting_down",
@@ -100,6 +102,7 @@ const PUBLISH_ERRORS: [&str; 9] = [
     "hook_failed",
     "invalid",
     "barred",
+    "storage_full",
 ];
 
 /// Label values, in the order of `CloseReason`.
@@ -140,6 +143,8 @@ pub struct Metrics {
     pub webhook_pending: Gauge,
     pub webhook_delivery_seconds: Histogram,
     pub webhook_events_dropped: Counter,
+    /// 1 while the disk holding the embedded history is full (publishes refused), else 0.
+    pub store_full: Gauge,
 }
 
 impl Metrics {
@@ -254,13 +259,21 @@ impl Metrics {
                 None,
                 "Webhook events not recorded because the outbox was full.",
             ),
+            describe(
+                "livechat_store_full",
+                None,
+                "1 while the disk holding the embedded history is full and publishes are refused.",
+            ),
         ];
         for (name, unit, help) in descriptions {
             if name.ends_with("_seconds") || name.ends_with("_messages") {
                 recorder.describe_histogram(name.into(), unit, help.into());
             } else if matches!(
                 name,
-                "livechat_connections" | "livechat_rooms" | "livechat_webhook_pending"
+                "livechat_connections"
+                    | "livechat_rooms"
+                    | "livechat_webhook_pending"
+                    | "livechat_store_full"
             ) {
                 recorder.describe_gauge(name.into(), unit, help.into());
             } else {
@@ -331,6 +344,8 @@ impl Metrics {
                 &metadata,
             ),
             webhook_events_dropped: counter("livechat_webhook_events_dropped_total", Vec::new()),
+            store_full: recorder
+                .register_gauge(&Key::from_static_name("livechat_store_full"), &metadata),
             recorder,
         };
         Arc::new(metrics)

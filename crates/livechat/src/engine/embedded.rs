@@ -4,6 +4,12 @@
 //! queued up as one batch (one commit), then hands each stored message to the hub and answers its
 //! publisher. Because one thread does both, delivery order is id order, and nothing is delivered
 //! or acknowledged before it is committed.
+//!
+//! When the store cannot write (the disk is full), publishes and changes are refused with the
+//! reason (`EngineError::StorageFull`: HTTP 507, an error frame), reads and live connections go
+//! on, and readiness says why. A small write is tried every `PROBE_EVERY` while it lasts, so that
+//! readiness comes back by itself once space is freed and writes have not failed for `SETTLE`.
+//! Each change of state is logged once and shown by the `livechat_store_full` gauge.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -26,12 +32,18 @@ use crate::presence::{self, PresenceList, Roster};
 use crate::room::RoomName;
 use crate::store::{
     Appended, Authored, HistoryQuery, HistoryStore, Page, Place, ReadPosition, RecentRoom,
-    Retention, RoomStats, now_ms,
+    Retention, RoomStats, StoreError, now_ms,
 };
 use crate::webhooks::{Event, Outbox, OutboxError, Recorded};
 
 /// Most messages committed in one transaction.
 const MAX_BATCH: usize = 4096;
+/// How often a write is tried while the store cannot write.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How long writes must go without failing before the store counts as writing again: on a disk
+/// nearly full, small writes succeed between large ones that fail, and readiness should not
+/// flap with them (publishes are tried, and stored when they fit, all along).
+const SETTLE: Duration = Duration::from_secs(3);
 /// History pages read at once; more requests wait their turn, so that memory is bounded by this
 /// many pages.
 const CONCURRENT_READS: usize = 8;
@@ -40,6 +52,8 @@ const CONCURRENT_READS: usize = 8;
 enum Work {
     /// Age retention and forgetting old nonces.
     Prune,
+    /// A small write, to learn whether the store can write again.
+    Probe,
     Change(
         Change,
         oneshot::Sender<Result<Result<Changed, ChangeRefused>, EngineError>>,
@@ -52,8 +66,8 @@ pub struct EmbeddedEngine {
     roster: Arc<Roster>,
     store: Arc<dyn HistoryStore>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    /// The last store failure, cleared by the next successful commit.
-    failure: Arc<Mutex<Option<String>>>,
+    /// The last store failure, cleared by the next successful write.
+    failure: Arc<Mutex<Option<Failure>>>,
     reads: Arc<tokio::sync::Semaphore>,
     bans: OnceLock<Arc<dyn BansChanged>>,
 }
@@ -79,6 +93,8 @@ impl EmbeddedEngine {
             edit_window,
             metrics,
         };
+        // Exported from the start, not only once the disk first fills.
+        writer.metrics.store_full.set(0.0);
         let writer = std::thread::Builder::new()
             .name("history-writer".into())
             .spawn(move || writer.run(queued))
@@ -93,6 +109,18 @@ impl EmbeddedEngine {
                 let mut ticks = tokio::time::interval(every);
                 while jobs.send(Work::Prune) {
                     ticks.tick().await;
+                }
+            });
+        }
+        {
+            let (jobs, failure) = (jobs.clone(), failure.clone());
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(PROBE_EVERY);
+                while !jobs.is_stopped() {
+                    ticks.tick().await;
+                    if failing(&failure) {
+                        jobs.send(Work::Probe);
+                    }
                 }
             });
         }
@@ -120,10 +148,29 @@ impl EmbeddedEngine {
             tokio::task::spawn_blocking(move || call(&*store))
                 .await
                 .map_err(|error| EngineError::Unavailable(error.to_string()))?
-                .map_err(|error| EngineError::Unavailable(error.to_string()))
+                .map_err(|error| store_failed(&error))
         }
         .boxed()
     }
+}
+
+/// What the publisher or caller is told of a store error.
+fn store_failed(error: &StoreError) -> EngineError {
+    match error.is_full() {
+        true => EngineError::StorageFull,
+        false => EngineError::Unavailable(error.to_string()),
+    }
+}
+
+/// Why the store cannot write, as readiness says it.
+struct Failure {
+    reason: String,
+    full: bool,
+    last: std::time::Instant,
+}
+
+fn failing(failure: &Mutex<Option<Failure>>) -> bool {
+    failure.lock().unwrap_or_else(|p| p.into_inner()).is_some()
 }
 
 impl Engine for EmbeddedEngine {
@@ -274,7 +321,7 @@ impl Engine for EmbeddedEngine {
             return Err(EngineError::Stopped);
         }
         match &*self.failure.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(reason) => Err(EngineError::Unavailable(reason.clone())),
+            Some(failure) => Err(EngineError::Unavailable(failure.reason.clone())),
             None => Ok(()),
         }
     }
@@ -356,7 +403,7 @@ impl Outbox for StoreOutbox {
 struct Writer {
     store: Arc<dyn HistoryStore>,
     hub: Arc<Hub>,
-    failure: Arc<Mutex<Option<String>>>,
+    failure: Arc<Mutex<Option<Failure>>>,
     max_age: Option<Duration>,
     dedupe_window: Duration,
     /// How long authors may change their messages (`None`: always).
@@ -378,6 +425,7 @@ impl Writer {
                         pruned = true;
                     }
                     Work::Prune => {}
+                    Work::Probe => self.probe(),
                     Work::Change(change, answer) => {
                         let _ = answer.send(self.change(&change));
                     }
@@ -399,7 +447,7 @@ impl Writer {
         self.metrics.store_batch_messages.record(count as f64);
         match appended {
             Ok(appended) => {
-                self.set_failure(None);
+                self.succeeded();
                 let epoch = self.store.epoch();
                 let mut stored = Vec::with_capacity(appended.len());
                 let mut accepted = Vec::with_capacity(appended.len());
@@ -422,9 +470,7 @@ impl Writer {
                 }
             }
             Err(error) => {
-                tracing::error!(%error, "storing a batch of messages failed");
-                let error = EngineError::Unavailable(error.to_string());
-                self.set_failure(Some(error.to_string()));
+                let error = self.failed(&error);
                 for answer in answers {
                     let _ = answer.send(Err(error.clone()));
                 }
@@ -437,8 +483,8 @@ impl Writer {
         let made = self
             .store
             .change(change, self.edit_window)
-            .inspect_err(|error| tracing::error!(%error, "storing a change failed"))
-            .map_err(|error| EngineError::Unavailable(error.to_string()))?;
+            .map_err(|error| self.failed(&error))?;
+        self.succeeded();
         if let Ok(changed) = &made {
             self.hub
                 .announce(changed.room(), Audience::Meta, changed.frame());
@@ -461,7 +507,58 @@ impl Writer {
         }
     }
 
-    fn set_failure(&self, failure: Option<String>) {
-        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = failure;
+    /// Tries a small write while the store cannot write.
+    fn probe(&self) {
+        if !failing(&self.failure) {
+            return;
+        }
+        match self.store.probe() {
+            Ok(()) => self.succeeded(),
+            Err(error) => {
+                self.failed(&error);
+            }
+        }
+    }
+
+    /// Notes that the store failed to write (logged when the state changes, not per write);
+    /// what the writer's callers are told.
+    fn failed(&self, error: &StoreError) -> EngineError {
+        let full = error.is_full();
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if failure.as_ref().map(|failure| failure.full) != Some(full) {
+            match full {
+                true => tracing::error!(%error,
+                    "storage full: the disk holding the history is full; publishes are refused until space is freed"),
+                false => tracing::error!(%error,
+                    "the history store cannot write; publishes are refused until it can"),
+            }
+        }
+        self.metrics.store_full.set(if full { 1.0 } else { 0.0 });
+        *failure = Some(Failure {
+            reason: match full {
+                true => format!(
+                    "storage full: the disk holding the history is full ({error}); publishes are \
+                     refused until space is freed"
+                ),
+                false => error.to_string(),
+            },
+            full,
+            last: std::time::Instant::now(),
+        });
+        store_failed(error)
+    }
+
+    /// Notes a successful write: a failure before it is over once writes have not failed for
+    /// `SETTLE`.
+    fn succeeded(&self) {
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if failure
+            .as_ref()
+            .is_some_and(|failure| failure.last.elapsed() >= SETTLE)
+            && let Some(previous) = failure.take()
+        {
+            tracing::info!(was = %previous.reason, "the history store writes again: publishes accepted");
+            self.metrics.store_full.set(0.0);
+        }
     }
 }

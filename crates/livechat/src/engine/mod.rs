@@ -18,7 +18,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
 pub use embedded::EmbeddedEngine;
-pub use redis::{RedisEngine, RedisSettings, RoomCommands, RoomRegistry};
+pub use redis::{RedisEngine, RedisSettings, RoomCommands, RoomRegistry, migrate};
 
 use serde::Serialize;
 
@@ -187,6 +187,9 @@ pub enum EngineError {
     Stopped,
     #[error("server overloaded: too many messages waiting to be stored; try again shortly")]
     Overloaded,
+    /// The disk holding the embedded history is full: nothing is stored until space is freed.
+    #[error("storage full")]
+    StorageFull,
     /// The publish itself cannot be stored (a reply to no message).
     #[error(transparent)]
     Refused(#[from] Refused),
@@ -200,6 +203,7 @@ impl EngineError {
             Self::Unavailable(_) => PublishError::StoreUnavailable,
             Self::Stopped => PublishError::ShuttingDown,
             Self::Overloaded => PublishError::Overloaded,
+            Self::StorageFull => PublishError::StorageFull,
             Self::Refused(_) => PublishError::Invalid,
         }
     }

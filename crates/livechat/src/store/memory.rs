@@ -598,4 +598,8 @@ impl HistoryStore for MemoryStore {
     fn outbox_budget(&self) -> Option<&Budget> {
         self.outbox.as_ref().map(|(_, budget)| budget)
     }
+
+    fn probe(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -4,6 +4,8 @@
 //!
 //! `sqlite` is durable (WAL, batched commits); `memory` keeps the same semantics in process memory.
 
+pub mod backup;
+pub mod export;
 mod memory;
 mod sqlite;
 
@@ -104,6 +106,9 @@ pub trait HistoryStore: Send + Sync + 'static {
     fn forget_events(&self, delivered: &[Recorded]) -> Result<(), StoreError>;
     /// What the outbox holds against its bound (`None`: no outbox).
     fn outbox_budget(&self) -> Option<&Budget>;
+
+    /// Makes one small write, to learn whether writes succeed again (after the disk was full).
+    fn probe(&self) -> Result<(), StoreError>;
 }
 
 /// Most direct-message rooms a user's list keeps (the oldest opened go first).
@@ -193,6 +198,9 @@ pub struct Page {
     /// The room's last id when the page was read (0: nothing ever stored).
     pub last_id: u64,
     pub epoch: Epoch,
+    /// The epoch this one went on from, and the room's last id then: a history restored from a
+    /// backup numbers on from the backup's ids in a new epoch (`None`: it did not).
+    pub continues: Option<(Epoch, u64)>,
 }
 
 /// Builds a page in the order the store reads it, stopping at the query's limit or byte cap.
@@ -247,6 +255,7 @@ impl PageBuilder {
         Page {
             last_id,
             epoch,
+            continues: None,
             ..self.page
         }
     }
@@ -267,13 +276,28 @@ pub struct Retention {
 pub enum StoreError {
     #[error("history database: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("cannot create data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(
+        "cannot create data directory {path}: {error}: create it writable by this user, or set \
+         LIVECHAT_DATA_DIR to a writable directory"
+    )]
+    DataDir { path: String, error: std::io::Error },
     #[error("stored message {room}/{id} is not valid JSON")]
     Corrupt { room: RoomName, id: u64 },
+    /// The history file cannot be used as it is: what is wrong with it and what to do.
+    #[error("{path}: {problem}")]
+    Unusable { path: String, problem: String },
+}
+
+impl StoreError {
+    /// The disk holding the history is full (SQLite's `SQLITE_FULL`): nothing more can be
+    /// written until space is freed; what is stored is intact.
+    pub fn is_full(&self) -> bool {
+        matches!(
+            self,
+            Self::Sqlite(rusqlite::Error::SqliteFailure(failure, _))
+                if failure.code == rusqlite::ErrorCode::DiskFull
+        )
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -290,7 +314,7 @@ mod tests {
     use serde_json::value::RawValue;
     use std::sync::Arc;
 
-    fn draft(room: &str, n: u64) -> Draft {
+    pub(super) fn draft(room: &str, n: u64) -> Draft {
         Draft {
             room: RoomName::parse(room).unwrap(),
             message: RawValue::from_string(n.to_string()).unwrap(),

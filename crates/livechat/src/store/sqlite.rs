@@ -34,6 +34,8 @@ use crate::room::RoomName;
 use crate::webhooks::{Budget, Event, EventKind, Recorded, WebhookSettings};
 
 const FILE_NAME: &str = "history.sqlite3";
+/// The `meta` key of the epoch a restored file's numbering went on from.
+pub(super) const RENEWED_FROM: &str = "renewed_from";
 
 /// Read connections kept open between reads.
 const MAX_POOLED_READERS: usize = 8;
@@ -119,6 +121,9 @@ pub struct SqliteStore {
     max_bytes: u64,
     dedupe_window_ms: u64,
     epoch: Epoch,
+    /// The epoch of the backup this file was restored from (its rooms' last ids then are in
+    /// `rooms.renewed_through`).
+    renewed_from: Option<Epoch>,
     /// The webhook outbox, when events are recorded, and which kinds.
     outbox: Option<(WebhookSettings, Budget)>,
 }
@@ -136,23 +141,27 @@ impl SqliteStore {
         retention: Retention,
         sync: SqliteSync,
     ) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        std::fs::create_dir_all(data_dir).map_err(|error| StoreError::DataDir {
             path: data_dir.display().to_string(),
-            source,
+            error,
         })?;
-        let path = data_dir.join(FILE_NAME);
-        let connection = Connection::open(&path)?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
+        let path = history_file(data_dir);
+        let connection = open_checked(&path)?;
         let synchronous = match sync {
             SqliteSync::Full => "FULL",
             SqliteSync::Normal => "NORMAL",
         };
         connection.pragma_update(None, "synchronous", synchronous)?;
-        connection.busy_timeout(std::time::Duration::from_secs(5))?;
-        connection.execute_batch(SCHEMA)?;
-        add_columns(&connection)?;
-        connection.execute_batch(CHANGE_INDEX)?;
+        upgrade(&connection)?;
         let epoch = file_epoch(&connection)?;
+        let renewed_from = connection
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [RENEWED_FROM],
+                |row| row.get::<_, String>(0),
+            )
+            .optional()?
+            .map(Epoch::from);
         connection.execute_batch(match retention.max_age {
             Some(_) => TIME_INDEX,
             None => NO_TIME_INDEX,
@@ -168,6 +177,7 @@ impl SqliteStore {
             max_bytes: retention.max_bytes,
             dedupe_window_ms: retention.dedupe_window.as_millis() as u64,
             epoch,
+            renewed_from,
             outbox: None,
         })
     }
@@ -258,6 +268,14 @@ impl SqliteStore {
     }
 }
 
+/// Makes the tables, columns and indexes this version uses, where the file lacks them.
+pub(super) fn upgrade(connection: &Connection) -> Result<(), StoreError> {
+    connection.execute_batch(SCHEMA)?;
+    add_columns(connection)?;
+    connection.execute_batch(CHANGE_INDEX)?;
+    Ok(())
+}
+
 /// History files from before messages had authors, nonces or byte retention lack those columns;
 /// they gain them (empty, and the byte totals filled from the messages they hold).
 fn add_columns(connection: &Connection) -> Result<(), StoreError> {
@@ -280,6 +298,8 @@ fn add_columns(connection: &Connection) -> Result<(), StoreError> {
         ("messages", "changed_after", "INTEGER NOT NULL DEFAULT 0"),
         ("messages", "change_seq", "INTEGER NOT NULL DEFAULT 0"),
         ("rooms", "changes", "INTEGER NOT NULL DEFAULT 0"),
+        // Set by a restore: the room's last id in the backup (see `RENEWED_FROM`).
+        ("rooms", "renewed_through", "INTEGER"),
     ] {
         if !has_column(table, column)? {
             connection.execute_batch(&format!(
@@ -295,6 +315,108 @@ fn add_columns(connection: &Connection) -> Result<(), StoreError> {
         ))?;
     }
     Ok(())
+}
+
+/// The history file in `data_dir`.
+pub fn history_file(data_dir: &Path) -> PathBuf {
+    data_dir.join(FILE_NAME)
+}
+
+/// Opens the history file at `path` (made if missing) for writing, in WAL mode, after checking
+/// that it is livechat's, intact and writable: a file that is not is refused with what to do,
+/// never replaced by an empty history.
+fn open_checked(path: &Path) -> Result<Connection, StoreError> {
+    let unusable = |problem: String| StoreError::Unusable {
+        path: path.display().to_string(),
+        problem,
+    };
+    let connection = Connection::open(path).map_err(|error| unusable(problem_of(&error)))?;
+    connection.busy_timeout(Duration::from_secs(5))?;
+    check_file(&connection).map_err(unusable)?;
+    // A file system mounted read-only still opens, read-only.
+    if connection.is_readonly(rusqlite::MAIN_DB)? {
+        return Err(unusable(problem_of(&rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+            Some("opened read-only".into()),
+        ))));
+    }
+    // Taking the write lock once tells a file another process holds.
+    connection
+        .pragma_update(None, "journal_mode", "WAL")
+        .and_then(|()| connection.execute_batch("BEGIN IMMEDIATE; COMMIT"))
+        .map_err(|error| unusable(problem_of(&error)))?;
+    Ok(connection)
+}
+
+/// Whether the open file is livechat's history (or empty: a new one) and intact; what is wrong
+/// with it, and what to do, when not. Reads the whole file (`PRAGMA quick_check`).
+pub fn check_file(connection: &Connection) -> Result<(), String> {
+    let tables: Vec<String> = connection
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| row.get(0))?
+                .collect::<Result<_, _>>()
+        })
+        .map_err(|error| problem_of(&error))?;
+    let has = |table: &str| tables.iter().any(|name| name == table);
+    if !tables.is_empty() && !(has("messages") && has("rooms")) {
+        return Err(format!(
+            "a SQLite database, but not livechat's history (its tables: {}); livechat does not \
+             write into it: set LIVECHAT_DATA_DIR to the directory of livechat's history, or move \
+             the file away to start an empty one",
+            tables.join(", ")
+        ));
+    }
+    let verdict: String = connection
+        .query_row("PRAGMA quick_check(1)", [], |row| row.get(0))
+        .map_err(|error| problem_of(&error))?;
+    if verdict != "ok" {
+        // SQLite's report spans lines; the error is one.
+        return Err(corrupt(
+            &verdict.split_whitespace().collect::<Vec<_>>().join(" "),
+        ));
+    }
+    Ok(())
+}
+
+fn corrupt(detail: &str) -> String {
+    format!(
+        "the history file is corrupt ({detail}); livechat does not start on it: restore the \
+         latest backup into a fresh data directory (livechat restore --from FILE), or move the \
+         file away to start an empty history"
+    )
+}
+
+/// What an error opening or checking the history file means for its operator.
+fn problem_of(error: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode;
+    let code = match error {
+        rusqlite::Error::SqliteFailure(failure, _) => Some(failure.code),
+        _ => None,
+    };
+    match code {
+        Some(ErrorCode::NotADatabase) => format!(
+            "not a SQLite database ({error}); livechat does not replace it with an empty history: \
+             set LIVECHAT_DATA_DIR to the directory of livechat's history, or move the file away"
+        ),
+        Some(ErrorCode::DatabaseCorrupt) => corrupt(&error.to_string()),
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+            format!(
+                "cannot be opened for writing ({error}): make the data directory and the file \
+                 writable by this user on a file system mounted read-write, or set \
+                 LIVECHAT_DATA_DIR to a writable directory"
+            )
+        }
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => format!(
+            "locked by another process ({error}): is another livechat running on this data \
+             directory? Stop it, or give this one its own LIVECHAT_DATA_DIR"
+        ),
+        Some(ErrorCode::DiskFull) => format!(
+            "the disk is full ({error}): free space on the file system of the data directory"
+        ),
+        _ => format!("cannot be used ({error})"),
+    }
 }
 
 /// The file's epoch, made when the file is first opened (a file from before epochs gets one then:
@@ -667,6 +789,14 @@ impl HistoryStore for SqliteStore {
                 }
             }
             let mut page = page.finish(last_id, self.epoch.clone());
+            if let Some(old) = &self.renewed_from {
+                let through: Option<i64> = snapshot
+                    .prepare_cached("SELECT renewed_through FROM rooms WHERE room = ?1")?
+                    .query_row([query.room.as_str()], |row| row.get(0))
+                    .optional()?
+                    .flatten();
+                page.continues = through.map(|through| (old.clone(), through as u64));
+            }
             add_reactions(
                 &snapshot,
                 &query.room,
@@ -1154,6 +1284,17 @@ impl HistoryStore for SqliteStore {
 
     fn outbox_budget(&self) -> Option<&Budget> {
         self.outbox.as_ref().map(|(_, budget)| budget)
+    }
+
+    fn probe(&self) -> Result<(), StoreError> {
+        self.writer()
+            .connection
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('probed', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([now_ms().to_string()])?;
+        Ok(())
     }
 }
 

@@ -78,6 +78,10 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Unavailable(EngineError::Refused(_)) => StatusCode::BAD_REQUEST,
+            Self::Unavailable(EngineError::StorageFull)
+            | Self::Moderation(ModerationError::Engine(EngineError::StorageFull)) => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Auth(AuthError::Missing | AuthError::Invalid(_)) => StatusCode::UNAUTHORIZED,
             Self::Auth(AuthError::BadName(_) | AuthError::Unnamed(_)) => StatusCode::BAD_REQUEST,

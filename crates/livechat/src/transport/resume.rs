@@ -140,10 +140,16 @@ impl Lead {
 
 /// `page`: the newest messages after `from.since`, with the room's last id and epoch.
 fn plan<'a>(from: &ResumeFrom, page: &'a Page) -> Plan<'a> {
+    // A client of the epoch this one went on from has ids of this numbering up to where it
+    // went on; past that point its ids may be of messages this history never had.
+    let continued = page.continues.as_ref().is_some_and(|(old, through)| {
+        from.epoch.as_deref() == Some(&**old) && from.since <= *through
+    });
     let other_epoch = from
         .epoch
         .as_deref()
-        .is_some_and(|epoch| epoch != &*page.epoch);
+        .is_some_and(|epoch| epoch != &*page.epoch)
+        && !continued;
     if other_epoch || from.since > page.last_id {
         return Plan {
             lead: vec![Lead::Reset { last: page.last_id }],
@@ -197,6 +203,7 @@ mod tests {
             more: false,
             last_id,
             epoch: "e1".into(),
+            continues: None,
         }
     }
 
@@ -244,6 +251,25 @@ mod tests {
         assert_eq!(
             plan_of(&from(2, Some("old")), &page(&[3, 4, 5], 5)),
             (vec![Lead::Reset { last: 5 }], 0, 5)
+        );
+    }
+
+    #[test]
+    fn a_restored_history_goes_on_for_clients_within_the_backup() {
+        // Restored from a backup of epoch "old" that ended at 4; 5 was stored after the restore.
+        let restored = Page {
+            continues: Some(("old".into(), 4)),
+            ..page(&[3, 4, 5], 5)
+        };
+        assert_eq!(
+            plan_of(&from(2, Some("old")), &restored),
+            (vec![], 3, 5),
+            "its ids up to 4 are the backup's"
+        );
+        assert_eq!(
+            plan_of(&from(5, Some("old")), &restored),
+            (vec![Lead::Reset { last: 5 }], 0, 5),
+            "its 5 was lost with the node: not the restored history's 5"
         );
     }
 }

@@ -16,6 +16,7 @@ mod metrics;
 mod moderation;
 mod nginx;
 mod nodes;
+mod operations;
 mod presence;
 mod proxy;
 mod resume;

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::support::{Client, RedisServer, Server, eventually, on_redis};
 
 /// Frames up to and including `caught_up`.
-async fn until_caught_up(client: &mut Client) -> (Vec<Value>, Value) {
+pub async fn until_caught_up(client: &mut Client) -> (Vec<Value>, Value) {
     let mut frames = Vec::new();
     loop {
         let frame = client.recv().await;

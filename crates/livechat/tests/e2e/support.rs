@@ -204,6 +204,14 @@ impl Server {
             .any(|line| parts.iter().all(|part| line.contains(part)))
     }
 
+    /// How many log lines the server wrote since it started contain all of `parts`.
+    pub fn log_count(&self, parts: &[&str]) -> usize {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter()
+            .filter(|line| parts.iter().all(|part| line.contains(part)))
+            .count()
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id().expect("running")

@@ -17,10 +17,12 @@
 //! - `retention`: messages past the maximum age trimmed on a timer
 //! - `webhooks`: the webhook outbox, a stream read by one node at a time
 //! - `moderation`: the bans, a room's stored size, a user's messages
+//! - `migrate`: copies an embedded history file into Redis (`livechat migrate`)
 
 mod changes;
 mod connection;
 mod keys;
+pub mod migrate;
 mod moderation;
 mod nodes;
 mod presence;
