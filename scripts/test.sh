@@ -59,6 +59,7 @@ cargo test --workspace
 
 step "the end-to-end contract tests again, on the Redis engine"
 LIVECHAT_TEST_ENGINE=redis cargo test -p livechat --test e2e -- --skip nodes:: --skip proxy:: --skip metrics:: \
+  --skip operations:: \
   --skip webhooks::another_node_takes_over --skip webhooks::a_redis_cluster \
   --skip changes::changes_agree_across_two_redis_nodes --skip moderation::a_ban_set_on_one_node
 

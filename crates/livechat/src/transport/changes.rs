@@ -60,6 +60,7 @@ pub struct ReactBody {
         (status = 404, description = "No such message in the room, or no longer stored", body = super::openapi::ErrorBody),
         (status = 413, description = "Larger than LIVECHAT_MAX_MESSAGE_BYTES", body = super::openapi::ErrorBody),
         (status = 503, description = "The store cannot be written", body = super::openapi::ErrorBody),
+        (status = 507, description = "Storage full (embedded engine)", body = super::openapi::ErrorBody),
     )
 )]
 pub async fn edit(
@@ -92,6 +93,7 @@ pub async fn edit(
         (status = 403, description = "Not its author (nor a moderator), past the edit window, deleted already, or a foreign browser origin", body = super::openapi::ErrorBody),
         (status = 404, description = "No such message in the room, or no longer stored", body = super::openapi::ErrorBody),
         (status = 503, description = "The store cannot be written", body = super::openapi::ErrorBody),
+        (status = 507, description = "Storage full (embedded engine)", body = super::openapi::ErrorBody),
     )
 )]
 pub async fn delete(
@@ -121,6 +123,7 @@ pub async fn delete(
         (status = 404, description = "No such message in the room, or no longer stored", body = super::openapi::ErrorBody),
         (status = 429, description = "Over LIVECHAT_RATE_LIMIT", body = super::openapi::RateLimitedBody),
         (status = 503, description = "The store cannot be written", body = super::openapi::ErrorBody),
+        (status = 507, description = "Storage full (embedded engine)", body = super::openapi::ErrorBody),
     )
 )]
 pub async fn react(
@@ -162,6 +165,7 @@ pub async fn react(
         (status = 404, description = "No such message in the room, or no longer stored", body = super::openapi::ErrorBody),
         (status = 429, description = "Over LIVECHAT_RATE_LIMIT", body = super::openapi::RateLimitedBody),
         (status = 503, description = "The store cannot be written", body = super::openapi::ErrorBody),
+        (status = 507, description = "Storage full (embedded engine)", body = super::openapi::ErrorBody),
     )
 )]
 pub async fn unreact(

@@ -74,6 +74,7 @@ pub struct SendAnswer {
         (status = 413, description = "Larger than LIVECHAT_MAX_MESSAGE_BYTES", body = super::openapi::ErrorBody),
         (status = 429, description = "Over LIVECHAT_RATE_LIMIT", body = super::openapi::RateLimitedBody),
         (status = 503, description = "The message could not be stored", body = super::openapi::ErrorBody),
+        (status = 507, description = "Storage full: the disk holding the embedded history is full (`{\"error\": \"storage full\"}`); reads go on, and publishing resumes by itself when space is freed", body = super::openapi::ErrorBody),
     )
 )]
 pub async fn send(

@@ -611,3 +611,47 @@ async fn migrating_to_redis_keeps_history_ids_and_resumes_and_is_idempotent() {
     assert_eq!(next["epoch"], epoch.as_str());
     assert_eq!(client.recv().await["id"], seen + 5);
 }
+
+#[tokio::test]
+async fn migrating_to_a_redis_cluster_serves_the_same_history() {
+    let node_dir = tempfile::tempdir().unwrap();
+    let mut node = Server::start_in(node_dir.path(), &[]).await;
+    let mut last = Value::Null;
+    for room in ["north", "south", "east", "west"] {
+        for n in 0..10 {
+            last = node.post_message(room, json!(format!("{room} {n}"))).await;
+        }
+    }
+    let mut before = Vec::new();
+    for room in ["north", "south", "east", "west"] {
+        before.push(node.history(&format!("?room={room}")).await);
+    }
+    node.stop().await;
+
+    let cluster = crate::support::RedisCluster::start().await;
+    let urls = cluster.urls();
+    let data_dir = node_dir.path().to_str().unwrap();
+    let (ok, said) = livechat(&[
+        "migrate",
+        "--data-dir",
+        data_dir,
+        "--to",
+        &urls,
+        "--cluster",
+    ])
+    .await;
+    assert!(ok && said.contains("rooms 4/4"), "{said}");
+    let on_cluster = Server::start_in(
+        node_dir.path().join("unused").as_path(),
+        &["--redis-cluster", "--redis-url", &urls],
+    )
+    .await;
+    for (room, history) in ["north", "south", "east", "west"].iter().zip(before) {
+        assert_eq!(on_cluster.history(&format!("?room={room}")).await, history);
+    }
+    let next = on_cluster
+        .post_message("west", json!("on the cluster"))
+        .await;
+    assert_eq!(next["id"], 11);
+    assert_eq!(next["epoch"], last["epoch"]);
+}
