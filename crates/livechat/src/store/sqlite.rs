@@ -360,7 +360,8 @@ pub fn check_file(connection: &Connection) -> Result<(), String> {
         })
         .map_err(|error| problem_of(&error))?;
     let has = |table: &str| tables.iter().any(|name| name == table);
-    if !tables.is_empty() && !(has("messages") && has("rooms")) {
+    let livechats = tables.is_empty() || (has("messages") && has("rooms"));
+    if !livechats {
         return Err(format!(
             "a SQLite database, but not livechat's history (its tables: {}); livechat does not \
              write into it: set LIVECHAT_DATA_DIR to the directory of livechat's history, or move \
