@@ -149,7 +149,11 @@ def main():
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--build", default="release", help="target/BUILD holds the binaries")
     options = parser.parse_args()
+    global BINARY, BENCH
+    BINARY = os.path.join(ROOT, "target", options.build, "livechat")
+    BENCH = os.path.join(ROOT, "target", options.build, "livechat-bench")
     for binary in (BINARY, BENCH):
         if not os.path.exists(binary):
             sys.exit(f"{binary} missing: cargo build --release --workspace")
@@ -201,8 +205,8 @@ def main():
         url = f"http://127.0.0.1:{port}"
         duration = f"{options.seconds}s"
         workloads = {
-            "fanout 10 x 100, 500 msg/s per room": [
-                "--url", url, "fanout", "--rooms", "10", "--subscribers", "100", "--rate", "500",
+            "fanout 10 x 100, 200 msg/s per room": [
+                "--url", url, "fanout", "--rooms", "10", "--subscribers", "100", "--rate", "200",
                 "--duration", duration],
             "POST /chat/send/, 16 connections": [
                 "--url", url, "http-publish", "--connections", "16", "--duration", duration],
