@@ -121,8 +121,8 @@ def test_resumes_across_a_server_restart_with_no_gap_and_no_duplicate(
                 await events.wait(lambda: len(events.of(Message)) == 5, "the first 5")
                 # The server goes down; the client keeps trying (refused meanwhile).
                 relay.refusing = True
-                server.restart()
-                await events.first(Disconnected)
+                await asyncio.to_thread(server.restart)
+                assert (await events.first(Disconnected)).code == 1001  # going away
                 for n in range(6, 11):
                     http.publish(f"m{n}", "river")  # missed by the client: to be replayed
                 written_while_away = chat.send_nowait("sent while away")
@@ -228,7 +228,7 @@ def test_a_gap_is_told_and_a_lost_history_resets(livechat: Callable[..., Livecha
                 # The history file is replaced (a new epoch): the client is told to start over.
                 old_epoch = chat.epoch
                 relay.refusing = True
-                server.restart(tmp_path / "new-data")
+                await asyncio.to_thread(server.restart, tmp_path / "new-data")
                 http.publish("in the new history", "short")
                 relay.refusing = False
                 reset = await events.first(Reset)

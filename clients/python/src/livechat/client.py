@@ -430,10 +430,10 @@ class ChatClient:
             if status not in REFUSALS:
                 raise
             try:
-                error = json.loads(refused.response.body or b"{}").get("error", "")
+                said = str(json.loads(refused.response.body or b"{}").get("error", ""))
             except (ValueError, AttributeError):
-                error = ""
-            raise ChatClosed(f"livechat refused the connection: {status} {error}", status=status, reason=error) from refused
+                said = ""
+            raise ChatClosed(f"livechat refused the connection: {status} {said}", status=status, reason=said) from refused
 
     async def _run(self) -> None:
         attempt = 0
@@ -465,11 +465,17 @@ class ChatClient:
                 await self._emit(Disconnected(code, reason, delay))
                 await self._sleep(delay)
         except ChatClosed as failure:
-            self.failure = failure
-            if self._events is not None and not self._events.full():
-                self._events.put_nowait(Disconnected(failure.code or 1006, failure.reason or str(failure), None))
+            self._fail(failure)
+        except Exception as unexpected:  # a bug, or something websockets did not say it raises
+            logger.exception("livechat %s: the client stopped", self.room)
+            self._fail(ChatClosed(f"the client stopped: {unexpected!r}"))
         finally:
             self._stop()
+
+    def _fail(self, failure: ChatClosed) -> None:
+        self.failure = failure
+        if self._events is not None and not self._events.full():
+            self._events.put_nowait(Disconnected(failure.code or 1006, failure.reason or str(failure), None))
 
     def _stop(self) -> None:
         failure = self.failure or ChatClosed("the client is closed")
@@ -518,7 +524,7 @@ class ChatClient:
             self._ready.clear()
             self.presence.clear()
             lost = ConnectionLost("the connection dropped before the server answered")
-            for waiters in list(self._waiters.values()) + [self._token_waiters]:  # type: ignore[operator]
+            for waiters in [*self._waiters.values(), self._token_waiters]:
                 for future in waiters:
                     if not future.done():
                         future.set_exception(lost)
@@ -587,7 +593,7 @@ class ChatClient:
 
     def _refused(self, error: ServerError) -> bool:
         """Hands an error frame to the request it refuses; False when none was waiting for it."""
-        if error.kind == "message" and error.nonce in self._pending:
+        if error.kind == "message" and error.nonce is not None and error.nonce in self._pending:
             pending = self._pending[error.nonce]
             if error.retry_after_ms is not None:
                 # Over the rate limit: this and the later publishes wait, then go in order.

@@ -4,7 +4,7 @@ the client's own connection changes. Every frame-made event keeps the frame as `
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Union, cast
 
 from .types import ReactionCount, User
 
@@ -205,11 +205,11 @@ Event = Union[
 
 
 def _user(value: Any) -> User | None:
-    return value if isinstance(value, dict) else None
+    return cast(User, value) if isinstance(value, dict) else None
 
 
 def _users(value: Any) -> list[User] | None:
-    return [user for user in value if isinstance(user, dict)] if isinstance(value, list) else None
+    return [cast(User, user) for user in value if isinstance(user, dict)] if isinstance(value, list) else None
 
 
 def parse_frame(frame: dict[str, Any]) -> Event | None:

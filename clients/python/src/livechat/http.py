@@ -132,10 +132,11 @@ class HTTPClient:
         for an empty one). `repeatable`: the request may be sent again when a kept-alive
         connection turns out to be closed (every request here but a ban is)."""
         target = self._prefix + path
-        if query:
-            present = {key: value for key, value in query.items() if value is not None}
-            if present:
-                target += "?" + urlencode(present)
+        present = {key: value for key, value in (query or {}).items() if value is not None}
+        if self.name is not None:
+            present.setdefault("name", self.name)  # with auth off, who the caller is
+        if present:
+            target += "?" + urlencode(present)
         headers = {"Accept": "application/json", **self._headers}
         if self._credential:
             headers["Authorization"] = f"Bearer {self._credential}"
@@ -230,20 +231,20 @@ class HTTPClient:
 
     def edit(self, room: str, id: int, message: Any) -> dict[str, Any]:
         """Replaces message `id`'s content; answers the `edited` event members receive."""
-        return cast(dict, self.request("PATCH", f"/chat/history/{_path(room)}/{id}", body={"message": message}))
+        return cast(dict[str, Any], self.request("PATCH", f"/chat/history/{_path(room)}/{id}", body={"message": message}))
 
     def delete(self, room: str, id: int) -> dict[str, Any]:
         """Deletes message `id` (its text and author are erased); answers the `deleted` event."""
-        return cast(dict, self.request("DELETE", f"/chat/history/{_path(room)}/{id}"))
+        return cast(dict[str, Any], self.request("DELETE", f"/chat/history/{_path(room)}/{id}"))
 
     def react(self, room: str, id: int, emoji: str) -> dict[str, Any]:
         """Adds this user's `emoji` to message `id`; answers the `reaction` event (with the count)."""
         path = f"/chat/history/{_path(room)}/{id}/reactions"
-        return cast(dict, self.request("POST", path, body={"emoji": emoji}))
+        return cast(dict[str, Any], self.request("POST", path, body={"emoji": emoji}))
 
     def unreact(self, room: str, id: int, emoji: str) -> dict[str, Any]:
         path = f"/chat/history/{_path(room)}/{id}/reactions/{_path(emoji)}"
-        return cast(dict, self.request("DELETE", path))
+        return cast(dict[str, Any], self.request("DELETE", path))
 
     # -- rooms, presence, read positions, direct messages -------------------------------------
 
@@ -257,11 +258,11 @@ class HTTPClient:
 
     def read(self, room: str, id: int) -> dict[str, Any]:
         """Moves this user's read position in `room` forward to `id`."""
-        return cast(dict, self.request("POST", "/chat/read/", query={"name": self.name}, body={"room": room, "id": id}))
+        return cast(dict[str, Any], self.request("POST", "/chat/read/", body={"room": room, "id": id}))
 
     def unread(self) -> list[Unread]:
         """Each room this user has a read position in, with its unread count."""
-        return cast(list, self.request("GET", "/chat/unread/", query={"name": self.name})["rooms"])
+        return cast(list[Unread], self.request("GET", "/chat/unread/")["rooms"])
 
     def open_direct(self, with_user: str) -> Direct:
         """The direct-message room of this user and `with_user` (`dm:A:B`), listed for both."""
@@ -269,7 +270,7 @@ class HTTPClient:
 
     def directs(self) -> list[DirectSummary]:
         """This user's direct-message rooms, the latest written first."""
-        return cast(list, self.request("GET", "/chat/dm/")["directs"])
+        return cast(list[DirectSummary], self.request("GET", "/chat/dm/")["directs"])
 
     # -- the server API (the server key, or a token with the moderate claim) -----------------
 
@@ -296,7 +297,7 @@ class HTTPClient:
 
     def bans(self, *, user: str | None = None, room: str | None = None) -> list[Ban]:
         """The bans and mutes in force, oldest first (`room`: those covering it)."""
-        return cast(list, self.request("GET", "/api/bans", query={"user": user, "room": room})["bans"])
+        return cast(list[Ban], self.request("GET", "/api/bans", query={"user": user, "room": room})["bans"])
 
     def unban(self, ban_id: str) -> None:
         """Lifts a ban (`LivechatError` 404 when there is none)."""
@@ -324,7 +325,7 @@ class HTTPClient:
         body: dict[str, Any] = {"rooms": list(rooms), "message": message, "nonce": nonce or _nonce()}
         if user is not None:
             body["user"] = user
-        return cast(list, self.request("POST", "/api/broadcast", body=body)["rooms"])
+        return cast(list[BroadcastRoom], self.request("POST", "/api/broadcast", body=body)["rooms"])
 
     def room_info(self, room: str) -> RoomInfo:
         """A room's members and users on every node, last id and epoch, holdings and bans."""
