@@ -77,7 +77,7 @@ class Events:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 pass
 
     async def first(self, kind: type[E], condition: Callable[[E], bool] = lambda _: True) -> E:

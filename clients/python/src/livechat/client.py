@@ -443,7 +443,8 @@ class ChatClient:
                     ws = await self._open()
                 except ChatClosed:
                     raise
-                except (OSError, asyncio.TimeoutError, InvalidHandshake, LivechatError) as error:
+                # EOFError: websockets 13's word for a connection closed during the handshake.
+                except (OSError, EOFError, asyncio.TimeoutError, InvalidHandshake, LivechatError) as error:
                     delay = self._backoff.delay(attempt)
                     attempt += 1
                     logger.warning("livechat %s: cannot connect (%s); again in %.2f s", self.room, error, delay)
@@ -453,8 +454,9 @@ class ChatClient:
                 await self._serve(ws, attempt)
                 if self._closing:
                     break
-                code = ws.close_code if ws.close_code is not None else 1006
-                reason = ws.close_reason or ""
+                # The protocol's own record (the connection's close_code is not in websockets 13).
+                code = ws.protocol.close_code if ws.protocol.close_code is not None else 1006
+                reason = ws.protocol.close_reason or ""
                 if code == DO_NOT_RECONNECT or (code == TOKEN_EXPIRED and not callable(self._token)):
                     raise ChatClosed(f"livechat closed the connection: {code} {reason}", code=code, reason=reason)
                 if time.monotonic() - opened >= self._backoff.maximum:
