@@ -206,6 +206,26 @@ def test_a_message_stored_before_a_drop_is_confirmed_by_the_replay(livechat: Cal
     run(scenario())
 
 
+def test_a_backlog_written_while_away_goes_once_in_order(livechat: Callable[..., LivechatServer]) -> None:
+    """More messages than the server takes from one connection before storing them (256): the
+    client keeps reading the answers while it sends them."""
+    server = livechat()
+
+    async def scenario() -> None:
+        async with Relay(server.port) as relay:
+            async with ChatClient(relay.url, "backlog", name="Ada", backoff=FAST) as chat:
+                relay.refusing = True
+                relay.cut()
+                sent = [chat.send_nowait({"n": n, "text": "x" * 200}) for n in range(600)]
+                relay.refusing = False
+                stored = await asyncio.gather(*sent)
+                assert [message.id for message in stored] == list(range(1, 601))
+                history = list(server.http().history_after("backlog"))
+                assert [item["message"]["n"] for item in history] == list(range(600))
+
+    run(scenario())
+
+
 def test_a_gap_is_told_and_a_lost_history_resets(livechat: Callable[..., LivechatServer], tmp_path: Any) -> None:
     server = livechat("--history-max-count", "2")
     http = server.http()

@@ -180,6 +180,7 @@ class ChatClient:
         self._first = asyncio.Event()  # the first connection opened, or the client stopped
         self._wake = asyncio.Event()  # interrupts a backoff sleep when closing
         self._flush_lock = asyncio.Lock()
+        self._flushes: set[asyncio.Task[None]] = set()
         self._hold_until = 0.0  # monotonic time: rate limited, publishes wait until then
         self._last_typing = float("-inf")
         self._task: asyncio.Task[None] | None = None
@@ -270,7 +271,9 @@ class ChatClient:
 
     def _schedule_flush(self) -> None:
         if self._ready.is_set():
-            asyncio.get_running_loop().create_task(self._flush())
+            task = asyncio.get_running_loop().create_task(self._flush())
+            self._flushes.add(task)  # held until done (the loop keeps only weak references)
+            task.add_done_callback(self._flushes.discard)
 
     async def _flush(self) -> None:
         """Sends, in order, every pending message not yet sent on this connection."""
@@ -506,7 +509,7 @@ class ChatClient:
         await self._emit(Connected(attempt))
         if not self._resume:
             self._ready.set()
-            await self._flush()
+            self._schedule_flush()
         try:
             async for data in ws:
                 if isinstance(data, bytes):
@@ -564,9 +567,7 @@ class ChatClient:
             if self.last_id is None or event.id > self.last_id:
                 self.last_id = event.id
             self._ready.set()
-            await self._emit(event)
-            await self._flush()
-            return
+            self._schedule_flush()  # apart from this reader: the server's answers must keep being read
         elif isinstance(event, Reset):
             self.last_id = event.last
             self.epoch = event.epoch
