@@ -5,14 +5,16 @@ life (edits, deletions, reactions, read positions), refusals and close codes, to
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import signal
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
-from conftest import JWT_SECRET, PATIENCE, LivechatServer, Relay, run, until
+from conftest import JWT_SECRET, PATIENCE, LivechatServer, RedisServer, Relay, run, until
 
 from livechat import (
     Backoff,
+    HTTPClient,
     CaughtUp,
     ChatClient,
     ChatClosed,
@@ -106,42 +108,66 @@ def test_messages_reach_every_member_with_their_author(livechat: Callable[..., L
     run(scenario())
 
 
+async def away_and_back(relay: Relay, http: HTTPClient, room: str, outage: Callable[[], Awaitable[None]]) -> Events:
+    """A client follows `room` through `relay`; 5 messages, then `outage` while the relay refuses
+    it, 5 more and one of its own meanwhile, then it comes back and 5 more: it must have each
+    message once, in order, as the server stored them."""
+    async with ChatClient(relay.url, room, name="Ada", backoff=FAST) as chat:
+        events = Events(chat)
+        for n in range(1, 6):
+            http.publish(f"m{n}", room)
+        await events.wait(lambda: len(events.of(Message)) == 5, "the first 5")
+        relay.refusing = True  # the client keeps trying, refused meanwhile
+        await outage()
+        await events.first(Disconnected)
+        for n in range(6, 11):
+            http.publish(f"m{n}", room)  # missed by the client: to be replayed
+        written_while_away = chat.send_nowait("sent while away")
+        assert chat.pending == 1
+        relay.refusing = False
+        stored = await written_while_away
+        for n in range(11, 16):
+            http.publish(f"m{n}", room)
+        await events.wait(lambda: len(events.of(Message)) == 16, "every message")
+        expected = [f"m{n}" for n in range(1, 11)] + ["sent while away"] + [f"m{n}" for n in range(11, 16)]
+        assert events.messages() == expected
+        assert [m.id for m in events.of(Message)] == list(range(1, 17))
+        assert stored.id == 11
+        assert not events.of(Reset) and not events.of(Gap)
+        assert len(events.of(Connected)) == 2 and len(events.of(CaughtUp)) == 2
+        # What the client saw is what the server stored, once each.
+        assert [item["message"] for item in http.history(room, limit=100)["chat_history"]] == expected
+        return events
+
+
 def test_resumes_across_a_server_restart_with_no_gap_and_no_duplicate(
     livechat: Callable[..., LivechatServer],
 ) -> None:
     server = livechat()
-    http = server.http()
 
     async def scenario() -> None:
         async with Relay(server.port) as relay:
-            async with ChatClient(relay.url, "river", name="Ada", backoff=FAST) as chat:
-                events = Events(chat)
-                for n in range(1, 6):
-                    http.publish(f"m{n}", "river")
-                await events.wait(lambda: len(events.of(Message)) == 5, "the first 5")
-                # The server goes down; the client keeps trying (refused meanwhile).
-                relay.refusing = True
-                await asyncio.to_thread(server.restart)
-                assert (await events.first(Disconnected)).code == 1001  # going away
-                for n in range(6, 11):
-                    http.publish(f"m{n}", "river")  # missed by the client: to be replayed
-                written_while_away = chat.send_nowait("sent while away")
-                assert chat.pending == 1
-                relay.refusing = False
-                await events.wait(lambda: len(events.of(CaughtUp)) >= 2, "caught up after the restart")
-                stored = await written_while_away
-                for n in range(11, 16):
-                    http.publish(f"m{n}", "river")
-                await events.wait(lambda: len(events.of(Message)) == 16, "every message")
-                expected = [f"m{n}" for n in range(1, 11)] + ["sent while away"] + [f"m{n}" for n in range(11, 16)]
-                assert events.messages() == expected
-                assert [m.id for m in events.of(Message)] == list(range(1, 17))
-                assert stored.id == 11
-                assert not events.of(Reset) and not events.of(Gap)
-                # What the client saw is what the server stored, once each.
-                history = [item["message"] for item in http.history("river", limit=100)["chat_history"]]
-                assert history == expected
-                assert len(events.of(Connected)) == 2
+            events = await away_and_back(relay, server.http(), "river", lambda: asyncio.to_thread(server.restart))
+            assert events.of(Disconnected)[0].code == 1001  # going away
+
+    run(scenario())
+
+
+def test_resumes_on_another_node_after_one_is_killed(livechat: Callable[..., LivechatServer], redis: RedisServer) -> None:
+    """Two nodes on one Redis: the client's node dies (kill -9) and it resumes on the other, which
+    replays what it missed from the room's stream."""
+    first = livechat("--redis-url", redis.url)
+    second = livechat("--redis-url", redis.url)
+
+    async def scenario() -> None:
+        async with Relay(first.port) as relay:
+
+            async def kill_its_node() -> None:
+                await asyncio.to_thread(first.stop, signal.SIGKILL)
+                relay.target = second.port
+
+            events = await away_and_back(relay, second.http(), "nodes", kill_its_node)
+            assert events.of(Disconnected)[0].code == 1006  # no close frame from a killed node
 
     run(scenario())
 
