@@ -59,6 +59,10 @@ class Events:
             self.ended = closed
         self._changed.set()
 
+    def summary(self, last: int = 12) -> str:
+        """The last events, short: their kind and id (a message's text may be long)."""
+        return ", ".join(f"{type(event).__name__}({getattr(event, 'id', '')})" for event in self.seen[-last:])
+
     def of(self, kind: type[E]) -> list[E]:
         return [event for event in self.seen if isinstance(event, kind)]
 
@@ -75,7 +79,7 @@ class Events:
                 raise AssertionError(f"the client ended ({self.ended!r}) while waiting for {what}")
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
-                raise AssertionError(f"waited {timeout:.0f} s for {what}; the last events: {self.seen[-8:]}")
+                raise AssertionError(f"waited {timeout:.0f} s for {what}; the last events: {self.summary()}")
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
@@ -250,6 +254,56 @@ def test_a_backlog_written_while_away_goes_once_in_order(livechat: Callable[...,
                 assert [item["message"]["n"] for item in history] == list(range(600))
 
     run(scenario())
+
+
+def test_a_reader_that_falls_behind_costs_a_reconnect_not_memory(livechat: Callable[..., LivechatServer]) -> None:
+    """Events not read pile up to max_queue; then the client stops reading its socket, the server
+    closes it as a slow consumer (1008), and once read again it resumes where it stopped."""
+    server = livechat("--outbound-queue", "16", "--outbound-bytes", "65536")
+    http = server.http()
+    count = 600
+
+    async def scenario() -> None:
+        async with ChatClient(server.url, "firehose", name="Ada", backoff=FAST, max_queue=5) as chat:
+            for n in range(count):
+                await asyncio.to_thread(http.publish, {"n": n, "padding": "x" * 20_000}, "firehose")
+            await until(lambda: any("slow consumer" in line for line in server.log), "the server to close a slow consumer")
+            events = Events(chat)
+            await events.wait(lambda: len(events.of(Message)) == count, "every message", timeout=60)
+            assert [event.message["n"] for event in events.of(Message)] == list(range(count))
+            assert any(event.code == 1008 for event in events.of(Disconnected))
+            assert not events.of(Gap)  # what the bounded replay left out was read from history
+
+    run(scenario(), timeout=120)
+
+
+def test_what_the_replay_leaves_out_is_read_from_history(livechat: Callable[..., LivechatServer]) -> None:
+    server = livechat("--replay-max", "3")
+    http = server.http()
+
+    async def scenario() -> None:
+        async with Relay(server.port) as relay:
+            async with ChatClient(relay.url, "bounded", name="Ada", backoff=FAST) as filled, ChatClient(
+                relay.url, "bounded", name="Bo", backoff=FAST, fill_gaps=False
+            ) as told:
+                events, gaps = Events(filled), Events(told)
+                http.publish("first", "bounded")
+                await events.first(Message)
+                await gaps.first(Message)
+                relay.refusing = True
+                relay.cut()
+                for n in range(2, 12):
+                    http.publish(f"m{n}", "bounded")
+                http.delete("bounded", 5)
+                relay.refusing = False
+                expected = ["first"] + [f"m{n}" for n in range(2, 12) if n != 5]
+                await events.wait(lambda: events.messages() == expected, "every message")
+                assert not events.of(Gap) and [event.id for event in events.of(Deleted)] == [5]
+                gap = await gaps.first(Gap)
+                assert (gap.first, gap.last) == (2, 8)
+                await gaps.wait(lambda: gaps.messages() == ["first", "m9", "m10", "m11"], "the replayed three")
+
+    run(scenario(), timeout=120)
 
 
 def test_a_gap_is_told_and_a_lost_history_resets(livechat: Callable[..., LivechatServer], tmp_path: Any) -> None:

@@ -118,7 +118,9 @@ class ChatClient:
     Resume (`resume=True`, the default): each reconnect asks for what was missed after the last
     id seen, so every message comes once and in order. The first connection starts from `since`
     (and `epoch`) when given, else from the room's latest message (read over HTTP: history
-    must be readable; `resume=False` follows the room live only, with gaps across drops).
+    must be readable; `resume=False` follows the room live only, with gaps across drops). What the
+    replay leaves out (it is bounded) is read from history (`fill_gaps`); what history no longer
+    has comes as a `Gap` event.
 
     Events (dataclasses of `livechat.events`) are iterated with `async for`; at most `max_queue`
     wait to be read (past it the client stops reading its socket: the server then closes it as
@@ -138,6 +140,7 @@ class ChatClient:
         presence: bool = False,
         receipts: bool = False,
         resume: bool = True,
+        fill_gaps: bool = True,
         since: int | None = None,
         epoch: str | None = None,
         backoff: Backoff | None = None,
@@ -156,6 +159,8 @@ class ChatClient:
         self._base = f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
         self._http_base = f"{'https' if scheme == 'wss' else 'http'}://{parts.netloc}{parts.path.rstrip('/')}"
         self._token = token
+        self._token_now: str | None = None  # the token of the latest connection
+        self._fill_gaps = fill_gaps
         self._name = name
         self._headers = dict(headers or {})
         self._presence_on = presence
@@ -398,9 +403,12 @@ class ChatClient:
                 query["epoch"] = self.epoch
         return f"{self._base}/ws/chat/{quote(self.room, safe=':')}/?{urlencode(query)}"
 
-    async def _read_position(self, token: str | None) -> None:
+    def _http(self) -> HTTPClient:
+        return HTTPClient(self._http_base, token=self._token_now, headers=self._headers, timeout=self._open_timeout)
+
+    async def _read_position(self) -> None:
         """The room's last id and epoch, to resume from when no `since` was given."""
-        http = HTTPClient(self._http_base, token=token, headers=self._headers, timeout=self._open_timeout)
+        http = self._http()
         try:
             page = await asyncio.to_thread(http.history, self.room, limit=1)
         finally:
@@ -410,10 +418,10 @@ class ChatClient:
         self.epoch = page.get("epoch")
 
     async def _open(self) -> ClientConnection:
-        token = await self._current_token()
+        token = self._token_now = await self._current_token()
         if self._resume and self.last_id is None:
             try:
-                await self._read_position(token)
+                await self._read_position()
             except LivechatError as error:
                 if error.status in REFUSALS:
                     raise ChatClosed(
@@ -590,9 +598,44 @@ class ChatClient:
         elif isinstance(event, ServerError):
             if self._refused(event):
                 return
+        elif isinstance(event, Gap) and self._fill_gaps:
+            await self._fill(event)
+            return
         elif not isinstance(event, (Gap, Reactions, ReadMoved, Seen)):
             return
         await self._emit(event)
+
+    async def _fill(self, gap: Gap) -> None:
+        """Reads what a `gap` announces from history, page by page (the replay is bounded; history
+        holds what retention kept), and hands it on in id order; what history no longer has is
+        still told as a `Gap`. Without history (refused, unreachable), the gap as it came."""
+        http = self._http()
+        after, told = gap.first - 1, False
+        try:
+            while after < gap.last:
+                page = await asyncio.to_thread(http.history, self.room, limit=1000, after=after, before=gap.last + 1)
+                items = page["chat_history"]
+                if not items:
+                    break
+                if not told and items[0]["id"] > gap.first:
+                    await self._emit(Gap(gap.room, gap.first, items[0]["id"] - 1, raw=gap.raw))
+                told = True
+                for item in items:
+                    if item.get("deleted"):
+                        await self._dispatch({"event": "deleted", "room": item["room"], "id": item["id"]})
+                    else:
+                        await self._dispatch(dict(item))
+                after = items[-1]["id"]
+        except (LivechatError, OSError) as error:
+            logger.warning("livechat %s: cannot read the gap %s-%s from history: %s", self.room, gap.first, gap.last, error)
+            await self._emit(Gap(gap.room, max(gap.first, after + 1), gap.last, raw=gap.raw))
+            return
+        finally:
+            http.close()
+        if not told:
+            await self._emit(gap)
+        elif after < gap.last:
+            await self._emit(Gap(gap.room, after + 1, gap.last, raw=gap.raw))
 
     def _refused(self, error: ServerError) -> bool:
         """Hands an error frame to the request it refuses; False when none was waiting for it."""
