@@ -61,7 +61,7 @@ class Events:
 
     def summary(self, last: int = 12) -> str:
         """The last events, short: their kind and id (a message's text may be long)."""
-        return ", ".join(f"{type(event).__name__}({getattr(event, 'id', '')})" for event in self.seen[-last:])
+        return ", ".join(f"{type(event).__name__}({getattr(event, 'id', getattr(event, 'code', ''))})" for event in self.seen[-last:])
 
     def of(self, kind: type[E]) -> list[E]:
         return [event for event in self.seen if isinstance(event, kind)]
@@ -458,5 +458,25 @@ def test_refusals_and_close_codes(livechat: Callable[..., LivechatServer]) -> No
             assert isinstance(events.ended, ChatClosed) and events.ended.code == 4004
             with pytest.raises(ChatClosed):
                 chat.send_nowait("too late")
+
+    run(scenario())
+
+
+def test_a_frame_too_big_for_either_side_stops_the_client(livechat: Callable[..., LivechatServer]) -> None:
+    """Reconnecting would only meet the same frame again: the client stops and says why."""
+    server = livechat("--max-message-bytes", "1000")
+
+    async def scenario() -> None:
+        async with ChatClient(server.url, "big", name="Ada") as chat:
+            events = Events(chat)
+            with pytest.raises(ChatClosed) as refused:
+                await chat.send("x" * 2000)
+            assert refused.value.code == 1009
+            await events.wait(lambda: events.ended, "the client to stop")
+        async with ChatClient(server.url, "big", name="Ada", max_message_bytes=300) as small:
+            events = Events(small)
+            await asyncio.to_thread(server.http().publish, "y" * 500, "big")
+            await events.wait(lambda: events.ended, "the client to stop")
+            assert isinstance(events.ended, ChatClosed) and events.ended.code == 1009
 
     run(scenario())

@@ -51,9 +51,12 @@ logger = logging.getLogger("livechat")
 TokenSource = Union[str, Callable[[], Union[str, Awaitable[str]]]]
 
 # Close codes after which the client does not reconnect by itself: the server asked it not to
-# (4004), or its token expired and it has no way to get another (4001, without a token source).
+# (4004), its token expired and it has no way to get another (4001, without a token source), or a
+# frame was too big (1009).
 DO_NOT_RECONNECT = 4004
 TOKEN_EXPIRED = 4001
+# A frame over a side's size limit: a reconnect would meet the same frame again.
+TOO_BIG = 1009
 # Handshake answers that another try would get again (a bad room or query, a refused token, a
 # ban, a foreign origin): the client stops. Other statuses (503: caps, store or Redis down) are
 # retried with backoff.
@@ -85,6 +88,17 @@ class RequestRefused(Exception):
     def __init__(self, refusal: ServerError):
         super().__init__(refusal.error)
         self.refusal = refusal
+
+
+def closed_with(ws: ClientConnection) -> tuple[int, str]:
+    """The close code and reason: the server's close frame, else the one this side sent (it
+    fails a connection, a frame too big say, without waiting for an answer), else 1006. Read from
+    the protocol's record (the connection's close_code is not in websockets 13)."""
+    protocol = ws.protocol
+    for frame in (protocol.close_rcvd, protocol.close_sent):
+        if frame is not None:
+            return frame.code, frame.reason
+    return 1006, ""
 
 
 @dataclass
@@ -145,6 +159,7 @@ class ChatClient:
         epoch: str | None = None,
         backoff: Backoff | None = None,
         max_queue: int | None = 1000,
+        max_message_bytes: int | None = 16 * 1024 * 1024,
         open_timeout: float = 10.0,
         request_timeout: float = 30.0,
         connect_options: Mapping[str, Any] | None = None,
@@ -173,6 +188,7 @@ class ChatClient:
         self.presence = Presence()
         self._backoff = backoff or Backoff()
         self._open_timeout = open_timeout
+        self._max_message_bytes = max_message_bytes
         self._request_timeout = request_timeout
         self._connect_options = dict(connect_options or {})
         self._events: asyncio.Queue[Event | None] | None = asyncio.Queue(max_queue) if max_queue is not None else None
@@ -430,7 +446,12 @@ class ChatClient:
                         status=error.status,
                     ) from error
                 raise
-        options: dict[str, Any] = {"open_timeout": self._open_timeout, "close_timeout": 2, "max_queue": 64}
+        options: dict[str, Any] = {
+            "open_timeout": self._open_timeout,
+            "close_timeout": 2,
+            "max_queue": 64,
+            "max_size": self._max_message_bytes,
+        }
         if self._headers:
             options["additional_headers"] = self._headers
         options.update(self._connect_options)
@@ -465,11 +486,17 @@ class ChatClient:
                 await self._serve(ws, attempt)
                 if self._closing:
                     break
-                # The protocol's own record (the connection's close_code is not in websockets 13).
-                code = ws.protocol.close_code if ws.protocol.close_code is not None else 1006
-                reason = ws.protocol.close_reason or ""
+                code, reason = closed_with(ws)
                 if code == DO_NOT_RECONNECT or (code == TOKEN_EXPIRED and not callable(self._token)):
                     raise ChatClosed(f"livechat closed the connection: {code} {reason}", code=code, reason=reason)
+                if code == TOO_BIG:
+                    # The same frame would be replayed (or the same message sent again) after a reconnect.
+                    raise ChatClosed(
+                        f"a frame was larger than the limit ({reason or 'message too big'}): the server's "
+                        "LIVECHAT_MAX_MESSAGE_BYTES against this client's max_message_bytes",
+                        code=code,
+                        reason=reason,
+                    )
                 if time.monotonic() - opened >= self._backoff.maximum:
                     attempt = 0  # it had been up a while: this is a new outage
                 delay = self._backoff.delay(attempt)
