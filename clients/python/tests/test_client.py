@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ from livechat import (
     TokenRefreshed,
     Typing,
     mint_token,
+    token_claims,
 )
 
 FAST = Backoff(initial=0.05, maximum=0.5, minimum=0.01)
@@ -478,5 +480,29 @@ def test_a_frame_too_big_for_either_side_stops_the_client(livechat: Callable[...
             await asyncio.to_thread(server.http().publish, "y" * 500, "big")
             await events.wait(lambda: events.ended, "the client to stop")
             assert isinstance(events.ended, ChatClosed) and events.ended.code == 1009
+
+    run(scenario())
+
+
+def test_a_token_function_keeps_a_connection_past_its_first_tokens_expiry(livechat: Callable[..., LivechatServer]) -> None:
+    """Tokens of 1 s: the server would close the connection 5 s (its clock skew) after the first
+    one's exp; the client hands it fresh ones before, and stays."""
+    server = livechat("--auth", "required", "--jwt-secret", JWT_SECRET)
+
+    async def scenario() -> None:
+        expiries: list[int] = []
+
+        def token() -> str:
+            minted = mint_token(JWT_SECRET, "ada", ttl=1)
+            expiries.append(token_claims(minted)["exp"])
+            return minted
+
+        async with ChatClient(server.url, "fresh", token=token, backoff=FAST) as chat:
+            events = Events(chat)
+            past_the_first = expiries[0] + 5 + 1
+            await events.wait(lambda: time.time() > past_the_first, "the first token's end, and its skew", timeout=15)
+            assert len(events.of(TokenRefreshed)) >= 3
+            assert not events.of(Disconnected) and len(events.of(Connected)) == 1
+            assert (await chat.send("still here")).user == {"id": "ada"}
 
     run(scenario())

@@ -45,6 +45,7 @@ from .events import (
 )
 from .http import HTTPClient, LivechatError
 from .presence import Presence
+from .tokens import token_claims
 
 logger = logging.getLogger("livechat")
 
@@ -101,6 +102,17 @@ def closed_with(ws: ClientConnection) -> tuple[int, str]:
     return 1006, ""
 
 
+def _expiry(token: str | None) -> int | None:
+    """A token's `exp` (seconds since the Unix epoch), read without checking it."""
+    if not token:
+        return None
+    try:
+        exp = token_claims(token).get("exp")
+    except ValueError:
+        return None
+    return exp if isinstance(exp, int) else None
+
+
 @dataclass
 class _Pending:
     frame: dict[str, Any]
@@ -124,8 +136,8 @@ class ChatClient:
     ```
 
     `url`: the server (`ws://`, `wss://`, or `http(s)://`; a path is a prefix). `token`: a JWT,
-    or a function (sync or async) returning one, called before each connection (so an expired
-    one is replaced). `name`: with auth off, the name to speak under. `headers`: sent with the
+    or a function (sync or async) returning one, called before each connection and before the
+    connection's token expires (the new one is handed over on the socket). `name`: with auth off, the name to speak under. `headers`: sent with the
     handshake (a session cookie, for a connect hook). `presence`: presence and typing events
     (kept in `.presence`). `receipts`: `Seen` events.
 
@@ -386,7 +398,29 @@ class ChatClient:
                 self._token_waiters.remove(future)
         if not callable(self._token):
             self._token = token  # the next connection uses it too
+        self._token_now = token
         return refreshed
+
+    async def _keep_token_fresh(self) -> None:
+        """With a token function: a new token before the connection's expires (when a third of
+        its lifetime is left, at most a minute before), so that a long connection is not closed
+        with 4001. When that fails, the 4001 close comes, and the reconnect asks for a token."""
+        while True:
+            exp = _expiry(self._token_now)
+            if exp is None:
+                return
+            left = exp - time.time()
+            await asyncio.sleep(max(left - min(left / 3, 60), 0))
+            try:
+                token = await self._current_token()
+                if token is None or (_expiry(token) or 0) <= exp:
+                    # Not a later one (minted within the same second, or cached): ask again soon.
+                    await asyncio.sleep(1)
+                    continue
+                await self.refresh_token(token)
+            except (RequestRefused, ConnectionLost, asyncio.TimeoutError, ValueError) as error:
+                logger.warning("livechat %s: the token could not be refreshed: %s", self.room, error)
+                return
 
     def typing_users(self) -> list[Any]:
         """Others typing now (within 3 s)."""
@@ -545,6 +579,7 @@ class ChatClient:
         if not self._resume:
             self._ready.set()
             self._schedule_flush()
+        refresher = asyncio.create_task(self._keep_token_fresh()) if callable(self._token) else None
         try:
             async for data in ws:
                 if isinstance(data, bytes):
@@ -560,6 +595,8 @@ class ChatClient:
         except ConnectionClosed:
             pass
         finally:
+            if refresher is not None:
+                refresher.cancel()
             self._ws = None
             self._ready.clear()
             self.presence.clear()
