@@ -46,6 +46,7 @@ from .events import (
 from .http import HTTPClient, LivechatError
 from .presence import Presence
 from .tokens import token_claims
+from .types import User
 
 logger = logging.getLogger("livechat")
 
@@ -422,7 +423,7 @@ class ChatClient:
                 logger.warning("livechat %s: the token could not be refreshed: %s", self.room, error)
                 return
 
-    def typing_users(self) -> list[Any]:
+    def typing_users(self) -> list[User]:
         """Others typing now (within 3 s)."""
         return self.presence.typing_users()
 
