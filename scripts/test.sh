@@ -104,11 +104,22 @@ step "the README's run command, exactly as written (cargo run --release)"
 step "the WebSocket layer against the Autobahn|Testsuite fuzzing client (kosoku)"
 "$PYTHON" tests/autobahn/run.py
 
+step "the Python client (clients/python): its wheel built and installed, mypy --strict, pytest against the binary"
+rm -f target/wheels/livechat-*.whl
+target/pytools/bin/pip wheel --quiet --disable-pip-version-check --no-deps clients/python -w target/wheels
+target/pytools/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps target/wheels/livechat-*.whl
+target/pytools/bin/pip install --quiet --disable-pip-version-check -r clients/python/tests/requirements.txt
+target/pytools/bin/mypy --strict clients/python/src
+cargo build -p livechat --bin livechat
+"$PYTHON" -m pytest clients/python/tests -v -p no:cacheprovider --durations=5
+
 step "the Django example end to end: examples/django under gunicorn, the hooks and webhooks (tests/django)"
 if [ ! -x target/django-venv/bin/python ]; then
   python3 -m venv target/django-venv
 fi
 target/django-venv/bin/pip install --quiet --disable-pip-version-check -r examples/django/requirements.txt
+# The app speaks to livechat through the Python client: the wheel built above.
+target/django-venv/bin/pip install --quiet --disable-pip-version-check --force-reinstall target/wheels/livechat-*.whl
 target/pytools/bin/pip install --quiet --disable-pip-version-check -r tests/django/requirements.txt
 cargo build -p livechat --bin livechat
 "$PYTHON" -m pytest tests/django -v -p no:cacheprovider --durations=0
