@@ -29,6 +29,7 @@ use crate::room::RoomName;
 use crate::store::StoreError;
 use crate::store::export::{Export, Row};
 use crate::store::now_ms;
+use crate::tasks::Tasks;
 
 /// Messages sent to Redis in one pipeline.
 const CHUNK: usize = 1000;
@@ -78,7 +79,27 @@ pub async fn migrate(
         urls: &settings.urls,
         cluster: settings.cluster,
     };
-    let mut connection = Connection::open(servers, settings.timeout, pushes).await?;
+    // The connection's own background work (a cluster's, a reconnect's) ends with the migration.
+    let tasks = Tasks::new();
+    let migrated = copy_all(export, settings, servers, pushes, &tasks, &mut progress).await;
+    tasks.stop_all(settings.timeout).await;
+    migrated.map(|mut done| {
+        done.elapsed = started.elapsed();
+        done
+    })
+}
+
+/// The migration itself, on a connection whose tasks `tasks` owns.
+async fn copy_all(
+    export: &Export,
+    settings: &MigrateSettings,
+    servers: Servers<'_>,
+    pushes: PushQueue,
+    tasks: &Tasks,
+    progress: &mut impl FnMut(&Progress),
+) -> Result<Progress, MigrateError> {
+    let started = Instant::now();
+    let mut connection = Connection::open(servers, settings.timeout, pushes, tasks).await?;
     let keys = Keys::new(&settings.prefix);
     let (epoch, renewed_from) = export.epochs()?;
     let epoch = epoch.unwrap_or_else(|| crate::epoch::new_epoch().to_string());
