@@ -389,8 +389,9 @@ class RoomView {
     const { user } = record;
     this.dialogFor = { record, opener };
     $('ban-who').textContent = `${displayName(user)} (${user.id})`;
+    // Each time from the same start: a ban, the first length, this room, no reason.
+    $('ban-form').reset();
     $('ban-error').hidden = true;
-    $('ban-reason').value = '';
     $('ban-dialog').showModal();
   }
 

@@ -45,6 +45,7 @@ function historyUrl(room, query) {
 
 /** A message's content as text: a string as it is, anything else as JSON. */
 export function textOf(message) {
+  if (message === undefined) return '';
   return typeof message === 'string' ? message : JSON.stringify(message);
 }
 
@@ -421,7 +422,7 @@ export class Timeline {
     if (!Number.isNaN(when.getTime())) item.dataset.ts = String(when.getTime());
     const mine = (typeof nonce === 'string' && this.sentNonces.has(nonce)) || this.view.isMine(user);
     if (mine) item.classList.add('mine');
-    item.record = { id, user, message: record.message, replyTo: record.reply_to, reactions: {} };
+    item.record = { id, user, message: record.message, replyTo: record.reply_to, deleted: record.deleted === true, reactions: {} };
     this.items.set(id, item);
     this.render(item, record);
     // Id order, also when a late history page meets newer live frames.
