@@ -340,6 +340,7 @@ test('direct messages: opened from the picker, listed with the last message and 
     const entry = bob.page.locator('#dm-list a[data-room="dm:alice:bob"]');
     await entry.waitFor(WAIT);
     assert.equal(await entry.textContent(), '@alice psst, Bob: lunch? 1 unread');
+    await bob.page.screenshot({ path: join(artifacts, 'chat-picker-directs.png') });
     await entry.click();
     await item(bob.page, 'psst, Bob: lunch?').waitFor(WAIT);
     await bob.page.locator('#nav-dms a[data-room="dm:alice:bob"][aria-current="page"]').waitFor(WAIT);
@@ -354,5 +355,59 @@ test('direct messages: opened from the picker, listed with the last message and 
     assert.deepEqual([unexpected, bob.problems], [[], []]);
   } finally {
     for (const { close } of opened) await close();
+  }
+});
+
+test('from the keyboard: a message\'s actions, the reaction picker, Escape; every button says what it does', async () => {
+  const [nodeA] = nodes;
+  const { page, problems, close } = await open(nodeA, `/r/keys#token=${ALICE}`);
+  try {
+    await connected(page);
+    await post(nodeA, BOB, 'keys', 'Tab to me');
+    await say(page, 'Mine, to edit');
+    await item(page, 'Mine, to edit').waitFor(WAIT);
+    // From the conversation, Tab reaches the first message's actions, shown while they have
+    // the focus.
+    await page.locator('#scroller').focus();
+    await page.keyboard.press('Tab');
+    const reply = item(page, 'Tab to me').getByRole('button', { name: 'Reply to Bob' });
+    assert.equal(await reply.evaluate((button) => document.activeElement === button), true);
+    assert.equal(await reply.evaluate((button) => getComputedStyle(button.parentElement).opacity), '1');
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('Enter');
+    // The picker opens with the focus on its first emoji; Tab, Enter picks the second.
+    const picker = page.locator('#reaction-picker');
+    await picker.waitFor(WAIT);
+    assert.equal(await page.evaluate(() => document.activeElement.getAttribute('aria-label')), 'React with 👍');
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('Enter');
+    await reactionShown(page, 'Tab to me', '❤️', 1, true);
+    const reactButton = item(page, 'Tab to me').getByRole('button', { name: /^React to/ });
+    assert.equal(await reactButton.evaluate((button) => document.activeElement === button), true, 'the focus back on React');
+    // Escape closes it, and the focus goes back where it was.
+    await page.keyboard.press('Enter');
+    await picker.waitFor(WAIT);
+    await page.keyboard.press('Escape');
+    await picker.waitFor({ state: 'hidden', ...WAIT });
+    assert.equal(await reactButton.evaluate((button) => document.activeElement === button), true);
+    assert.equal(await reactButton.getAttribute('aria-expanded'), 'false');
+
+    // Editing from the keyboard; Escape gives the draft back.
+    await page.fill('#message-input', 'a draft');
+    await item(page, 'Mine, to edit').getByRole('button', { name: 'Edit your message' }).focus();
+    await page.keyboard.press('Enter');
+    assert.equal(await page.inputValue('#message-input'), 'Mine, to edit');
+    assert.equal(await page.locator('#send-button').textContent(), 'Save');
+    await page.keyboard.press('Escape');
+    assert.equal(await page.inputValue('#message-input'), 'a draft');
+    assert.equal(await page.locator('#send-button').textContent(), 'Send');
+
+    // Every button in the timeline has a name for assistive technology.
+    const unnamed = await page.locator('#log button, #reaction-picker button').evaluateAll((buttons) => buttons
+      .filter((button) => !(button.getAttribute('aria-label') || button.textContent).trim()).map((button) => button.outerHTML));
+    assert.deepEqual(unnamed, []);
+    assert.deepEqual(problems, []);
+  } finally {
+    await close();
   }
 });
