@@ -159,6 +159,8 @@ async function listRooms() {
   $('directs').hidden = !TOKEN;
   $('no-directs').hidden = dms.length > 0;
 
+  // Direct messages are listed above, the user's own only.
+  rooms = rooms.filter(({ room }) => typeof room === 'string' && dmPartner(room) === null);
   $('room-list').replaceChildren(...rooms.map(({ room, members }) => roomItem(room, {
     text: `${room} (${members})`, unread: counts.get(room) ?? 0,
   })));
