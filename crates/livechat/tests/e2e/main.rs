@@ -21,6 +21,7 @@ mod proxy;
 mod resume;
 mod security;
 mod settings;
+mod sse;
 mod support;
 mod tls;
 mod webhooks;
