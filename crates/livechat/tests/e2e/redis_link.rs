@@ -19,6 +19,8 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 /// the timeout even on an idle node.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
+const KEY: &str = "redis-link-e2e-server-key";
+
 /// The most messages the publisher sends (one history page holds them all).
 const MOST: u64 = 500;
 
@@ -72,7 +74,7 @@ async fn a_broken_link_to_redis_loses_and_doubles_nothing_and_heals_by_itself() 
     let redis = RedisServer::start().await;
     let proxy = FaultProxy::start(redis.port).await;
     let timeout = format!("{}ms", TIMEOUT.as_millis());
-    let args = ["--redis-timeout", timeout.as_str()];
+    let args = ["--redis-timeout", timeout.as_str(), "--api-key", KEY];
     let a = Arc::new(Server::node_via(&proxy.url(), &args).await);
     let b = Arc::new(Server::node(&redis, &args).await);
     let mut readers = Vec::new();
@@ -92,7 +94,7 @@ async fn a_broken_link_to_redis_loses_and_doubles_nothing_and_heals_by_itself() 
             let mut retried = 0;
             let mut n = 0u64;
             while (!*stopped.borrow() || n < 40) && n < MOST {
-                let node = if n % 2 == 0 { &a } else { &b };
+                let node = if n.is_multiple_of(2) { &a } else { &b };
                 let (id, tries) = publish(node, n).await;
                 acknowledged.insert(n, id);
                 retried += tries - 1;
@@ -212,4 +214,11 @@ async fn a_broken_link_to_redis_loses_and_doubles_nothing_and_heals_by_itself() 
         let got: BTreeSet<u64> = got.into_iter().collect();
         assert_eq!(got, ids, "reader {index} has exactly what history holds");
     }
+
+    // A's new connection listens to the control channel too: B's moderator reaches A's users.
+    let mut eve = a.connect("/ws/chat/link/?name=eve").await;
+    let order = json!({"user": "eve"});
+    let answer = b.call(KEY, "POST", "/api/disconnect", Some(order)).await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    assert_eq!(eve.recv_close().await, (4003, "disconnected".to_owned()));
 }
