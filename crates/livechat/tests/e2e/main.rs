@@ -21,6 +21,7 @@ mod presence;
 mod proxy;
 mod redis_link;
 mod resume;
+mod rolling;
 mod security;
 mod settings;
 mod support;
