@@ -330,6 +330,8 @@ def main():
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--logs", help="copy the nodes' and nginx's logs into this directory")
     options = parser.parse_args()
+    # SIGTERM (a timeout, a CI runner) stops the servers this started, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="rolling-") as scratch:
         clients, handshakes, windows, stored = asyncio.run(rolling(options, scratch))
         if options.logs:

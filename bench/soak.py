@@ -10,7 +10,8 @@ On each setup, at the same time:
   publishers  one per room, RATE messages a second, each message carrying the time it was sent
 
 Every 10 s it samples each node's resident memory (VmRSS), open files (/proc/PID/fd) and CPU share,
-Redis' used memory, the members' publish-to-receive p99 over those 10 s (and the CPU share of this
+Redis' used memory, the members' publish-to-receive p99 over those 10 s (live messages only, not
+those a resume replays) (and the CPU share of this
 load generator, which measures it: one Python process for both setups), and what went wrong so far
 (errors: refused frames, failed connections, unexpected closes; lost, doubled). The samples go
 to OUT/soak.csv and a plot to OUT/soak.png (matplotlib).
@@ -36,6 +37,7 @@ import csv
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -151,6 +153,8 @@ async def member(setup, number, until):
     await asyncio.sleep(random.uniform(0, 3))
     while time.monotonic() < until:
         query = f"&presence=1&name={name}"
+        # What a resume replays was sent while this member was away: not a latency.
+        live = last is None
         if last is not None:
             query += f"&since={last}"
             setup.counts["resumes"] += 1
@@ -177,8 +181,10 @@ async def member(setup, number, until):
                         last = id_
                         setup.counts["delivered"] += 1
                         sent = frame["message"].get("t") if isinstance(frame["message"], dict) else None
-                        if sent is not None:
+                        if sent is not None and live:
                             setup.latencies.append(time.time() - sent)
+                    elif frame.get("event") == "caught_up":
+                        live = True
                     elif frame.get("event") in ("gap", "reset"):
                         setup.problem("lost", f"{name}: {frame}")
                     elif "error" in frame:
@@ -310,6 +316,8 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "docs"))
     parser.add_argument("--check", action="store_true")
     options = parser.parse_args()
+    # SIGTERM (a timeout, a CI runner) stops the servers this started, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     Path(options.out).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="soak-") as scratch:
         processes = Servers(scratch, pinned=False)
