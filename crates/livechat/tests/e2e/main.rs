@@ -24,6 +24,7 @@ mod resume;
 mod rolling;
 mod security;
 mod settings;
+mod sse;
 mod support;
 mod tls;
 mod webhooks;
