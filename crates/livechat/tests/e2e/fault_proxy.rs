@@ -1,7 +1,7 @@
 //! Test support: a TCP proxy between a node and Redis that breaks the link the ways networks do.
-//! It adds latency to every chunk, stalls connections without closing them (what a dead peer, a
-//! lost NAT entry or a firewall dropping packets look like), and cuts a connection in the middle
-//! of a reply.
+//! It adds latency to every chunk (chunks in flight overlap, as on a long link), stalls
+//! connections without closing them (what a dead peer, a lost NAT entry or a firewall dropping
+//! packets look like), and cuts a connection in the middle of a reply.
 //!
 //! A stall black-holes every connection open at the time for good: nothing more is forwarded
 //! either way and nothing is closed, so only a timeout of the node's own can notice. New
@@ -15,8 +15,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 pub struct FaultProxy {
     pub port: u16,
@@ -148,7 +149,8 @@ async fn connection(client: TcpStream, upstream: u16, shared: Arc<Shared>) {
     }
 }
 
-/// Passes chunks from `from` to `to` until either ends, the connection is cut, or forever
+/// Passes chunks from `from` to `to`, each `latency` after it was read (chunks in flight
+/// overlap, as on a long link), until either side ends, the connection is cut, or forever
 /// silent once black-holed.
 async fn pump(
     mut from: OwnedReadHalf,
@@ -157,30 +159,48 @@ async fn pump(
     dead: Arc<AtomicBool>,
     replies: bool,
 ) {
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
+    let (chunks, mut in_flight) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let reading = async {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            if dead.load(Ordering::Acquire) {
+                break;
+            }
+            let read = match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => read,
+            };
+            let due = Instant::now() + *shared.latency.lock().unwrap();
+            if chunks.send((due, buffer[..read].to_vec())).is_err() {
+                break;
+            }
+        }
+        drop(chunks);
+        // The writing side ends the pump, once it has passed on what was read.
+        std::future::pending::<()>().await
+    };
+    let writing = async {
+        while let Some((due, chunk)) = in_flight.recv().await {
+            tokio::time::sleep_until(due).await;
+            if dead.load(Ordering::Acquire) {
+                return std::future::pending().await;
+            }
+            if replies && chunk.len() > 1 && shared.cut_next.swap(false, Ordering::AcqRel) {
+                let _ = to.write_all(&chunk[..chunk.len() / 2]).await;
+                let _ = to.flush().await;
+                shared.cuts.fetch_add(1, Ordering::AcqRel);
+                return;
+            }
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
         if dead.load(Ordering::Acquire) {
-            return std::future::pending().await;
+            std::future::pending().await
         }
-        let read = match from.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(read) => read,
-        };
-        let latency = *shared.latency.lock().unwrap();
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
-        }
-        if dead.load(Ordering::Acquire) {
-            return std::future::pending().await;
-        }
-        if replies && read > 1 && shared.cut_next.swap(false, Ordering::AcqRel) {
-            let _ = to.write_all(&buffer[..read / 2]).await;
-            let _ = to.flush().await;
-            shared.cuts.fetch_add(1, Ordering::AcqRel);
-            return;
-        }
-        if to.write_all(&buffer[..read]).await.is_err() {
-            return;
-        }
+    };
+    tokio::select! {
+        () = reading => {}
+        () = writing => {}
     }
 }
