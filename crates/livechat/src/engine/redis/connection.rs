@@ -16,6 +16,7 @@ use redis::{Cmd, Pipeline, ProtocolVersion, PushInfo, RedisFuture, RedisResult, 
 use tokio::sync::mpsc;
 
 use super::link::Link;
+use crate::tasks::Tasks;
 
 #[derive(Clone)]
 pub enum Connection {
@@ -43,6 +44,7 @@ impl Connection {
         servers: Servers<'_>,
         timeout: Duration,
         pushes: PushQueue,
+        tasks: &Tasks,
     ) -> RedisResult<Self> {
         let config = ConnectionManagerConfig::new()
             .set_push_sender(pushes.clone())
@@ -54,7 +56,7 @@ impl Connection {
         let (urls, cluster) = match servers {
             Servers::Urls { urls, cluster } => (urls, cluster),
             Servers::Sentinel { sentinels, master } => {
-                let link = Link::sentinel(sentinels, master, config, pushes).await?;
+                let link = Link::sentinel(sentinels, master, config, pushes, tasks.clone()).await?;
                 return Ok(Self::Server(link));
             }
         };
@@ -74,7 +76,12 @@ impl Connection {
             .unwrap_or("redis://127.0.0.1/");
         let separator = if url.contains('?') { '&' } else { '?' };
         let client = redis::Client::open(format!("{url}{separator}protocol=resp3"))?;
-        Ok(Self::Server(Link::server(client, config, pushes)?))
+        Ok(Self::Server(Link::server(
+            client,
+            config,
+            pushes,
+            tasks.clone(),
+        )?))
     }
 
     pub fn is_cluster(&self) -> bool {

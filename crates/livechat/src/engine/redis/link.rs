@@ -25,6 +25,7 @@ use redis::{
 use tokio::time::Instant;
 
 use super::connection::PushQueue;
+use crate::tasks::Tasks;
 
 /// The source is asked (or a stalled connection replaced) at most this often.
 const ASK_EVERY: Duration = Duration::from_millis(250);
@@ -45,6 +46,8 @@ pub struct Link {
     asking: AtomicBool,
     /// Counts connections made so far; a failure on an older one than `current` is not news.
     generations: AtomicU64,
+    /// Where the source is asked, apart from the failed command.
+    tasks: Tasks,
 }
 
 struct Current {
@@ -65,6 +68,7 @@ impl Link {
         client: redis::Client,
         config: ConnectionManagerConfig,
         pushes: PushQueue,
+        tasks: Tasks,
     ) -> RedisResult<Arc<Self>> {
         let address = client.get_connection_info().addr().to_string();
         let connection = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
@@ -74,6 +78,7 @@ impl Link {
             connection,
             config,
             pushes,
+            tasks,
         ))
     }
 
@@ -84,6 +89,7 @@ impl Link {
         name: &str,
         config: ConnectionManagerConfig,
         pushes: PushQueue,
+        tasks: Tasks,
     ) -> RedisResult<Arc<Self>> {
         let resp3 = RedisConnectionInfo::default().set_protocol(ProtocolVersion::RESP3);
         let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(resp3);
@@ -110,6 +116,7 @@ impl Link {
             connection,
             config,
             pushes,
+            tasks,
         ))
     }
 
@@ -119,6 +126,7 @@ impl Link {
         connection: ConnectionManager,
         config: ConnectionManagerConfig,
         pushes: PushQueue,
+        tasks: Tasks,
     ) -> Arc<Self> {
         Arc::new(Self {
             source,
@@ -131,6 +139,7 @@ impl Link {
             pushes,
             asking: AtomicBool::new(false),
             generations: AtomicU64::new(0),
+            tasks,
         })
     }
 
@@ -157,7 +166,7 @@ impl Link {
         }
         let link = self.clone();
         let generation = used.generation;
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let started = Instant::now();
             link.follow(stalled.then_some(generation)).await;
             tokio::time::sleep_until(started + ASK_EVERY).await;
