@@ -131,10 +131,13 @@ export class RoomClient extends EventTarget {
     });
   }
 
+  /** The wait before the next reconnect: doubling from RETRY_FIRST_MS to RETRY_MAX_MS, each
+   * drawn at random from half to one and a half times that, so that the clients of a node that
+   * went away (a restart, a deploy) come back spread over time, not all at once on the others. */
   nextRetry() {
     const wait = this.retryMs;
     this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
-    return wait;
+    return wait / 2 + Math.random() * wait;
   }
 
   stop() {
