@@ -6,7 +6,8 @@
 //! hands what arrives to its hub, so every member on every node sees Redis' order.
 //!
 //! - `connection`: one RESP3 connection (single server or cluster), resubscribing by itself
-//! - `sentinel`: the master Redis Sentinel names, followed after a failover
+//! - `link`: the server (or the master Redis Sentinel names) followed after a failover, and a
+//!   stalled connection replaced
 //! - `publisher`: batches publishes into pipelines, one per room
 //! - `subscriber`: subscribes while a room has local members; dedupes and fills gaps by id,
 //!   follows a room's new epoch
@@ -22,13 +23,13 @@
 mod changes;
 mod connection;
 mod keys;
+mod link;
 pub mod migrate;
 mod moderation;
 mod nodes;
 mod presence;
 mod publisher;
 mod retention;
-mod sentinel;
 mod stream;
 mod subscriber;
 mod webhooks;
