@@ -232,6 +232,8 @@ export class LivechatClient extends Emitter {
     this.readWanted = null;
     this.connection = null;
     this.connectionKind = null;
+    /** The current connection asked for a replay (`since`): it is live once `caught_up` comes. */
+    this.resuming = false;
     this.caughtUp = false;
     this.stopped = false;
     this.started = false;
@@ -282,23 +284,27 @@ export class LivechatClient extends Emitter {
   }
 
   /** The room's latest id and epoch, so that the first connection resumes from there. Without
-   * them (history not readable here, or the server unreachable) the first connection is live
-   * only, and later ones resume from the ids seen. */
+   * them (history not readable here, or the server unreachable) the connection is live only,
+   * and the next one resumes after the last id seen (read again before it while none was).
+   * Credentials the server refuses stop the client. */
   async readLatestId() {
     try {
-      const answer = await this.http('GET', `/chat/history/?room=${encodeURIComponent(this.room)}&limit=1`);
-      const page = answer.chat_history;
-      if (Array.isArray(page)) {
-        const last = page[page.length - 1];
-        this.advance(typeof last?.id === 'number' ? last.id : 0, answer.epoch);
-        this.resumable = true;
-      }
+      this.takePosition(await this.http('GET', `/chat/history/?room=${encodeURIComponent(this.room)}&limit=1`));
     } catch (error) {
-      if (error.status === 401 || error.status === 403) {
+      const historyClosed = String(error.message).includes('LIVECHAT_HISTORY_READS');
+      if (error.status === 401 || (error.status === 403 && !historyClosed)) {
         this.stop();
         this.emit('stopped', { code: error.status, reason: error.message });
       }
     }
+  }
+
+  takePosition(answer) {
+    const page = answer?.chat_history;
+    if (!Array.isArray(page)) return;
+    const last = page[page.length - 1];
+    this.advance(typeof last?.id === 'number' ? last.id : 0, answer.epoch);
+    this.resumable = true;
   }
 
   advance(id, epoch) {
@@ -330,9 +336,13 @@ export class LivechatClient extends Emitter {
     return params;
   }
 
-  open() {
+  async open() {
     if (this.stopped) return;
     clearTimeout(this.retryTimer);
+    if (!this.resumable && this.lastId === 0 && this.startFrom === 'latest' && this.attempt > 0) {
+      await this.readLatestId();
+      if (this.stopped) return;
+    }
     this.drop(this.connection);
     this.caughtUp = false;
     const kind = this.nextKind();
@@ -436,7 +446,6 @@ export class LivechatClient extends Emitter {
   /** The connection is live: its replay is done (`caught_up`), or it opened without one. */
   goLive({ id, epoch }) {
     this.advance(id, epoch);
-    this.resumable = true;
     this.caughtUp = true;
     this.attempt = 0;
     this.emit('live', { transport: this.connectionKind, id: this.lastId, epoch: this.epoch });

@@ -4,7 +4,7 @@
 // sends, hold what a client sends and pass it on late (after the client has given up on that
 // connection), refuse WebSocket upgrades (as a proxy that breaks WebSockets does), and follow
 // the server to a new port after a restart.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -46,6 +46,11 @@ export async function startServer({ dataDir = mkdtempSync(join(tmpdir(), 'livech
       return exited;
     },
   };
+}
+
+/** A token signed by `livechat token` with `secret`. */
+export function mintToken(secret, args) {
+  return execFileSync(binary, ['token', ...args], { env: { ...process.env, LIVECHAT_JWT_SECRET: secret }, encoding: 'utf8' }).trim();
 }
 
 /** A TCP relay on a port of its own to `127.0.0.1:target`. */

@@ -5,7 +5,7 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { LivechatClient } from '../livechat.js';
-import { api, EventSource, record, startRelay, startServer, waitFor, WebSocket } from './harness.mjs';
+import { api, EventSource, mintToken, record, startRelay, startServer, waitFor, WebSocket } from './harness.mjs';
 
 const running = [];
 after(async () => {
@@ -223,6 +223,30 @@ test('where WebSockets are blocked, the room is followed over Server-Sent Events
   assert.deepEqual(messages.map(([, frame]) => frame.id), [1, 2, 3, 4]);
   assert.ok(attempts.slice(3).every(([, detail]) => detail.transport === 'sse'), 'it stays on SSE once it worked');
   assert.equal((await history(server.url, room)).length, 4);
+});
+
+test('with auth required: a token is the identity, one the server refuses stops the client', async () => {
+  const secret = 'livechat-client-test-secret-of-32-bytes-or-more';
+  const server = await startServer({ args: ['--auth', 'required', '--jwt-secret', secret] });
+  running.push(() => server.stop());
+  const stops = [];
+  for (const token of [undefined, mintToken(secret, ['--sub', 'eve', '--rooms', 'elsewhere'])]) {
+    const refused = client(server.url, 'members', { token });
+    refused.on('stopped', (detail) => stops.push(detail.code));
+    await refused.connect();
+  }
+  assert.deepEqual(stops, [401, 403]);
+
+  const ada = client(server.url, 'members', { token: mintToken(secret, ['--sub', 'ada', '--name', 'Ada', '--ttl', '10m']) });
+  const told = record(ada, ['live', 'message', 'token']);
+  await ada.connect();
+  await waitFor('live', () => told.length === 1);
+  ada.send('signed');
+  ada.refreshToken(mintToken(secret, ['--sub', 'ada', '--name', 'Ada', '--ttl', '1h']));
+  await waitFor('the message and the fresh token', () => told.length === 3);
+  const message = told.find(([type]) => type === 'message')[1];
+  assert.deepEqual(message.user, { id: 'ada', name: 'Ada' });
+  assert.ok(told.find(([type]) => type === 'token')[1].exp > Date.now() / 1000 + 3000);
 });
 
 test('the server serves this very file at /livechat.js', async () => {

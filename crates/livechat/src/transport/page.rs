@@ -4,6 +4,11 @@
 //! message size limit (`<meta name="livechat-max-message-bytes">`), so that the page can check it
 //! before sending, and whether history can be read (`<meta name="livechat-history">`: `open`,
 //! `api-key` or `off`), so that it follows rooms live only when it cannot.
+//!
+//! The JavaScript client library (`clients/js/livechat.js`, an ES module) is embedded too and
+//! served at `/livechat.js` whether or not the page is, so that any page allowed to talk to this
+//! server can `import { LivechatClient } from 'https://chat.example/livechat.js'` (a module script
+//! is fetched with CORS: the origin rule's CORS headers let the app's pages load it).
 
 use axum::Router;
 use axum::extract::State;
@@ -17,6 +22,7 @@ use crate::auth::Access;
 const INDEX: &str = include_str!("../../web/index.html");
 const SCRIPT: &str = include_str!("../../web/app.js");
 const STYLE: &str = include_str!("../../web/style.css");
+const CLIENT_LIBRARY: &str = include_str!("../../../../clients/js/livechat.js");
 
 /// Nothing but this server: no outside scripts, styles, fonts or connections.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
@@ -34,6 +40,21 @@ pub fn routes() -> Router<AppState> {
             "/assets/style.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
         )
+}
+
+/// The client library's route, served with or without the page.
+pub fn client_library_routes() -> Router<AppState> {
+    Router::new().route("/livechat.js", get(client_library))
+}
+
+/// The JavaScript client library, the one the package `livechat-client` holds.
+#[utoipa::path(
+    get,
+    path = "/livechat.js", tag = "clients",
+    responses((status = 200, description = "The JavaScript client library: an ES module without dependencies (clients/js)", content_type = "text/javascript"))
+)]
+pub async fn client_library() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", CLIENT_LIBRARY)
 }
 
 async fn index(State(state): State<AppState>) -> impl IntoResponse {
