@@ -119,6 +119,33 @@ test('a message whose first send was held up is resent after the drop and stored
   assert.equal(ann.pending, 0);
 });
 
+test('gap and reset are told, and the room goes on after them without a duplicate', async () => {
+  const server = await startServer({ args: ['--replay-max', '2'] });
+  running.push(() => server.stop());
+  const room = 'numbering';
+  for (const text of ['m1', 'm2', 'm3', 'm4', 'm5']) await api(server.url, 'POST', '/chat/send/', { room, message: text });
+  const { epoch } = await api(server.url, 'GET', `/chat/history/?room=${room}&limit=1`);
+
+  // Behind by five with a replay of two: ids 1-3 are a gap, 4 and 5 come.
+  const behind = client(server.url, room, { since: 0, epoch });
+  const told = record(behind, ['gap', 'message', 'live']);
+  await behind.connect();
+  await waitFor('caught up', () => behind.live);
+  assert.deepEqual(told.map(([type, detail]) => [type, detail.from ?? detail.message ?? detail.id]),
+    [['gap', 1], ['message', 'm4'], ['message', 'm5'], ['live', 5]]);
+  assert.equal(told[0][1].to, 3);
+
+  // Another epoch (the room's numbering started again elsewhere): reset, then what follows.
+  const stale = client(server.url, room, { since: 2, epoch: 'an-epoch-gone' });
+  const resets = record(stale, ['reset', 'message']);
+  await stale.connect();
+  await waitFor('caught up', () => stale.live);
+  await api(server.url, 'POST', '/chat/send/', { room, message: 'm6' });
+  await waitFor('m6', () => resets.length === 2);
+  assert.deepEqual(resets.map(([type, detail]) => [type, detail.last ?? detail.message]), [['reset', 5], ['message', 'm6']]);
+  assert.equal(stale.epoch, epoch);
+});
+
 test('presence: who is here as a state, joins and leaves as they come; typing', async () => {
   const { relay } = await setUp();
   const room = 'people';
@@ -209,8 +236,8 @@ test('where WebSockets are blocked, the room is followed over Server-Sent Events
   assert.equal(messages[1][1].user.name, 'Ann');
   assert.equal(ann.typing(), false, 'no typing over SSE');
 
-  // The stream drops; the room goes on; Ann writes while it is down (the POST cannot go either):
-  // the stream resumes from the last id, the message is stored once.
+  // The stream drops; the room goes on; Ann writes while it is down (kept pending): the stream
+  // resumes from the last id, the message is sent once it is live again.
   relay.refusing = true;
   relay.cut();
   await waitFor('the drop seen', () => !ann.live);
