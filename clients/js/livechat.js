@@ -265,7 +265,7 @@ export class LivechatClient extends Emitter {
     if (this.started || this.stopped) return;
     this.started = true;
     if (this.startFrom === 'latest') await this.readLatestId();
-    if (!this.stopped) this.open();
+    if (!this.stopped) await this.open();
   }
 
   /** Closes for good. */
@@ -316,7 +316,7 @@ export class LivechatClient extends Emitter {
    * WebSockets did not open `fallbackAfter` times running (then alternating, until one opens). */
   nextKind() {
     if (this.mode !== 'auto') return this.mode;
-    if (this.sseWorked) return 'sse';
+    if (this.sseWorked || !this.WebSocket) return 'sse';
     if (!this.EventSource || !this.fetch) return 'websocket';
     if (this.failedWebSocketOpens >= this.fallbackAfter && this.connectionKind === 'websocket') return 'sse';
     return 'websocket';
@@ -385,6 +385,9 @@ export class LivechatClient extends Emitter {
   }
 
   openEventSource(url) {
+    if (!this.EventSource) {
+      throw new TypeError('livechat: no WebSocket or EventSource implementation (pass `WebSocket`, e.g. from the ws package)');
+    }
     const source = new this.EventSource(url);
     const connection = { kind: 'sse', source, opened: false };
     this.connection = connection;

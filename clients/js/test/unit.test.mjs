@@ -55,3 +55,17 @@ test('VERSION is the package version', async () => {
   const { VERSION } = await import('../livechat.js');
   assert.equal(VERSION, JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version);
 });
+
+test('without a WebSocket or an EventSource (Node 20 given neither), connect says what to pass', async () => {
+  const saved = [globalThis.WebSocket, globalThis.EventSource];
+  delete globalThis.WebSocket;
+  delete globalThis.EventSource;
+  try {
+    const client = new LivechatClient({ room: 'r', url: 'http://127.0.0.1:9', since: null });
+    await assert.rejects(client.connect(), /pass `WebSocket`/);
+  } finally {
+    [globalThis.WebSocket, globalThis.EventSource] = saved;
+    if (saved[0] === undefined) delete globalThis.WebSocket;
+    if (saved[1] === undefined) delete globalThis.EventSource;
+  }
+});
