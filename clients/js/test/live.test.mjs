@@ -146,6 +146,25 @@ test('gap and reset are told, and the room goes on after them without a duplicat
   assert.equal(stale.epoch, epoch);
 });
 
+test('messages over the rate limit wait and go again by themselves, each stored once', async () => {
+  const server = await startServer({ args: ['--rate-limit', '4/s', '--rate-burst', '2'] });
+  running.push(() => server.stop());
+  const room = 'paced';
+  const ann = client(server.url, room, { name: 'Ann' });
+  const told = record(ann, ['message', 'ratelimited', 'refused']);
+  await ann.connect();
+  await waitFor('live', () => ann.live);
+  const written = ['one', 'two', 'three', 'four', 'five', 'six'];
+  for (const text of written) ann.send(text);
+  await waitFor('all six', () => told.filter(([type]) => type === 'message').length === 6);
+  assert.ok(told.some(([type]) => type === 'ratelimited'), 'the limit was met');
+  assert.deepEqual(told.filter(([type]) => type === 'refused'), []);
+  // Once each (a message refused for its rate may be overtaken by one the refilled bucket let in).
+  assert.deepEqual(texts(told.filter(([type]) => type === 'message')).sort(), [...written].sort());
+  assert.deepEqual((await history(server.url, room)).map((item) => item.message).sort(), [...written].sort());
+  assert.equal(ann.pending, 0);
+});
+
 test('presence: who is here as a state, joins and leaves as they come; typing', async () => {
   const { relay } = await setUp();
   const room = 'people';
