@@ -555,7 +555,8 @@ export class LivechatClient extends Emitter {
       throw new RangeError(`livechat: the message is ${bytes} bytes, the server takes at most ${this.maxMessageBytes}`);
     }
     this.pendingMessages.set(nonce, { body, bytes, sentOn: null });
-    if (this.caughtUp) this.transmit(nonce);
+    // While earlier ones wait to go again (rate limited), it waits with them, behind them.
+    if (this.caughtUp && this.resendTimer === null) this.transmit(nonce);
     return nonce;
   }
 
