@@ -254,6 +254,17 @@ test('where WebSockets are blocked, the room is followed over Server-Sent Events
   assert.equal(messages[1][1].nonce, nonce);
   assert.equal(messages[1][1].user.name, 'Ann');
   assert.equal(ann.typing(), false, 'no typing over SSE');
+  // A message's life over the HTTP routes, under the chosen name, told on the stream.
+  const life = record(ann, ['edited', 'reaction', 'refused']);
+  const mine = messages[1][1].id;
+  assert.equal(ann.edit(mine, 'edited over HTTP'), true);
+  ann.react(mine, '🎉');
+  ann.edit(messages[0][1].id, 'not mine');
+  await waitFor('the edit, the reaction and the refusal', () => life.length === 3);
+  const of = (type) => life.find(([seen]) => seen === type)[1];
+  assert.deepEqual([of('edited').id, of('edited').message, of('edited').by], [mine, 'edited over HTTP', { name: 'Ann' }]);
+  assert.deepEqual([of('reaction').emoji, of('reaction').user], ['🎉', { name: 'Ann' }]);
+  assert.deepEqual([of('refused').kind, of('refused').id, of('refused').frame.retry], ['edit', messages[0][1].id, undefined]);
 
   // The stream drops; the room goes on; Ann writes while it is down (kept pending): the stream
   // resumes from the last id, the message is sent once it is live again.
