@@ -3,25 +3,19 @@
 // once, presence; and the same over Server-Sent Events.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchChromium } from './chromium.mjs';
-import { startLivechat } from './livechat_server.mjs';
+import { browser, Server, WAIT } from './harness.mjs';
 
 const KEY = 'client-library-test-key';
-const WAIT = { timeout: 15_000 };
 
-let livechat;
+let server;
 let base;
-let browser;
 
 before(async () => {
-  ({ process: livechat, base } = await startLivechat('client-library', ['--api-key', KEY]));
-  browser = await launchChromium();
+  server = await Server.start({ args: ['--api-key', KEY] });
+  base = server.url;
 });
 
-after(async () => {
-  await browser?.close();
-  livechat?.kill('SIGTERM');
-});
+after(() => server?.stop());
 
 for (const transport of ['websocket', 'sse']) {
   test(`a page imports /livechat.js and chats over ${transport}`, async () => {

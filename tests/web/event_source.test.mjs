@@ -3,9 +3,14 @@
 // sent meanwhile, with no gap and no duplicate.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { launchChromium } from './chromium.mjs';
-import { startLivechat } from './livechat_server.mjs';
 
+const binary = process.env.LIVECHAT_BIN;
 const KEY = 'event-source-test-key';
 const WAIT = { timeout: 15_000 };
 
@@ -14,7 +19,18 @@ let base;
 let browser;
 
 before(async () => {
-  ({ process: livechat, base } = await startLivechat('event-source', ['--api-key', KEY]));
+  const dataDir = mkdtempSync(join(tmpdir(), 'livechat-event-source-'));
+  livechat = spawn(binary, ['--bind', '127.0.0.1:0', '--data-dir', dataDir, '--api-key', KEY], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const port = await new Promise((resolve, reject) => {
+    livechat.once('exit', (code) => reject(new Error(`livechat exited (${code}) before listening`)));
+    createInterface({ input: livechat.stderr }).on('line', (line) => {
+      const match = line.match(/listening on http:\/\/[^:]+:(\d+)/);
+      if (match) resolve(Number(match[1]));
+    });
+  });
+  base = `http://127.0.0.1:${port}`;
   browser = await launchChromium();
 });
 
