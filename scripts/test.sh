@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of livechat. Installs what the tests need when it is missing
-# (redis-server and chromium from Debian, playwright-core from npm under tests/web, Python tools
+# (redis-server and chromium from Debian, playwright-core from npm under tests/web and the JS
+# client's test packages under clients/js, Python tools
 # from PyPI into target/pytools), so that a fresh Debian machine with Rust needs nothing else.
 # Usage: ./scripts/test.sh
 set -euo pipefail
@@ -130,3 +131,15 @@ cargo build -p livechat --bin livechat
 
 step "the chat page in headless Chromium (tests/web)"
 tests/web/run.sh
+
+step "the JavaScript client (clients/js): its types against docs/asyncapi.yaml, npm pack into target/, its tests against the server"
+cargo build -p livechat --bin livechat
+(
+  cd clients/js
+  if [ ! -d node_modules/ws ] || [ ! -d node_modules/eventsource ] || [ ! -d node_modules/yaml ] \
+    || [ ! -d node_modules/typescript ]; then
+    npm ci --no-audit --no-fund
+  fi
+  npm pack --pack-destination ../../target
+  LIVECHAT_BIN="$PWD/../../target/debug/livechat" npm test
+)

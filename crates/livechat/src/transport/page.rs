@@ -4,6 +4,11 @@
 //! message size limit (`<meta name="livechat-max-message-bytes">`), so that the page can check it
 //! before sending, and whether history can be read (`<meta name="livechat-history">`: `open`,
 //! `api-key` or `off`), so that it follows rooms live only when it cannot.
+//!
+//! The JavaScript client library (`clients/js/livechat.js`, an ES module) is embedded too and
+//! served at `/livechat.js` whether or not the page is, so that any page allowed to talk to this
+//! server can `import { LivechatClient } from 'https://chat.example/livechat.js'` (a module script
+//! is fetched with CORS: the origin rule's CORS headers let the app's pages load it).
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -32,6 +37,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../web/style.css"),
     ),
 ];
+const CLIENT_LIBRARY: &str = include_str!("../../../../clients/js/livechat.js");
 
 /// Nothing but this server: no outside scripts, styles, fonts or connections.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
@@ -49,6 +55,21 @@ async fn file(Path(name): Path<String>) -> axum::response::Response {
         Some((_, content_type, content)) => asset(content_type, *content).into_response(),
         None => super::error::ApiError::NotFound.into_response(),
     }
+}
+
+/// The client library's route, served with or without the page.
+pub fn client_library_routes() -> Router<AppState> {
+    Router::new().route("/livechat.js", get(client_library))
+}
+
+/// The JavaScript client library, the one the package `livechat-client` holds.
+#[utoipa::path(
+    get,
+    path = "/livechat.js", tag = "clients",
+    responses((status = 200, description = "The JavaScript client library: an ES module without dependencies (clients/js)", content_type = "text/javascript"))
+)]
+pub async fn client_library() -> impl IntoResponse {
+    asset(SCRIPT, CLIENT_LIBRARY)
 }
 
 async fn index(State(state): State<AppState>) -> impl IntoResponse {
