@@ -296,6 +296,8 @@ export class LivechatClient extends Emitter<ClientEvents> {
   unreact(id: number, emoji: string): boolean;
   read(id: number): void;
   typing(): boolean;
+  resumeAfter(id: number, epoch?: string | null): void;
+  rename(name: string): void;
   refreshToken(token: string): void;
   history(query?: { limit?: number; before?: number; after?: number }): Promise<HistoryPage>;
   http(method: string, path: string, body?: unknown): Promise<any>;

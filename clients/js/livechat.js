@@ -697,6 +697,19 @@ export class LivechatClient extends Emitter {
     return true;
   }
 
+  /** The caller holds the room up to `id` (it read that history itself, in `epoch`): the
+   * connections resume after it, and the messages up to it are not told again. */
+  resumeAfter(id, epoch) {
+    this.advance(id, epoch);
+    this.resumable = true;
+  }
+
+  /** A new chosen name (auth off): once connecting, the connection is opened again under it. */
+  rename(name) {
+    this.name = name || null;
+    if (this.connection && !this.stopped) this.open();
+  }
+
   /** A fresh token for the same user: the WebSocket takes it (the `token` event says so); a
    * stream cannot, so it reconnects with it. */
   refreshToken(token) {

@@ -146,6 +146,30 @@ test('gap and reset are told, and the room goes on after them without a duplicat
   assert.equal(stale.epoch, epoch);
 });
 
+test('a caller holding the history resumes after it (resumeAfter); a new name reconnects under it (rename)', async () => {
+  const server = await startServer();
+  running.push(() => server.stop());
+  const room = 'own-history';
+  for (const text of ['h1', 'h2']) await api(server.url, 'POST', '/chat/send/', { room, message: text });
+  const { chat_history: page, epoch } = await api(server.url, 'GET', `/chat/history/?room=${room}&limit=10`);
+  const ann = client(server.url, room, { name: 'Ann', since: null, transport: 'websocket' });
+  const told = record(ann, ['message', 'connecting', 'live']);
+  ann.resumeAfter(page.at(-1).id, epoch);
+  await api(server.url, 'POST', '/chat/send/', { room, message: 'h3' });
+  await ann.connect();
+  await waitFor('caught up', () => ann.live);
+  // What was read already is not told again; what came after it is.
+  assert.deepEqual(told.filter(([type]) => type === 'message').map(([, frame]) => frame.message), ['h3']);
+
+  ann.rename('Bo');
+  await waitFor('connected again', () => told.filter(([type]) => type === 'live').length === 2);
+  ann.send('under the new name');
+  await waitFor('the echo', () => told.some(([type, frame]) => type === 'message' && frame.message === 'under the new name'));
+  const stored = (await history(server.url, room)).at(-1);
+  assert.equal(stored.user.name, 'Bo');
+  assert.equal(told.filter(([type]) => type === 'message').length, 2, 'nothing twice across the reconnect');
+});
+
 test('messages over the rate limit wait and go again by themselves, each stored once', async () => {
   const server = await startServer({ args: ['--rate-limit', '4/s', '--rate-burst', '2'] });
   running.push(() => server.stop());

@@ -1,7 +1,8 @@
 // livechat page: pick a room at `/`, chat at `/r/{room}`. Plain JavaScript modules, no framework:
 //
 //   common.js    who the user is, the server's limits, fetch(), names and times
-//   client.js    the protocol: the room's socket, resume, nonces (events, nothing on screen)
+//   /livechat.js the protocol (the server's JavaScript client library): the room's socket,
+//                resume, nonces, presence (events, nothing on screen)
 //   timeline.js  the messages and the lines between them, history, replies, reactions
 //   people.js    who is here, who is typing
 //   composer.js  writing, replying, editing; refusals; the reaction picker
@@ -26,7 +27,7 @@ import {
   $, api, displayName, HISTORY_OPEN, jsonOf, MAX_NAME, me, roomLabel, ROOM_PATTERN, setStatus, TOKEN,
   untilText, userKey,
 } from './common.js';
-import { RoomClient } from './client.js';
+import { LivechatClient } from '/livechat.js';
 import { Timeline } from './timeline.js';
 import { People } from './people.js';
 import { barredText, Composer, ReactionPicker } from './composer.js';
@@ -56,9 +57,14 @@ function roomFromPath() {
 class RoomView {
   constructor(room) {
     this.room = room;
-    this.client = new RoomClient(room, {
-      credentials: () => (TOKEN ? { token: TOKEN } : { name: me.name }),
-      resumable: () => HISTORY_OPEN && this.timeline.historyLoaded,
+    // Live only until the history read here says where to resume from (`resumeAfter`); over
+    // WebSockets only: the page has no use for a stream that cannot say who is typing.
+    this.client = new LivechatClient({
+      room,
+      token: TOKEN || undefined,
+      name: TOKEN ? undefined : me.name || undefined,
+      since: null,
+      transport: 'websocket',
     });
     this.timeline = new Timeline(this);
     this.people = new People(this);
@@ -118,7 +124,7 @@ class RoomView {
   }
 
   wireClient() {
-    const on = (type, handler) => this.client.addEventListener(type, (event) => handler(event.detail));
+    const on = (type, handler) => this.client.on(type, handler);
     on('connecting', ({ again }) => {
       setStatus(again ? 'reconnecting' : 'connecting', again ? 'Reconnecting…' : 'Connecting…');
       this.setSendable(false);
@@ -140,7 +146,10 @@ class RoomView {
       // over HTTP.
       if (code === 1006) this.askWhy();
     });
-    on('stopped', ({ code, reason }) => this.stoppedBy(code, reason));
+    on('stopped', ({ code, reason }) => {
+      // Stopped by the page itself: it said why already.
+      if (!this.stopped) this.stoppedBy(code, reason);
+    });
     on('message', (frame) => {
       if (typeof frame.nonce === 'string' && this.timeline.sentNonces.has(frame.nonce)) this.composer.sent();
       const stick = this.timeline.nearBottom();
@@ -153,11 +162,14 @@ class RoomView {
     on('reaction', (frame) => this.timeline.reaction(frame));
     on('reactions', (frame) => this.timeline.reactionsNow(frame));
     on('read', ({ room, id }) => this.readElsewhere(room, id));
-    on('presence', (frame) => this.people.presence(frame));
+    on('presence', ({ frame }) => this.people.presence(frame));
     on('typing', (frame) => this.people.someoneTyping(frame));
     on('gap', (frame) => this.timeline.gap(frame));
     on('reset', () => this.timeline.reset());
-    on('ratelimited', (detail) => this.composer.ratelimited(detail));
+    on('ratelimited', (detail) => {
+      if (detail.kind === 'message') this.composer.ratelimited(detail);
+      else this.refused({ ...detail, error: detail.frame.error });
+    });
     on('refused', (detail) => this.refused(detail));
   }
 
@@ -261,7 +273,7 @@ class RoomView {
   /** Stops for good, saying why (the server refused us; retrying would not help). */
   stop(reason) {
     this.stopped = true;
-    this.client.stop();
+    this.client.close();
     this.timeline.stopRetrying();
     setStatus('stopped', 'Not connected');
     $('send-button').disabled = true;
@@ -306,7 +318,7 @@ class RoomView {
       // Replying and reacting need a name: the actions follow.
       this.timeline.rerender();
       // The name is part of the connection: connect again under the new one (once connecting).
-      if (this.client.socket) this.client.connect();
+      this.client.rename(name);
       this.nav.start();
     });
   }
@@ -320,7 +332,7 @@ class RoomView {
   /** The user reads: the tab is visible, the end of the room in view. The read position
    * moves to the last message shown (at most every READ_EVERY_MS). */
   readOn() {
-    if (!me.named || document.hidden || !this.client.caughtUp || !this.timeline.nearBottom()) return;
+    if (!me.named || document.hidden || !this.client.live || !this.timeline.nearBottom()) return;
     const id = this.timeline.lastShownId();
     if (id === null || id <= this.readSent) return;
     const wait = this.lastReadAt + READ_EVERY_MS - Date.now();
@@ -331,10 +343,9 @@ class RoomView {
       }, wait);
       return;
     }
-    if (this.client.send({ read: id })) {
-      this.readSent = id;
-      this.lastReadAt = Date.now();
-    }
+    this.client.read(id);
+    this.readSent = id;
+    this.lastReadAt = Date.now();
   }
 
   /** The user read on elsewhere (another tab or device): nothing here is unread up to `id`. */
@@ -371,8 +382,8 @@ class RoomView {
 
   /** Adds this user's reaction `emoji` to message `id`, or takes it back if it is there. */
   react(id, emoji) {
-    const frame = this.timeline.reacted(id, emoji) ? { unreact: id, emoji } : { react: id, emoji };
-    if (!this.client.send(frame)) this.notify('Not connected: try again in a moment.');
+    const went = this.timeline.reacted(id, emoji) ? this.client.unreact(id, emoji) : this.client.react(id, emoji);
+    if (!went) this.notify('Not connected: try again in a moment.');
   }
 
   confirmDelete(record, opener) {
@@ -400,7 +411,7 @@ class RoomView {
     deleteDialog.addEventListener('close', () => {
       const { record, opener } = this.dialogFor ?? {};
       if (deleteDialog.returnValue === 'delete' && record) {
-        if (!this.client.send({ delete: record.id })) this.notify('Not connected: the message was not deleted.');
+        if (!this.client.delete(record.id)) this.notify('Not connected: the message was not deleted.');
       }
       if (opener?.isConnected) opener.focus();
     });

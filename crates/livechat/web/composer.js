@@ -4,7 +4,7 @@
 // notices, and the reaction picker.
 
 import { $, button, displayName, MAX_MESSAGE_BYTES, untilText } from './common.js';
-import { RoomClient, TOO_LARGE } from './client.js';
+import { newNonce } from '/livechat.js';
 import { textOf } from './timeline.js';
 
 /** `{"typing": true}` goes out at most this often. The server passes one per user per 2 s and
@@ -68,8 +68,9 @@ export class Composer {
     const editing = this.mode?.edit;
     const replyTo = this.mode?.reply?.id;
     const body = editing ? { edit: editing.id, message: text } : { message: text, ...(replyTo ? { reply_to: replyTo } : {}) };
-    // The frame as it will be sent, in UTF-8 bytes.
-    const bytes = new TextEncoder().encode(editing ? JSON.stringify(body) : RoomClient.publishFrame(body)).length;
+    // The frame as it will be sent, in UTF-8 bytes (a nonce is always 36 characters).
+    const frame = editing ? body : { ...body, nonce: newNonce() };
+    const bytes = new TextEncoder().encode(JSON.stringify(frame)).length;
     if (bytes > MAX_MESSAGE_BYTES) {
       this.error(`Too long to send: ${bytes} bytes, the server takes at most ${MAX_MESSAGE_BYTES}. `
         + 'Shorten it, or split it in several messages.');
@@ -77,14 +78,21 @@ export class Composer {
       return;
     }
     if (editing) {
-      if (!this.client.send(body)) {
+      if (!this.client.edit(editing.id, text)) {
         this.error('Not connected: the edit can be saved once the page is connected again.');
         return;
       }
     } else {
       // Paged back: the conversation's end comes back, where the message goes.
       if (this.view.timeline.detached) this.view.timeline.showNewest();
-      const nonce = this.client.publish(body, bytes);
+      let nonce;
+      try {
+        nonce = this.client.send(text, { replyTo });
+      } catch (error) {
+        // Too many waiting to be stored already: this one stays in the composer.
+        this.error(`Not sent: ${error.message.replace(/^livechat: /, '')}.`);
+        return;
+      }
       this.view.timeline.addPending(nonce, text, replyTo);
       this.view.timeline.removeUnreadLine();
     }
@@ -146,7 +154,7 @@ export class Composer {
     if (error === 'muted' || error === 'banned') {
       this.error(`Not sent. ${barredText(frame)}`);
     } else {
-      this.error(error === TOO_LARGE ? error : `Not sent: ${error}`);
+      this.error(`Not sent: ${error}`);
     }
   }
 
@@ -181,7 +189,7 @@ export class Composer {
   /** Tells the room this user is typing: at most every TYPING_SEND_EVERY_MS, with a name, live.
    * Keys pressed meanwhile send one more when the interval is over (still typing, then). */
   typed() {
-    if (!this.view.socketNamed || !this.client.caughtUp || !this.input.value.trim() || this.mode?.edit) return;
+    if (!this.view.socketNamed || !this.client.live || !this.input.value.trim() || this.mode?.edit) return;
     const wait = this.lastTypingSent + TYPING_SEND_EVERY_MS - Date.now();
     if (wait > 0) {
       this.typingLater ??= setTimeout(() => {
@@ -190,7 +198,7 @@ export class Composer {
       }, wait);
       return;
     }
-    if (this.client.send({ typing: true })) this.lastTypingSent = Date.now();
+    if (this.client.typing()) this.lastTypingSent = Date.now();
   }
 
   /** A message sent: what was typed is said; no "typing" left to tell. */

@@ -3,7 +3,7 @@
 // shows the page's own user first, then the others by name (at most MAX_PEOPLE_SHOWN names),
 // tells joins and leaves quietly in the timeline, and says who is typing.
 
-import { $, api, collator, displayName, me, numberFormat, plural, userKey } from './common.js';
+import { $, collator, displayName, me, numberFormat, plural, userKey } from './common.js';
 
 /** Most names in the people list's DOM; the others are "and N more". A screen of names is all
  * anyone reads, and a room of thousands stays cheap to redraw (at most once a second). */
@@ -19,8 +19,6 @@ export class People {
     this.people = new Map();
     this.members = 0;
     this.truncated = false;
-    /** Presence changes held while the full list is read again. */
-    this.held = null;
     /** key -> { name, until }: who is typing, until when. */
     this.typing = new Map();
     this.typingTimer = null;
@@ -36,14 +34,11 @@ export class People {
     wide.addEventListener('change', fit);
   }
 
+  /** A presence frame, as the client library passes them on: it reads the whole list again
+   * (a snapshot) after a change marked truncated, and holds the changes until it has it. */
   presence(frame) {
-    if (Array.isArray(frame.users)) {
-      this.snapshot(frame);
-    } else if (this.held) {
-      this.held.push(frame);
-    } else {
-      this.change(frame);
-    }
+    if (Array.isArray(frame.users)) this.snapshot(frame);
+    else this.change(frame);
   }
 
   /** Who is here (a socket's first frame, or the list read again): no joins or leaves told. */
@@ -67,7 +62,7 @@ export class People {
 
   /** At most once a second: who joined and left (set operations: a joined one may be listed
    * already, a left one gone already), and the count of connections. */
-  change({ members, joined, left, truncated }) {
+  change({ members, joined, left }) {
     const arrived = [];
     const gone = [];
     for (const user of Array.isArray(joined) ? joined : []) {
@@ -88,22 +83,6 @@ export class People {
     this.view.timeline.noteComings(arrived.filter(others), gone.filter(others));
     this.render();
     this.renderTyping();
-    // More joined or left than one event lists: the whole list again.
-    if (truncated) this.refetch();
-  }
-
-  async refetch() {
-    if (this.held) return;
-    this.held = [];
-    try {
-      const response = await api(`/chat/presence/?room=${encodeURIComponent(this.room)}`);
-      if (response.ok) this.snapshot(await response.json());
-    } catch {
-      // The next truncated change asks again; meanwhile the changes below still apply.
-    }
-    const held = this.held;
-    this.held = null;
-    for (const frame of held) this.change(frame);
   }
 
   /** Not connected: who is here is not known any more, the list would only mislead. */

@@ -104,8 +104,6 @@ export class Timeline {
     this.historyLoaded = false;
     this.historyRetryMs = 500;
     this.historyTimer = null;
-    /** After a reset: send the pending messages again once the history is back. */
-    this.resendAfterReload = false;
     /** Older messages than the first shown exist; the newest are not shown (paging back). */
     this.hasOlder = false;
     this.loadingOlder = null;
@@ -194,7 +192,7 @@ export class Timeline {
 
   showLatest({ chat_history: page, epoch, more }) {
     const messages = Array.isArray(page) ? page : [];
-    this.client.advance(messages.at(-1)?.id, epoch);
+    this.client.resumeAfter(messages.at(-1)?.id, epoch);
     const first = !this.historyLoaded;
     this.historyLoaded = true;
     this.historyRetryMs = 500;
@@ -202,10 +200,6 @@ export class Timeline {
     for (const message of messages) this.add(message, 'history');
     if (messages.length >= FIRST_PAGE || more) this.hasOlder = true;
     this.settle('history', stick);
-    if (this.resendAfterReload) {
-      this.resendAfterReload = false;
-      this.client.resendAll();
-    }
   }
 
   /** "Load older messages": the page before the first one shown, keeping what is in view. */
@@ -251,13 +245,9 @@ export class Timeline {
 
   /** The room's history is not the one shown (the server lost or reset it): ids start again. */
   reset() {
-    const live = this.client.caughtUp;
     this.clear();
     this.note('This room’s history was reset on the server: the earlier messages are gone. '
       + 'Showing the room as it is now.', 0.5);
-    // A message sent just before a reset while connected may be lost with it: once the history
-    // is back, the pending ones go again (stored once, by their nonces).
-    this.resendAfterReload = live;
     this.reloadLatest();
   }
 
@@ -432,7 +422,7 @@ export class Timeline {
     if (source === 'live' && !mine) {
       this.view.unseen();
       // Only what comes live is read out, never a replay or history.
-      if (this.client.caughtUp) this.view.announce(`${displayName(user)}: ${textOf(record.message)}`);
+      if (this.client.live) this.view.announce(`${displayName(user)}: ${textOf(record.message)}`);
     }
     return item;
   }

@@ -8,7 +8,8 @@
 //! The JavaScript client library (`clients/js/livechat.js`, an ES module) is embedded too and
 //! served at `/livechat.js` whether or not the page is, so that any page allowed to talk to this
 //! server can `import { LivechatClient } from 'https://chat.example/livechat.js'` (a module script
-//! is fetched with CORS: the origin rule's CORS headers let the app's pages load it).
+//! is fetched with CORS: the origin rule's CORS headers let the app's pages load it). The page is
+//! built on it: its modules import `/livechat.js` for the protocol.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -25,7 +26,6 @@ const SCRIPT: &str = "text/javascript; charset=utf-8";
 /// Everything under `/assets/`: name, content type, content.
 const ASSETS: &[(&str, &str, &str)] = &[
     ("app.js", SCRIPT, include_str!("../../web/app.js")),
-    ("client.js", SCRIPT, include_str!("../../web/client.js")),
     ("common.js", SCRIPT, include_str!("../../web/common.js")),
     ("composer.js", SCRIPT, include_str!("../../web/composer.js")),
     ("people.js", SCRIPT, include_str!("../../web/people.js")),
