@@ -323,6 +323,9 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    #[command(flatten)]
+    pub channels: crate::bridge::ChannelsSettings,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -6,6 +6,7 @@
 //! each room is the `presence` roster's, which the hub keeps told of its members.
 
 pub mod auth;
+pub mod bridge;
 pub mod change;
 pub mod config;
 pub mod control;
@@ -36,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Auth, AuthSettings, AuthSetupError};
+use crate::bridge::{Bridge, BridgeParts};
 use crate::config::{Config, StoreKind};
 use crate::engine::{EmbeddedEngine, Engine, RedisEngine, RedisSettings, RoomRegistry};
 use crate::hooks::{Endpoint, Hooks};
@@ -114,6 +116,8 @@ pub struct Server {
     metrics: Arc<Metrics>,
     moderation: Arc<Moderation>,
     receipts: Arc<Receipts>,
+    /// The Django Channels layer bridge, when `LIVECHAT_CHANNELS_LAYER` is set.
+    bridge: Option<Arc<Bridge>>,
 }
 
 impl Server {
@@ -168,6 +172,18 @@ impl Server {
         let receipts = Receipts::new(engine.clone(), metrics.receipts_dropped.clone());
         engine.set_bans(moderation.clone());
         moderation.reload().await;
+        let bridge = Bridge::start(
+            &config.channels,
+            BridgeParts {
+                engine: engine.clone(),
+                hub: hub.clone(),
+                metrics: metrics.clone(),
+                node: random_node_id(),
+                max_message_bytes: config.max_message_bytes,
+                timeout: config.redis_timeout,
+            },
+        )
+        .map_err(RunError::Settings)?;
         let connections = TaskTracker::new();
         let state = AppState::new(Shared {
             hub: hub.clone(),
@@ -194,6 +210,7 @@ impl Server {
             hooks,
             moderation: moderation.clone(),
             receipts: receipts.clone(),
+            bridge: bridge.clone(),
         });
         Ok(Self {
             state,
@@ -213,6 +230,7 @@ impl Server {
             metrics,
             moderation,
             receipts,
+            bridge,
         })
     }
 
@@ -238,6 +256,10 @@ impl Server {
             ))),
             _ => None,
         };
+        let bridge = self
+            .bridge
+            .clone()
+            .map(|bridge| tokio::spawn(bridge.run(shutdown.clone())));
         // On SIGTERM/SIGINT the hub tells every WebSocket connection to close with 1001.
         let closing_hub = self.hub.clone();
         let signal = shutdown.clone();
@@ -268,6 +290,10 @@ impl Server {
         if let Some(webhooks) = webhooks {
             // It stops between deliveries; one under way may take up to the hook timeout.
             let _ = tokio::time::timeout(self.shutdown_timeout, webhooks).await;
+        }
+        if let Some(bridge) = bridge {
+            // It stops between messages; one being sent may take up to the Redis timeout.
+            let _ = tokio::time::timeout(self.shutdown_timeout, bridge).await;
         }
         self.connections.close();
         if tokio::time::timeout(self.shutdown_timeout, self.connections.wait())

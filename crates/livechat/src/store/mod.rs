@@ -297,6 +297,7 @@ mod tests {
             user: None,
             nonce: None,
             reply_to: None,
+            from_layer: false,
         }
     }
 
@@ -406,6 +407,7 @@ mod tests {
             user: None,
             nonce: None,
             reply_to: None,
+            from_layer: false,
         });
         store.append(drafts.collect()).unwrap();
         assert_eq!(page_ids(store, &query("e", 50, None, None)), [3, 4, 5]);
@@ -415,6 +417,7 @@ mod tests {
             user: None,
             nonce: None,
             reply_to: None,
+            from_layer: false,
         };
         store.append(vec![big]).unwrap();
         assert_eq!(
@@ -437,6 +440,7 @@ mod tests {
             user: None,
             nonce: None,
             reply_to: None,
+            from_layer: false,
         }
     }
 
@@ -477,6 +481,7 @@ mod tests {
         Draft {
             nonce: Some(crate::message::Nonce::parse(nonce).unwrap()),
             reply_to: None,
+            from_layer: false,
             ..draft(room, n)
         }
     }
