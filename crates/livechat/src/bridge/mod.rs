@@ -24,7 +24,7 @@ pub mod layer;
 mod link;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,8 @@ use crate::message::{Author, Draft, Nonce, StoredMessage};
 use crate::metrics::{LayerIn, LayerOut, Metrics};
 use crate::room::RoomName;
 
-use layer::{Codec, LayerMessage};
+use fernet::FernetError;
+use layer::{Codec, DecodeError, LayerMessage};
 use link::{Link, LinkSettings, Taken};
 
 /// Bytes of messages waiting to be sent to the layer; past it, new ones are dropped.
@@ -269,6 +270,9 @@ pub struct Bridge {
 /// Whether the layer's Redis answers, told once per change.
 struct Health {
     down: Mutex<Option<String>>,
+    /// It answers again after an outage: the groups are joined again at once (a Redis that
+    /// restarted without its data has forgotten them).
+    came_back: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -279,6 +283,7 @@ impl Health {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if down.take().is_some() {
+            self.came_back.store(true, Ordering::Relaxed);
             tracing::info!("the Channels layer's Redis answers again: the bridge goes on");
         }
         self.metrics.channels_layer_up.set(1.0);
@@ -381,6 +386,7 @@ impl Bridge {
             hub: parts.hub,
             health: Health {
                 down: Mutex::new(None),
+                came_back: AtomicBool::new(false),
                 metrics: parts.metrics.clone(),
             },
             metrics: parts.metrics,
@@ -496,7 +502,8 @@ impl Bridge {
                 }
                 fresh
             };
-            let joining = if last_refresh.elapsed() >= refresh_every {
+            let came_back = self.health.came_back.swap(false, Ordering::Relaxed);
+            let joining = if came_back || last_refresh.elapsed() >= refresh_every {
                 last_refresh = now;
                 let mut groups = self
                     .groups
@@ -598,6 +605,10 @@ impl Bridge {
     async fn take(&self, taken: &Taken, shutdown: &CancellationToken) -> bool {
         let message = match self.codec.open(&taken.body) {
             Ok(message) => message,
+            Err(DecodeError::Fernet(FernetError::Expired)) => {
+                self.metrics.layer_in(LayerIn::Expired, 1);
+                return true;
+            }
             Err(error) => {
                 self.metrics.layer_in(LayerIn::Malformed, 1);
                 self.complain(
