@@ -9,33 +9,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "django"))
 
 from bridge_support import Daphne, DurableRedis  # noqa: E402
-from support import Livechat, RedisServer  # noqa: E402
+from support import Servers, pytest_runtest_makereport  # noqa: E402,F401 (the hook)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item, call):
-    report = yield
-    if report.when == "call":
-        item.failed = report.failed
-    return report
-
-
-class Servers:
-    def __init__(self, workdir):
-        self.workdir = workdir
-        self.started = []
-
-    def livechat(self, name: str = "livechat", **settings: str) -> Livechat:
-        node = Livechat(self.workdir, name, settings)
-        self.started.append(node)
-        return node.start()
-
-    def redis(self) -> RedisServer:
-        redis = RedisServer(self.workdir)
-        redis.name = f"redis{len(self.started)}"
-        self.started.append(redis)
-        return redis.start()
-
+class LayerServers(Servers):
     def durable_redis(self, name: str) -> DurableRedis:
         redis = DurableRedis(self.workdir, name)
         self.started.append(redis)
@@ -49,9 +26,6 @@ class Servers:
 
 @pytest.fixture
 def servers(tmp_path, request):
-    started = Servers(tmp_path)
+    started = LayerServers(tmp_path)
     yield started
-    for server in reversed(started.started):
-        server.kill9()
-        if getattr(request.node, "failed", False):
-            print(f"--- {server.log} ---\n{server.log_tail()}")
+    started.stop_all(request)
