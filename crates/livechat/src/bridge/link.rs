@@ -333,10 +333,11 @@ impl Link {
         Ok((vec![Taken { body }], 0))
     }
 
-    /// `taken` is published: out of the in-flight set.
-    pub async fn done(&self, taken: &Taken) -> RedisResult<()> {
+    /// `taken` are published: out of the in-flight set.
+    pub async fn done(&self, taken: &[Taken]) -> RedisResult<()> {
         let mut host = self.host(&self.channel(""));
-        host.zrem(self.inflight_key(), &taken.body).await
+        let bodies: Vec<&[u8]> = taken.iter().map(|taken| taken.body.as_slice()).collect();
+        host.zrem(self.inflight_key(), bodies).await
     }
 }
 

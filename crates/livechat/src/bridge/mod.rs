@@ -41,7 +41,7 @@ use crate::metrics::{LayerIn, LayerOut, Metrics};
 use crate::room::RoomName;
 
 use fernet::FernetError;
-use layer::{Codec, DecodeError, LayerMessage};
+use layer::{Codec, DecodeError};
 use link::{Link, LinkSettings, Taken};
 
 /// Bytes of messages waiting to be sent to the layer; past it, new ones are dropped.
@@ -589,25 +589,79 @@ impl Bridge {
                     "messages sent to livechat through the Channels layer expired there unread: lost"
                 );
             }
-            for taken in taken {
-                if !self.take(&taken, &shutdown).await {
-                    // Shutting down: it stays in flight, for the next reader.
-                    return;
-                }
-                if let Err(error) = self.link.done(&taken).await {
-                    self.health.failed(&error);
-                }
+            if taken.is_empty() {
+                continue;
+            }
+            if !self.publish_all(&taken, &shutdown).await {
+                // Shutting down: they stay in flight, for the next reader.
+                return;
+            }
+            if let Err(error) = self.link.done(&taken).await {
+                self.health.failed(&error);
             }
         }
     }
 
-    /// Publishes a message read from the layer; false if it could not be before shutdown.
-    async fn take(&self, taken: &Taken, shutdown: &CancellationToken) -> bool {
-        let message = match self.codec.open(&taken.body) {
+    /// Publishes messages read from the layer, in order, all in the engine's queue at once;
+    /// false if they could not all be before shutdown.
+    async fn publish_all(&self, taken: &[Taken], shutdown: &CancellationToken) -> bool {
+        let publications: Vec<Publication> = taken
+            .iter()
+            .filter_map(|taken| self.publication(&taken.body))
+            .collect();
+        let mut pending = &publications[..];
+        while !pending.is_empty() {
+            let receipts: Vec<_> = pending
+                .iter()
+                .map(|publication| self.engine.publish(publication.draft()))
+                .collect();
+            let mut failed = None;
+            for (at, receipt) in receipts.into_iter().enumerate() {
+                match receipt.await {
+                    // A duplicate was published before (by a reader that did not finish).
+                    Ok(accepted) if accepted.original.is_some() => {}
+                    Ok(_) => self.metrics.layer_in(LayerIn::Published, 1),
+                    Err(EngineError::Refused(refused)) => {
+                        self.metrics.layer_in(LayerIn::Refused, 1);
+                        self.complain(
+                            "refused",
+                            &format!("a message from the layer refused: {refused}"),
+                        );
+                    }
+                    Err(EngineError::Stopped) => return false,
+                    Err(error) => {
+                        if failed.is_none() {
+                            self.complain(
+                                "store",
+                                &format!("cannot store a message from the layer yet: {error}"),
+                            );
+                            failed = Some(at);
+                        }
+                    }
+                }
+            }
+            let Some(failed) = failed else {
+                return true;
+            };
+            // livechat's store is down or overloaded: from the first that failed on, they are
+            // published again (those stored meanwhile are known by their nonces), and what
+            // follows waits in the layer (within its capacity and expiry).
+            if !pause(shutdown, RETRY).await {
+                return false;
+            }
+            pending = &pending[failed..];
+        }
+        true
+    }
+
+    /// What a layer message publishes, if it is a chat message for one of livechat's rooms (the
+    /// others are counted and dropped here).
+    fn publication(&self, body: &[u8]) -> Option<Publication> {
+        let message = match self.codec.open(body) {
             Ok(message) => message,
             Err(DecodeError::Fernet(FernetError::Expired)) => {
                 self.metrics.layer_in(LayerIn::Expired, 1);
-                return true;
+                return None;
             }
             Err(error) => {
                 self.metrics.layer_in(LayerIn::Malformed, 1);
@@ -615,52 +669,9 @@ impl Bridge {
                     "malformed",
                     &format!("a message from the layer dropped: {error}"),
                 );
-                return true;
+                return None;
             }
         };
-        let Some(publish) = self.publication(&message, &taken.body) else {
-            return true;
-        };
-        loop {
-            let draft = Draft {
-                room: publish.room.clone(),
-                message: publish.text.clone(),
-                user: publish.user.clone(),
-                nonce: Some(publish.nonce.clone()),
-                reply_to: None,
-                from_layer: true,
-            };
-            match self.engine.publish(draft).await {
-                Ok(_) => {
-                    self.metrics.layer_in(LayerIn::Published, 1);
-                    return true;
-                }
-                Err(EngineError::Refused(refused)) => {
-                    self.metrics.layer_in(LayerIn::Refused, 1);
-                    self.complain(
-                        "refused",
-                        &format!("a message from the layer refused: {refused}"),
-                    );
-                    return true;
-                }
-                Err(EngineError::Stopped) => return false,
-                Err(error) => {
-                    // livechat's store is down or overloaded: the message waits, in flight, and
-                    // what follows waits in the layer (within its capacity and expiry).
-                    self.complain(
-                        "store",
-                        &format!("cannot store a message from the layer yet: {error}"),
-                    );
-                    if !pause(shutdown, RETRY).await {
-                        return false;
-                    }
-                }
-            }
-        }
-    }
-
-    /// What a layer message publishes, if it is a chat message for one of livechat's rooms.
-    fn publication(&self, message: &LayerMessage, body: &[u8]) -> Option<Publication> {
         if !same_type(&message.kind, &self.kind) {
             self.metrics.layer_in(LayerIn::Ignored, 1);
             return None;
@@ -808,6 +819,19 @@ struct Publication {
     text: Box<RawValue>,
     user: Option<Arc<Author>>,
     nonce: Nonce,
+}
+
+impl Publication {
+    fn draft(&self) -> Draft {
+        Draft {
+            room: self.room.clone(),
+            message: self.text.clone(),
+            user: self.user.clone(),
+            nonce: Some(self.nonce.clone()),
+            reply_to: None,
+            from_layer: true,
+        }
+    }
 }
 
 /// The author a layer message names in `user` (`{"id", "name"}`, as livechat sends it).
