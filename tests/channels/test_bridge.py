@@ -176,4 +176,4 @@ def test_a_consumer_that_stopped_reading_holds_its_capacity_and_no_more(servers)
     wait_for(lambda: livechat.metric("livechat_channels_sent_total", outcome="sent") == 8, "8 sent")
     assert redis.cli("ZCARD", "asgistalled.consumer") == "5"
     assert livechat.metric("livechat_channels_sent_total", outcome="over_capacity") == 3
-    assert "at their capacity did not get a message" in livechat.log.read_text()
+    assert "at their capacity did not get 3 message(s)" in livechat.log.read_text()

@@ -26,22 +26,31 @@ static GROUP_MEMBERS: LazyLock<redis::Script> = LazyLock::new(|| {
     )
 });
 
-/// `group_send`'s script, with its expiry pass folded in. KEYS: channels' sorted sets. ARGV: a
-/// body per key, a capacity per key, now, the expiry. Returns how many channels were full.
+/// `group_send`'s script, with its expiry pass folded in, for several messages in order. KEYS:
+/// channels' sorted sets (K). ARGV: a body per message and key (message after message), a
+/// capacity per key, a score per message (its time, as a string: Lua would round it), the oldest
+/// score kept, the expiry, the number of messages. Returns how many times a channel was full.
 static SEND: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
+        local keys = #KEYS
+        local count = tonumber(ARGV[#ARGV])
+        local expiry = tonumber(ARGV[#ARGV - 1])
+        local oldest = ARGV[#ARGV - 2]
         local over_capacity = 0
-        local now = tonumber(ARGV[#ARGV - 1])
-        local expiry = tonumber(ARGV[#ARGV])
-        for i = 1, #KEYS do
-            redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, math.floor(now) - expiry)
-            if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[i + #KEYS]) then
-                redis.call('ZADD', KEYS[i], ARGV[#ARGV - 1], ARGV[i])
-                redis.call('EXPIRE', KEYS[i], expiry)
-            else
-                over_capacity = over_capacity + 1
+        for i = 1, keys do
+            redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, oldest)
+            local held = redis.call('ZCOUNT', KEYS[i], '-inf', '+inf')
+            local capacity = tonumber(ARGV[count * keys + i])
+            for m = 0, count - 1 do
+                if held < capacity then
+                    redis.call('ZADD', KEYS[i], ARGV[count * keys + keys + m + 1], ARGV[m * keys + i])
+                    held = held + 1
+                else
+                    over_capacity = over_capacity + 1
+                end
             end
+            redis.call('EXPIRE', KEYS[i], expiry)
         end
         return over_capacity
         ",
@@ -217,12 +226,14 @@ impl Link {
         Ok(found)
     }
 
-    /// `group_send` of `body` (sealed per channel set by `seal`) to `group`, the bridge's own
-    /// channels left out; how many channels were at their capacity.
+    /// `group_send` of `count` messages, in order, to `group` (`seal(m, channels)`: message `m`
+    /// for the channels of one sorted set), the bridge's own channels left out; how many times a
+    /// channel was at its capacity.
     pub async fn group_send(
         &self,
         group: &str,
-        seal: impl Fn(&[&str]) -> Vec<u8>,
+        count: usize,
+        seal: impl Fn(usize, &[&str]) -> Vec<u8>,
     ) -> RedisResult<u64> {
         let now = now_seconds();
         let mut host = self.host(group);
@@ -258,13 +269,23 @@ impl Link {
             for (key, _) in &here {
                 invocation.key(key);
             }
-            for (_, channels) in &here {
-                invocation.arg(seal(channels));
+            for message in 0..count {
+                for (_, channels) in &here {
+                    invocation.arg(seal(message, channels));
+                }
             }
             for _ in &here {
                 invocation.arg(self.capacity);
             }
-            invocation.arg(now).arg(self.expiry);
+            // A microsecond apart, written exactly, so that they are read in order.
+            let first = (now * 1e6) as u64;
+            for micros in (first..).take(count) {
+                invocation.arg(format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000));
+            }
+            invocation
+                .arg((now as i64) - self.expiry as i64)
+                .arg(self.expiry)
+                .arg(count);
             let mut host = self.hosts[index].clone();
             over_capacity += invocation.invoke_async::<u64>(&mut host).await?;
         }

@@ -44,6 +44,8 @@ use fernet::FernetError;
 use layer::{Codec, DecodeError};
 use link::{Link, LinkSettings, Taken};
 
+/// Messages sent to the layer at once (those waiting, up to this).
+const SEND_BATCH: usize = 64;
 /// Bytes of messages waiting to be sent to the layer; past it, new ones are dropped.
 const MAX_WAITING_BYTES: usize = 16 * 1024 * 1024;
 /// What each waiting message counts for besides its text.
@@ -58,6 +60,8 @@ const DISCOVERY_EVERY: Duration = Duration::from_secs(5);
 const LEASE_TTL: Duration = Duration::from_secs(5);
 /// Between two tries of something that failed.
 const RETRY: Duration = Duration::from_secs(1);
+/// Failures for this long after the last success make an outage.
+const OUTAGE_AFTER: Duration = Duration::from_secs(2);
 /// A kind of problem is logged at most this often (the rest are counted).
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -269,35 +273,51 @@ pub struct Bridge {
 
 /// Whether the layer's Redis answers, told once per change.
 struct Health {
-    down: Mutex<Option<String>>,
+    state: Mutex<HealthState>,
     /// It answers again after an outage: the groups are joined again at once (a Redis that
     /// restarted without its data has forgotten them).
     came_back: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
+#[derive(Default)]
+struct HealthState {
+    /// Why it is down.
+    down: Option<String>,
+    last_success: Option<Instant>,
+}
+
 impl Health {
-    fn succeeded(&self) {
-        let mut down = self
-            .down
+    fn state(&self) -> std::sync::MutexGuard<'_, HealthState> {
+        self.state
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if down.take().is_some() {
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn succeeded(&self) {
+        let mut state = self.state();
+        state.last_success = Some(Instant::now());
+        if state.down.take().is_some() {
             self.came_back.store(true, Ordering::Relaxed);
             tracing::info!("the Channels layer's Redis answers again: the bridge goes on");
         }
         self.metrics.channels_layer_up.set(1.0);
     }
 
+    /// A failure right after a success is not an outage yet: each connection finds out that
+    /// Redis restarted by failing once (a broken pipe), while the others already work.
     fn failed(&self, error: &redis::RedisError) {
-        let mut down = self
-            .down
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if down.is_none() {
+        let mut state = self.state();
+        if state
+            .last_success
+            .is_some_and(|success| success.elapsed() < OUTAGE_AFTER)
+        {
+            return;
+        }
+        if state.down.is_none() {
             tracing::warn!(%error, "the Channels layer's Redis does not answer: livechat's own chat goes on, the bridge waits");
         }
-        *down = Some(error.to_string());
+        state.down = Some(error.to_string());
         self.metrics.channels_layer_up.set(0.0);
     }
 }
@@ -385,7 +405,7 @@ impl Bridge {
             engine: parts.engine.clone(),
             hub: parts.hub,
             health: Health {
-                down: Mutex::new(None),
+                state: Mutex::new(HealthState::default()),
                 came_back: AtomicBool::new(false),
                 metrics: parts.metrics.clone(),
             },
@@ -401,14 +421,10 @@ impl Bridge {
     }
 
     pub fn status(&self) -> LayerStatus {
-        let down = self
-            .health
-            .down
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let state = self.health.state();
         LayerStatus {
-            status: if down.is_some() { "down" } else { "up" },
-            reason: down.clone(),
+            status: if state.down.is_some() { "down" } else { "up" },
+            reason: state.down.clone(),
         }
     }
 
@@ -721,46 +737,71 @@ impl Bridge {
         let Some(mut waiting) = self.take_waiting() else {
             return;
         };
+        let mut batch = Vec::with_capacity(SEND_BATCH);
         loop {
-            let outgoing = tokio::select! {
-                outgoing = waiting.recv() => match outgoing {
-                    Some(outgoing) => outgoing,
-                    None => return,
+            tokio::select! {
+                received = waiting.recv_many(&mut batch, SEND_BATCH) => if received == 0 {
+                    return;
                 },
                 () = shutdown.cancelled() => return,
-            };
-            let Some(group) = self.pattern.group(&outgoing.message.room) else {
-                self.waiting_bytes
-                    .fetch_sub(outgoing.bytes, Ordering::Relaxed);
-                continue;
-            };
-            let body = self.outgoing_body(&outgoing.message);
-            loop {
-                let sent = self
-                    .link
-                    .group_send(&group, |channels| self.codec.seal(&body, channels))
-                    .await;
-                match sent {
-                    Ok(over_capacity) => {
-                        self.health.succeeded();
-                        self.metrics.layer_out(LayerOut::Sent, 1);
-                        if over_capacity > 0 {
-                            self.metrics
-                                .layer_out(LayerOut::OverCapacity, over_capacity);
-                            self.complain("capacity", &format!("{over_capacity} channel(s) of group {group} at their capacity did not get a message"));
-                        }
-                        break;
+            }
+            // Runs of messages to one group go in one round trip per host.
+            let mut rest = &batch[..];
+            while let Some(first) = rest.first() {
+                let group = self.pattern.group(&first.message.room);
+                let run = rest
+                    .iter()
+                    .take_while(|outgoing| outgoing.message.room == first.message.room)
+                    .count();
+                let (sending, after) = rest.split_at(run);
+                rest = after;
+                if let Some(group) = group
+                    && !self.send_run(&group, sending, &shutdown).await
+                {
+                    return;
+                }
+                let bytes = sending.iter().map(|outgoing| outgoing.bytes).sum();
+                self.waiting_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            }
+            batch.clear();
+        }
+    }
+
+    /// Sends messages of one room to its group, waiting out the layer's outages; false if
+    /// shutdown came first.
+    async fn send_run(&self, group: &str, run: &[Outgoing], shutdown: &CancellationToken) -> bool {
+        let bodies: Vec<_> = run
+            .iter()
+            .map(|outgoing| self.outgoing_body(&outgoing.message))
+            .collect();
+        loop {
+            let sent = self
+                .link
+                .group_send(group, bodies.len(), |message, channels| {
+                    self.codec.seal(&bodies[message], channels)
+                })
+                .await;
+            match sent {
+                Ok(over_capacity) => {
+                    self.health.succeeded();
+                    self.metrics.layer_out(LayerOut::Sent, bodies.len() as u64);
+                    if over_capacity > 0 {
+                        self.metrics
+                            .layer_out(LayerOut::OverCapacity, over_capacity);
+                        self.complain(
+                            "capacity",
+                            &format!("channels of group {group} at their capacity did not get {over_capacity} message(s)"),
+                        );
                     }
-                    Err(error) => {
-                        self.health.failed(&error);
-                        if !pause(&shutdown, RETRY).await {
-                            return;
-                        }
+                    return true;
+                }
+                Err(error) => {
+                    self.health.failed(&error);
+                    if !pause(shutdown, RETRY).await {
+                        return false;
                     }
                 }
             }
-            self.waiting_bytes
-                .fetch_sub(outgoing.bytes, Ordering::Relaxed);
         }
     }
 
