@@ -168,3 +168,102 @@ async fn with_the_layer_unreachable_chat_goes_on_and_readyz_says_so() {
     assert_eq!(metric(&server, "livechat_channels_layer_up", "").await, 0.0);
     assert!(server.logged(&["the Channels layer's Redis does not answer"]));
 }
+
+#[tokio::test]
+async fn what_a_dead_reader_left_in_flight_is_published_once() {
+    let layer = RedisServer::start_volatile().await;
+    let codec = Codec::new(&[], 60);
+    let ours = ["livechat!chat_lobby"];
+    let left = codec.seal(
+        &object(json!({"type": "chat.message", "message": "left in flight"})),
+        &ours,
+    );
+    let mut connection = layer_connection(&layer).await;
+    let _: () = connection
+        .zadd("asgilivechat!$inflight", left.as_slice(), now_seconds())
+        .await
+        .unwrap();
+    let url = layer.url();
+    let server = Server::start(&["--channels-layer", &url]).await;
+    let history = || async { server.history("?room=lobby").await };
+    eventually("the message left in flight published", || async {
+        history().await.len() == 1
+    })
+    .await;
+    let mut client = server.connect("/ws/chat/lobby/?meta=1").await;
+    // The same body again (a reader that published it and died before saying so), then another.
+    let next = codec.seal(
+        &object(json!({"type": "chat.message", "message": "next"})),
+        &ours,
+    );
+    for body in [&left, &next] {
+        let _: () = connection
+            .zadd("asgilivechat!", body.as_slice(), now_seconds())
+            .await
+            .unwrap();
+    }
+    let frame = client.recv().await;
+    assert_eq!(
+        (frame["id"].clone(), frame["message"].clone()),
+        (json!(2), json!("next"))
+    );
+    let stored: Vec<Value> = history()
+        .await
+        .iter()
+        .map(|item| item["message"].clone())
+        .collect();
+    assert_eq!(stored, [json!("left in flight"), json!("next")]);
+}
+
+#[tokio::test]
+async fn another_node_reads_the_layer_when_the_reader_is_killed() {
+    let redis = RedisServer::start_volatile().await;
+    let url = redis.url();
+    let args = [
+        "--channels-layer",
+        url.as_str(),
+        "--channels-rooms",
+        "lobby",
+    ];
+    let mut nodes = [
+        Server::node(&redis, &args).await,
+        Server::node(&redis, &args).await,
+    ];
+    let lease = || async {
+        let holder: Option<String> = layer_connection(&redis)
+            .await
+            .get("asgilivechat!$lease")
+            .await
+            .unwrap();
+        holder
+    };
+    eventually("a node to hold the lease", || async {
+        lease().await.is_some()
+    })
+    .await;
+    let holder = lease().await.unwrap();
+    let reader = nodes
+        .iter()
+        .position(|node| holder.starts_with(&format!("node-{}-", node.pid())))
+        .expect("the lease names one of the nodes");
+    nodes[reader].kill9().await;
+    let survivor = &nodes[1 - reader];
+    let mut client = survivor.connect("/ws/chat/lobby/?meta=1").await;
+    let body = Codec::new(&[], 60).seal(
+        &object(json!({"type": "chat.message", "message": "after the reader died"})),
+        &["livechat!chat_lobby"],
+    );
+    let _: () = layer_connection(&redis)
+        .await
+        .zadd("asgilivechat!", body.as_slice(), now_seconds())
+        .await
+        .unwrap();
+    let frame = client.recv().await;
+    assert_eq!(frame["message"], "after the reader died");
+    assert!(
+        lease()
+            .await
+            .unwrap()
+            .starts_with(&format!("node-{}-", survivor.pid()))
+    );
+}
