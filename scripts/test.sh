@@ -6,7 +6,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step ends with how long it took, so the suite's time can be read off its output.
+SECONDS=0
+step_name=""
+step_started=0
+step_took() {
+  if [ -n "$step_name" ]; then
+    printf '    (%d s; %d s in all)\n' "$((SECONDS - step_started))" "$SECONDS"
+  fi
+}
+step() {
+  step_took
+  step_name=$*
+  step_started=$SECONDS
+  printf '\n==> %s\n' "$*"
+}
+trap step_took EXIT
 
 # Debian packages the tests use, installed only when missing.
 apt_install() {

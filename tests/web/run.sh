@@ -16,4 +16,4 @@ if [ ! -d "$here/node_modules/playwright-core" ] || [ ! -d "$here/node_modules/w
 fi
 (cd "$root" && cargo build -p livechat --bin livechat --example test_cert)
 cd "$here"
-LIVECHAT_BIN="$root/target/debug/livechat" CERT_TOOL="$root/target/debug/examples/test_cert" node --test --test-concurrency=1 page.test.mjs seed_client.test.mjs
+LIVECHAT_BIN="$root/target/debug/livechat" CERT_TOOL="$root/target/debug/examples/test_cert" node --test --test-concurrency=1 page.test.mjs seed_client.test.mjs event_source.test.mjs

@@ -72,7 +72,7 @@ pub trait RoomObserver: Send + Sync {
 #[derive(Default)]
 struct Room {
     members: Vec<Member>,
-    /// How many members asked for frames with metadata; the meta frame is only built if any did.
+    /// How many members take frames with metadata; the meta frame is only built if any do.
     meta_members: usize,
     /// Frames kept aside for held members.
     held: Vec<Held>,
@@ -84,7 +84,10 @@ struct Member {
     id: u64,
     outbound: Arc<Outbound>,
     user: Option<Arc<Author>>,
+    /// Receives changes to stored messages (`?meta=1`).
     wants_meta: bool,
+    /// Receives message frames in the meta shape (with ids).
+    meta_frames: bool,
     /// Receives presence and typing events (`?presence=1`).
     presence: bool,
     /// Receives read receipts (`?receipts=1`).
@@ -110,8 +113,11 @@ enum Stage {
 pub struct JoinAs {
     /// Who it is (`None`: anonymous).
     pub user: Option<Arc<Author>>,
-    /// Frames with metadata (`?meta=1`).
+    /// Changes to stored messages (`?meta=1`).
     pub meta: bool,
+    /// Message frames with their ids (the `?meta=1` shape), even without `meta`: an event
+    /// stream needs them for its event ids.
+    pub meta_frames: bool,
     /// Resuming from an id: held until released, and following the room's events.
     pub resuming: bool,
     /// Presence and typing events (`?presence=1`).
@@ -253,7 +259,7 @@ impl Hub {
                 (room.clone(), vacant.insert(Room::default()))
             }
         };
-        entry.meta_members += usize::from(join.meta);
+        entry.meta_members += usize::from(join.meta_frames);
         self.roster.arrive(room, join.user.as_ref());
         // Checked under the shard's lock, which `close_all` takes after setting the flag: a
         // member either sees the flag here or is told by `close_all`.
@@ -275,6 +281,7 @@ impl Hub {
             outbound: outbound.clone(),
             user: join.user,
             wants_meta: join.meta,
+            meta_frames: join.meta_frames,
             presence: join.presence,
             receipts: join.receipts,
             follows: join.resuming,
@@ -489,7 +496,7 @@ impl Hub {
             ..
         } = room;
         for member in members.iter_mut() {
-            let mut frames = if member.wants_meta {
+            let mut frames = if member.meta_frames {
                 &meta[..]
             } else {
                 &plain[..]
@@ -545,7 +552,7 @@ impl Room {
                     hub.forget_user_connection(user, member.id);
                 }
                 roster.depart(name, member.user.as_ref());
-                *meta_members -= usize::from(member.wants_meta);
+                *meta_members -= usize::from(member.meta_frames);
                 if member.stage != Stage::Live {
                     removed_resuming.push(member.id);
                 }
@@ -673,6 +680,7 @@ mod tests {
             &a,
             JoinAs {
                 meta: true,
+                meta_frames: true,
                 ..JoinAs::default()
             },
         );
@@ -813,6 +821,7 @@ mod tests {
             &room,
             JoinAs {
                 meta: true,
+                meta_frames: true,
                 ..JoinAs::default()
             },
         );

@@ -54,6 +54,9 @@ pub struct ConnectRequest {
 pub enum Transport {
     WebSocket,
     Http,
+    /// An event stream (`GET /sse/chat/{room}/`).
+    #[serde(rename = "sse")]
+    EventStream,
 }
 
 /// The app's word on a caller.

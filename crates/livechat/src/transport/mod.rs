@@ -9,6 +9,7 @@ mod caller;
 mod changes;
 mod client_ip;
 mod directs;
+mod entry;
 mod error;
 mod hooked;
 mod http;
@@ -20,6 +21,7 @@ mod reads;
 mod resume;
 mod serve;
 mod session;
+mod sse;
 mod tls;
 mod upgrade;
 mod ws;
@@ -125,6 +127,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/ws/chat/{room}/", get(ws::connect))
         .route("/ws/chat/{room}", get(ws::connect))
+        .route("/sse/chat/{room}/", get(sse::connect))
+        .route("/sse/chat/{room}", get(sse::connect))
         .route("/chat/send/", post(http::send))
         .route("/chat/send", post(http::send))
         .route("/chat/history/", get(http::history))

@@ -87,6 +87,39 @@ pub struct HistoryQueryParams {
     after: Option<u64>,
 }
 
+/// The room a connection follows.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct RoomPath {
+    /// The room, or a direct-message room `dm:A:B`.
+    #[param(pattern = "^([A-Za-z0-9_-]{1,94}|dm:[A-Za-z0-9_.@+-]{1,40}:[A-Za-z0-9_.@+-]{1,40})$")]
+    room: String,
+}
+
+/// The switches of a connection that follows a room (WebSocket or event stream).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ConnectQuery {
+    /// 1, true or yes: frames with id, room, ts, user, and changes to stored messages.
+    meta: Option<String>,
+    /// A JWT, when auth is required.
+    token: Option<String>,
+    /// Auth off: the name the client chose.
+    name: Option<String>,
+    /// Resume: every message after this id, then live ones (docs/asyncapi.yaml: gap, reset,
+    /// caught_up).
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
+    since: Option<u64>,
+    /// With since: the epoch the id counts in; another epoch gets a reset.
+    epoch: Option<String>,
+    /// 1, true or yes: presence and typing events (docs/asyncapi.yaml).
+    presence: Option<String>,
+    /// 1, true or yes: read receipts.
+    receipts: Option<String>,
+}
+
 /// `GET /chat/presence/`'s query.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -139,6 +172,7 @@ pub struct Health {
         super::http::readyz,
         super::http::metrics,
         super::ws::connect,
+        super::sse::connect,
         openapi_json,
     ),
     components(schemas(ErrorBody, RateLimitedBody, Health, SendBody))

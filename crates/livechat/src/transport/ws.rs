@@ -21,18 +21,16 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde::Deserialize;
 
 use super::admission::Permit;
 use super::caller::{Caller, Identified};
+use super::entry::{self, ConnectOptions, Entry};
 use super::hooked::{HookNews, Hooked, Renewal};
 use super::pending::Waiting;
 use super::reads;
-use super::resume::{self, ResumeFrom};
 use super::session::{Action, RATE_ABUSE, Session};
 use super::upgrade::{PendingSocket, Socket, Upgrade};
 use super::{ApiError, AppState};
-use crate::auth::Guarded;
 use crate::hooks::{Judgement, Transport};
 use crate::hub::{JoinAs, Subscription};
 use crate::message::{Draft, ErrorReply, Request};
@@ -59,46 +57,16 @@ pub const SLOW_CONSUMER: (CloseCode, &str) = (
     CloseCode::POLICY_VIOLATION,
     "slow consumer: outbound queue full",
 );
-const GOING_AWAY: (CloseCode, &str) = (CloseCode::GOING_AWAY, "server shutting down");
+pub const GOING_AWAY: (CloseCode, &str) = (CloseCode::GOING_AWAY, "server shutting down");
 /// A client that did not answer a ping: it is most likely gone, so nobody waits for its answer.
 const PING_TIMEOUT: (CloseCode, &str) = (CloseCode::GOING_AWAY, "ping timeout");
 pub const TOKEN_EXPIRED: (CloseCode, &str) = (CloseCode(4001), "token expired");
-
-#[derive(Debug, Deserialize)]
-pub struct ConnectOptions {
-    /// `?meta=1`: frames carry `id`, `room` and `ts` beside `message`.
-    meta: Option<String>,
-    /// `?token=`: the caller's token (browsers cannot set headers on a WebSocket).
-    token: Option<String>,
-    /// `?name=`: with auth off, the name the client chose.
-    name: Option<String>,
-    /// `?since=ID`: resume after the last id the client saw (see `resume`).
-    since: Option<String>,
-    /// `?epoch=E`: the epoch that id counts in.
-    epoch: Option<String>,
-    /// `?presence=1`: presence and typing events (see `crate::presence`).
-    presence: Option<String>,
-    /// `?receipts=1`: read receipts (see `crate::receipts`).
-    receipts: Option<String>,
-}
-
-fn switched_on(value: Option<&str>) -> bool {
-    matches!(value, Some("1" | "true" | "yes"))
-}
 
 /// The WebSocket handshake; after the 101 the protocol is in docs/asyncapi.yaml.
 #[utoipa::path(
     get,
     path = "/ws/chat/{room}/", tag = "chat",
-    params(
-        ("room" = String, Path, pattern = "^([A-Za-z0-9_-]{1,94}|dm:[A-Za-z0-9_.@+-]{1,40}:[A-Za-z0-9_.@+-]{1,40})$", description = "The room"),
-        ("meta" = Option<String>, Query, description = "1, true or yes: frames with id, room, ts, user"),
-        ("token" = Option<String>, Query, description = "A JWT, when auth is required"),
-        ("name" = Option<String>, Query, description = "Auth off: the name the client chose"),
-        ("since" = Option<u64>, Query, description = "Resume: every message after this id, then live ones (docs/asyncapi.yaml: gap, reset, caught_up)"),
-        ("epoch" = Option<String>, Query, description = "With since: the epoch the id counts in; another epoch gets a reset"),
-        ("presence" = Option<String>, Query, description = "1, true or yes: presence and typing events (docs/asyncapi.yaml)"),
-    ),
+    params(super::openapi::RoomPath, super::openapi::ConnectQuery),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "Not a WebSocket handshake, or an invalid room, name or query", body = super::openapi::ErrorBody),
@@ -114,36 +82,15 @@ pub async fn connect(
     options: Result<Query<ConnectOptions>, QueryRejection>,
     upgrade: Result<Upgrade, ApiError>,
 ) -> Response {
-    let parsed = async {
-        let Path(room) = room?;
-        let Query(options) = options?;
-        let room = RoomName::parse(&room)?;
-        let caller = caller?;
-        let resume = ResumeFrom::parse(options.since.as_deref(), options.epoch.as_deref())?;
-        let identified = caller
-            .identify(
-                &state,
-                options.token.as_deref(),
-                options.name.as_deref(),
-                Some(&room),
-                Transport::WebSocket,
-            )
-            .await?;
-        identified.identity.check_room(&room)?;
-        state
-            .moderation
-            .may_enter(identified.identity.user.as_deref(), &room)?;
-        if resume.is_some() {
-            state
-                .history_reads
-                .check(&identified.identity, Guarded::History)?;
-        }
-        let permit = state.admission.admit(caller.client_ip())?;
-        Ok::<_, ApiError>((room, options, identified, resume, permit))
-    }
-    .await;
-    let (room, options, identified, resume, permit) = match parsed {
-        Ok(parsed) => parsed,
+    let entry = entry::enter(&state, caller, room, options, None, Transport::WebSocket).await;
+    let Entry {
+        room,
+        switches,
+        identified,
+        resume,
+        permit,
+    } = match entry {
+        Ok(entry) => entry,
         Err(refused) => return refused.into_response(),
     };
     let upgrade = match upgrade {
@@ -156,12 +103,13 @@ pub async fn connect(
     } = identified;
     let join = JoinAs {
         user: identity.user.clone(),
-        meta: switched_on(options.meta.as_deref()),
+        meta: switches.meta,
+        meta_frames: switches.meta,
         resuming: resume.is_some(),
-        presence: switched_on(options.presence.as_deref()),
-        receipts: switched_on(options.receipts.as_deref()),
+        presence: switches.presence,
+        receipts: switches.receipts,
     };
-    let (meta, presence) = (join.meta, join.presence);
+    let meta = switches.meta;
     // Join before answering the handshake: once the client is told it is connected, it misses
     // nothing published to the room (frames queue up until the socket is ready).
     let subscription = state.hub.join(&room, join);
@@ -181,21 +129,20 @@ pub async fn connect(
         &identity,
         hook_request,
     );
-    if let Err(error) = state.engine.room_ready(&room).await {
-        return ApiError::from(error).into_response();
-    }
-    // Who is here first (the room is ready: other nodes' members are known), then what it missed.
-    let mut first = Vec::new();
-    if presence {
-        first.push(state.roster.list(&room).frame());
-    }
-    if let Some(from) = &resume {
-        let reader = session.user_key();
-        match resume::catch_up(&state, &room, &subscription, from, meta, reader).await {
-            Ok(frames) => first.extend(frames),
-            Err(refused) => return refused.into_response(),
-        }
-    }
+    let reader = session.user_key();
+    let first = match entry::first_frames(
+        &state,
+        &subscription,
+        switches,
+        resume.as_ref(),
+        meta,
+        reader,
+    )
+    .await
+    {
+        Ok(first) => first,
+        Err(refused) => return refused.into_response(),
+    };
     let (response, pending) = upgrade.accept(state.max_message_bytes);
     let connections = state.connections.clone();
     let connection = Connection {

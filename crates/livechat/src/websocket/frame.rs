@@ -115,6 +115,41 @@ pub fn close(code: CloseCode, reason: &str) -> Bytes {
     encode(CLOSE, &[&code.0.to_be_bytes(), &reason.as_bytes()[..end]])
 }
 
+/// What a frame this server encoded carries (for a transport that sends its payloads
+/// otherwise: the event stream).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Encoded {
+    Text(Bytes),
+    Ping,
+    /// Anything else (close, pong, binary, or a frame with reserved bits set).
+    Other,
+}
+
+/// Reads back a frame `encode` made (unmasked, whole); the payload shares the frame's bytes.
+pub fn encoded(frame: &Bytes) -> Encoded {
+    let (Some(&first), Some(&second)) = (frame.first(), frame.get(1)) else {
+        return Encoded::Other;
+    };
+    let (start, len) = match second & 0x7F {
+        126 if frame.len() >= 4 => (4, u16::from_be_bytes([frame[2], frame[3]]) as usize),
+        127 if frame.len() >= 10 => {
+            let mut len = [0; 8];
+            len.copy_from_slice(&frame[2..10]);
+            (10, u64::from_be_bytes(len) as usize)
+        }
+        126 | 127 => return Encoded::Other,
+        len => (2, len as usize),
+    };
+    if first & RESERVED_BITS != 0 || frame.len() != start + len {
+        return Encoded::Other;
+    }
+    match first & 0x0F {
+        TEXT => Encoded::Text(frame.slice(start..)),
+        PING => Encoded::Ping,
+        _ => Encoded::Other,
+    }
+}
+
 fn encode(opcode: u8, parts: &[&[u8]]) -> Bytes {
     let len: usize = parts.iter().map(|part| part.len()).sum();
     let mut frame = BytesMut::with_capacity(10 + len);
@@ -355,6 +390,23 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_frames_read_back_their_payloads() {
+        for len in [0, 5, 125, 126, 65_535, 65_536] {
+            let payload = vec![b'x'; len];
+            let frame = text(&[&payload]);
+            assert_eq!(
+                encoded(&frame),
+                Encoded::Text(Bytes::from(payload)),
+                "{len}"
+            );
+        }
+        assert_eq!(encoded(&ping(b"")), Encoded::Ping);
+        assert_eq!(encoded(&close(CloseCode::NORMAL, "bye")), Encoded::Other);
+        assert_eq!(encoded(&Bytes::from_static(b"\x81")), Encoded::Other);
+        assert_eq!(encoded(&Bytes::from_static(b"\x81\x05ab")), Encoded::Other);
+    }
 
     const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 

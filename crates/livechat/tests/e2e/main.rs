@@ -22,6 +22,7 @@ mod proxy;
 mod resume;
 mod security;
 mod settings;
+mod sse;
 mod support;
 mod tls;
 mod webhooks;

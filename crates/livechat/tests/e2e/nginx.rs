@@ -20,6 +20,16 @@ pub struct Nginx {
 impl Nginx {
     /// nginx in front of `nodes` on a free port.
     pub async fn start(nodes: &[SocketAddr]) -> Nginx {
+        Nginx::start_site(nodes, true).await
+    }
+
+    /// The same with nginx's default response buffering (the site's `proxy_buffering off`
+    /// left out): what a proxy set up without livechat in mind does.
+    pub async fn start_buffering(nodes: &[SocketAddr]) -> Nginx {
+        Nginx::start_site(nodes, false).await
+    }
+
+    async fn start_site(nodes: &[SocketAddr], as_shipped: bool) -> Nginx {
         let site_file =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nginx/livechat.conf");
         let site = std::fs::read_to_string(&site_file).expect("deploy/nginx/livechat.conf");
@@ -32,6 +42,7 @@ impl Nginx {
         let site: String = site
             .lines()
             .filter(|line| !line.trim_start().starts_with("server 127.0.0.1:"))
+            .filter(|line| as_shipped || line.trim() != "proxy_buffering off;")
             .map(|line| match line.trim() {
                 "upstream livechat {" => format!("{line}\n{upstreams}"),
                 "listen 80;" => format!("    listen {addr};"),
