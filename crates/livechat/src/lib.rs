@@ -256,10 +256,13 @@ impl Server {
             ))),
             _ => None,
         };
+        // The bridge stops once the connections have: what they publish until then still reaches
+        // the layer.
+        let bridge_stop = CancellationToken::new();
         let bridge = self
             .bridge
             .clone()
-            .map(|bridge| tokio::spawn(bridge.run(shutdown.clone())));
+            .map(|bridge| tokio::spawn(bridge.run(bridge_stop.clone())));
         // On SIGTERM/SIGINT the hub tells every WebSocket connection to close with 1001.
         let closing_hub = self.hub.clone();
         let signal = shutdown.clone();
@@ -291,16 +294,18 @@ impl Server {
             // It stops between deliveries; one under way may take up to the hook timeout.
             let _ = tokio::time::timeout(self.shutdown_timeout, webhooks).await;
         }
-        if let Some(bridge) = bridge {
-            // It stops between messages; one being sent may take up to the Redis timeout.
-            let _ = tokio::time::timeout(self.shutdown_timeout, bridge).await;
-        }
         self.connections.close();
         if tokio::time::timeout(self.shutdown_timeout, self.connections.wait())
             .await
             .is_err()
         {
             tracing::warn!("some WebSocket clients did not close in time");
+        }
+        if let Some(bridge) = bridge {
+            bridge_stop.cancel();
+            // It sends what is waiting (one try each) and stops; a read under way takes up to
+            // a second and the Redis timeout.
+            let _ = tokio::time::timeout(self.shutdown_timeout, bridge).await;
         }
         self.engine.shutdown().await;
         tracing::info!("stopped");

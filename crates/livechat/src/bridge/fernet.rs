@@ -83,7 +83,10 @@ pub fn decrypt(
     now: u64,
 ) -> Result<Vec<u8>, FernetError> {
     let raw = URL_SAFE.decode(token).map_err(|_| FernetError::Malformed)?;
-    if raw.len() < HEADER + 16 + MAC || raw[0] != VERSION || (raw.len() - HEADER - MAC) % 16 != 0 {
+    if raw.len() < HEADER + 16 + MAC
+        || raw[0] != VERSION
+        || !(raw.len() - HEADER - MAC).is_multiple_of(16)
+    {
         return Err(FernetError::Malformed);
     }
     let (signed, mac) = raw.split_at(raw.len() - MAC);

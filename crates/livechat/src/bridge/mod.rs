@@ -587,16 +587,15 @@ impl Bridge {
                     continue;
                 }
             }
-            let (taken, expired) = tokio::select! {
-                taken = self.link.take() => match taken {
-                    Ok(taken) => taken,
-                    Err(error) => {
-                        self.health.failed(&error);
-                        pause(&shutdown, RETRY).await;
-                        continue;
-                    }
-                },
-                () = shutdown.cancelled() => return,
+            // Not cut short by shutdown: a blocking read dropped half-way could lose the message
+            // Redis hands it.
+            let (taken, expired) = match self.link.take().await {
+                Ok(taken) => taken,
+                Err(error) => {
+                    self.health.failed(&error);
+                    pause(&shutdown, RETRY).await;
+                    continue;
+                }
             };
             if expired > 0 {
                 self.metrics.layer_in(LayerIn::Expired, expired);
@@ -739,11 +738,19 @@ impl Bridge {
         };
         let mut batch = Vec::with_capacity(SEND_BATCH);
         loop {
-            tokio::select! {
+            let stopping = tokio::select! {
                 received = waiting.recv_many(&mut batch, SEND_BATCH) => if received == 0 {
                     return;
+                } else {
+                    false
                 },
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => true,
+            };
+            if stopping {
+                // What is waiting gets one try.
+                while let Ok(outgoing) = waiting.try_recv() {
+                    batch.push(outgoing);
+                }
             }
             // Runs of messages to one group go in one round trip per host.
             let mut rest = &batch[..];
@@ -758,12 +765,21 @@ impl Bridge {
                 if let Some(group) = group
                     && !self.send_run(&group, sending, &shutdown).await
                 {
+                    let unsent = sending.len() + rest.len();
+                    tracing::warn!(
+                        unsent,
+                        "stopping with messages not sent to the Channels layer (they are in livechat's history)"
+                    );
+                    self.metrics.layer_out(LayerOut::Dropped, unsent as u64);
                     return;
                 }
                 let bytes = sending.iter().map(|outgoing| outgoing.bytes).sum();
                 self.waiting_bytes.fetch_sub(bytes, Ordering::Relaxed);
             }
             batch.clear();
+            if stopping {
+                return;
+            }
         }
     }
 
