@@ -10,14 +10,17 @@ directory) with LIVECHAT_CHANNELS_LAYER on that Redis, then:
 - livechat -> layer: a WebSocket client sends MESSAGES messages; timed until livechat has sent them
   all to the group (`livechat_channels_sent_total`) and the app's consumer channel holds them all
   (ZCARD; its capacity raised so that none is refused);
-- the same WebSocket publishing with the bridge off, for the difference.
+- the same WebSocket publishing with the bridge off, for the difference;
+- the bridge's own pace into livechat: messages already waiting in its channel (another holder
+  keeps the reading lease while they are added), timed from the first a client receives to the
+  last.
 
 Prints a Markdown table for docs/benchmarks.md with livechat's CPU time per message (user +
 system, from /proc) and the generator's, so that a generator that cannot keep up shows.
 Needs the test virtualenv of tests/channels (channels_redis, websockets):
 
     cargo build --release
-    target/channels-venv/bin/python bench/channels.py [--messages 20000]
+    target/channels-venv/bin/python bench/bridge.py [--messages 20000]
 """
 
 import argparse
@@ -72,7 +75,7 @@ def redis_cli(port, *args):
 
 
 class Livechat:
-    def __init__(self, redis_port, bridge, workdir):
+    def __init__(self, binary, redis_port, bridge, workdir):
         self.port = free_port()
         env = {
             "PATH": os.environ["PATH"],
@@ -87,7 +90,7 @@ class Livechat:
                 "LIVECHAT_CHANNELS_ROOMS": ROOM,
                 "LIVECHAT_CHANNELS_CAPACITY": "1000000",
             }
-        self.process = subprocess.Popen([BINARY], env=env, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen([binary], env=env, stderr=subprocess.DEVNULL)
         wait_for(lambda: self.ready(), "livechat to be ready")
 
     def ready(self):
@@ -132,6 +135,31 @@ async def layer_to_livechat(livechat, redis_port, messages, concurrency):
         return elapsed, cpu_seconds(livechat.process.pid) - cpu, own_cpu() - mine
 
 
+async def drain(livechat, redis_port, messages):
+    """The bridge's own pace: MESSAGES bodies (sealed by channels_redis) wait in livechat's
+    channel while another holder keeps the reading lease; then the lease is freed, and the time
+    from the first message a WebSocket client receives to the last is livechat's."""
+    app = RedisChannelLayer(hosts=[f"redis://127.0.0.1:{redis_port}/"])
+    redis_cli(redis_port, "SET", "asgilivechat!$lease", "someone else", "PX", "600000")
+    async with connect(f"ws://127.0.0.1:{livechat.port}/ws/chat/{ROOM}/", max_queue=None, compression=None) as ws:
+        connection = app.connection(0)
+        for start in range(0, messages, 1000):
+            pipe = connection.pipeline()
+            for n in range(start, min(start + 1000, messages)):
+                _, body, _ = app._map_channel_keys_to_connection(
+                    [f"livechat!{GROUP}"], {"type": "chat.message", "message": {"n": n, "text": "x" * 64}}
+                )
+                pipe.zadd("asgilivechat!", {list(body.values())[0]: time.time()})
+            await pipe.execute()
+        cpu = cpu_seconds(livechat.process.pid)
+        redis_cli(redis_port, "DEL", "asgilivechat!$lease")
+        await ws.recv()
+        mine, started = own_cpu(), time.monotonic()
+        await receive(ws, messages - 1)
+        elapsed = time.monotonic() - started
+        return elapsed, cpu_seconds(livechat.process.pid) - cpu, own_cpu() - mine
+
+
 async def livechat_to_layer(livechat, redis_port, messages, bridged):
     if bridged:
         redis_cli(redis_port, "ZADD", f"asgi:group:{GROUP}", "1e12", "bench.reader")
@@ -167,9 +195,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--binary", default=BINARY, help="the livechat binary (default: the release build)")
     args = parser.parse_args()
-    if not os.access(BINARY, os.X_OK):
-        sys.exit(f"{BINARY} is missing: cargo build --release")
+    if not os.access(args.binary, os.X_OK):
+        sys.exit(f"{args.binary} is missing: cargo build --release")
     with tempfile.TemporaryDirectory() as workdir:
         redis_port = free_port()
         redis = subprocess.Popen(
@@ -178,11 +207,12 @@ def main():
         )
         try:
             wait_for(lambda: redis_cli(redis_port, "PING") == "PONG", "redis-server")
-            plain = Livechat(redis_port, False, workdir)
+            plain = Livechat(args.binary, redis_port, False, workdir)
             without = asyncio.run(livechat_to_layer(plain, redis_port, args.messages, False))
             plain.stop()
-            bridged = Livechat(redis_port, True, workdir)
+            bridged = Livechat(args.binary, redis_port, True, workdir)
             inbound = asyncio.run(layer_to_livechat(bridged, redis_port, args.messages, args.concurrency))
+            drained = asyncio.run(drain(bridged, redis_port, args.messages))
             outbound = asyncio.run(livechat_to_layer(bridged, redis_port, args.messages, True))
             bridged.stop()
         finally:
@@ -194,6 +224,7 @@ def main():
     print(row("WebSocket publish -> livechat -> the layer (the app's consumer channel)", args.messages, outbound))
     print(row(f"the app's `group_send` ({args.concurrency} in flight) -> the layer -> livechat -> a WebSocket client",
               args.messages, inbound))
+    print(row("the layer (messages waiting) -> livechat -> a WebSocket client", args.messages, drained))
 
 
 if __name__ == "__main__":
