@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::caller::{Caller, Identified};
+use super::caller::{Caller, Identified, TokenParam};
 use super::{ApiError, AppState};
 use crate::auth::{AuthError, Guarded, Identity};
 use crate::engine::RoomCount;
@@ -30,12 +30,6 @@ const MAX_PAGE: usize = 1000;
 pub struct RoomParam {
     room: Option<String>,
     /// The caller's token, for clients that cannot set `Authorization` (as on the WebSocket).
-    token: Option<String>,
-}
-
-/// `?token=`, on routes with no other parameter.
-#[derive(Debug, Deserialize)]
-pub struct TokenParam {
     token: Option<String>,
 }
 

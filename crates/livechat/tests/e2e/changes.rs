@@ -189,6 +189,37 @@ async fn moderators_change_any_message_and_http_does_the_same() {
 }
 
 #[tokio::test]
+async fn with_auth_off_http_changes_are_made_under_the_chosen_name() {
+    let server = Server::start(&[]).await;
+    let mut ann = server.connect("/ws/chat/named/?name=ann").await;
+    ann.send_json(json!({"message": "hello"})).await;
+    ann.recv().await;
+    let edit = |who: &'static str| {
+        let path = format!("/chat/history/named/1{who}");
+        let server = &server;
+        async move {
+            server
+                .http("PATCH", &path, Some(r#"{"message": "hello again"}"#))
+                .await
+        }
+    };
+    let nameless = edit("").await;
+    assert_eq!(nameless.status, 400, "{nameless:?}");
+    assert!(nameless.body.contains("?name="), "{nameless:?}");
+    assert_eq!(edit("?name=bob").await.status, 403, "not bob's message");
+    let own = edit("?name=ann").await;
+    assert_eq!(own.status, 200, "{own:?}");
+    let reacted = server
+        .http(
+            "POST",
+            "/chat/history/named/1/reactions?name=bob",
+            Some(r#"{"emoji": "👍"}"#),
+        )
+        .await;
+    assert_eq!(reacted.status, 200, "{reacted:?}");
+}
+
+#[tokio::test]
 async fn a_client_away_gets_the_edits_and_deletions_made_meanwhile_on_resume() {
     let server = Server::start(&[]).await;
     let mut ann = server.connect("/ws/chat/away/?meta=1&name=Ann").await;

@@ -201,6 +201,8 @@ pub struct Publisher {
     pub edit_window: Option<Duration>,
     /// Told of each message stored, those from the Channels layer excepted.
     pub stored: super::super::ObserverSlot,
+    /// Where the room list's bookkeeping runs, apart from the writes.
+    pub tasks: crate::tasks::Tasks,
 }
 
 /// Work for the publisher besides publishes, in order with them.
@@ -405,7 +407,7 @@ impl Publisher {
             // For the room list; publishers are not kept waiting for it.
             let (mut connection, keys) = (self.connection.clone(), self.keys.clone());
             let room_ttl = self.room_ttl;
-            tokio::spawn(async move {
+            self.tasks.spawn_to_end(async move {
                 stream::note_written(&mut connection, &keys, &written, room_ttl).await
             });
         }
