@@ -488,6 +488,7 @@ impl Config {
         ];
         settings
             .into_iter()
+            .chain(self.channels.summary())
             .map(|(name, value)| format!("{name}={value}"))
             .collect::<Vec<_>>()
             .join(" ")

@@ -72,6 +72,7 @@ pub struct ChannelsSettings {
     /// The app's channel layer (`channels_redis`' `hosts`): Redis URLs, comma-separated, in the
     /// app's order. Unset: no bridge.
     #[arg(
+        id = "channels_layer",
         long = "channels-layer",
         env = "LIVECHAT_CHANNELS_LAYER",
         value_delimiter = ','
@@ -80,6 +81,7 @@ pub struct ChannelsSettings {
 
     /// The group of a room in the app, `{room}` standing for the room's name.
     #[arg(
+        id = "channels_group",
         long = "channels-group",
         env = "LIVECHAT_CHANNELS_GROUP",
         default_value = "chat_{room}"
@@ -89,6 +91,7 @@ pub struct ChannelsSettings {
     /// The `type` of chat messages in the app's groups (`chat.message` and `chat_message` name
     /// the same handler in Channels, and are taken alike).
     #[arg(
+        id = "channels_kind",
         long = "channels-type",
         env = "LIVECHAT_CHANNELS_TYPE",
         default_value = "chat.message"
@@ -97,6 +100,7 @@ pub struct ChannelsSettings {
 
     /// The layer's `prefix`.
     #[arg(
+        id = "channels_prefix",
         long = "channels-prefix",
         env = "LIVECHAT_CHANNELS_PREFIX",
         default_value = "asgi"
@@ -104,15 +108,18 @@ pub struct ChannelsSettings {
     pub prefix: String,
 
     /// The layer's `expiry`: a message not read within it is lost.
-    #[arg(long = "channels-expiry", env = "LIVECHAT_CHANNELS_EXPIRY", value_parser = parse_duration, default_value = "60s")]
+    #[arg(id = "channels_expiry",
+        long = "channels-expiry", env = "LIVECHAT_CHANNELS_EXPIRY", value_parser = parse_duration, default_value = "60s")]
     pub expiry: Duration,
 
     /// The layer's `group_expiry`: a channel not added again to a group within it leaves it.
-    #[arg(long = "channels-group-expiry", env = "LIVECHAT_CHANNELS_GROUP_EXPIRY", value_parser = parse_duration, default_value = "1d")]
+    #[arg(id = "channels_group_expiry",
+        long = "channels-group-expiry", env = "LIVECHAT_CHANNELS_GROUP_EXPIRY", value_parser = parse_duration, default_value = "1d")]
     pub group_expiry: Duration,
 
     /// The layer's `capacity`: messages a channel holds; a full channel does not get more.
     #[arg(
+        id = "channels_capacity",
         long = "channels-capacity",
         env = "LIVECHAT_CHANNELS_CAPACITY",
         default_value_t = 100
@@ -121,6 +128,7 @@ pub struct ChannelsSettings {
 
     /// The layer's `symmetric_encryption_keys`, comma-separated, the first encrypting.
     #[arg(
+        id = "channels_keys",
         long = "channels-keys",
         env = "LIVECHAT_CHANNELS_KEYS",
         value_delimiter = ',',
@@ -131,6 +139,7 @@ pub struct ChannelsSettings {
     /// Rooms whose groups the bridge is in from the start, comma-separated (besides the rooms with
     /// members here and the groups the app's consumers are in).
     #[arg(
+        id = "channels_rooms",
         long = "channels-rooms",
         env = "LIVECHAT_CHANNELS_ROOMS",
         value_delimiter = ','
@@ -139,11 +148,13 @@ pub struct ChannelsSettings {
 
     /// `on`: messages sent to the layer carry `id`, `ts` and `user` (when they have an author)
     /// besides `type` and `message`.
-    #[arg(long = "channels-meta", env = "LIVECHAT_CHANNELS_META", value_enum, default_value_t = Switch::Off)]
+    #[arg(id = "channels_meta",
+        long = "channels-meta", env = "LIVECHAT_CHANNELS_META", value_enum, default_value_t = Switch::Off)]
     pub meta: Switch,
 
     /// The bridge's channels are `{name}!{group}`; every node of one deployment uses the same.
     #[arg(
+        id = "channels_name",
         long = "channels-name",
         env = "LIVECHAT_CHANNELS_NAME",
         default_value = "livechat"
@@ -173,6 +184,32 @@ impl std::fmt::Debug for ChannelsSettings {
 impl ChannelsSettings {
     pub fn enabled(&self) -> bool {
         !self.layer.is_empty()
+    }
+
+    /// The settings for the start-up line, by argument id; the keys as their number.
+    pub fn summary(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "channels_layer",
+                format!(
+                    "{:?}",
+                    self.layer
+                        .iter()
+                        .map(|url| crate::redact_url(url))
+                        .collect::<Vec<_>>()
+                ),
+            ),
+            ("channels_group", self.group.clone()),
+            ("channels_kind", self.kind.clone()),
+            ("channels_prefix", self.prefix.clone()),
+            ("channels_expiry", format!("{:?}", self.expiry)),
+            ("channels_group_expiry", format!("{:?}", self.group_expiry)),
+            ("channels_capacity", self.capacity.to_string()),
+            ("channels_keys", format!("{} set", self.keys.len())),
+            ("channels_rooms", format!("{:?}", self.rooms)),
+            ("channels_meta", format!("{:?}", self.meta)),
+            ("channels_name", self.name.clone()),
+        ]
     }
 }
 
