@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of livechat. Installs what the tests need when it is missing
-# (redis-server and chromium from Debian, playwright-core from npm under tests/web, Python tools
+# (redis-server and chromium from Debian, playwright-core from npm under tests/web and the JS
+# client's test packages under clients/js, Python tools
 # from PyPI into target/pytools), so that a fresh Debian machine with Rust needs nothing else.
 # Usage: ./scripts/test.sh
 set -euo pipefail
@@ -76,6 +77,7 @@ step "the end-to-end contract tests again, on the Redis engine"
 # Skipped here by name, so the counts say what ran: tests that start Redis servers and nodes of
 # their own (they ran above already: once is enough), and one about the embedded engine's file.
 LIVECHAT_TEST_ENGINE=redis cargo test -p livechat --test e2e -- --skip nodes:: --skip proxy:: --skip metrics:: \
+  --skip redis_link:: --skip rolling:: \
   --skip webhooks::another_node_takes_over --skip webhooks::a_redis_cluster \
   --skip changes::changes_agree_across_two_redis_nodes --skip moderation::a_ban_set_on_one_node \
   --skip failover::nodes_follow_a_failover_and_lose_no_acknowledged_message \
@@ -84,6 +86,9 @@ LIVECHAT_TEST_ENGINE=redis cargo test -p livechat --test e2e -- --skip nodes:: -
   --skip resume::resume_on_another_node_after_the_first_died \
   --skip resume::redis_losing_its_data_resets_resuming_clients \
   --skip resume::a_new_history_file_is_a_new_epoch
+
+step "the soak, short: embedded and two Redis nodes for 1.75 minutes, no growth past its margins (bench/soak.py)"
+"$PYTHON" bench/soak.py --minutes 1.75 --binary target/debug/livechat --out target/soak --check
 
 step "the systemd unit (systemd-analyze verify, with the unit pointing at the built binary)"
 unit_dir=$(mktemp -d)
@@ -133,3 +138,15 @@ target/channels-venv/bin/python -m pytest tests/channels -v -p no:cacheprovider 
 
 step "the chat page in headless Chromium (tests/web)"
 tests/web/run.sh
+
+step "the JavaScript client (clients/js): its types against docs/asyncapi.yaml, npm pack into target/, its tests against the server"
+cargo build -p livechat --bin livechat
+(
+  cd clients/js
+  if [ ! -d node_modules/ws ] || [ ! -d node_modules/eventsource ] || [ ! -d node_modules/yaml ] \
+    || [ ! -d node_modules/typescript ]; then
+    npm ci --no-audit --no-fund
+  fi
+  npm pack --pack-destination ../../target
+  LIVECHAT_BIN="$PWD/../../target/debug/livechat" npm test
+)

@@ -354,6 +354,10 @@ pub struct TokenArgs {
     /// A token that may read but not publish.
     #[arg(long)]
     pub read_only: bool,
+    /// A moderator's token (`moderate` claim): may change and delete any message, ban and mute,
+    /// call the server API; the chat page shows it delete and ban actions.
+    #[arg(long)]
+    pub moderate: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -142,9 +142,10 @@ impl Server {
             TrustedProxies::parse(&config.trusted_proxies).map_err(RunError::TrustedProxies)?;
         let admission = Admission::new(config.max_connections, config.max_connections_per_ip);
         let tls = transport::tls_acceptor(config.tls_cert.as_deref(), config.tls_key.as_deref())?;
+        let tasks = Tasks::new();
         let rate_limit = config.rate_limit.map(|rate| {
             let limit = RateLimit::new(rate, config.rate_burst);
-            (limit, limit.for_http())
+            (limit, limit.for_http(&tasks))
         });
         let metrics = Metrics::new();
         let hooks = start_hooks(&config, &metrics).map_err(RunError::Hooks)?;
@@ -159,7 +160,6 @@ impl Server {
             })?),
             None => None,
         };
-        let tasks = Tasks::new();
         let (hub, roster, engine) = match config.redis_urls() {
             Some(urls) => start_redis(&config, urls, retention, &metrics, recorded, &tasks).await?,
             None => start_embedded(&config, retention, &metrics, recorded, &tasks)?,

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use crate::tasks::Tasks;
+
 /// A connection sending at more than this many times its limit...
 pub const ABUSE_FACTOR: u32 = 3;
 /// ...over a window this long is closed with 1008.
@@ -79,20 +81,18 @@ impl RateLimit {
         }
     }
 
-    /// The limiter for HTTP publishes, keyed by user or IP; forgets idle keys in the background.
-    pub fn for_http(&self) -> Arc<HttpLimiter> {
+    /// The limiter for HTTP publishes, keyed by user or IP; forgets idle keys in the background
+    /// (a task of `tasks`, until the server stops).
+    pub fn for_http(&self, tasks: &Tasks) -> Arc<HttpLimiter> {
         let limiter = Arc::new(HttpLimiter(RateLimiter::keyed(self.quota)));
-        let weak = Arc::downgrade(&limiter);
-        tokio::spawn(async move {
+        let forgetting = limiter.clone();
+        tasks.spawn(async move {
             let mut ticks = tokio::time::interval(FORGET_EVERY);
             ticks.tick().await;
             loop {
                 ticks.tick().await;
-                let Some(limiter) = weak.upgrade() else {
-                    return;
-                };
-                limiter.0.retain_recent();
-                limiter.0.shrink_to_fit();
+                forgetting.0.retain_recent();
+                forgetting.0.shrink_to_fit();
             }
         });
         limiter
@@ -189,7 +189,7 @@ mod tests {
     #[tokio::test]
     async fn http_limits_each_key_apart() {
         let limit = RateLimit::new(Rate::parse("1/m").unwrap(), None);
-        let limiter = limit.for_http();
+        let limiter = limit.for_http(&Tasks::new());
         assert!(limiter.check("alice").is_ok());
         assert!(limiter.check("alice").is_err());
         assert!(limiter.check("bob").is_ok());

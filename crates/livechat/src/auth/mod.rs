@@ -567,6 +567,7 @@ mod tests {
                 name: Some("Alice".into()),
                 rooms: rooms.map(|rooms| rooms.split(',').map(str::to_owned).collect()),
                 publish: true,
+                moderate: false,
                 ttl_seconds,
                 issuer: None,
                 audience: None,

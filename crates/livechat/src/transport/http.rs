@@ -155,6 +155,8 @@ pub async fn send(
 pub struct HistoryParams {
     room: Option<String>,
     token: Option<String>,
+    /// With auth off, the reader's chosen name: reactions say `me` for it.
+    name: Option<String>,
     limit: Option<String>,
     before: Option<String>,
     after: Option<String>,
@@ -187,7 +189,7 @@ pub enum Cursor {
 #[utoipa::path(
     get,
     path = "/chat/history/", tag = "chat",
-    params(super::openapi::HistoryQueryParams, super::openapi::TokenQuery),
+    params(super::openapi::HistoryQueryParams, super::openapi::TokenQuery, super::openapi::NameQuery),
     responses(
         (status = 200, description = "A page of stored messages, oldest first", body = HistoryAnswer),
         (status = 400, description = "Invalid room or parameter", body = super::openapi::ErrorBody),
@@ -202,7 +204,14 @@ pub async fn history(
     params: Result<Query<HistoryParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params?;
-    let (room, identity) = reader(&state, &caller, params.room, params.token).await?;
+    let (room, identity) = reader(
+        &state,
+        &caller,
+        params.room,
+        params.token,
+        params.name.as_deref(),
+    )
+    .await?;
     let limit = number(params.limit.as_deref(), "limit")?
         .map_or(DEFAULT_PAGE, |limit| (limit as usize).min(MAX_PAGE));
     let query = HistoryQuery {
@@ -273,7 +282,7 @@ pub async fn presence(
     params: Result<Query<PresenceParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params?;
-    let (room, identity) = reader(&state, &caller, params.room, params.token).await?;
+    let (room, identity) = reader(&state, &caller, params.room, params.token, None).await?;
     identity.check_room(&room)?;
     state
         .moderation
@@ -415,10 +424,11 @@ async fn reader(
     caller: &Caller,
     room: Option<String>,
     token: Option<String>,
+    name: Option<&str>,
 ) -> Result<(RoomName, Identity), ApiError> {
     let room = room_or_default(state, room.as_deref())?;
     let Identified { identity, .. } = caller
-        .identify(state, token.as_deref(), None, Some(&room), Transport::Http)
+        .identify(state, token.as_deref(), name, Some(&room), Transport::Http)
         .await?;
     Ok((room, identity))
 }

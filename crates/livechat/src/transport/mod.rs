@@ -125,6 +125,7 @@ pub fn router(state: AppState) -> Router {
         Router::new()
     };
     Router::new()
+        .merge(page::client_library_routes())
         .route("/ws/chat/{room}/", get(ws::connect))
         .route("/ws/chat/{room}", get(ws::connect))
         .route("/sse/chat/{room}/", get(sse::connect))

@@ -173,6 +173,7 @@ pub struct Health {
         super::http::metrics,
         super::ws::connect,
         super::sse::connect,
+        super::page::client_library,
         openapi_json,
     ),
     components(schemas(ErrorBody, RateLimitedBody, Health, SendBody))

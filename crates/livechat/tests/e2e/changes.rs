@@ -310,6 +310,19 @@ async fn reactions_count_once_per_user_and_emoji_are_bounded_and_show_in_history
         .await
         .json();
     assert_eq!(mine["chat_history"][0]["reactions"]["🎉"]["count"], 2);
+    // With auth off, a reader named by ?name= (as the page reads history) is told its own.
+    let named = |name: &'static str| {
+        let path = format!("/chat/history/?room=likes&name={name}");
+        async move { http(server.addr, "GET", &path, None, &[]).await.json() }
+    };
+    assert_eq!(
+        named("Ann").await["chat_history"][0]["reactions"],
+        json!({"🎉": {"count": 2, "me": true}})
+    );
+    assert_eq!(
+        named("Cy").await["chat_history"][0]["reactions"]["🎉"]["me"],
+        false
+    );
     bo.send_json(json!({"unreact": 1, "emoji": "🎉"})).await;
     assert_eq!(next_event(&mut ann).await["count"], 1);
     // Bounds: a long emoji, 20 kinds at most, anonymous connections.

@@ -41,8 +41,22 @@ async fn the_page_can_be_turned_off() {
         assert_eq!(server.http("GET", path, None).await.status, 404, "{path}");
     }
     assert!(server.logged(&["the chat page is off"]));
-    // The API is untouched.
+    // The API is untouched, and so is the client library, which other pages use.
     server.post_message("lobby", json!("still chatting")).await;
+    let library = server.http("GET", "/livechat.js", None).await;
+    assert_eq!(library.status, 200, "{library:?}");
+    assert!(
+        library
+            .headers
+            .to_ascii_lowercase()
+            .contains("content-type: text/javascript"),
+        "{library:?}"
+    );
+    let file = include_str!("../../../../clients/js/livechat.js");
+    assert_eq!(
+        library.body, file,
+        "the library served is the one in clients/js"
+    );
 }
 
 #[tokio::test]

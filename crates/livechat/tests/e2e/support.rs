@@ -58,8 +58,12 @@ impl Server {
 
     /// Starts a node of a Redis deployment (refreshing its room registration every 0.5 s).
     pub async fn node(redis: &RedisServer, args: &[&str]) -> Server {
-        let url = redis.url();
-        let mut all = vec!["--redis-url", url.as_str(), "--node-ttl", "1500ms"];
+        Server::node_via(&redis.url(), args).await
+    }
+
+    /// Starts a node of a Redis deployment that reaches Redis at `url` (a proxy, say).
+    pub async fn node_via(url: &str, args: &[&str]) -> Server {
+        let mut all = vec!["--redis-url", url, "--node-ttl", "1500ms"];
         all.extend_from_slice(args);
         let temp = tempfile::tempdir().expect("temp dir");
         let mut server = Server::start_in(temp.path(), &all).await;

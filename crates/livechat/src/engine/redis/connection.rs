@@ -1,5 +1,6 @@
 //! One Redis connection (RESP3) for commands and pub/sub, to a single server, a cluster, or the
-//! master Redis Sentinel names (see `sentinel`). All reconnect by themselves and subscribe again to every channel after a reconnect; pushed
+//! master Redis Sentinel names (see `link`, which also replaces a connection that stalls). All
+//! reconnect by themselves and subscribe again to every channel after a reconnect; pushed
 //! messages and disconnection notices go to the bounded queue given at `open`: when it is full
 //! they are dropped and the queue says it overflowed, so that the subscriber reads what it missed
 //! from the streams instead of Redis' pushes piling up in memory.
@@ -8,22 +9,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, ProtocolVersion, PushInfo, RedisFuture, RedisResult, Value};
 use tokio::sync::mpsc;
 
-use super::sentinel::Followed;
+use super::link::Link;
 use crate::tasks::Tasks;
 
 #[derive(Clone)]
 pub enum Connection {
-    Single(ConnectionManager),
+    /// One server, or the master the sentinels name (followed after a failover).
+    Server(Arc<Link>),
     /// Sharded pub/sub: SPUBLISH and SSUBSCRIBE, routed to the node that owns the room's slot.
     Cluster(ClusterConnection),
-    /// The master the sentinels name, followed after a failover.
-    Sentinel(Arc<Followed>),
 }
 
 /// Where Redis is.
@@ -56,9 +56,8 @@ impl Connection {
         let (urls, cluster) = match servers {
             Servers::Urls { urls, cluster } => (urls, cluster),
             Servers::Sentinel { sentinels, master } => {
-                let followed =
-                    Followed::open(sentinels, master, config, pushes, tasks.clone()).await?;
-                return Ok(Self::Sentinel(followed));
+                let link = Link::sentinel(sentinels, master, config, pushes, tasks.clone()).await?;
+                return Ok(Self::Server(link));
             }
         };
         if cluster {
@@ -77,8 +76,11 @@ impl Connection {
             .unwrap_or("redis://127.0.0.1/");
         let separator = if url.contains('?') { '&' } else { '?' };
         let client = redis::Client::open(format!("{url}{separator}protocol=resp3"))?;
-        Ok(Self::Single(ConnectionManager::new_lazy_with_config(
-            client, config,
+        Ok(Self::Server(Link::server(
+            client,
+            config,
+            pushes,
+            tasks.clone(),
         )?))
     }
 
@@ -89,7 +91,7 @@ impl Connection {
     /// The command that publishes to a room's channel, inside the publish script.
     pub fn publish_command(&self) -> &'static str {
         match self {
-            Self::Single(_) | Self::Sentinel(_) => "PUBLISH",
+            Self::Server(_) => "PUBLISH",
             Self::Cluster(_) => "SPUBLISH",
         }
     }
@@ -98,8 +100,7 @@ impl Connection {
     /// SSUBSCRIBE per channel (each goes to its slot's node), all in flight at once.
     pub async fn subscribe(&mut self, channels: &[String]) -> RedisResult<()> {
         match self {
-            Self::Single(connection) => connection.subscribe(channels).await,
-            Self::Sentinel(followed) => followed.current().subscribe(channels).await,
+            Self::Server(link) => link.current().connection.subscribe(channels).await,
             Self::Cluster(connection) => {
                 let each = channels.iter().map(|channel| {
                     let mut connection = connection.clone();
@@ -112,8 +113,7 @@ impl Connection {
 
     pub async fn unsubscribe(&mut self, channel: &str) -> RedisResult<()> {
         match self {
-            Self::Single(connection) => connection.unsubscribe(channel).await,
-            Self::Sentinel(followed) => followed.current().unsubscribe(channel).await,
+            Self::Server(link) => link.current().connection.unsubscribe(channel).await,
             Self::Cluster(connection) => connection.sunsubscribe(channel).await,
         }
     }
@@ -151,14 +151,14 @@ impl redis::aio::AsyncPushSender for PushQueue {
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Self::Single(connection) => connection.req_packed_command(cmd),
             Self::Cluster(connection) => connection.req_packed_command(cmd),
-            Self::Sentinel(followed) => {
-                let followed = followed.clone();
+            Self::Server(link) => {
+                let link = link.clone();
                 Box::pin(async move {
-                    let answer = followed.current().req_packed_command(cmd).await;
+                    let mut used = link.current();
+                    let answer = used.connection.req_packed_command(cmd).await;
                     if let Err(error) = &answer {
-                        followed.failed(error);
+                        link.failed(&used, error);
                     }
                     answer
                 })
@@ -173,17 +173,17 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
             Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
-            Self::Sentinel(followed) => {
-                let followed = followed.clone();
+            Self::Server(link) => {
+                let link = link.clone();
                 Box::pin(async move {
-                    let mut connection = followed.current();
-                    let answer = connection
+                    let mut used = link.current();
+                    let answer = used
+                        .connection
                         .req_packed_commands(pipeline, offset, count)
                         .await;
                     if let Err(error) = &answer {
-                        followed.failed(error);
+                        link.failed(&used, error);
                     }
                     answer
                 })
@@ -193,9 +193,8 @@ impl ConnectionLike for Connection {
 
     fn get_db(&self) -> i64 {
         match self {
-            Self::Single(connection) => connection.get_db(),
+            Self::Server(link) => link.current().connection.get_db(),
             Self::Cluster(connection) => connection.get_db(),
-            Self::Sentinel(followed) => followed.current().get_db(),
         }
     }
 }

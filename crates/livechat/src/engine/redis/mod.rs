@@ -6,7 +6,8 @@
 //! hands what arrives to its hub, so every member on every node sees Redis' order.
 //!
 //! - `connection`: one RESP3 connection (single server or cluster), resubscribing by itself
-//! - `sentinel`: the master Redis Sentinel names, followed after a failover
+//! - `link`: the server (or the master Redis Sentinel names) followed after a failover, and a
+//!   stalled connection replaced
 //! - `publisher`: batches publishes into pipelines, one per room
 //! - `subscriber`: subscribes while a room has local members; dedupes and fills gaps by id,
 //!   follows a room's new epoch
@@ -21,12 +22,12 @@
 mod changes;
 mod connection;
 mod keys;
+mod link;
 mod moderation;
 mod nodes;
 mod presence;
 mod publisher;
 mod retention;
-mod sentinel;
 mod stream;
 mod subscriber;
 mod webhooks;

@@ -560,11 +560,12 @@ impl Subscriber {
             return false;
         }
         let rooms: Vec<RoomName> = self.delivered.keys().cloned().collect();
-        // The same server resubscribed by itself; a new master (after a failover) has nothing.
-        let channels: Vec<String> = rooms.iter().map(|room| self.keys.channel(room)).collect();
-        if !channels.is_empty()
-            && let Err(error) = self.connection.subscribe(&channels).await
-        {
+        // The same connection resubscribed by itself; a new one (to a new master after a
+        // failover, or in place of one that stalled) has nothing, not even the control channel.
+        let channels: Vec<String> = std::iter::once(self.keys.control())
+            .chain(rooms.iter().map(|room| self.keys.channel(room)))
+            .collect();
+        if let Err(error) = self.connection.subscribe(&channels).await {
             self.health.failed(&error);
             return false;
         }
