@@ -129,6 +129,13 @@ target/pytools/bin/pip install --quiet --disable-pip-version-check -r tests/djan
 cargo build -p livechat --bin livechat
 "$PYTHON" -m pytest tests/django -v -p no:cacheprovider --durations=0
 
+step "the Django Channels layer bridge beside the real stack (tests/channels: Django, channels, channels_redis, daphne)"
+if [ ! -x target/channels-venv/bin/python ]; then
+  python3 -m venv target/channels-venv
+fi
+target/channels-venv/bin/pip install --quiet --disable-pip-version-check -r tests/channels/requirements.txt
+target/channels-venv/bin/python -m pytest tests/channels -v -p no:cacheprovider --durations=0
+
 step "the chat page in headless Chromium (tests/web)"
 tests/web/run.sh
 

@@ -3,15 +3,7 @@ livechat nodes and redis-servers it starts, all stopped when the test ends; thei
 printed when it fails."""
 import pytest
 
-from support import DjangoApp, Livechat, RedisServer
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item, call):
-    report = yield
-    if report.when == "call":
-        item.failed = report.failed
-    return report
+from support import DjangoApp, Servers, pytest_runtest_makereport  # noqa: F401 (the hook)
 
 
 @pytest.fixture(scope="session")
@@ -33,16 +25,7 @@ def app(app_server, request):
         print(f"--- {app_server.log} ---\n{app_server.log_tail()}")
 
 
-class Servers:
-    def __init__(self, workdir):
-        self.workdir = workdir
-        self.started = []
-
-    def livechat(self, name: str = "livechat", **settings: str) -> Livechat:
-        node = Livechat(self.workdir, name, settings)
-        self.started.append(node)
-        return node.start()
-
+class AppServers(Servers):
     def django(self, name: str, db, **settings: str) -> DjangoApp:
         """Another instance of the example app with settings of its own, on the database `db`."""
         app = DjangoApp(self.workdir, name, db, **settings)
@@ -50,18 +33,10 @@ class Servers:
         app.start()
         return app
 
-    def redis(self) -> RedisServer:
-        redis = RedisServer(self.workdir)
-        self.started.append(redis)
-        return redis.start()
-
 
 @pytest.fixture
 def servers(tmp_path, request):
     """Starts livechat nodes and redis-servers for a test; stops them after it."""
-    started = Servers(tmp_path)
+    started = AppServers(tmp_path)
     yield started
-    for server in reversed(started.started):
-        server.stop() if isinstance(server, DjangoApp) else server.kill9()
-        if getattr(request.node, "failed", False):
-            print(f"--- {server.log} ---\n{server.log_tail()}")
+    started.stop_all(request)

@@ -15,6 +15,7 @@ import uuid
 from collections import namedtuple
 from pathlib import Path
 
+import pytest
 import requests
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
@@ -446,3 +447,39 @@ async def refusal(livechat: Livechat, room: str, cookie: str | None) -> tuple[in
         return refused.response.status_code, json.loads(refused.response.body)
     await socket.close()
     raise AssertionError(f"livechat accepted a handshake into {room} it should have refused")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Notes on the test whether it failed (a conftest imports this hook), so that fixtures print
+    the logs of the servers it started."""
+    report = yield
+    if report.when == "call":
+        item.failed = report.failed
+    return report
+
+
+class Servers:
+    """The servers one test starts: livechat nodes and redis-servers here, more in subclasses;
+    `stop_all` stops them, printing their logs when the test failed."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.started = []
+
+    def livechat(self, name: str = "livechat", **settings: str) -> Livechat:
+        node = Livechat(self.workdir, name, settings)
+        self.started.append(node)
+        return node.start()
+
+    def redis(self) -> RedisServer:
+        redis = RedisServer(self.workdir)
+        redis.name = f"redis{len(self.started)}"  # a log file each
+        self.started.append(redis)
+        return redis.start()
+
+    def stop_all(self, request) -> None:
+        for server in reversed(self.started):
+            server.stop() if isinstance(server, DjangoApp) else server.kill9()
+            if getattr(request.node, "failed", False):
+                print(f"--- {server.log} ---\n{server.log_tail()}")

@@ -328,6 +328,9 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    #[command(flatten)]
+    pub channels: crate::bridge::ChannelsSettings,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -529,6 +532,7 @@ impl Config {
         ];
         settings
             .into_iter()
+            .chain(self.channels.summary())
             .map(|(name, value)| format!("{name}={value}"))
             .collect::<Vec<_>>()
             .join(" ")

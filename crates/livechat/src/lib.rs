@@ -6,6 +6,7 @@
 //! each room is the `presence` roster's, which the hub keeps told of its members.
 
 pub mod auth;
+pub mod bridge;
 pub mod change;
 pub mod config;
 pub mod control;
@@ -39,6 +40,7 @@ use tokio_util::task::TaskTracker;
 use crate::tasks::Tasks;
 
 use crate::auth::{Auth, AuthSettings, AuthSetupError};
+use crate::bridge::{Bridge, BridgeParts};
 use crate::config::{Config, StoreKind};
 use crate::engine::{EmbeddedEngine, Engine, RedisEngine, RedisSettings, RoomRegistry};
 use crate::hooks::{Endpoint, Hooks};
@@ -119,6 +121,8 @@ pub struct Server {
     metrics: Arc<Metrics>,
     moderation: Arc<Moderation>,
     receipts: Arc<Receipts>,
+    /// The Django Channels layer bridge, when `LIVECHAT_CHANNELS_LAYER` is set.
+    bridge: Option<Arc<Bridge>>,
 }
 
 impl Server {
@@ -174,6 +178,18 @@ impl Server {
         let receipts = Receipts::new(engine.clone(), metrics.receipts_dropped.clone());
         engine.set_bans(moderation.clone());
         moderation.reload().await;
+        let bridge = Bridge::start(
+            &config.channels,
+            BridgeParts {
+                engine: engine.clone(),
+                hub: hub.clone(),
+                metrics: metrics.clone(),
+                node: random_node_id(),
+                max_message_bytes: config.max_message_bytes,
+                timeout: config.redis_timeout,
+            },
+        )
+        .map_err(RunError::Settings)?;
         let connections = TaskTracker::new();
         let state = AppState::new(Shared {
             hub: hub.clone(),
@@ -200,6 +216,7 @@ impl Server {
             hooks,
             moderation: moderation.clone(),
             receipts: receipts.clone(),
+            bridge: bridge.clone(),
         });
         Ok(Self {
             state,
@@ -220,6 +237,7 @@ impl Server {
             metrics,
             moderation,
             receipts,
+            bridge,
         })
     }
 
@@ -245,6 +263,18 @@ impl Server {
                 shutdown.clone(),
             ));
         }
+        // The bridge stops once the connections have (what they publish until then still
+        // reaches the layer), and before the engine (it publishes what it reads there).
+        let bridge_part = tasks.part();
+        let bridge_end = self.bridge.clone().map(|bridge| {
+            let (ended, end) = tokio::sync::oneshot::channel::<()>();
+            let stop = bridge_part.token();
+            bridge_part.spawn_to_end(async move {
+                bridge.run(stop).await;
+                let _ = ended.send(());
+            });
+            end
+        });
         // On SIGTERM/SIGINT the hub tells every WebSocket connection to close with 1001.
         let closing_hub = self.hub.clone();
         let signal = shutdown.clone();
@@ -273,6 +303,12 @@ impl Server {
             .is_err()
         {
             tracing::warn!("some WebSocket clients did not close in time");
+        }
+        // The bridge sends what is waiting (one try each) and stops; a read under way takes up
+        // to a second and the Redis timeout.
+        bridge_part.stop();
+        if let Some(bridge_end) = bridge_end {
+            let _ = tokio::time::timeout(self.shutdown_timeout, bridge_end).await;
         }
         // After the last connection: the engine stores what they published, then stops.
         self.engine.shutdown().await;

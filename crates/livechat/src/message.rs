@@ -23,6 +23,8 @@ pub struct Draft {
     pub nonce: Option<Nonce>,
     /// The message it answers, in the same room (`{"reply_to": ID}`).
     pub reply_to: Option<u64>,
+    /// It came from the Django Channels layer (`crate::bridge`), so it is not sent back there.
+    pub from_layer: bool,
 }
 
 /// A message that has been stored: it has a per-room id that only grows and a server timestamp.

@@ -105,6 +105,44 @@ const PUBLISH_ERRORS: [&str; 10] = [
     "storage_full",
 ];
 
+/// What became of a message read from the Django Channels layer.
+#[derive(Debug, Clone, Copy)]
+pub enum LayerIn {
+    /// Published in its room.
+    Published,
+    /// Of another type, or for no room livechat serves.
+    Ignored,
+    /// Not a message livechat can read (not msgpack, a wrong key, no `message`, bytes...).
+    Malformed,
+    /// Its `message` is larger than `LIVECHAT_MAX_MESSAGE_BYTES`.
+    Oversized,
+    /// The layer's expiry passed before it was read: lost.
+    Expired,
+    /// The store refused it for good (a refusal, not an outage).
+    Refused,
+}
+
+/// What became of a message livechat sent to the Django Channels layer.
+#[derive(Debug, Clone, Copy)]
+pub enum LayerOut {
+    /// Sent to the room's group (counted once, whatever the group's size).
+    Sent,
+    /// A channel of the group was at its capacity: it did not get the message.
+    OverCapacity,
+    /// Not sent: too much was waiting for the layer (it was down or slow).
+    Dropped,
+}
+
+const LAYER_IN: [&str; 6] = [
+    "published",
+    "ignored",
+    "malformed",
+    "oversized",
+    "expired",
+    "refused",
+];
+const LAYER_OUT: [&str; 3] = ["sent", "over_capacity", "dropped"];
+
 /// Label values, in the order of `CloseReason`.
 const CLOSE_REASONS: [&str; 9] = [
     "client",
@@ -145,6 +183,10 @@ pub struct Metrics {
     pub webhook_events_dropped: Counter,
     /// 1 while the disk holding the embedded history is full (publishes refused), else 0.
     pub store_full: Gauge,
+    /// 1 while the Django Channels layer's Redis answers, 0 while it does not.
+    pub channels_layer_up: Gauge,
+    layer_in: Vec<Counter>,
+    layer_out: Vec<Counter>,
 }
 
 impl Metrics {
@@ -264,6 +306,21 @@ impl Metrics {
                 None,
                 "1 while the disk holding the embedded history is full and publishes are refused.",
             ),
+            describe(
+                "livechat_channels_layer_up",
+                None,
+                "1 while the Django Channels layer's Redis answers, 0 while it does not.",
+            ),
+            describe(
+                "livechat_channels_received_total",
+                None,
+                "Messages read from the Django Channels layer, by what became of them.",
+            ),
+            describe(
+                "livechat_channels_sent_total",
+                None,
+                "Messages sent to the Django Channels layer, by outcome.",
+            ),
         ];
         for (name, unit, help) in descriptions {
             if name.ends_with("_seconds") || name.ends_with("_messages") {
@@ -274,6 +331,7 @@ impl Metrics {
                     | "livechat_rooms"
                     | "livechat_webhook_pending"
                     | "livechat_store_full"
+                    | "livechat_channels_layer_up"
             ) {
                 recorder.describe_gauge(name.into(), unit, help.into());
             } else {
@@ -346,6 +404,18 @@ impl Metrics {
             webhook_events_dropped: counter("livechat_webhook_events_dropped_total", Vec::new()),
             store_full: recorder
                 .register_gauge(&Key::from_static_name("livechat_store_full"), &metadata),
+            channels_layer_up: recorder.register_gauge(
+                &Key::from_static_name("livechat_channels_layer_up"),
+                &metadata,
+            ),
+            layer_in: LAYER_IN
+                .iter()
+                .map(|outcome| labelled("livechat_channels_received_total", "outcome", outcome))
+                .collect(),
+            layer_out: LAYER_OUT
+                .iter()
+                .map(|outcome| labelled("livechat_channels_sent_total", "outcome", outcome))
+                .collect(),
             recorder,
         };
         Arc::new(metrics)
@@ -368,6 +438,14 @@ impl Metrics {
 
     pub fn hook_seconds(&self, hook: Hook) -> &Histogram {
         &self.hook_seconds[hook as usize]
+    }
+
+    pub fn layer_in(&self, outcome: LayerIn, count: u64) {
+        self.layer_in[outcome as usize].increment(count);
+    }
+
+    pub fn layer_out(&self, outcome: LayerOut, count: u64) {
+        self.layer_out[outcome as usize].increment(count);
     }
 
     pub fn closed(&self, reason: CloseReason) {

@@ -20,7 +20,9 @@ use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use super::queue::{Answer, QueueReceiver, QueueSender, queue};
-use super::{Accepted, ChangeReceipt, Engine, EngineError, Receipt, RoomCount};
+use super::{
+    Accepted, ChangeReceipt, Engine, EngineError, ObserverSlot, Receipt, RoomCount, StoredObserver,
+};
 use crate::change::{Change, ChangeRefused, Changed};
 use crate::control::{BansChanged, Control};
 use crate::epoch::Epoch;
@@ -71,6 +73,7 @@ pub struct EmbeddedEngine {
     failure: Arc<Mutex<Option<Failure>>>,
     reads: Arc<tokio::sync::Semaphore>,
     bans: OnceLock<Arc<dyn BansChanged>>,
+    stored: ObserverSlot,
 }
 
 impl EmbeddedEngine {
@@ -86,7 +89,9 @@ impl EmbeddedEngine {
     ) -> Self {
         let (jobs, queued) = queue();
         let failure = Arc::new(Mutex::new(None));
+        let stored = ObserverSlot::default();
         let writer = Writer {
+            stored: stored.clone(),
             store: store.clone(),
             hub: hub.clone(),
             failure: failure.clone(),
@@ -135,6 +140,7 @@ impl EmbeddedEngine {
             failure,
             reads: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_READS)),
             bans: OnceLock::new(),
+            stored,
         }
     }
 }
@@ -332,6 +338,10 @@ impl Engine for EmbeddedEngine {
         let _ = self.bans.set(bans);
     }
 
+    fn observe_stored(&self, observer: Arc<dyn StoredObserver>) {
+        let _ = self.stored.set(observer);
+    }
+
     fn outbox(&self) -> Option<Arc<dyn Outbox>> {
         self.store.outbox_budget()?;
         Some(Arc::new(StoreOutbox {
@@ -411,6 +421,8 @@ struct Writer {
     /// How long authors may change their messages (`None`: always).
     edit_window: Option<Duration>,
     metrics: Arc<Metrics>,
+    /// Told of each message stored, those from the Channels layer excepted.
+    stored: ObserverSlot,
 }
 
 impl Writer {
@@ -442,6 +454,7 @@ impl Writer {
     fn commit(&self, drafts: Vec<Draft>, answers: Vec<Answer>) {
         let started = std::time::Instant::now();
         let count = drafts.len();
+        let from_layer: Vec<bool> = drafts.iter().map(|draft| draft.from_layer).collect();
         let appended = self.store.append(drafts);
         self.metrics
             .store_commit_seconds
@@ -453,10 +466,14 @@ impl Writer {
                 let epoch = self.store.epoch();
                 let mut stored = Vec::with_capacity(appended.len());
                 let mut accepted = Vec::with_capacity(appended.len());
-                for outcome in appended {
+                let observer = self.stored.get();
+                for (outcome, from_layer) in appended.into_iter().zip(from_layer) {
                     accepted.push(match outcome {
                         Appended::Stored(message) => {
                             let receipt = Accepted::new(message.id, message.ts, epoch.clone());
+                            if let Some(observer) = observer.filter(|_| !from_layer) {
+                                observer.stored(&message);
+                            }
                             stored.push(message);
                             Ok(receipt)
                         }

@@ -135,9 +135,22 @@ pub trait Engine: Send + Sync + 'static {
     /// moderation); set once.
     fn set_bans(&self, bans: Arc<dyn BansChanged>);
 
+    /// Who is told of each message this node's publishes store, those from the Django Channels
+    /// layer excepted (the bridge, which passes them on to the layer); set once.
+    fn observe_stored(&self, observer: Arc<dyn StoredObserver>);
+
     /// Stores everything already accepted, then stops; later publishes fail with `Stopped`.
     fn shutdown(&self) -> BoxFuture<'static, ()>;
 }
+
+/// Told of messages as they are stored (`Engine::observe_stored`); called on the engine's writer,
+/// so it must not wait.
+pub trait StoredObserver: Send + Sync + 'static {
+    fn stored(&self, message: &StoredMessage);
+}
+
+/// Where an engine's writer finds its `StoredObserver`, once the server has set it.
+pub type ObserverSlot = Arc<std::sync::OnceLock<Arc<dyn StoredObserver>>>;
 
 /// Where a published message ended up.
 #[derive(Debug, Clone)]

@@ -168,6 +168,7 @@ mod tests {
             user: None,
             nonce: None,
             reply_to: None,
+            from_layer: false,
         }
     }
 
@@ -204,6 +205,7 @@ mod tests {
             user: None,
             nonce: None,
             reply_to: None,
+            from_layer: false,
         };
         let _first = sender.publish(big("r"));
         let _second = sender.publish(big("r"));

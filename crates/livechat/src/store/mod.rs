@@ -321,6 +321,7 @@ mod tests {
             user: None,
             nonce: None,
             reply_to: None,
+            from_layer: false,
         }
     }
 
@@ -430,6 +431,7 @@ mod tests {
             user: None,
             nonce: None,
             reply_to: None,
+            from_layer: false,
         });
         store.append(drafts.collect()).unwrap();
         assert_eq!(page_ids(store, &query("e", 50, None, None)), [3, 4, 5]);
@@ -439,6 +441,7 @@ mod tests {
             user: None,
             nonce: None,
             reply_to: None,
+            from_layer: false,
         };
         store.append(vec![big]).unwrap();
         assert_eq!(
@@ -461,6 +464,7 @@ mod tests {
             user: None,
             nonce: None,
             reply_to: None,
+            from_layer: false,
         }
     }
 
@@ -501,6 +505,7 @@ mod tests {
         Draft {
             nonce: Some(crate::message::Nonce::parse(nonce).unwrap()),
             reply_to: None,
+            from_layer: false,
             ..draft(room, n)
         }
     }

@@ -336,6 +336,7 @@ pub async fn broadcast(
             user: user.clone(),
             nonce: nonce.clone(),
             reply_to: None,
+            from_layer: false,
         })
     }))
     .await;

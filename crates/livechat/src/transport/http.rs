@@ -115,6 +115,7 @@ pub async fn send(
         user,
         nonce: publish.nonce,
         reply_to: publish.reply_to,
+        from_layer: false,
     };
     // The app judges its users' messages, not its own backend's (the server key).
     let draft = match &state.hooks.publish {
@@ -364,14 +365,18 @@ pub async fn healthz() -> Json<serde_json::Value> {
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.engine.readiness() {
-        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
+    let (status, mut body) = match state.engine.readiness() {
+        Ok(()) => (StatusCode::OK, json!({ "status": "ready" })),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "reason": reason.to_string() })),
-        )
-            .into_response(),
+            json!({ "status": "unavailable", "reason": reason.to_string() }),
+        ),
+    };
+    // The layer is not livechat's store: its state is told, not counted against readiness.
+    if let (Some(bridge), Some(body)) = (&state.bridge, body.as_object_mut()) {
+        body.insert("channels_layer".into(), json!(bridge.status()));
     }
+    (status, Json(body)).into_response()
 }
 
 /// A request's body, up to `LIVECHAT_MAX_MESSAGE_BYTES` (413 past it) and within the request

@@ -93,6 +93,8 @@ pub struct Shared {
     pub moderation: Arc<Moderation>,
     /// Read receipts gathered for the rooms' members.
     pub receipts: Arc<Receipts>,
+    /// The Django Channels layer bridge, when on (its state is part of `/readyz`).
+    pub bridge: Option<Arc<crate::bridge::Bridge>>,
 }
 
 impl AppState {

@@ -136,6 +136,9 @@ pub struct Health {
     status: String,
     /// Why not ready (503 only).
     reason: Option<String>,
+    /// `/readyz` with the Django Channels layer bridge on: whether the layer's Redis answers
+    /// (it does not change the status: the layer is not livechat's store).
+    channels_layer: Option<crate::bridge::LayerStatus>,
 }
 
 #[derive(OpenApi)]

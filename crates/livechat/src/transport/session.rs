@@ -133,6 +133,7 @@ impl Session {
             user: self.user.clone(),
             nonce: publish.nonce,
             reply_to: publish.reply_to,
+            from_layer: false,
         })
     }
 

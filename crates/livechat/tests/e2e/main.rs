@@ -4,6 +4,7 @@ mod abuse;
 mod bad_input;
 mod bounds;
 mod changes;
+mod channels;
 mod compat;
 mod directs;
 mod edge;

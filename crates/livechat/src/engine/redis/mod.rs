@@ -52,7 +52,7 @@ use self::publisher::{Publisher, Work};
 use self::subscriber::Subscriber;
 use self::webhooks::RedisOutbox;
 use super::queue::{QueueSender, queue};
-use super::{ChangeReceipt, Engine, EngineError, Receipt, RoomCount};
+use super::{ChangeReceipt, Engine, EngineError, ObserverSlot, Receipt, RoomCount, StoredObserver};
 use crate::change::Change;
 use crate::control::{BansChanged, Control};
 use crate::epoch::Epoch;
@@ -109,6 +109,8 @@ pub struct RedisEngine {
     outbox: Option<Arc<RedisOutbox>>,
     /// Who reloads the bans when the control channel says they changed.
     bans: Arc<OnceLock<Arc<dyn BansChanged>>>,
+    /// Told of each message this node stores, those from the Channels layer excepted.
+    stored: ObserverSlot,
 }
 
 /// KEYS: a user's read positions. ARGV: the room, the id read. Moves it forward only; returns
@@ -153,6 +155,7 @@ impl RedisEngine {
         let health = Arc::new(Health::new(&settings.metrics));
         let (jobs, queued) = queue();
         let bans = Arc::new(OnceLock::new());
+        let stored = ObserverSlot::default();
         let outbox = settings.webhooks.map(|webhooks| {
             Arc::new(RedisOutbox::new(
                 connection.clone(),
@@ -178,6 +181,7 @@ impl RedisEngine {
             metrics: settings.metrics.clone(),
             outbox: outbox.clone().filter(|_| message_events),
             edit_window: settings.edit_window,
+            stored: stored.clone(),
             tasks: tasks.clone(),
         };
         let subscriber = Subscriber {
@@ -233,6 +237,7 @@ impl RedisEngine {
             tasks,
             outbox,
             bans,
+            stored,
         })
     }
 }
@@ -534,6 +539,10 @@ impl Engine for RedisEngine {
 
     fn set_bans(&self, bans: Arc<dyn BansChanged>) {
         let _ = self.bans.set(bans);
+    }
+
+    fn observe_stored(&self, observer: Arc<dyn StoredObserver>) {
+        let _ = self.stored.set(observer);
     }
 
     fn outbox(&self) -> Option<Arc<dyn Outbox>> {

@@ -199,6 +199,8 @@ pub struct Publisher {
     pub outbox: Option<std::sync::Arc<RedisOutbox>>,
     /// How long authors may change their messages (`None`: always).
     pub edit_window: Option<Duration>,
+    /// Told of each message stored, those from the Channels layer excepted.
+    pub stored: super::super::ObserverSlot,
     /// Where the room list's bookkeeping runs, apart from the writes.
     pub tasks: crate::tasks::Tasks,
 }
@@ -378,9 +380,15 @@ impl Publisher {
                         if let Some(outbox) = &self.outbox {
                             outbox.count_dropped(u64::from(answer.6));
                         }
+                        let from_layer = draft.from_layer;
                         let accepted = accepted(answer, draft);
                         if let Some(event) = self.event_after(&accepted) {
                             events.push(event);
+                        }
+                        if let (Some(observer), Some(message), false) =
+                            (self.stored.get(), &accepted.message, from_layer)
+                        {
+                            observer.stored(message);
                         }
                         let _ = reply.send(accepted.accepted);
                     }
