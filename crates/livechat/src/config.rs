@@ -248,6 +248,16 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_EDIT_WINDOW", value_parser = parse_duration)]
     pub edit_window: Option<Duration>,
 
+    /// permessage-deflate (RFC 7692) for WebSocket clients that offer it: `on`, or `off` (never
+    /// agreed). A room's frame is compressed once for all the members that agreed to it.
+    #[arg(long, env = "LIVECHAT_COMPRESSION", value_enum, default_value_t = Switch::On)]
+    pub compression: Switch,
+
+    /// Frames whose payload is shorter than this many bytes go uncompressed (RSV1 clear), even
+    /// to clients that agreed to permessage-deflate.
+    #[arg(long, env = "LIVECHAT_COMPRESS_MIN_BYTES", default_value_t = 256)]
+    pub compress_min_bytes: usize,
+
     /// The chat page at `/` and `/r/{room}`: `on`, or `off` (those paths answer 404).
     #[arg(long, env = "LIVECHAT_PAGE", value_enum, default_value_t = Switch::On)]
     pub page: Switch,
@@ -396,7 +406,7 @@ impl Config {
              allowed_origins={:?} rate_limit={:?} rate_burst={:?} max_connections={:?} \
              max_connections_per_ip={:?} trusted_proxies={:?} request_timeout={:?} \
              ping_interval={:?} pong_timeout={:?} write_interval={:?} shutdown_timeout={:?} \
-             page={:?} history_reads={:?} room_list={:?}",
+             page={:?} history_reads={:?} room_list={:?} compression={:?} compress_min_bytes={}",
             self.bind,
             self.data_dir.display(),
             redis
@@ -437,6 +447,8 @@ impl Config {
             self.page,
             self.history_reads,
             self.room_list,
+            self.compression,
+            self.compress_min_bytes,
         )
     }
 
