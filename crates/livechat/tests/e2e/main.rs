@@ -5,6 +5,7 @@ mod bad_input;
 mod bounds;
 mod changes;
 mod compat;
+mod compression;
 mod directs;
 mod edge;
 mod exposure;
