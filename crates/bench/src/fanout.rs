@@ -18,6 +18,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_websockets::Message;
 
 use crate::client::{Nodes, Socket, Target, room_path};
+use crate::deflate::Reader;
 use crate::report::{Summary, export, failures, histogram, import, latency_json};
 use crate::workers::{self, Slice};
 use crate::{BenchError, idle};
@@ -147,7 +148,7 @@ pub async fn run(
         let (limit, path) = (limit.clone(), room_path(path, room));
         opened.push(tokio::spawn(async move {
             let _permit = limit.acquire().await;
-            target.websocket(&path).await.map(|socket| (index, socket))
+            target.reader(&path).await.map(|socket| (index, socket))
         }));
     }
     let mut readers = Vec::new();
@@ -412,7 +413,7 @@ where
 /// and handed to the shared tally whenever the socket has nothing more ready, so the shared
 /// counter and histogram locks are touched once per burst, not once per frame.
 async fn subscribe(
-    mut socket: Socket,
+    mut socket: Reader,
     shard: usize,
     tally: Arc<Tally>,
     mut stop: watch::Receiver<bool>,
@@ -466,7 +467,7 @@ async fn subscribe(
 
 /// Holds an idle connection until told to stop, reading (so that the server's pings are
 /// answered) and counting it if the server closes it first.
-async fn hold_idle(mut socket: Socket, tally: Arc<Tally>, mut stop: watch::Receiver<bool>) {
+async fn hold_idle(mut socket: Reader, tally: Arc<Tally>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = stop.changed() => return,
