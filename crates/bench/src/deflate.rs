@@ -38,7 +38,9 @@ pub async fn connect(tcp: TcpStream, host: &str, path: &str) -> Result<Reader, B
     loop {
         line.clear();
         if stream.read_line(&mut line).await? == 0 {
-            return Err(BenchError::Http("connection closed in the handshake".into()));
+            return Err(BenchError::Http(
+                "connection closed in the handshake".into(),
+            ));
         }
         if line == "\r\n" {
             break;
@@ -49,7 +51,9 @@ pub async fn connect(tcp: TcpStream, host: &str, path: &str) -> Result<Reader, B
         return Err(BenchError::Http(format!("handshake refused: {head}")));
     }
     if !head.contains("sec-websocket-extensions: permessage-deflate") {
-        return Err(BenchError::Http("the server did not agree to permessage-deflate".into()));
+        return Err(BenchError::Http(
+            "the server did not agree to permessage-deflate".into(),
+        ));
     }
     let connection = Connection {
         stream,

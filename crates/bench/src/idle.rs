@@ -11,8 +11,8 @@ use tokio::sync::Semaphore;
 
 use crate::BenchError;
 use crate::client::{Nodes, room_path};
-use crate::deflate::Reader;
 use crate::cpu;
+use crate::deflate::Reader;
 use crate::report::{Summary, failures};
 use crate::workers::{self, Slice};
 
