@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 import subprocess
+import threading
 import sys
 import tempfile
 import urllib.request
@@ -46,6 +47,8 @@ def start(binary: str, data_dir: str, args: list[str]) -> tuple[subprocess.Popen
     for line in server.stderr:
         match = re.search(r"listening on http://(\S+)", line)
         if match:
+            # Keep reading the log so that the server never blocks on a full pipe.
+            threading.Thread(target=server.stderr.read, daemon=True).start()
             return server, match.group(1)
     sys.exit("the server did not start")
 

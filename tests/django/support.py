@@ -145,10 +145,11 @@ class DjangoApp(Server):
             "PYTHONDONTWRITEBYTECODE": "1",
         } | settings
 
-    def manage(self, *args: str) -> str:
+    def manage(self, *args: str, **settings: str) -> str:
+        """Runs `manage.py args` with the app's environment (and `settings` over it)."""
         done = subprocess.run(
             [DJANGO_VENV / "bin" / "python", "manage.py", *args],
-            cwd=EXAMPLE, env=self.env, capture_output=True, text=True,
+            cwd=EXAMPLE, env=self.env | settings, capture_output=True, text=True,
         )
         assert done.returncode == 0, f"manage.py {args[0]} failed:\n{done.stdout}{done.stderr}"
         return done.stdout

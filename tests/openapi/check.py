@@ -8,6 +8,7 @@ Usage: python tests/openapi/check.py BINARY   (from the repository root)"""
 import json
 import re
 import subprocess
+import threading
 import sys
 import tempfile
 import urllib.request
@@ -39,7 +40,7 @@ def start(binary: str, data_dir: str, flags: list[str]) -> tuple[subprocess.Pope
         match = re.search(r"listening on http://(\S+)", line)
         if match:
             # Keep reading the log so that the server never blocks on a full pipe.
-            subprocess.Popen(["cat"], stdin=server.stderr, stdout=subprocess.DEVNULL)
+            threading.Thread(target=server.stderr.read, daemon=True).start()
             return server, match.group(1)
     sys.exit("the server did not start")
 

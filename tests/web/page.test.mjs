@@ -1,145 +1,17 @@
 // The chat page in real headless Chromium (Debian's /usr/bin/chromium) against the real server.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { createServer } from 'node:http';
-import { copyFileSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { copyFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { launchChromium } from './chromium.mjs';
-
-const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const binary = process.env.LIVECHAT_BIN ?? join(root, 'target', 'debug', 'livechat');
-const artifacts = join(root, 'test-artifacts');
-const WAIT = { timeout: 15_000 };
-
-class Server {
-  static start({ dataDir = mkdtempSync(join(tmpdir(), 'livechat-web-')), bind = '127.0.0.1:0', args = [] } = {}) {
-    const child = spawn(binary, ['--bind', bind, '--data-dir', dataDir, ...args], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    return new Promise((resolve, reject) => {
-      const lines = createInterface({ input: child.stderr });
-      child.once('exit', (code) => reject(new Error(`livechat exited (${code}) before listening`)));
-      lines.on('line', (line) => {
-        const match = line.match(/listening on (https?:\/\/\S+)/);
-        if (match) resolve(Object.assign(new Server(), { child, dataDir, url: match[1] }));
-      });
-    });
-  }
-
-  get host() {
-    return new URL(this.url).host;
-  }
-
-  /** SIGTERM (or `signal`), and waits until the process is gone. */
-  stop(signal = 'SIGTERM') {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.child.once('exit', resolve);
-      this.child.kill(signal);
-    });
-  }
-
-  async post(room, message) {
-    const response = await fetch(`${this.url}/chat/send/`, {
-      method: 'POST',
-      body: JSON.stringify({ room, message }),
-    });
-    assert.equal(response.status, 200);
-    return response.json();
-  }
-
-  /** The texts the server holds for `room`, oldest first. */
-  async stored(room) {
-    const answer = await (await fetch(`${this.url}/chat/history/?room=${room}&limit=1000`)).json();
-    return answer.chat_history.map((m) => (typeof m.message === 'string' ? m.message : JSON.stringify(m.message)));
-  }
-}
-
-/** Polls `condition` (a function, maybe async) until it holds: a wait for a state, not a sleep. */
-async function until(condition, what, timeout = WAIT.timeout) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    if (await condition()) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
-
-let browser;
-
-before(async () => {
-  mkdirSync(artifacts, { recursive: true });
-  browser = await launchChromium();
-});
-
-after(async () => {
-  await browser?.close();
-});
-
-/** Opens `path` in a fresh context, collecting console errors, page errors, dialogs and any
- * request that leaves the server's origin. */
-async function open(server, path, { viewport = { width: 1280, height: 800 }, setup, contextOptions = {} } = {}) {
-  const context = await browser.newContext({ viewport, ...contextOptions });
-  const page = await context.newPage();
-  // Routes and init scripts, before the page loads.
-  await setup?.(page);
-  const problems = [];
-  const own = (url) => url.startsWith(server.url) || url.startsWith(`ws://${server.host}/`) || url.startsWith('data:');
-  page.on('console', (message) => {
-    if (message.type() === 'error') problems.push(`console error: ${message.text()}`);
-  });
-  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
-  page.on('dialog', async (dialog) => {
-    problems.push(`dialog: ${dialog.message()}`);
-    await dialog.dismiss();
-  });
-  page.on('request', (request) => {
-    if (!own(request.url())) problems.push(`request outside the server: ${request.url()}`);
-  });
-  page.on('websocket', (socket) => {
-    if (!own(socket.url())) problems.push(`WebSocket outside the server: ${socket.url()}`);
-  });
-  await page.goto(server.url + path);
-  return { page, problems, close: () => context.close() };
-}
-
-async function connected(page) {
-  await page.locator('#status[data-state="connected"]').waitFor(WAIT);
-}
-
-/** A message the server confirmed (not one still pending). */
-function message(page, text) {
-  return page.locator('#log li:not(.pending) .text', { hasText: text });
-}
-
-/** The confirmed messages the page shows, top to bottom. */
-function shown(page) {
-  return page.locator('#log li:not(.pending):not(.event) .text').allTextContents();
-}
-
-/** Waits until the page shows exactly what the server holds for `room`, in the same order. */
-async function showsExactlyWhatIsStored(page, server, room) {
-  let last;
-  try {
-    await until(async () => {
-      last = { page: await shown(page), stored: await server.stored(room) };
-      return JSON.stringify(last.page) === JSON.stringify(last.stored);
-    }, 'the page shows what is stored');
-  } catch (error) {
-    assert.deepEqual(last?.page, last?.stored, error.message);
-  }
-  assert.equal(new Set(last.page).size, last.page.length, 'no message shown twice');
-}
-
-async function say(page, text, how = 'enter') {
-  await page.fill('#message-input', text);
-  if (how === 'enter') await page.press('#message-input', 'Enter');
-  else await page.click('#send-button');
-}
+import {
+  artifacts, author, browser, connected, message, nameAs, open, people, postMany, root, say, SECRET, Server,
+  setHidden, shown, showsExactlyWhatIsStored, token, until, WAIT,
+} from './harness.mjs';
 
 test('two pages in one room see each other; a page in another room does not', async () => {
   const server = await Server.start();
@@ -333,18 +205,6 @@ test('rooms named like API routes work; the picker; screenshots at phone and des
   }
 });
 
-const SECRET = 'web-test-secret';
-
-/** A token from the real binary's `token` subcommand. */
-function token(sub, name, ...extra) {
-  return execFileSync(binary, ['token', '--sub', sub, '--name', name, ...extra], {
-    env: { ...process.env, LIVECHAT_JWT_SECRET: SECRET },
-  }).toString().trim();
-}
-
-function author(page, text) {
-  return page.locator('#log li', { hasText: text }).locator('.author');
-}
 
 test('a page on another host can neither connect nor post; the server\'s own page can', async () => {
   const server = await Server.start();
@@ -905,21 +765,6 @@ test('borders of text fields reach 3:1 against what is around them, light and da
 
 // ---- the timeline -----------------------------------------------------------------
 
-/** Publishes `texts` over HTTP, `parallel` at a time (their order among a batch is the server's). */
-async function postMany(server, room, texts, parallel = 50) {
-  for (let start = 0; start < texts.length; start += parallel) {
-    await Promise.all(texts.slice(start, start + parallel).map((text) => server.post(room, text)));
-  }
-}
-
-/** Makes the page believe its tab is hidden (or visible again), as switching tabs would. */
-function setHidden(page, hidden) {
-  return page.evaluate((hidden) => {
-    Object.defineProperty(document, 'hidden', { value: hidden, configurable: true });
-    Object.defineProperty(document, 'visibilityState', { value: hidden ? 'hidden' : 'visible', configurable: true });
-    document.dispatchEvent(new Event('visibilitychange'));
-  }, hidden);
-}
 
 test('while the tab is hidden the title counts new messages; only new messages are read out', async () => {
   const server = await Server.start();
@@ -1116,18 +961,6 @@ test('the first history read fails: the page follows the room live, and reads it
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-/** Saves `name` in the page's name form and waits until the page lists itself under it. */
-async function nameAs(page, name) {
-  await connected(page);
-  await page.fill('#name-input', name);
-  await page.press('#name-input', 'Enter');
-  await page.locator('#people-list li.you', { hasText: `${name} (you)` }).waitFor(WAIT);
-  await connected(page);
-}
-
-function people(page) {
-  return page.locator('#people-list li').allTextContents();
-}
 
 /** `count` WebSocket connections named u1..u<count>, from a Node process of their own. */
 class Crowd {

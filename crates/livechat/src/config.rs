@@ -361,6 +361,10 @@ pub struct TokenArgs {
     /// A token that may read but not publish.
     #[arg(long)]
     pub read_only: bool,
+    /// A moderator's token (`moderate` claim): may change and delete any message, ban and mute,
+    /// call the server API; the chat page shows it delete and ban actions.
+    #[arg(long)]
+    pub moderate: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -391,65 +395,115 @@ impl Config {
     /// The effective settings in one line for the start-up log, credentials left out (secrets
     /// show as `set`, Redis URLs without their password).
     pub fn summary(&self) -> String {
-        let set = |value: &Option<String>| if value.is_some() { "set" } else { "unset" };
+        let set = |value: &Option<String>| if value.is_some() { "set" } else { "unset" }.to_owned();
+        let url = |value: &Option<String>| {
+            value
+                .as_deref()
+                .map_or("unset".to_owned(), crate::redact_url)
+        };
         let redis = self.redis_urls().map(|urls| {
             urls.iter()
                 .map(|url| crate::redact_url(url))
                 .collect::<Vec<_>>()
                 .join(",")
         });
-        format!(
-            "bind={} data_dir={} engine={} history_store={} default_room={} max_message_bytes={} \
-             history_max_count={} history_max_bytes={} history_max_age={:?} \
-             history_page_bytes={} dedupe_window={:?} replay_max={} outbound_queue={} outbound_bytes={} auth={:?} \
-             jwt_secret={} jwt_public_key={:?} jwt_issuer={:?} jwt_audience={:?} api_key={} \
-             allowed_origins={:?} rate_limit={:?} rate_burst={:?} max_connections={:?} \
-             max_connections_per_ip={:?} trusted_proxies={:?} request_timeout={:?} \
-             ping_interval={:?} pong_timeout={:?} write_interval={:?} shutdown_timeout={:?} \
-             page={:?} history_reads={:?} room_list={:?} compression={:?} compress_min_bytes={}",
-            self.bind,
-            self.data_dir.display(),
-            redis
-                .as_ref()
-                .map_or("embedded".to_owned(), |urls| format!("redis({urls})")),
-            match redis {
-                Some(_) => "redis-streams".to_owned(),
-                None => format!("{:?}", self.store).to_lowercase(),
-            },
-            self.default_room,
-            self.max_message_bytes,
-            self.history_max_count,
-            self.history_max_bytes,
-            self.history_max_age,
-            self.history_page_bytes,
-            self.dedupe_window,
-            self.replay_max,
-            self.outbound_queue,
-            self.outbound_bytes,
-            self.auth,
-            set(&self.jwt_secret),
-            self.jwt_public_key,
-            self.jwt_issuer,
-            self.jwt_audience,
-            set(&self.api_key),
-            self.allowed_origins,
-            self.rate_limit
-                .map(|rate| format!("{}/{:?}", rate.count, rate.per)),
-            self.rate_burst,
-            self.max_connections,
-            self.max_connections_per_ip,
-            self.trusted_proxies,
-            self.request_timeout,
-            self.ping_interval,
-            self.pong_timeout,
-            self.write_interval,
-            self.shutdown_timeout,
-            self.page,
-            self.history_reads,
-            self.room_list,
-            self.compression,
-            self.compress_min_bytes,
-        )
+        let settings: Vec<(&str, String)> = vec![
+            ("bind", self.bind.clone()),
+            ("data_dir", self.data_dir.display().to_string()),
+            (
+                "engine",
+                redis
+                    .as_ref()
+                    .map_or("embedded".to_owned(), |urls| format!("redis({urls})")),
+            ),
+            (
+                "history_store",
+                match redis {
+                    Some(_) => "redis-streams".to_owned(),
+                    None => format!("{:?}", self.store).to_lowercase(),
+                },
+            ),
+            ("redis_cluster", self.redis_cluster.to_string()),
+            ("redis_sentinel", format!("{:?}", self.redis_sentinel)),
+            ("redis_master_name", self.redis_master_name.clone()),
+            ("redis_wait_replicas", self.redis_wait_replicas.to_string()),
+            ("redis_prefix", self.redis_prefix.clone()),
+            ("redis_timeout", format!("{:?}", self.redis_timeout)),
+            ("room_ttl", format!("{:?}", self.room_ttl)),
+            ("node_id", format!("{:?}", self.node_id)),
+            ("node_ttl", format!("{:?}", self.node_ttl)),
+            ("sqlite_sync", format!("{:?}", self.sqlite_sync)),
+            ("default_room", self.default_room.to_string()),
+            ("max_message_bytes", self.max_message_bytes.to_string()),
+            ("history_max_count", self.history_max_count.to_string()),
+            ("history_max_bytes", self.history_max_bytes.to_string()),
+            ("history_max_age", format!("{:?}", self.history_max_age)),
+            ("history_page_bytes", self.history_page_bytes.to_string()),
+            ("dedupe_window", format!("{:?}", self.dedupe_window)),
+            ("replay_max", self.replay_max.to_string()),
+            ("outbound_queue", self.outbound_queue.to_string()),
+            ("outbound_bytes", self.outbound_bytes.to_string()),
+            ("auth", format!("{:?}", self.auth)),
+            ("jwt_secret", set(&self.jwt_secret)),
+            ("jwt_public_key", format!("{:?}", self.jwt_public_key)),
+            ("jwt_issuer", format!("{:?}", self.jwt_issuer)),
+            ("jwt_audience", format!("{:?}", self.jwt_audience)),
+            ("api_key", set(&self.api_key)),
+            ("allowed_origins", format!("{:?}", self.allowed_origins)),
+            (
+                "rate_limit",
+                format!(
+                    "{:?}",
+                    self.rate_limit
+                        .map(|rate| format!("{}/{:?}", rate.count, rate.per))
+                ),
+            ),
+            ("rate_burst", format!("{:?}", self.rate_burst)),
+            ("connect_hook", url(&self.connect_hook)),
+            ("publish_hook", url(&self.publish_hook)),
+            ("hook_headers", format!("{:?}", self.hook_headers)),
+            ("hook_timeout", format!("{:?}", self.hook_timeout)),
+            ("hook_concurrency", self.hook_concurrency.to_string()),
+            ("hook_cache", format!("{:?}", self.hook_cache)),
+            (
+                "publish_hook_failure",
+                format!("{:?}", self.publish_hook_failure),
+            ),
+            ("webhook_url", url(&self.webhook_url)),
+            ("webhook_secret", set(&self.webhook_secret)),
+            ("webhook_events", format!("{:?}", self.webhook_events)),
+            (
+                "webhook_outbox_bytes",
+                self.webhook_outbox_bytes.to_string(),
+            ),
+            ("edit_window", format!("{:?}", self.edit_window)),
+            ("page", format!("{:?}", self.page)),
+            ("compression", format!("{:?}", self.compression)),
+            ("compress_min_bytes", self.compress_min_bytes.to_string()),
+            ("history_reads", format!("{:?}", self.history_reads)),
+            ("room_list", format!("{:?}", self.room_list)),
+            ("request_timeout", format!("{:?}", self.request_timeout)),
+            ("max_connections", format!("{:?}", self.max_connections)),
+            (
+                "max_connections_per_ip",
+                format!("{:?}", self.max_connections_per_ip),
+            ),
+            ("trusted_proxies", format!("{:?}", self.trusted_proxies)),
+            ("metrics_bind", format!("{:?}", self.metrics_bind)),
+            ("tls_cert", format!("{:?}", self.tls_cert)),
+            ("tls_key", format!("{:?}", self.tls_key)),
+            ("ping_interval", format!("{:?}", self.ping_interval)),
+            ("pong_timeout", format!("{:?}", self.pong_timeout)),
+            ("write_interval", format!("{:?}", self.write_interval)),
+            ("shutdown_timeout", format!("{:?}", self.shutdown_timeout)),
+            ("log", self.log.clone()),
+            ("log_format", format!("{:?}", self.log_format)),
+        ];
+        settings
+            .into_iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Settings that are accepted one by one but make no sense together, refused before the
@@ -670,6 +724,25 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_names_every_setting() {
+        use clap::CommandFactory;
+        let config = Config::parse_from(["livechat"]);
+        let summary = config.summary();
+        // Where Redis is and what stores history are said as `engine` and `history_store`.
+        let said_otherwise = ["redis_url", "redis_host", "redis_port", "store"];
+        for argument in Config::command().get_arguments() {
+            let name = argument.get_id().as_str();
+            if said_otherwise.contains(&name) || name == "help" || name == "version" {
+                continue;
+            }
+            assert!(
+                summary.contains(&format!(" {name}=")) || summary.starts_with(&format!("{name}=")),
+                "the summary leaves out {name}: {summary}"
+            );
+        }
+    }
 
     #[test]
     fn durations() {

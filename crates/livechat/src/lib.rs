@@ -24,6 +24,7 @@ pub mod rate;
 pub mod receipts;
 pub mod room;
 pub mod store;
+pub mod tasks;
 pub mod throttle;
 pub mod transport;
 pub mod webhooks;
@@ -34,6 +35,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::tasks::Tasks;
 
 use crate::auth::{Auth, AuthSettings, AuthSetupError};
 use crate::config::{Config, StoreKind};
@@ -104,6 +107,8 @@ pub struct Server {
     roster: Arc<Roster>,
     engine: Arc<dyn Engine>,
     connections: TaskTracker,
+    /// Every background task, and shutdown's way to end them.
+    tasks: Tasks,
     keepalive: KeepaliveSettings,
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// `GET /metrics` on an address of its own, bound before the server is announced.
@@ -151,9 +156,10 @@ impl Server {
             })?),
             None => None,
         };
+        let tasks = Tasks::new();
         let (hub, roster, engine) = match config.redis_urls() {
-            Some(urls) => start_redis(&config, urls, retention, &metrics, recorded).await?,
-            None => start_embedded(&config, retention, &metrics, recorded)?,
+            Some(urls) => start_redis(&config, urls, retention, &metrics, recorded, &tasks).await?,
+            None => start_embedded(&config, retention, &metrics, recorded, &tasks)?,
         };
         if recorded.is_some_and(|settings| settings.wants_presence()) {
             roster.tell_the_app();
@@ -165,7 +171,7 @@ impl Server {
             "livechat ready"
         );
         tracing::info!("what is kept: {}", config.exposure());
-        let moderation = Moderation::new(engine.clone(), recorded);
+        let moderation = Moderation::new(engine.clone(), recorded, tasks.clone());
         let receipts = Receipts::new(engine.clone(), metrics.receipts_dropped.clone());
         engine.set_bans(moderation.clone());
         moderation.reload().await;
@@ -203,6 +209,7 @@ impl Server {
             roster,
             engine,
             connections,
+            tasks,
             keepalive: KeepaliveSettings {
                 ping_interval: config.ping_interval,
                 pong_timeout: config.pong_timeout,
@@ -221,29 +228,29 @@ impl Server {
     /// Serves on `listener` until `shutdown` is cancelled, then closes every WebSocket with
     /// 1001, stores everything already accepted and returns.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
-        let sweep = tokio::spawn(keepalive::run(self.hub.clone(), self.keepalive));
-        let bans = tokio::spawn(self.moderation.clone().run());
-        let receipts = tokio::spawn(self.receipts.clone().run());
+        let tasks = &self.tasks;
+        tasks.spawn(keepalive::run(self.hub.clone(), self.keepalive));
+        tasks.spawn(self.moderation.clone().run());
+        tasks.spawn(self.receipts.clone().run());
         let outbox = self.engine.outbox();
         let tell = match (&outbox, &self.webhook) {
             (Some(outbox), Some((_, settings))) => Some((outbox.clone(), *settings)),
             _ => None,
         };
-        let announcements =
-            tokio::spawn(presence::run(self.roster.clone(), self.hub.clone(), tell));
-        let webhooks = match (outbox, self.webhook) {
-            (Some(outbox), Some((endpoint, _))) => Some(tokio::spawn(webhooks::sender::run(
+        tasks.spawn(presence::run(self.roster.clone(), self.hub.clone(), tell));
+        if let (Some(outbox), Some((endpoint, _))) = (outbox, self.webhook) {
+            // It stops between deliveries; one under way may take up to the hook timeout.
+            tasks.spawn_to_end(webhooks::sender::run(
                 outbox,
                 endpoint,
                 self.metrics.clone(),
                 shutdown.clone(),
-            ))),
-            _ => None,
-        };
+            ));
+        }
         // On SIGTERM/SIGINT the hub tells every WebSocket connection to close with 1001.
         let closing_hub = self.hub.clone();
         let signal = shutdown.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             signal.cancelled().await;
             closing_hub.close_all();
         });
@@ -252,25 +259,16 @@ impl Server {
                 tracing::info!("metrics on http://{address}/metrics");
             }
             let app = transport::metrics_router().with_state(self.state.clone());
-            let timeout = self.request_timeout;
-            tokio::spawn(transport::serve(
+            tasks.spawn_to_end(transport::serve(
                 listener,
                 app,
                 None,
-                timeout,
+                self.request_timeout,
                 shutdown.clone(),
             ));
         }
         let app = transport::router(self.state);
         transport::serve(listener, app, self.tls, self.request_timeout, shutdown).await;
-        sweep.abort();
-        bans.abort();
-        receipts.abort();
-        announcements.abort();
-        if let Some(webhooks) = webhooks {
-            // It stops between deliveries; one under way may take up to the hook timeout.
-            let _ = tokio::time::timeout(self.shutdown_timeout, webhooks).await;
-        }
         self.connections.close();
         if tokio::time::timeout(self.shutdown_timeout, self.connections.wait())
             .await
@@ -278,7 +276,12 @@ impl Server {
         {
             tracing::warn!("some WebSocket clients did not close in time");
         }
+        // After the last connection: the engine stores what they published, then stops.
         self.engine.shutdown().await;
+        match self.tasks.stop_all(self.shutdown_timeout).await {
+            0 => tracing::info!("every background task ended"),
+            left => tracing::warn!(left, "background tasks did not end in time"),
+        }
         tracing::info!("stopped");
     }
 }
@@ -413,13 +416,14 @@ fn start_embedded(
     retention: Retention,
     metrics: &Arc<Metrics>,
     webhooks: Option<WebhookSettings>,
+    tasks: &Tasks,
 ) -> Result<Parts, RunError> {
     let roster = Roster::new("local", false);
     let hub = Hub::new(
         queue_limits(config),
         None,
         roster.clone(),
-        start_pacer(config),
+        start_pacer(config, tasks),
         metrics.deliveries.clone(),
         compression_settings(config, metrics),
     );
@@ -444,6 +448,7 @@ fn start_embedded(
         retention,
         config.edit_window,
         metrics.clone(),
+        tasks.part(),
     );
     Ok((hub, roster, Arc::new(engine)))
 }
@@ -454,6 +459,7 @@ async fn start_redis(
     retention: Retention,
     metrics: &Arc<Metrics>,
     webhooks: Option<WebhookSettings>,
+    tasks: &Tasks,
 ) -> Result<Parts, RunError> {
     if config.redis_cluster && !config.redis_sentinel.is_empty() {
         return Err(RunError::RedisSettings(
@@ -472,7 +478,7 @@ async fn start_redis(
         queue_limits(config),
         Some(registry.clone()),
         roster.clone(),
-        start_pacer(config),
+        start_pacer(config, tasks),
         metrics.deliveries.clone(),
         compression_settings(config, metrics),
     );
@@ -493,15 +499,16 @@ async fn start_redis(
         edit_window: config.edit_window,
         metrics: metrics.clone(),
         webhooks,
+        tasks: tasks.part(),
     };
     let engine =
         RedisEngine::start(settings, hub.clone(), roster.clone(), registry, commands).await?;
     Ok((hub, roster, Arc::new(engine)))
 }
 
-fn start_pacer(config: &Config) -> Arc<Pacer> {
+fn start_pacer(config: &Config, tasks: &Tasks) -> Arc<Pacer> {
     let pacer = Pacer::new(config.write_interval);
-    tokio::spawn(pacer.clone().run());
+    tasks.spawn(pacer.clone().run());
     pacer
 }
 

@@ -102,6 +102,7 @@ fn print_token(config: &Config, args: &TokenArgs) -> ExitCode {
         name: args.name.clone(),
         rooms: args.rooms.clone(),
         publish: !args.read_only,
+        moderate: args.moderate,
         ttl_seconds: i64::try_from(args.ttl.as_secs()).unwrap_or(i64::MAX),
         issuer: config.jwt_issuer.clone(),
         audience: config.jwt_audience.clone(),

@@ -20,6 +20,7 @@ use crate::epoch::new_epoch;
 use crate::message::Author;
 use crate::room::RoomName;
 use crate::store::now_ms;
+use crate::tasks::Tasks;
 use crate::webhooks::{Event, EventKind, WebhookSettings};
 
 /// How often every node reads the bans again, besides when told they changed.
@@ -138,15 +139,22 @@ pub struct Moderation {
     webhooks: Option<WebhookSettings>,
     bans: RwLock<HashMap<String, Vec<Ban>>>,
     me: Weak<Moderation>,
+    /// Where reloads the control channel asks for run.
+    tasks: Tasks,
 }
 
 impl Moderation {
-    pub fn new(engine: Arc<dyn Engine>, webhooks: Option<WebhookSettings>) -> Arc<Self> {
+    pub fn new(
+        engine: Arc<dyn Engine>,
+        webhooks: Option<WebhookSettings>,
+        tasks: Tasks,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             engine,
             webhooks,
             bans: RwLock::default(),
             me: me.clone(),
+            tasks,
         })
     }
 
@@ -412,7 +420,8 @@ impl BansChanged for Moderation {
         // Told by the subscriber, which must not wait on Redis for it: a short task of its own
         // (bounded by the Redis timeout).
         if let Some(moderation) = self.me.upgrade() {
-            tokio::spawn(async move { moderation.reload().await });
+            self.tasks
+                .spawn_to_end(async move { moderation.reload().await });
         }
     }
 }

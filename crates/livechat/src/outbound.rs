@@ -116,8 +116,10 @@ impl Outbound {
         Ok(())
     }
 
-    /// Queues a control frame (a ping) and wakes the connection at once; it does not count
-    /// against the limits, and is dropped when the connection is closing.
+    /// Queues a control frame (a ping) and wakes the connection at once. It is queued whatever
+    /// the limits say (a ping is small and must not be refused), but its bytes are counted with
+    /// the rest, so the next `push` finds that much less room; dropped when the connection is
+    /// closing.
     pub fn push_control(&self, frame: Bytes) {
         let mut state = self.state();
         if state.closed.is_some() {

@@ -108,3 +108,9 @@ LIVECHAT_OPEN_ROOMS = env_list("LIVECHAT_OPEN_ROOMS", "lobby,general-*")
 LIVECHAT_CONNECT_EXPIRES_IN = int(os.environ.get("LIVECHAT_CONNECT_EXPIRES_IN", "300"))
 # Where the browser finds livechat (shown on the home page).
 LIVECHAT_PUBLIC_URL = os.environ.get("LIVECHAT_PUBLIC_URL", "ws://localhost:8003")
+# Where the app reaches livechat's HTTP API (server to server), and livechat's server key
+# (LIVECHAT_API_KEY on both sides): announcements, and closing a deactivated account's connections.
+LIVECHAT_URL = os.environ.get("LIVECHAT_URL", "http://127.0.0.1:8003")
+LIVECHAT_API_KEY = os.environ.get("LIVECHAT_API_KEY", "")
+# The name announcements are posted under.
+LIVECHAT_ANNOUNCER = os.environ.get("LIVECHAT_ANNOUNCER", "announcements")

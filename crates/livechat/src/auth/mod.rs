@@ -110,7 +110,9 @@ pub enum AuthError {
     OtherUser,
     #[error("invalid name: {0}")]
     BadName(&'static str),
-    #[error("{0} need a name: connect with ?name= (or a token when auth is on)")]
+    #[error(
+        "{0} need a name: ?name= on the request or the connection (or a token when auth is on)"
+    )]
     Unnamed(&'static str),
     #[error("{} is kept to the server key on this server ({}=api-key): pass it as Authorization: Bearer", .0.what(), .0.setting())]
     ServerKeyOnly(Guarded),
@@ -565,6 +567,7 @@ mod tests {
                 name: Some("Alice".into()),
                 rooms: rooms.map(|rooms| rooms.split(',').map(str::to_owned).collect()),
                 publish: true,
+                moderate: false,
                 ttl_seconds,
                 issuer: None,
                 audience: None,

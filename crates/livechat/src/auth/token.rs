@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::store::now_ms;
 
-/// What a token says: who, until when, which rooms, whether it may publish.
+/// What a token says: who, until when, which rooms, whether it may publish or moderate.
 #[derive(Debug, Clone)]
 pub struct TokenRequest {
     pub sub: String,
@@ -14,6 +14,8 @@ pub struct TokenRequest {
     /// `None`: every room.
     pub rooms: Option<Vec<String>>,
     pub publish: bool,
+    /// May moderate (the `moderate` claim): change and delete any message, ban and mute.
+    pub moderate: bool,
     /// Lifetime from now; negative for an already expired token (tests).
     pub ttl_seconds: i64,
     /// `iss` and `aud`, written when the server expects them (`LIVECHAT_JWT_ISSUER`,
@@ -30,6 +32,7 @@ impl TokenRequest {
             name: None,
             rooms: None,
             publish: true,
+            moderate: false,
             ttl_seconds: 3600,
             issuer: None,
             audience: None,
@@ -49,6 +52,9 @@ struct Claims<'a> {
     /// Only written when false: absent means may publish.
     #[serde(skip_serializing_if = "Option::is_none")]
     publish: Option<bool>,
+    /// Only written when true.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    moderate: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     iss: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,6 +71,7 @@ pub fn issue(secret: &str, request: &TokenRequest) -> Result<String, jsonwebtoke
         name: request.name.as_deref(),
         rooms: request.rooms.as_deref(),
         publish: (!request.publish).then_some(false),
+        moderate: request.moderate.then_some(true),
         iss: request.issuer.as_deref(),
         aud: request.audience.as_deref(),
     };

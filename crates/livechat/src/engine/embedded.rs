@@ -28,6 +28,7 @@ use crate::store::{
     Appended, Authored, HistoryQuery, HistoryStore, Page, Place, ReadPosition, RecentRoom,
     Retention, RoomStats, now_ms,
 };
+use crate::tasks::Tasks;
 use crate::webhooks::{Event, Outbox, OutboxError, Recorded};
 
 /// Most messages committed in one transaction.
@@ -67,6 +68,7 @@ impl EmbeddedEngine {
         retention: Retention,
         edit_window: Option<Duration>,
         metrics: Arc<Metrics>,
+        tasks: Tasks,
     ) -> Self {
         let (jobs, queued) = queue();
         let failure = Arc::new(Mutex::new(None));
@@ -89,7 +91,7 @@ impl EmbeddedEngine {
             });
             let jobs = jobs.clone();
             let every = (shortest / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 let mut ticks = tokio::time::interval(every);
                 while jobs.send(Work::Prune) {
                     ticks.tick().await;

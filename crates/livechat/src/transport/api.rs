@@ -15,7 +15,7 @@ use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::caller::Caller;
+use super::caller::{Caller, TokenParam};
 use super::{ApiError, AppState};
 use crate::auth::Identity;
 use crate::change::{Change, ChangeKind, ChangeRefused};
@@ -31,11 +31,6 @@ use crate::store::Place;
 pub const MAX_BROADCAST_ROOMS: usize = 100;
 /// Most stored messages one `DELETE /api/users/{user}/messages` looks at.
 pub const MESSAGES_PER_PASS: usize = 5_000;
-
-#[derive(Debug, Deserialize)]
-pub struct TokenParam {
-    token: Option<String>,
-}
 
 /// The caller, if it may moderate.
 async fn moderator(

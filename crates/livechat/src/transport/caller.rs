@@ -16,6 +16,19 @@ use crate::auth::Identity;
 use crate::hooks::{ConnectRequest, Transport, Verdict};
 use crate::room::RoomName;
 
+/// `?token=`, on routes with no other parameter.
+#[derive(Debug, serde::Deserialize)]
+pub struct TokenParam {
+    pub token: Option<String>,
+}
+
+/// `?token=`, or with auth off `?name=`: who the caller is on routes that act as a user.
+#[derive(Debug, serde::Deserialize)]
+pub struct Who {
+    pub token: Option<String>,
+    pub name: Option<String>,
+}
+
 /// A request's caller, as an extractor: what identifies it.
 pub struct Caller {
     headers: HeaderMap,

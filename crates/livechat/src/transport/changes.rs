@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::caller::{Caller, Identified};
+use super::caller::{Caller, Identified, Who};
 use super::{ApiError, AppState};
 use crate::auth::AuthError;
 use crate::change::{Change, ChangeKind, ChangeRefused, Changed, Emoji};
@@ -20,11 +20,6 @@ use crate::hooks::Transport;
 use crate::message::Author;
 use crate::metrics::PublishError;
 use crate::room::RoomName;
-
-#[derive(Debug, Deserialize)]
-pub struct TokenParam {
-    token: Option<String>,
-}
 
 /// `PATCH`'s body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -50,6 +45,7 @@ pub struct ReactBody {
         ("room" = String, Path, description = "The room"),
         ("id" = u64, Path, description = "The message's id"),
         super::openapi::TokenQuery,
+        super::openapi::NameQuery,
     ),
     request_body = EditBody,
     responses(
@@ -66,7 +62,7 @@ pub async fn edit(
     State(state): State<AppState>,
     caller: Caller,
     path: Result<Path<(String, String)>, PathRejection>,
-    params: Result<Query<TokenParam>, QueryRejection>,
+    params: Result<Query<Who>, QueryRejection>,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let bytes = super::http::read_body(&state, body).await?;
@@ -84,6 +80,7 @@ pub async fn edit(
         ("room" = String, Path, description = "The room"),
         ("id" = u64, Path, description = "The message's id"),
         super::openapi::TokenQuery,
+        super::openapi::NameQuery,
     ),
     responses(
         (status = 200, description = "Deleted: the `deleted` event members receive", body = Object),
@@ -98,7 +95,7 @@ pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
     path: Result<Path<(String, String)>, PathRejection>,
-    params: Result<Query<TokenParam>, QueryRejection>,
+    params: Result<Query<Who>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     change(&state, &caller, path, params, ChangeKind::Delete).await
 }
@@ -111,6 +108,7 @@ pub async fn delete(
         ("room" = String, Path, description = "The room"),
         ("id" = u64, Path, description = "The message's id"),
         super::openapi::TokenQuery,
+        super::openapi::NameQuery,
     ),
     request_body = ReactBody,
     responses(
@@ -127,7 +125,7 @@ pub async fn react(
     State(state): State<AppState>,
     caller: Caller,
     path: Result<Path<(String, String)>, PathRejection>,
-    params: Result<Query<TokenParam>, QueryRejection>,
+    params: Result<Query<Who>, QueryRejection>,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let bytes = super::http::read_body(&state, body).await?;
@@ -153,6 +151,7 @@ pub async fn react(
         ("id" = u64, Path, description = "The message's id"),
         ("emoji" = String, Path, description = "The emoji (percent-encoded)"),
         super::openapi::TokenQuery,
+        super::openapi::NameQuery,
     ),
     responses(
         (status = 200, description = "The `reaction` event members receive (`on`: false)", body = Object),
@@ -168,7 +167,7 @@ pub async fn unreact(
     State(state): State<AppState>,
     caller: Caller,
     path: Result<Path<(String, String, String)>, PathRejection>,
-    params: Result<Query<TokenParam>, QueryRejection>,
+    params: Result<Query<Who>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Path((room, id, emoji)) = path?;
     let emoji = Emoji::parse(&emoji).map_err(ApiError::BadRequest)?;
@@ -210,7 +209,7 @@ async fn change(
     state: &AppState,
     caller: &Caller,
     path: Result<Path<(String, String)>, PathRejection>,
-    params: Result<Query<TokenParam>, QueryRejection>,
+    params: Result<Query<Who>, QueryRejection>,
     kind: ChangeKind,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Path((room, id)) = path?;
@@ -228,7 +227,7 @@ async fn change(
         .identify(
             state,
             params.token.as_deref(),
-            None,
+            params.name.as_deref(),
             Some(&room),
             Transport::Http,
         )

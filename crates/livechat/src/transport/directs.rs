@@ -11,7 +11,7 @@ use axum::extract::{Query, State};
 use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::caller::Caller;
+use super::caller::{Caller, TokenParam};
 use super::{ApiError, AppState};
 use crate::auth::{AuthError, Identity};
 use crate::hooks::Transport;
@@ -22,11 +22,6 @@ use crate::store::HistoryQuery;
 
 /// Rooms whose last message is read at once while listing.
 const READ_AT_ONCE: usize = 16;
-
-#[derive(Debug, Deserialize)]
-pub struct TokenParam {
-    token: Option<String>,
-}
 
 /// `POST /chat/dm/`'s body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

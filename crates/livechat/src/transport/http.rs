@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::caller::{Caller, Identified};
+use super::caller::{Caller, Identified, TokenParam};
 use super::{ApiError, AppState};
 use crate::auth::{AuthError, Guarded, Identity};
 use crate::engine::RoomCount;
@@ -30,12 +30,6 @@ const MAX_PAGE: usize = 1000;
 pub struct RoomParam {
     room: Option<String>,
     /// The caller's token, for clients that cannot set `Authorization` (as on the WebSocket).
-    token: Option<String>,
-}
-
-/// `?token=`, on routes with no other parameter.
-#[derive(Debug, Deserialize)]
-pub struct TokenParam {
     token: Option<String>,
 }
 
@@ -160,6 +154,8 @@ pub async fn send(
 pub struct HistoryParams {
     room: Option<String>,
     token: Option<String>,
+    /// With auth off, the reader's chosen name: reactions say `me` for it.
+    name: Option<String>,
     limit: Option<String>,
     before: Option<String>,
     after: Option<String>,
@@ -192,7 +188,7 @@ pub enum Cursor {
 #[utoipa::path(
     get,
     path = "/chat/history/", tag = "chat",
-    params(super::openapi::HistoryQueryParams, super::openapi::TokenQuery),
+    params(super::openapi::HistoryQueryParams, super::openapi::TokenQuery, super::openapi::NameQuery),
     responses(
         (status = 200, description = "A page of stored messages, oldest first", body = HistoryAnswer),
         (status = 400, description = "Invalid room or parameter", body = super::openapi::ErrorBody),
@@ -207,7 +203,14 @@ pub async fn history(
     params: Result<Query<HistoryParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params?;
-    let (room, identity) = reader(&state, &caller, params.room, params.token).await?;
+    let (room, identity) = reader(
+        &state,
+        &caller,
+        params.room,
+        params.token,
+        params.name.as_deref(),
+    )
+    .await?;
     let limit = number(params.limit.as_deref(), "limit")?
         .map_or(DEFAULT_PAGE, |limit| (limit as usize).min(MAX_PAGE));
     let query = HistoryQuery {
@@ -278,7 +281,7 @@ pub async fn presence(
     params: Result<Query<PresenceParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params?;
-    let (room, identity) = reader(&state, &caller, params.room, params.token).await?;
+    let (room, identity) = reader(&state, &caller, params.room, params.token, None).await?;
     identity.check_room(&room)?;
     state
         .moderation
@@ -416,10 +419,11 @@ async fn reader(
     caller: &Caller,
     room: Option<String>,
     token: Option<String>,
+    name: Option<&str>,
 ) -> Result<(RoomName, Identity), ApiError> {
     let room = room_or_default(state, room.as_deref())?;
     let Identified { identity, .. } = caller
-        .identify(state, token.as_deref(), None, Some(&room), Transport::Http)
+        .identify(state, token.as_deref(), name, Some(&room), Transport::Http)
         .await?;
     Ok((room, identity))
 }

@@ -13,7 +13,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use super::caller::{Caller, Identified};
+use super::caller::{Caller, Identified, Who};
 use super::{ApiError, AppState};
 use crate::auth::AuthError;
 use crate::control::Control;
@@ -71,13 +71,6 @@ pub struct ReadAnswer {
     #[schema(value_type = String)]
     room: RoomName,
     id: u64,
-}
-
-/// `?token=`, or with auth off `?name=`: whose positions.
-#[derive(Debug, Deserialize)]
-pub struct Who {
-    token: Option<String>,
-    name: Option<String>,
 }
 
 /// A named user, whose read positions are kept (by its user key).

@@ -189,6 +189,37 @@ async fn moderators_change_any_message_and_http_does_the_same() {
 }
 
 #[tokio::test]
+async fn with_auth_off_http_changes_are_made_under_the_chosen_name() {
+    let server = Server::start(&[]).await;
+    let mut ann = server.connect("/ws/chat/named/?name=ann").await;
+    ann.send_json(json!({"message": "hello"})).await;
+    ann.recv().await;
+    let edit = |who: &'static str| {
+        let path = format!("/chat/history/named/1{who}");
+        let server = &server;
+        async move {
+            server
+                .http("PATCH", &path, Some(r#"{"message": "hello again"}"#))
+                .await
+        }
+    };
+    let nameless = edit("").await;
+    assert_eq!(nameless.status, 400, "{nameless:?}");
+    assert!(nameless.body.contains("?name="), "{nameless:?}");
+    assert_eq!(edit("?name=bob").await.status, 403, "not bob's message");
+    let own = edit("?name=ann").await;
+    assert_eq!(own.status, 200, "{own:?}");
+    let reacted = server
+        .http(
+            "POST",
+            "/chat/history/named/1/reactions?name=bob",
+            Some(r#"{"emoji": "👍"}"#),
+        )
+        .await;
+    assert_eq!(reacted.status, 200, "{reacted:?}");
+}
+
+#[tokio::test]
 async fn a_client_away_gets_the_edits_and_deletions_made_meanwhile_on_resume() {
     let server = Server::start(&[]).await;
     let mut ann = server.connect("/ws/chat/away/?meta=1&name=Ann").await;
@@ -279,6 +310,19 @@ async fn reactions_count_once_per_user_and_emoji_are_bounded_and_show_in_history
         .await
         .json();
     assert_eq!(mine["chat_history"][0]["reactions"]["🎉"]["count"], 2);
+    // With auth off, a reader named by ?name= (as the page reads history) is told its own.
+    let named = |name: &'static str| {
+        let path = format!("/chat/history/?room=likes&name={name}");
+        async move { http(server.addr, "GET", &path, None, &[]).await.json() }
+    };
+    assert_eq!(
+        named("Ann").await["chat_history"][0]["reactions"],
+        json!({"🎉": {"count": 2, "me": true}})
+    );
+    assert_eq!(
+        named("Cy").await["chat_history"][0]["reactions"]["🎉"]["me"],
+        false
+    );
     bo.send_json(json!({"unreact": 1, "emoji": "🎉"})).await;
     assert_eq!(next_event(&mut ann).await["count"], 1);
     // Bounds: a long emoji, 20 kinds at most, anonymous connections.

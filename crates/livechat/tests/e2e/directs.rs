@@ -81,6 +81,21 @@ async fn a_direct_message_room_is_for_its_two_users_only() {
         let answer = server.call(&carol, method, path, body).await;
         assert_eq!(answer.status, 403, "{method} {path}: {answer:?}");
     }
+    // The room list names it to its two users only (it says who talks to whom).
+    let listed = |answer: &crate::support::HttpAnswer| {
+        let json = answer.json();
+        ["rooms", "recent"].iter().any(|list| {
+            json[*list]
+                .as_array()
+                .is_some_and(|rooms| rooms.iter().any(|room| room["room"] == "dm:alice:bob"))
+        })
+    };
+    let for_carol = server.call(&carol, "GET", "/chat/rooms/", None).await;
+    assert_eq!(for_carol.status, 200, "{for_carol:?}");
+    assert!(!listed(&for_carol), "{for_carol:?}");
+    assert!(listed(
+        &server.call(&alice, "GET", "/chat/rooms/", None).await
+    ));
     // The server key reads it (the app's backend).
     let history = server
         .call(KEY, "GET", "/chat/history/?room=dm:alice:bob", None)

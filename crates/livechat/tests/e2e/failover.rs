@@ -3,13 +3,12 @@
 //! follow a failover after the master is killed.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::process::{Child, Command};
 
-use crate::support::{Server, eventually, free_port, listening, on_redis, redis_cli};
+use crate::support::{Server, eventually, redis_cli, spawn_redis_on_free_port};
 
 /// A replicated Redis watched by three sentinels, on free ports in a temporary directory.
 struct Replicated {
@@ -22,32 +21,29 @@ impl Replicated {
     async fn start() -> Replicated {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut servers = Vec::new();
-        let master = free_port();
-        servers.push((master, redis(dir.path(), master, None).await));
+        let (child, master) = redis(dir.path(), None).await;
+        servers.push((master, child));
         for _ in 0..2 {
-            let port = free_port();
-            servers.push((port, redis(dir.path(), port, Some(master)).await));
+            let (child, port) = redis(dir.path(), Some(master)).await;
+            servers.push((port, child));
         }
         let mut sentinels = Vec::new();
         for _ in 0..3 {
-            let port = free_port();
-            let config = dir.path().join(format!("sentinel-{port}.conf"));
-            let text = format!(
-                "port {port}\nbind 127.0.0.1\n\
-                 sentinel monitor mymaster 127.0.0.1 {master} 2\n\
-                 sentinel down-after-milliseconds mymaster 1000\n\
-                 sentinel failover-timeout mymaster 5000\n\
-                 sentinel parallel-syncs mymaster 2\n"
-            );
-            std::fs::write(&config, text).expect("sentinel config");
-            let child = Command::new("redis-server")
-                .arg(&config)
-                .arg("--sentinel")
-                .stdout(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("redis-server --sentinel");
-            listening(port).await;
+            let (child, port) = spawn_redis_on_free_port(|port| {
+                let config = dir.path().join(format!("sentinel-{port}.conf"));
+                let text = format!(
+                    "port {port}\nbind 127.0.0.1\n\
+                     sentinel monitor mymaster 127.0.0.1 {master} 2\n\
+                     sentinel down-after-milliseconds mymaster 1000\n\
+                     sentinel failover-timeout mymaster 5000\n\
+                     sentinel parallel-syncs mymaster 2\n"
+                );
+                std::fs::write(&config, text).expect("sentinel config");
+                let mut command = Command::new("redis-server");
+                command.arg(&config).arg("--sentinel");
+                command
+            })
+            .await;
             sentinels.push((port, child));
         }
         let replicated = Replicated {
@@ -113,32 +109,30 @@ impl Replicated {
     }
 }
 
-async fn redis(dir: &Path, port: u16, replica_of: Option<u16>) -> Child {
-    let data = dir.join(port.to_string());
-    std::fs::create_dir_all(&data).expect("data dir");
-    let mut command = Command::new("redis-server");
-    command
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args([
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-        ])
-        .arg("--dir")
-        .arg(&data);
-    if let Some(master) = replica_of {
-        command.args(["--replicaof", "127.0.0.1", &master.to_string()]);
-    }
-    let child = command
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("redis-server must be installed (./scripts/test.sh installs it)");
-    listening(port).await;
-    child
+/// A redis-server on a free port (with `replica_of`, a replica of that master); its child and port.
+async fn redis(dir: &Path, replica_of: Option<u16>) -> (Child, u16) {
+    spawn_redis_on_free_port(|port| {
+        let data = dir.join(port.to_string());
+        std::fs::create_dir_all(&data).expect("data dir");
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&data);
+        if let Some(master) = replica_of {
+            command.args(["--replicaof", "127.0.0.1", &master.to_string()]);
+        }
+        command
+    })
+    .await
 }
 
 async fn node(replicated: &Replicated, wait_replicas: &str) -> Server {
@@ -160,9 +154,6 @@ async fn node(replicated: &Replicated, wait_replicas: &str) -> Server {
 /// is in history (each was confirmed by a replica before it was acknowledged).
 #[tokio::test]
 async fn nodes_follow_a_failover_and_lose_no_acknowledged_message() {
-    if on_redis() {
-        return;
-    }
     let mut replicated = Replicated::start().await;
     let a = node(&replicated, "1").await;
     let b = node(&replicated, "1").await;
@@ -243,9 +234,6 @@ async fn nodes_follow_a_failover_and_lose_no_acknowledged_message() {
 /// with `since` then gets every acknowledged message or is told what it will not get.
 #[tokio::test]
 async fn without_wait_a_resuming_client_gets_every_acknowledged_message_or_is_told() {
-    if on_redis() {
-        return;
-    }
     let mut replicated = Replicated::start().await;
     let a = node(&replicated, "0").await;
     let b = node(&replicated, "0").await;

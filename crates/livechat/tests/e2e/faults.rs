@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{Event, Server};
+use crate::support::{Event, Server, eventually};
 
 #[tokio::test]
 async fn a_client_that_never_reads_is_closed_with_1008_and_the_others_keep_receiving() {
@@ -82,7 +82,7 @@ async fn kill_9_loses_nothing_that_was_acknowledged() {
 }
 
 #[tokio::test]
-async fn sigterm_closes_sockets_with_1001_keeps_what_was_accepted_and_exits_0() {
+async fn sigterm_closes_sockets_with_1001_keeps_what_was_accepted_ends_every_task_and_exits_0() {
     let mut server = Server::start(&[]).await;
     let mut client = server.join("bye").await;
     for n in 0..50 {
@@ -97,6 +97,10 @@ async fn sigterm_closes_sockets_with_1001_keeps_what_was_accepted_and_exits_0() 
     let status = server.stop().await;
     assert_eq!(client.recv_close().await.0, 1001);
     assert!(status.success(), "exit status {status:?}");
+    eventually("the shutdown says every background task ended", || async {
+        server.logged(&["every background task ended"])
+    })
+    .await;
     server.restart().await;
     assert_eq!(server.history("?room=bye&limit=100").await.len(), 50);
 }

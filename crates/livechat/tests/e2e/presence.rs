@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Client, Event, RedisServer, Server, eventually, on_redis};
+use crate::support::{Client, Event, RedisServer, Server, eventually};
 
 /// The presence frames a client receives until one says the room has `members` connections,
 /// counted per user name: (joins, leaves, frames read).
@@ -210,9 +210,6 @@ async fn a_thousand_joins_in_a_second_cost_each_member_a_few_frames() {
 /// the room list agree.
 #[tokio::test]
 async fn presence_spans_nodes_and_a_killed_node_leaves_no_ghosts() {
-    if on_redis() {
-        return;
-    }
     let redis = RedisServer::start().await;
     let mut nodes = [
         Server::node(&redis, &[]).await,

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Client, RedisServer, Server, eventually, on_redis};
+use crate::support::{Client, RedisServer, Server, eventually};
 
 /// Frames up to and including `caught_up`.
 async fn until_caught_up(client: &mut Client) -> (Vec<Value>, Value) {
@@ -327,9 +327,6 @@ async fn resuming_and_nonces_hold_across_restarts() {
 
 #[tokio::test]
 async fn a_new_history_file_is_a_new_epoch() {
-    if on_redis() {
-        return; // The Redis engine's counterpart is `redis_losing_its_data_resets_resuming_clients`.
-    }
     let mut server = Server::start(&[]).await;
     for n in 1..=5 {
         server.post_message("fresh", json!(n)).await;
@@ -354,9 +351,6 @@ async fn a_new_history_file_is_a_new_epoch() {
 
 #[tokio::test]
 async fn resume_on_another_node_after_the_first_died() {
-    if on_redis() {
-        return; // Starts its own Redis and nodes: once is enough.
-    }
     let redis = RedisServer::start().await;
     let mut first = Server::node(&redis, &[]).await;
     let second = Server::node(&redis, &[]).await;
@@ -388,9 +382,6 @@ async fn resume_on_another_node_after_the_first_died() {
 
 #[tokio::test]
 async fn redis_losing_its_data_resets_resuming_clients() {
-    if on_redis() {
-        return;
-    }
     let redis = RedisServer::start().await;
     let server = Server::node(&redis, &[]).await;
     let mut resuming = server.connect("/ws/chat/lost/?meta=1&since=0").await;

@@ -16,6 +16,7 @@ fn token(sub: &str, rooms: Option<&[&str]>, ttl_seconds: i64) -> String {
             name: Some(format!("{sub} name")),
             rooms: rooms.map(|rooms| rooms.iter().map(|r| r.to_string()).collect()),
             publish: true,
+            moderate: false,
             ttl_seconds,
             issuer: None,
             audience: None,
@@ -282,6 +283,7 @@ async fn read_only_tokens_read_but_do_not_publish() {
         SECRET,
         &TokenRequest {
             publish: false,
+            moderate: false,
             ..TokenRequest::for_user("reader")
         },
     )

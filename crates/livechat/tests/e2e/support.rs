@@ -555,14 +555,27 @@ impl RedisServer {
     }
 
     async fn launch(persistent: bool) -> RedisServer {
-        let mut redis = RedisServer {
-            child: None,
-            port: free_port(),
-            dir: tempfile::tempdir().expect("temp dir"),
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (child, port) =
+            spawn_redis_on_free_port(|port| RedisServer::command(port, dir.path(), persistent))
+                .await;
+        RedisServer {
+            child: Some(child),
+            port,
+            dir,
             persistent,
-        };
-        redis.resume().await;
-        redis
+        }
+    }
+
+    fn command(port: u16, dir: &Path, persistent: bool) -> Command {
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendfsync", "always", "--appendonly"])
+            .arg(if persistent { "yes" } else { "no" })
+            .arg("--dir")
+            .arg(dir);
+        command
     }
 
     pub fn url(&self) -> String {
@@ -571,12 +584,7 @@ impl RedisServer {
 
     /// Starts it (again) on the same port and data.
     pub async fn resume(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendfsync", "always", "--appendonly"])
-            .arg(if self.persistent { "yes" } else { "no" })
-            .arg("--dir")
-            .arg(self.dir.path())
+        let child = RedisServer::command(self.port, self.dir.path(), self.persistent)
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -637,6 +645,49 @@ pub fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .expect("free port")
         .port()
+}
+
+/// Starts the program `command(port)` makes (a `redis-server`, a sentinel) on a port that was
+/// free, and waits until that very process listens there. redis-server cannot be told to pick
+/// a port and say which, so a port can be lost to another test between the check and the
+/// start: then the process exits (or another answers there) and it is tried again elsewhere.
+pub async fn spawn_redis_on_free_port(command: impl Fn(u16) -> Command) -> (Child, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = command(port)
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server must be installed (./scripts/test.sh installs it)");
+        let pid = child.id().expect("a running child");
+        if listens_as(&mut child, port, pid).await {
+            return (child, port);
+        }
+        let _ = child.kill().await;
+    }
+    panic!("redis-server could not keep a free port in five tries");
+}
+
+/// Waits until process `pid` answers on `port` (true), or the child exits first (false).
+async fn listens_as(child: &mut Child, port: u16, pid: u32) -> bool {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let ours = format!("process_id:{pid}");
+    while tokio::time::Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        let info = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "INFO", "server"])
+            .output()
+            .await
+            .expect("redis-cli");
+        let text = String::from_utf8_lossy(&info.stdout);
+        if text.contains("process_id:") {
+            return text.lines().any(|line| line.trim() == ours);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
 
 /// A real Redis Cluster of three masters (no replicas) on free ports, each `--cluster-enabled`,

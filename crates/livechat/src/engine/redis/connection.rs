@@ -15,6 +15,7 @@ use redis::{Cmd, Pipeline, ProtocolVersion, PushInfo, RedisFuture, RedisResult, 
 use tokio::sync::mpsc;
 
 use super::sentinel::Followed;
+use crate::tasks::Tasks;
 
 #[derive(Clone)]
 pub enum Connection {
@@ -43,6 +44,7 @@ impl Connection {
         servers: Servers<'_>,
         timeout: Duration,
         pushes: PushQueue,
+        tasks: &Tasks,
     ) -> RedisResult<Self> {
         let config = ConnectionManagerConfig::new()
             .set_push_sender(pushes.clone())
@@ -54,7 +56,8 @@ impl Connection {
         let (urls, cluster) = match servers {
             Servers::Urls { urls, cluster } => (urls, cluster),
             Servers::Sentinel { sentinels, master } => {
-                let followed = Followed::open(sentinels, master, config, pushes).await?;
+                let followed =
+                    Followed::open(sentinels, master, config, pushes, tasks.clone()).await?;
                 return Ok(Self::Sentinel(followed));
             }
         };

@@ -38,8 +38,6 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use redis::RedisError;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 pub use subscriber::{RoomCommands, RoomRegistry};
 
@@ -64,6 +62,7 @@ use crate::room::RoomName;
 use crate::store::{
     Authored, HistoryQuery, Page, Place, ReadPosition, RecentRoom, Retention, RoomStats,
 };
+use crate::tasks::Tasks;
 use crate::webhooks::{EventKind, Outbox, WebhookSettings};
 
 /// Messages Redis pushed that may wait for the subscriber; past it the subscriber catches up from
@@ -90,6 +89,8 @@ pub struct RedisSettings {
     pub metrics: Arc<Metrics>,
     /// Events recorded for the app's webhook, if one is set.
     pub webhooks: Option<WebhookSettings>,
+    /// The engine's part of the server's tasks: stopped by `shutdown`.
+    pub tasks: Tasks,
 }
 
 pub struct RedisEngine {
@@ -101,8 +102,7 @@ pub struct RedisEngine {
     health: Arc<Health>,
     max_age: Option<Duration>,
     room_ttl: Duration,
-    stop: CancellationToken,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    tasks: Tasks,
     outbox: Option<Arc<RedisOutbox>>,
     /// Who reloads the bans when the control channel says they changed.
     bans: Arc<OnceLock<Arc<dyn BansChanged>>>,
@@ -144,10 +144,10 @@ impl RedisEngine {
                 cluster: settings.cluster,
             },
         };
-        let connection = Connection::open(servers, settings.timeout, pushes).await?;
+        let tasks = settings.tasks;
+        let connection = Connection::open(servers, settings.timeout, pushes, &tasks).await?;
         let keys = Keys::new(&settings.prefix);
         let health = Arc::new(Health::new(&settings.metrics));
-        let stop = CancellationToken::new();
         let (jobs, queued) = queue();
         let bans = Arc::new(OnceLock::new());
         let outbox = settings.webhooks.map(|webhooks| {
@@ -175,6 +175,7 @@ impl RedisEngine {
             metrics: settings.metrics.clone(),
             outbox: outbox.clone().filter(|_| message_events),
             edit_window: settings.edit_window,
+            tasks: tasks.clone(),
         };
         let subscriber = Subscriber {
             connection: connection.clone(),
@@ -203,7 +204,6 @@ impl RedisEngine {
             roster: roster.clone(),
             health: health.clone(),
         };
-        let mut tasks = Vec::new();
         if let Some(max_age) = settings.retention.max_age {
             let trimmer = retention::AgeTrimmer {
                 connection: connection.clone(),
@@ -211,14 +211,13 @@ impl RedisEngine {
                 max_age,
                 health: health.clone(),
             };
-            tasks.push(tokio::spawn(trimmer.run(stop.clone())));
+            tasks.spawn_to_end(trimmer.run(tasks.token()));
         }
-        tasks.extend([
-            tokio::spawn(publisher.run(queued)),
-            tokio::spawn(subscriber.run(commands, pushed, overflowed, stop.clone())),
-            tokio::spawn(registration.run(stop.clone())),
-            tokio::spawn(relay.run(stop.clone())),
-        ]);
+        // The publisher ends once `shutdown` closes its queue and it has written what was in it.
+        tasks.spawn_to_end(publisher.run(queued));
+        tasks.spawn_to_end(subscriber.run(commands, pushed, overflowed, tasks.token()));
+        tasks.spawn_to_end(registration.run(tasks.token()));
+        tasks.spawn_to_end(relay.run(tasks.token()));
         Ok(Self {
             jobs,
             connection,
@@ -228,8 +227,7 @@ impl RedisEngine {
             health,
             max_age: settings.retention.max_age,
             room_ttl: settings.room_ttl,
-            stop,
-            tasks: Mutex::new(tasks),
+            tasks,
             outbox,
             bans,
         })
@@ -515,7 +513,13 @@ impl Engine for RedisEngine {
     }
 
     fn typing(&self, room: &RoomName, user: Arc<Author>) {
-        presence::typing(&self.connection, &self.keys, room, Author::clone(&user));
+        presence::typing(
+            &self.connection,
+            &self.keys,
+            room,
+            Author::clone(&user),
+            &self.tasks,
+        );
     }
 
     fn readiness(&self) -> Result<(), EngineError> {
@@ -535,15 +539,10 @@ impl Engine for RedisEngine {
     }
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {
+        // The server waits for the tasks to end (`Tasks::stop_all`).
         self.jobs.stop();
-        self.stop.cancel();
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        async move {
-            for task in tasks {
-                let _ = task.await;
-            }
-        }
-        .boxed()
+        self.tasks.stop();
+        async {}.boxed()
     }
 }
 

@@ -19,6 +19,7 @@ use super::nodes::live_nodes;
 use crate::message::Author;
 use crate::presence::{ANNOUNCE_EVERY, NodeChange, NodeView, Person, Roster, UserCount, user_key};
 use crate::room::RoomName;
+use crate::tasks::Tasks;
 
 /// KEYS: the node's presence hash. ARGV: TTL (ms), full (0/1), seq, members, the publish
 /// command, the channel, the event, then field and value pairs (an empty value: gone).
@@ -247,14 +248,15 @@ fn node_view(fields: Vec<(String, String)>) -> NodeView {
 }
 
 /// Publishes that `user` is typing in `room` (not waited for; lost if Redis is down).
-pub fn typing(connection: &Connection, keys: &Keys, room: &RoomName, user: Author) {
+pub fn typing(connection: &Connection, keys: &Keys, room: &RoomName, user: Author, tasks: &Tasks) {
     let event = ChannelEvent::Typing { user };
     let mut command = redis::cmd(connection.publish_command());
     command
         .arg(keys.channel(room))
         .arg(serde_json::to_string(&event).unwrap_or_default());
     let mut connection = connection.clone();
-    tokio::spawn(async move {
+    // Bounded by the Redis timeout.
+    tasks.spawn_to_end(async move {
         if let Err(error) = command.query_async::<i64>(&mut connection).await {
             tracing::debug!(%error, "typing not relayed");
         }

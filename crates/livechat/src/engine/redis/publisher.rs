@@ -199,6 +199,8 @@ pub struct Publisher {
     pub outbox: Option<std::sync::Arc<RedisOutbox>>,
     /// How long authors may change their messages (`None`: always).
     pub edit_window: Option<Duration>,
+    /// Where the room list's bookkeeping runs, apart from the writes.
+    pub tasks: crate::tasks::Tasks,
 }
 
 /// Work for the publisher besides publishes, in order with them.
@@ -397,7 +399,7 @@ impl Publisher {
             // For the room list; publishers are not kept waiting for it.
             let (mut connection, keys) = (self.connection.clone(), self.keys.clone());
             let room_ttl = self.room_ttl;
-            tokio::spawn(async move {
+            self.tasks.spawn_to_end(async move {
                 stream::note_written(&mut connection, &keys, &written, room_ttl).await
             });
         }

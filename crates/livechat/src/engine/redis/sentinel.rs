@@ -21,6 +21,7 @@ use redis::{
 use tokio::time::Instant;
 
 use super::connection::PushQueue;
+use crate::tasks::Tasks;
 
 /// The sentinels are asked at most this often.
 const ASK_EVERY: Duration = Duration::from_millis(250);
@@ -31,6 +32,8 @@ pub struct Followed {
     config: ConnectionManagerConfig,
     pushes: PushQueue,
     asking: AtomicBool,
+    /// Where the sentinels are asked, apart from the failed command.
+    tasks: Tasks,
 }
 
 struct Master {
@@ -46,6 +49,7 @@ impl Followed {
         name: &str,
         config: ConnectionManagerConfig,
         pushes: PushQueue,
+        tasks: Tasks,
     ) -> RedisResult<Arc<Self>> {
         let resp3 = RedisConnectionInfo::default().set_protocol(ProtocolVersion::RESP3);
         let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(resp3);
@@ -75,6 +79,7 @@ impl Followed {
             config,
             pushes,
             asking: AtomicBool::new(false),
+            tasks,
         }))
     }
 
@@ -98,7 +103,7 @@ impl Followed {
             return;
         }
         let followed = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let started = Instant::now();
             followed.ask().await;
             tokio::time::sleep_until(started + ASK_EVERY).await;
