@@ -53,7 +53,7 @@ async fn accept(upgrade: Result<Upgrade, livechat::transport::ApiError>) -> Resp
 }
 
 /// `deflate_window`: permessage-deflate agreed, replies compressed with this window (every
-/// message of at least 1 byte that shrinks, as a room frame is for such a member).
+/// message of at least 1 byte, as a room frame is for such a member past the minimum size).
 async fn echo(mut socket: Socket, deflate_window: Option<u8>) {
     socket.keep_binary();
     let compressed = |frame| match deflate_window {
