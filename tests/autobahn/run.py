@@ -21,8 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
 # The compression cases send 1,000 messages each; those of 32 KiB to 128 KiB (sub-cases 8-10 and
-# 13-18 of every 12.x and 13.x) are left out to keep the test command within its time: the
-# sizes run (16 B to 16 KiB, whole and fragmented) cover every negotiation and framing path.
+# 13-18 of every 12.x and 13.x) are left out to keep the test command within its time: all 216
+# compression cases did not finish in 10 minutes here (2 shared cores), the 108 kept run with
+# the rest of the suite in about 55 s (409 cases). The sizes run (16 B to 16 KiB, whole and
+# fragmented at 256 bytes) cover every offer of 13.* and every framing path.
 LARGE_COMPRESSION_CASES = [
     arg
     for group in ("12", "13")
