@@ -1,6 +1,11 @@
 """The Autobahn|Testsuite fuzzing client (PyPI `kosoku`) against an echo server built on livechat's
-own WebSocket layer (crates/livechat/examples/ws_echo.rs). Compression cases (12.*, 13.*) are left
-out: livechat offers no extension. Prints the count per behaviour and fails on any FAILED case.
+own WebSocket layer (crates/livechat/examples/ws_echo.rs), the compression cases (12.*, 13.*,
+permessage-deflate) included: the echo agrees to what the server agrees to and compresses its
+replies as a room frame is compressed. Prints the count per behaviour and fails on any case that is
+not OK, NON-STRICT or INFORMATIONAL. An offer livechat declines (an 8-bit window asked of the
+server) would end in a clean handshake without the extension, which the suite reports as
+UNIMPLEMENTED (none of the 13.* offers asks for that). The largest compression sizes are left out
+for time (see LARGE_COMPRESSION_CASES).
 Usage: python tests/autobahn/run.py   (from the repository root; builds the example in release)"""
 
 import json
@@ -15,6 +20,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
+# The compression cases send 1,000 messages each; those of 32 KiB to 128 KiB (sub-cases 8-10 and
+# 13-18 of every 12.x and 13.x) are left out to keep the test command within its time: all 216
+# compression cases did not finish in 10 minutes here (2 shared cores), the 108 kept run with
+# the rest of the suite in about 55 s (409 cases). The sizes run (16 B to 16 KiB, whole and
+# fragmented at 256 bytes) cover every offer of 13.* and every framing path.
+LARGE_COMPRESSION_CASES = [
+    arg
+    for group in ("12", "13")
+    for sub in (8, 9, 10, 13, 14, 15, 16, 17, 18)
+    for arg in ("-x", f"{group}.*.{sub}")
+]
 
 
 def free_port() -> int:
@@ -49,7 +65,7 @@ def main() -> None:
         wait_listening(port, echo)
         kosoku = shutil.which("kosoku", path=str(Path(sys.executable).parent)) or "kosoku"
         subprocess.run(
-            [kosoku, "-m", "fuzzingclient", f"127.0.0.1:{port}", "-x", "12.*", "-x", "13.*",
+            [kosoku, "-m", "fuzzingclient", f"127.0.0.1:{port}", *LARGE_COMPRESSION_CASES,
              "-p", "4", "-o", str(reports)],
             check=False,
         )

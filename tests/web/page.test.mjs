@@ -41,6 +41,49 @@ test('two pages in one room see each other; a page in another room does not', as
   }
 });
 
+test('Chromium agrees to permessage-deflate: long messages both ways travel compressed and read the same', async () => {
+  const server = await Server.start();
+  const pages = [];
+  const compressions = async () => {
+    const scrape = await (await fetch(`${server.url}/metrics`)).text();
+    return Number(scrape.match(/^livechat_frames_compressed_total (\d+)/m)?.[1] ?? 0);
+  };
+  try {
+    const answers = [];
+    // The handshake's answer, as Chromium's network layer saw it.
+    const watchHandshakes = async (page) => {
+      const cdp = await page.context().newCDPSession(page);
+      await cdp.send('Network.enable');
+      cdp.on('Network.webSocketHandshakeResponseReceived', ({ response }) => answers.push(response.headers));
+    };
+    const [alice, bob] = [
+      await open(server, '/r/squeezed', { setup: watchHandshakes }),
+      await open(server, '/r/squeezed', { setup: watchHandshakes }),
+    ];
+    pages.push(alice, bob);
+    for (const { page } of pages) await connected(page);
+    assert.equal(answers.length, 2);
+    for (const headers of answers) {
+      const agreed = Object.entries(headers).find(([name]) => name.toLowerCase() === 'sec-websocket-extensions')?.[1];
+      assert.match(agreed ?? '', /^permessage-deflate; server_no_context_takeover; client_no_context_takeover/);
+    }
+    const before = await compressions();
+    // Chromium compresses what it sends; the server inflates it, and compresses the room's frame
+    // once for both pages.
+    const long = 'a long chat message that compresses well, '.repeat(10).trim();
+    await say(alice.page, long);
+    for (const { page } of pages) await message(page, long).waitFor(WAIT);
+    await until(async () => (await compressions()) === before + 1, 'one compression for two pages');
+    await server.post('squeezed', 'short: sent plain');
+    for (const { page } of pages) await message(page, 'short: sent plain').waitFor(WAIT);
+    assert.deepEqual(await server.stored('squeezed'), [long, 'short: sent plain']);
+    for (const { problems } of pages) assert.deepEqual(problems, []);
+  } finally {
+    for (const { close } of pages) await close();
+    await server.stop();
+  }
+});
+
 test('history shows on load, and a hostile message is text that runs nothing', async () => {
   const server = await Server.start();
   const hostile = '<img src=x onerror=alert(1)>';

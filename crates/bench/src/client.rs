@@ -9,6 +9,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_websockets::{ClientBuilder, WebSocketStream};
 
 use crate::BenchError;
+use crate::deflate::{self, Reader};
 
 pub type Socket = WebSocketStream<TcpStream>;
 
@@ -19,11 +20,13 @@ pub struct Target {
     pub host: String,
     pub sources: Vec<IpAddr>,
     next_source: AtomicUsize,
+    /// Readers (`reader`) offer permessage-deflate (`--deflate`).
+    pub deflate: bool,
 }
 
 impl Target {
     /// `base` is `http://host:port` (or `ws://`); only IP literals and `localhost` are resolved.
-    pub fn parse(base: &str, sources: Vec<IpAddr>) -> Result<Self, BenchError> {
+    pub fn parse(base: &str, sources: Vec<IpAddr>, deflate: bool) -> Result<Self, BenchError> {
         let authority = base
             .split("://")
             .nth(1)
@@ -38,6 +41,7 @@ impl Target {
             host: authority.to_owned(),
             sources,
             next_source: AtomicUsize::new(0),
+            deflate,
         })
     }
 
@@ -68,6 +72,15 @@ impl Target {
             .await?;
         Ok(socket)
     }
+
+    /// Opens a connection that only reads (a subscriber, an idle connection): a plain WebSocket,
+    /// or with `deflate` one that agreed to permessage-deflate.
+    pub async fn reader(&self, path: &str) -> Result<Reader, BenchError> {
+        if self.deflate {
+            return deflate::connect(self.tcp().await?, &self.host, path).await;
+        }
+        Ok(Box::pin(self.websocket(path).await?))
+    }
 }
 
 /// The servers a run connects to: one, or the nodes of one deployment (behind the same Redis),
@@ -77,10 +90,10 @@ pub struct Nodes {
 }
 
 impl Nodes {
-    pub fn parse(urls: &[String], sources: &[IpAddr]) -> Result<Self, BenchError> {
+    pub fn parse(urls: &[String], sources: &[IpAddr], deflate: bool) -> Result<Self, BenchError> {
         let targets = urls
             .iter()
-            .map(|url| Target::parse(url, sources.to_vec()).map(Arc::new))
+            .map(|url| Target::parse(url, sources.to_vec(), deflate).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         if targets.is_empty() {
             return Err(BenchError::Url(String::new()));

@@ -48,6 +48,8 @@ struct Watch {
     end: Option<f64>,
     resident_before: Vec<u64>,
     resident_with_load: Option<Vec<u64>>,
+    /// Bytes the servers had written (`wchar`, summed) at the start line and at the end.
+    written: (Option<u64>, Option<u64>),
 }
 
 static SERVERS: Mutex<Option<Watch>> = Mutex::new(None);
@@ -71,6 +73,7 @@ pub fn watch_servers(pids: &[u32]) -> Result<(), BenchError> {
         end: None,
         resident_before,
         resident_with_load: None,
+        written: (None, None),
     });
     Ok(())
 }
@@ -90,6 +93,7 @@ fn total_seconds(pids: &[u32]) -> Option<f64> {
 pub fn mark_start() {
     if let Some(watch) = lock().as_mut() {
         watch.start = total_seconds(&watch.pids);
+        watch.written.0 = total_written(&watch.pids);
         watch.read_memory();
     }
 }
@@ -112,7 +116,29 @@ impl Watch {
 pub fn mark_end() {
     if let Some(watch) = lock().as_mut() {
         watch.end = total_seconds(&watch.pids);
+        watch.written.1 = total_written(&watch.pids);
     }
+}
+
+/// Bytes the servers wrote between the two marks (`wchar` in /proc/PID/io: every write and
+/// writev, so their sockets' bytes, headers and all), when both were read.
+pub fn server_written_bytes() -> Option<u64> {
+    let watch = lock();
+    let (start, end) = watch.as_ref()?.written;
+    Some(end?.saturating_sub(start?))
+}
+
+fn total_written(pids: &[u32]) -> Option<u64> {
+    pids.iter()
+        .map(|&pid| {
+            let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+            io.lines()
+                .find_map(|line| line.strip_prefix("wchar:"))?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
 }
 
 /// The servers' CPU seconds between the two marks, when both were read.

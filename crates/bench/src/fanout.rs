@@ -18,6 +18,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_websockets::Message;
 
 use crate::client::{Nodes, Socket, Target, room_path};
+use crate::deflate::Reader;
 use crate::report::{Summary, export, failures, histogram, import, latency_json};
 use crate::workers::{self, Slice};
 use crate::{BenchError, idle};
@@ -147,7 +148,7 @@ pub async fn run(
         let (limit, path) = (limit.clone(), room_path(path, room));
         opened.push(tokio::spawn(async move {
             let _permit = limit.acquire().await;
-            target.websocket(&path).await.map(|socket| (index, socket))
+            target.reader(&path).await.map(|socket| (index, socket))
         }));
     }
     let mut readers = Vec::new();
@@ -385,6 +386,9 @@ fn now_nanos() -> u64 {
 }
 
 /// Sends `{"message":{"t":NANOS,"s":SEQ,"p":"..."}}` at `rate` per second; returns how many.
+/// The padding is text made of common words, a different stretch for each message, so that a
+/// compressing server sees what chat text gives it (a run of one letter would compress to
+/// nothing).
 async fn publish<S>(sink: &mut S, rate: u32, size: usize, duration: Duration) -> u64
 where
     S: futures_util::Sink<Message> + Unpin,
@@ -392,10 +396,13 @@ where
     let mut ticks = tokio::time::interval(Duration::from_secs(1) / rate.max(1));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let end = Instant::now() + duration;
-    let padding = "x".repeat(size.saturating_sub(40));
+    let padding_len = size.saturating_sub(40);
+    let corpus = chat_text(padding_len + 8192);
     let mut sent = 0;
     while Instant::now() < end {
         ticks.tick().await;
+        let start = (sent as usize * 101) % 8192;
+        let padding = &corpus[start..start + padding_len];
         let frame = format!(
             r#"{{"message":{{"t":{},"s":{sent},"p":"{padding}"}}}}"#,
             now_nanos()
@@ -408,11 +415,32 @@ where
     sent
 }
 
+/// `len` bytes of words drawn from a small vocabulary (ASCII, no quotes), the same every run.
+fn chat_text(len: usize) -> String {
+    const WORDS: [&str; 48] = [
+        "the", "meeting", "is", "moved", "to", "three", "o'clock", "can", "you", "join", "we",
+        "need", "a", "review", "of", "this", "before", "release", "thanks", "sure", "I", "will",
+        "check", "and", "get", "back", "later", "today", "looks", "good", "me", "ship", "it",
+        "after", "lunch", "who", "owns", "build", "broken", "again", "fixed", "now", "please",
+        "merge", "branch", "when", "ready", "ok",
+    ];
+    let (mut text, mut state) = (String::with_capacity(len + 16), 0x2545_F491_4F6C_DD1Du64);
+    while text.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        text.push_str(WORDS[(state % WORDS.len() as u64) as usize]);
+        text.push(if state % 11 == 0 { ',' } else { ' ' });
+    }
+    text.truncate(len);
+    text
+}
+
 /// Reads frames until told to stop, recording each message's latency. Samples are kept locally
 /// and handed to the shared tally whenever the socket has nothing more ready, so the shared
 /// counter and histogram locks are touched once per burst, not once per frame.
 async fn subscribe(
-    mut socket: Socket,
+    mut socket: Reader,
     shard: usize,
     tally: Arc<Tally>,
     mut stop: watch::Receiver<bool>,
@@ -466,7 +494,7 @@ async fn subscribe(
 
 /// Holds an idle connection until told to stop, reading (so that the server's pings are
 /// answered) and counting it if the server closes it first.
-async fn hold_idle(mut socket: Socket, tally: Arc<Tally>, mut stop: watch::Receiver<bool>) {
+async fn hold_idle(mut socket: Reader, tally: Arc<Tally>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = stop.changed() => return,

@@ -10,8 +10,9 @@ use serde_json::{Map, json};
 use tokio::sync::Semaphore;
 
 use crate::BenchError;
-use crate::client::{Nodes, Socket, room_path};
+use crate::client::{Nodes, room_path};
 use crate::cpu;
+use crate::deflate::Reader;
 use crate::report::{Summary, failures};
 use crate::workers::{self, Slice};
 
@@ -69,7 +70,7 @@ pub async fn run(
 
 /// Connections that are opened to be held.
 pub struct Opened {
-    pub sockets: Vec<Socket>,
+    pub sockets: Vec<Reader>,
     pub failed: u64,
     /// The first error of those that failed.
     pub first_error: Option<String>,
@@ -91,7 +92,7 @@ pub async fn open(
         let path = path_of(connection);
         opening.push(tokio::spawn(async move {
             let _permit = limit.acquire().await;
-            target.websocket(&path).await
+            target.reader(&path).await
         }));
     }
     let mut opened = Opened {

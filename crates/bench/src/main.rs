@@ -8,6 +8,7 @@
 mod client;
 mod connect;
 mod cpu;
+mod deflate;
 mod fanout;
 mod http_publish;
 mod idle;
@@ -57,6 +58,10 @@ struct Cli {
     /// /proc.
     #[arg(long, global = true, value_delimiter = ',')]
     server_pid: Vec<u32>,
+    /// Subscribers and idle connections offer permessage-deflate (as browsers do) and fail if
+    /// the server does not agree; publishers stay plain.
+    #[arg(long, global = true)]
+    deflate: bool,
     /// Set by the parent on each worker process: which slice of the work it takes.
     #[arg(long, global = true, hide = true)]
     worker_slice: Option<usize>,
@@ -179,13 +184,13 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
     if !cli.server_pid.is_empty() && cli.worker_slice.is_none() {
         cpu::watch_servers(&cli.server_pid)?;
     }
-    let nodes = Arc::new(Nodes::parse(&cli.url, &cli.source_ips)?);
+    let nodes = Arc::new(Nodes::parse(&cli.url, &cli.source_ips, cli.deflate)?);
     let path = cli.path.as_str();
     let nothing = async {};
     let (name, (mut summary, workers_cpu_s)) = match cli.scenario {
         Scenario::Fanout(options) => {
             let publish_to = match &options.publish_url {
-                Some(url) => Arc::new(Target::parse(url, cli.source_ips.clone())?),
+                Some(url) => Arc::new(Target::parse(url, cli.source_ips.clone(), false)?),
                 None => nodes.for_connection(0).clone(),
             };
             let run_here = |slice| fanout::run(&options, nodes, publish_to, path, slice);
@@ -247,6 +252,10 @@ CPU figures in every JSON line:
                             the start line (every connection open) to the end of the load
                             (for fanout, of the drain); with several pids, their sum
   server_cpu_s_per_million  fanout with --server-pid: server_cpu_s per million deliveries
+  server_written_bytes      fanout with --server-pid: bytes the server wrote over the same span
+                            (wchar in /proc/PID/io: its sockets' bytes, frame headers included),
+                            and server_written_bytes_per_delivery; compare runs with and
+                            without --deflate
 
 Memory, fanout and idle with --server-pid (VmRSS from /proc/PID/status):
   server_rss_before_bytes   before the run's connections open (summed over the pids)
@@ -303,5 +312,13 @@ fn add_cpu(scenario: &str, summary: &mut Summary, bench_cpu_s: f64) {
     if let ("fanout", Some(deliveries @ 1..)) = (scenario, deliveries) {
         let per_million = server_cpu_s / (deliveries as f64 / 1e6);
         results.insert("server_cpu_s_per_million".into(), json!(round(per_million)));
+        if let Some(written) = cpu::server_written_bytes() {
+            results.insert("server_written_bytes".into(), json!(written));
+            let per_delivery = written as f64 / deliveries as f64;
+            results.insert(
+                "server_written_bytes_per_delivery".into(),
+                json!((per_delivery * 10.0).round() / 10.0),
+            );
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! An echo server over livechat's own WebSocket layer (the handshake, framing and socket the
 //! product uses), for the Autobahn|Testsuite fuzzing client: every text and binary message comes
-//! back as it was sent. Not part of the product. Usage: `ws_echo 127.0.0.1:9001`.
+//! back as it was sent, compressed when the client agreed to permessage-deflate. Not part of
+//! the product. Usage: `ws_echo 127.0.0.1:9001`.
 
 use std::future::poll_fn;
 use std::time::Duration;
@@ -37,10 +38,12 @@ async fn main() -> std::io::Result<()> {
 async fn accept(upgrade: Result<Upgrade, livechat::transport::ApiError>) -> Response {
     match upgrade {
         Ok(upgrade) => {
-            let (response, mut pending) = upgrade.accept(MAX_MESSAGE);
+            let deflate = upgrade.deflate_offer();
+            let (response, mut pending) = upgrade.accept(MAX_MESSAGE, deflate);
+            let window = deflate.map(|agreement| agreement.server_window_bits);
             tokio::spawn(async move {
                 if let Ok(socket) = std::future::poll_fn(|cx| pending.poll_ready(cx)).await {
-                    echo(socket).await;
+                    echo(socket, window).await;
                 }
             });
             response
@@ -49,12 +52,18 @@ async fn accept(upgrade: Result<Upgrade, livechat::transport::ApiError>) -> Resp
     }
 }
 
-async fn echo(mut socket: Socket) {
+/// `deflate_window`: permessage-deflate agreed, replies compressed with this window (every
+/// message of at least 1 byte, as a room frame is for such a member past the minimum size).
+async fn echo(mut socket: Socket, deflate_window: Option<u8>) {
     socket.keep_binary();
+    let compressed = |frame| match deflate_window {
+        Some(bits) => frame::deflated(&frame, bits, 1).unwrap_or(frame),
+        None => frame,
+    };
     loop {
         let reply = match poll_fn(|cx| socket.poll_next(cx)).await {
-            Ok(Some(Incoming::Text(text))) => frame::text(&[&text]),
-            Ok(Some(Incoming::Binary(data))) => frame::binary(&[&data]),
+            Ok(Some(Incoming::Text(text))) => compressed(frame::text(&[&text])),
+            Ok(Some(Incoming::Binary(data))) => compressed(frame::binary(&[&data])),
             Ok(Some(Incoming::Ping(payload))) => frame::pong(&payload),
             Ok(Some(Incoming::Pong)) => continue,
             Ok(Some(Incoming::Close(code))) => {

@@ -253,6 +253,16 @@ pub struct Config {
     #[arg(long, env = "LIVECHAT_EDIT_WINDOW", value_parser = parse_duration)]
     pub edit_window: Option<Duration>,
 
+    /// permessage-deflate (RFC 7692) for WebSocket clients that offer it: `on`, or `off` (never
+    /// agreed). A room's frame is compressed once for all the members that agreed to it.
+    #[arg(long, env = "LIVECHAT_COMPRESSION", value_enum, default_value_t = Switch::On)]
+    pub compression: Switch,
+
+    /// Frames whose payload is shorter than this many bytes go uncompressed (RSV1 clear), even
+    /// to clients that agreed to permessage-deflate.
+    #[arg(long, env = "LIVECHAT_COMPRESS_MIN_BYTES", default_value_t = 256)]
+    pub compress_min_bytes: usize,
+
     /// The chat page at `/` and `/r/{room}`: `on`, or `off` (those paths answer 404).
     #[arg(long, env = "LIVECHAT_PAGE", value_enum, default_value_t = Switch::On)]
     pub page: Switch,
@@ -511,6 +521,8 @@ impl Config {
             ),
             ("edit_window", format!("{:?}", self.edit_window)),
             ("page", format!("{:?}", self.page)),
+            ("compression", format!("{:?}", self.compression)),
+            ("compress_min_bytes", self.compress_min_bytes.to_string()),
             ("history_reads", format!("{:?}", self.history_reads)),
             ("room_list", format!("{:?}", self.room_list)),
             ("request_timeout", format!("{:?}", self.request_timeout)),

@@ -14,6 +14,10 @@
 //! from then on it is a member like any other. Resuming members also follow the room's events
 //! (a reset of its numbering).
 //!
+//! Members that agreed to permessage-deflate get each room frame compressed: built once, the
+//! first time such a member comes in a delivery, and shared by all of them (`deflate::Variants`);
+//! the others get the plain frame.
+//!
 //! Members come and go in the `Roster` too, under the room's lock, so that presence counts
 //! every member the hub has, evicted ones included.
 
@@ -30,6 +34,7 @@ use crate::outbound::{Closed, Outbound, QueueLimits};
 use crate::pacer::Pacer;
 use crate::presence::{Roster, UserKey, same_user, user_key};
 use crate::room::RoomName;
+use crate::websocket::deflate::{self, Variants};
 
 /// Rooms are spread over shards so that joins and deliveries in different rooms rarely contend.
 const SHARDS: usize = 16;
@@ -50,6 +55,8 @@ pub struct Hub {
     shutting_down: AtomicBool,
     /// Messages handed to members, counted per room batch.
     deliveries: metrics::Counter,
+    /// How frames are compressed for members with permessage-deflate.
+    compression: deflate::Settings,
 }
 
 /// Users' connections, by user, in one of the hub's shards.
@@ -95,6 +102,8 @@ struct Member {
     /// Receives the room's events (it resumed from an id).
     follows: bool,
     stage: Stage,
+    /// Agreed to permessage-deflate: frames compressed with this window size.
+    deflate_window: Option<u8>,
 }
 
 /// Where a member is in resuming. Kept on the member so that delivery to the others never
@@ -124,6 +133,8 @@ pub struct JoinAs {
     pub presence: bool,
     /// Read receipts (`?receipts=1`).
     pub receipts: bool,
+    /// permessage-deflate agreed, with the window size the server compresses with.
+    pub deflate_window: Option<u8>,
 }
 
 /// Who an event frame is for.
@@ -189,6 +200,7 @@ impl Hub {
         roster: Arc<Roster>,
         pacer: Arc<Pacer>,
         deliveries: metrics::Counter,
+        compression: deflate::Settings,
     ) -> Arc<Self> {
         Arc::new(Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -202,6 +214,7 @@ impl Hub {
             pacer,
             shutting_down: AtomicBool::new(false),
             deliveries,
+            compression,
         })
     }
 
@@ -290,6 +303,7 @@ impl Hub {
             } else {
                 Stage::Live
             },
+            deflate_window: join.deflate_window,
         });
         if join.resuming {
             entry.held.push(Held {
@@ -404,15 +418,15 @@ impl Hub {
         if matches!(audience, Audience::Resuming) {
             replayed.clear();
         }
+        let mut variants = Variants::new(std::slice::from_ref(&event), &self.compression);
         for member in members.iter().filter(|member| audience.includes(member)) {
+            let event = variants.frames(member.deflate_window);
             if member.stage == Stage::Held {
                 if let Some(held) = held.iter_mut().find(|held| held.member == member.id) {
-                    held.keep(&member.outbound, limits, None, &event);
+                    held.keep(&member.outbound, limits, None, &event[0]);
                 }
             } else {
-                let _ = member
-                    .outbound
-                    .push(std::slice::from_ref(&event), &self.pacer);
+                let _ = member.outbound.push(event, &self.pacer);
             }
         }
     }
@@ -495,11 +509,13 @@ impl Hub {
             replayed,
             ..
         } = room;
+        let mut plain = Variants::new(&plain, &self.compression);
+        let mut meta = Variants::new(&meta, &self.compression);
         for member in members.iter_mut() {
             let mut frames = if member.meta_frames {
-                &meta[..]
+                meta.frames(member.deflate_window)
             } else {
-                &plain[..]
+                plain.frames(member.deflate_window)
             };
             match member.stage {
                 Stage::Live => {}
@@ -648,6 +664,10 @@ mod tests {
             Roster::new("test", false),
             Pacer::new(Duration::ZERO),
             metrics::Counter::noop(),
+            deflate::Settings {
+                min_bytes: 256,
+                compressed: metrics::Counter::noop(),
+            },
         )
     }
 
@@ -811,6 +831,35 @@ mod tests {
         let after = hub.join(&room, JoinAs::default());
         assert_eq!(take(&before).await, Err(Closed::ShuttingDown));
         assert_eq!(take(&after).await, Err(Closed::ShuttingDown));
+    }
+
+    #[tokio::test]
+    async fn members_with_deflate_share_one_compressed_frame() {
+        let hub = hub(8);
+        let room = RoomName::parse("r").unwrap();
+        let deflate = || JoinAs {
+            deflate_window: Some(15),
+            ..JoinAs::default()
+        };
+        let (first, second) = (hub.join(&room, deflate()), hub.join(&room, deflate()));
+        let plain = hub.join(&room, JoinAs::default());
+        let mut long = message(&room, 1);
+        long.message = RawValue::from_string(format!("\"{}\"", "chat ".repeat(100))).unwrap();
+        hub.deliver(&[long, message(&room, 2)]);
+        let taken = |subscription: &Subscription| {
+            let mut frames = VecDeque::new();
+            let waker = std::task::Waker::noop();
+            let mut cx = std::task::Context::from_waker(waker);
+            let _ = subscription.outbound.poll_take(&mut cx, Some(&mut frames));
+            frames
+        };
+        let (first, second, plain) = (taken(&first), taken(&second), taken(&plain));
+        assert_eq!(first[0][0], 0xC1, "FIN, RSV1, text");
+        assert_eq!(first[0].as_ptr(), second[0].as_ptr(), "the same bytes");
+        assert_eq!(plain[0][0], 0x81, "plain members get the plain frame");
+        assert!(first[0].len() < plain[0].len());
+        // Under the minimum size: the plain frame itself, for everyone.
+        assert_eq!(first[1].as_ptr(), plain[1].as_ptr());
     }
 
     #[test]

@@ -56,6 +56,7 @@ use crate::receipts::Receipts;
 use crate::store::{HistoryStore, MemoryStore, Retention, SqliteStore, StoreError};
 use crate::transport::{Admission, AppState, OriginPolicy, Shared, TlsError, TrustedProxies};
 use crate::webhooks::WebhookSettings;
+use crate::websocket::deflate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -211,6 +212,7 @@ impl Server {
             metrics: metrics.clone(),
             metrics_here: config.metrics_bind.is_none(),
             page: config.page == config::Switch::On,
+            compression: config.compression == config::Switch::On,
             history_reads: config.history_reads,
             room_list: config.room_list,
             hooks,
@@ -434,6 +436,13 @@ fn start_webhook(
     Ok(Some((endpoint, recorded)))
 }
 
+fn compression_settings(config: &Config, metrics: &Metrics) -> deflate::Settings {
+    deflate::Settings {
+        min_bytes: config.compress_min_bytes,
+        compressed: metrics.frames_compressed.clone(),
+    }
+}
+
 fn queue_limits(config: &Config) -> QueueLimits {
     QueueLimits::new(config.outbound_queue, config.outbound_bytes)
 }
@@ -452,6 +461,7 @@ fn start_embedded(
         roster.clone(),
         start_pacer(config, tasks),
         metrics.deliveries.clone(),
+        compression_settings(config, metrics),
     );
     let store: Arc<dyn HistoryStore> = match (config.store, webhooks) {
         (StoreKind::Sqlite, webhooks) => {
@@ -506,6 +516,7 @@ async fn start_redis(
         roster.clone(),
         start_pacer(config, tasks),
         metrics.deliveries.clone(),
+        compression_settings(config, metrics),
     );
     let shown: Vec<String> = urls.iter().map(|url| redact_url(url)).collect();
     tracing::info!(urls = ?shown, cluster = config.redis_cluster, %node_id, "Redis engine");

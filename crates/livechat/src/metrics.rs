@@ -168,6 +168,8 @@ pub struct Metrics {
     pub duplicates: Counter,
     /// Read receipts not sent: too many gathered within a second.
     pub receipts_dropped: Counter,
+    /// Frames compressed for permessage-deflate members (once per frame, not per member).
+    pub frames_compressed: Counter,
     publish_errors: Vec<Counter>,
     closes: Vec<Counter>,
     pub store_commit_seconds: Histogram,
@@ -235,6 +237,11 @@ impl Metrics {
                 "livechat_receipts_dropped_total",
                 None,
                 "Read receipts not sent: more users and rooms read within a second than are gathered.",
+            ),
+            describe(
+                "livechat_frames_compressed_total",
+                None,
+                "Frames compressed for WebSocket clients with permessage-deflate: once per room frame, whatever the number of such members.",
             ),
             describe(
                 "livechat_deliveries_total",
@@ -355,6 +362,7 @@ impl Metrics {
             deliveries: counter("livechat_deliveries_total", Vec::new()),
             duplicates: counter("livechat_publish_duplicates_total", Vec::new()),
             receipts_dropped: counter("livechat_receipts_dropped_total", Vec::new()),
+            frames_compressed: counter("livechat_frames_compressed_total", Vec::new()),
             publish_errors: PUBLISH_ERRORS
                 .iter()
                 .map(|reason| labelled("livechat_publish_errors_total", "reason", reason))

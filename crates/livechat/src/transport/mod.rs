@@ -82,6 +82,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// `GET /metrics` on this port (false: it has an address of its own).
     pub metrics_here: bool,
+    /// permessage-deflate is agreed with clients that offer it (`LIVECHAT_COMPRESSION`).
+    pub compression: bool,
     /// The chat page is served (`LIVECHAT_PAGE`).
     pub page: bool,
     /// Who may read history and list rooms (`LIVECHAT_HISTORY_READS`, `LIVECHAT_ROOM_LIST`).

@@ -100,6 +100,7 @@ pub async fn connect(
         resuming: resume.is_some(),
         presence: switches.presence,
         receipts: switches.receipts,
+        deflate_window: None,
     };
     let subscription = state.hub.join(&room, join);
     subscription

@@ -18,6 +18,7 @@ use tokio_util::either::Either;
 
 use super::ApiError;
 use crate::websocket::WebSocket;
+use crate::websocket::deflate::{self, Agreement};
 
 /// An accepted WebSocket connection.
 pub type Socket = WebSocket<Stream>;
@@ -42,6 +43,8 @@ fn take_stream(upgraded: Upgraded) -> (Stream, Bytes) {
 pub struct Upgrade {
     key: HeaderValue,
     on_upgrade: OnUpgrade,
+    /// The client's permessage-deflate offer this server can honour, if it made one.
+    deflate_offer: Option<Agreement>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
@@ -68,15 +71,32 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
         let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
             return refuse("this connection cannot be upgraded");
         };
-        Ok(Self { key, on_upgrade })
+        let offers = parts.headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS);
+        let deflate_offer = deflate::negotiate(offers.iter().filter_map(|v| v.to_str().ok()));
+        Ok(Self {
+            key,
+            on_upgrade,
+            deflate_offer,
+        })
     }
 }
 
 impl Upgrade {
+    /// What permessage-deflate would be agreed, if the client offered something this server
+    /// can honour.
+    pub fn deflate_offer(&self) -> Option<Agreement> {
+        self.deflate_offer
+    }
+
     /// The 101 Switching Protocols answer, and the socket it leads to once hyper hands the
-    /// connection over; `max_message`: the largest message the client may send.
-    pub fn accept(self, max_message: usize) -> (Response, PendingSocket) {
-        let response = (
+    /// connection over; `max_message`: the largest message the client may send; `deflate`:
+    /// permessage-deflate as agreed (from `deflate_offer`), or `None` for none.
+    pub fn accept(
+        self,
+        max_message: usize,
+        deflate: Option<Agreement>,
+    ) -> (Response, PendingSocket) {
+        let mut response = (
             StatusCode::SWITCHING_PROTOCOLS,
             [
                 (header::CONNECTION, HeaderValue::from_static("upgrade")),
@@ -88,9 +108,17 @@ impl Upgrade {
             ],
         )
             .into_response();
+        if let Some(agreement) = deflate
+            && let Ok(value) = HeaderValue::from_str(&agreement.response())
+        {
+            response
+                .headers_mut()
+                .insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+        }
         let pending = PendingSocket {
             on_upgrade: self.on_upgrade,
             max_message,
+            deflate: deflate.is_some(),
         };
         (response, pending)
     }
@@ -101,6 +129,7 @@ impl Upgrade {
 pub struct PendingSocket {
     on_upgrade: OnUpgrade,
     max_message: usize,
+    deflate: bool,
 }
 
 impl PendingSocket {
@@ -110,6 +139,9 @@ impl PendingSocket {
         let (stream, read) = take_stream(upgraded);
         let mut socket = WebSocket::new(stream, self.max_message);
         socket.already_read(&read);
+        if self.deflate {
+            socket.accept_compressed();
+        }
         Poll::Ready(Ok(socket))
     }
 }

@@ -101,6 +101,7 @@ pub async fn connect(
         identity,
         hook_request,
     } = identified;
+    let deflate = upgrade.deflate_offer().filter(|_| state.compression);
     let join = JoinAs {
         user: identity.user.clone(),
         meta: switches.meta,
@@ -108,6 +109,7 @@ pub async fn connect(
         resuming: resume.is_some(),
         presence: switches.presence,
         receipts: switches.receipts,
+        deflate_window: deflate.map(|agreement| agreement.server_window_bits),
     };
     let meta = switches.meta;
     // Join before answering the handshake: once the client is told it is connected, it misses
@@ -143,7 +145,7 @@ pub async fn connect(
         Ok(first) => first,
         Err(refused) => return refused.into_response(),
     };
-    let (response, pending) = upgrade.accept(state.max_message_bytes);
+    let (response, pending) = upgrade.accept(state.max_message_bytes, deflate);
     let connections = state.connections.clone();
     let connection = Connection {
         state,

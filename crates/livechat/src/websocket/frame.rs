@@ -1,12 +1,19 @@
 //! RFC 6455 framing, server side. Frames we send are unmasked, so each is encoded once, header
 //! included, and the same bytes go to every recipient. Frames clients send are decoded with every
 //! rule a server must enforce: masking, reserved bits, known opcodes, control-frame limits,
-//! fragmentation, the message size limit, and UTF-8 in text messages and close reasons.
+//! fragmentation, the message size limit, and UTF-8 in text messages and close reasons. With
+//! permessage-deflate agreed (`deflate`), a message whose first frame has RSV1 set is inflated,
+//! bounded by the same size limit; the compressed variant of a frame we send is built from it
+//! by `deflated`.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::deflate::InflateError;
+
 const FIN: u8 = 0x80;
 const RESERVED_BITS: u8 = 0x70;
+/// The reserved bit permessage-deflate takes: the message is compressed.
+const RSV1: u8 = 0x40;
 const MASKED: u8 = 0x80;
 /// Control frames (close, ping, pong) carry at most this much payload.
 const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -91,19 +98,19 @@ fn protocol_error(reason: &'static str) -> ProtocolError {
 
 /// A text frame whose payload is the concatenation of `parts`, in one allocation.
 pub fn text(parts: &[&[u8]]) -> Bytes {
-    encode(TEXT, parts)
+    encode(FIN | TEXT, parts)
 }
 
 pub fn binary(parts: &[&[u8]]) -> Bytes {
-    encode(BINARY, parts)
+    encode(FIN | BINARY, parts)
 }
 
 pub fn pong(payload: &[u8]) -> Bytes {
-    encode(PONG, &[payload])
+    encode(FIN | PONG, &[payload])
 }
 
 pub fn ping(payload: &[u8]) -> Bytes {
-    encode(PING, &[payload])
+    encode(FIN | PING, &[payload])
 }
 
 /// A close frame; the reason is cut (at a character boundary) to fit a control frame.
@@ -112,7 +119,10 @@ pub fn close(code: CloseCode, reason: &str) -> Bytes {
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    encode(CLOSE, &[&code.0.to_be_bytes(), &reason.as_bytes()[..end]])
+    encode(
+        FIN | CLOSE,
+        &[&code.0.to_be_bytes(), &reason.as_bytes()[..end]],
+    )
 }
 
 /// What a frame this server encoded carries (for a transport that sends its payloads
@@ -127,33 +137,54 @@ pub enum Encoded {
 
 /// Reads back a frame `encode` made (unmasked, whole); the payload shares the frame's bytes.
 pub fn encoded(frame: &Bytes) -> Encoded {
-    let (Some(&first), Some(&second)) = (frame.first(), frame.get(1)) else {
-        return Encoded::Other;
-    };
-    let (start, len) = match second & 0x7F {
+    match payload_start(frame) {
+        Some(start) if frame[0] & RESERVED_BITS == 0 => match frame[0] & 0x0F {
+            TEXT => Encoded::Text(frame.slice(start..)),
+            PING => Encoded::Ping,
+            _ => Encoded::Other,
+        },
+        _ => Encoded::Other,
+    }
+}
+
+/// Where the payload of a whole frame `encode` made starts; `None` if it is not one.
+fn payload_start(frame: &[u8]) -> Option<usize> {
+    let (start, len) = match *frame.get(1)? & 0x7F {
         126 if frame.len() >= 4 => (4, u16::from_be_bytes([frame[2], frame[3]]) as usize),
         127 if frame.len() >= 10 => {
             let mut len = [0; 8];
             len.copy_from_slice(&frame[2..10]);
             (10, u64::from_be_bytes(len) as usize)
         }
-        126 | 127 => return Encoded::Other,
+        126 | 127 => return None,
         len => (2, len as usize),
     };
-    if first & RESERVED_BITS != 0 || frame.len() != start + len {
-        return Encoded::Other;
-    }
-    match first & 0x0F {
-        TEXT => Encoded::Text(frame.slice(start..)),
-        PING => Encoded::Ping,
-        _ => Encoded::Other,
-    }
+    (frame.len() == start + len).then_some(start)
 }
 
-fn encode(opcode: u8, parts: &[&[u8]]) -> Bytes {
+/// The same message as `frame` (a text or binary frame `encode` made) compressed for a client
+/// that agreed to permessage-deflate, with a window of `window_bits`: RSV1 set, the payload
+/// deflated on its own. `None` when it goes as it is: a payload under `min_bytes` (never
+/// empty), or a control frame. Above the minimum it is compressed even when that does not
+/// shrink it (a few bytes more for data that does not compress): some clients (the Autobahn
+/// suite's) mishandle uncompressed messages on a connection that agreed to compression.
+pub fn deflated(frame: &Bytes, window_bits: u8, min_bytes: usize) -> Option<Bytes> {
+    let start = payload_start(frame)?;
+    let first = frame[0];
+    let data = matches!(first & 0x0F, TEXT | BINARY);
+    let payload = &frame[start..];
+    if !data || first & RESERVED_BITS != 0 || payload.len() < min_bytes.max(1) {
+        return None;
+    }
+    let compressed = super::deflate::compress(payload, window_bits)?;
+    Some(encode(first | RSV1, &[&compressed]))
+}
+
+/// The one place frames are built: `first` is the first byte (FIN, reserved bits, opcode).
+fn encode(first: u8, parts: &[&[u8]]) -> Bytes {
     let len: usize = parts.iter().map(|part| part.len()).sum();
     let mut frame = BytesMut::with_capacity(10 + len);
-    frame.put_u8(FIN | opcode);
+    frame.put_u8(first);
     if len < 126 {
         frame.put_u8(len as u8);
     } else if let Ok(len) = u16::try_from(len) {
@@ -179,11 +210,17 @@ pub struct Decoder {
     /// Whether binary messages keep their payload. With `fragmented`, it fits where `gathered`
     /// leaves padding: keeping binary payloads costs an idle connection nothing.
     keep_binary: bool,
+    /// permessage-deflate was agreed: RSV1 marks a compressed message (also in the padding).
+    deflate: bool,
+    /// Whether the fragmented message under way is compressed.
+    compressed: bool,
 }
 
 /// A frame's header, once all of it has arrived.
 struct Header {
     fin: bool,
+    /// RSV1: the message is compressed (only with permessage-deflate agreed).
+    compressed: bool,
     opcode: OpCode,
     mask: [u8; 4],
     header_len: usize,
@@ -198,7 +235,14 @@ impl Decoder {
             gathered: BytesMut::new(),
             fragmented: None,
             keep_binary: false,
+            deflate: false,
+            compressed: false,
         }
+    }
+
+    /// permessage-deflate was agreed: messages whose first frame has RSV1 set are inflated.
+    pub fn accept_compressed(&mut self) {
+        self.deflate = true;
     }
 
     /// Binary messages keep their payload from now on.
@@ -210,7 +254,7 @@ impl Decoder {
     /// are needed. Limits are checked as soon as a header arrives, before its payload is read.
     pub fn decode(&mut self, buffer: &mut BytesMut) -> Result<Option<Incoming>, ProtocolError> {
         loop {
-            let Some(header) = Header::parse(buffer)? else {
+            let Some(header) = Header::parse(buffer, self.deflate)? else {
                 return Ok(None);
             };
             self.check(&header)?;
@@ -235,8 +279,14 @@ impl Decoder {
                 if header.payload_len > MAX_CONTROL_PAYLOAD {
                     return Err(protocol_error("control frame payload over 125 bytes"));
                 }
+                if header.compressed {
+                    return Err(protocol_error("control frames are never compressed"));
+                }
                 Ok(())
             }
+            OpCode::Continuation if header.compressed => Err(protocol_error(
+                "RSV1 set on a continuation frame: only a message's first frame carries it",
+            )),
             _ => {
                 if self.gathered.len().saturating_add(header.payload_len) > self.max_message {
                     return Err(ProtocolError {
@@ -263,10 +313,12 @@ impl Decoder {
                 "a new message started before the fragmented one ended",
             )),
             (OpCode::Text | OpCode::Binary, None) if header.fin => {
-                message(text, payload.freeze(), self.keep_binary).map(Some)
+                let payload = self.inflated(header.compressed, text, payload.freeze())?;
+                message(text, payload, self.keep_binary).map(Some)
             }
             (OpCode::Text | OpCode::Binary, None) => {
                 self.fragmented = Some(text);
+                self.compressed = header.compressed;
                 self.gathered = payload;
                 Ok(None)
             }
@@ -280,8 +332,34 @@ impl Decoder {
                 }
                 self.fragmented = None;
                 let data = std::mem::take(&mut self.gathered).freeze();
+                let compressed = std::mem::take(&mut self.compressed);
+                let data = self.inflated(compressed, text, data)?;
                 message(text, data, self.keep_binary).map(Some)
             }
+        }
+    }
+
+    /// A whole message's payload, inflated if it came compressed; binary payloads that are not
+    /// kept are not inflated either.
+    fn inflated(
+        &self,
+        compressed: bool,
+        text: bool,
+        payload: Bytes,
+    ) -> Result<Bytes, ProtocolError> {
+        if !compressed || !(text || self.keep_binary) {
+            return Ok(payload);
+        }
+        match super::deflate::inflate(&payload, self.max_message) {
+            Ok(inflated) => Ok(Bytes::from(inflated)),
+            Err(InflateError::TooBig) => Err(ProtocolError {
+                code: CloseCode::TOO_BIG,
+                reason: "message too large",
+            }),
+            Err(InflateError::Invalid) => Err(ProtocolError {
+                code: CloseCode::INVALID_PAYLOAD,
+                reason: "compressed message is not valid deflate data",
+            }),
         }
     }
 }
@@ -324,11 +402,13 @@ fn close_frame(payload: &[u8]) -> Result<Incoming, ProtocolError> {
 }
 
 impl Header {
-    fn parse(buffer: &[u8]) -> Result<Option<Self>, ProtocolError> {
+    /// `deflate`: permessage-deflate was agreed, so RSV1 may be set.
+    fn parse(buffer: &[u8], deflate: bool) -> Result<Option<Self>, ProtocolError> {
         let [first, second, rest @ ..] = buffer else {
             return Ok(None);
         };
-        if first & RESERVED_BITS != 0 {
+        let allowed = if deflate { RSV1 } else { 0 };
+        if first & RESERVED_BITS & !allowed != 0 {
             return Err(protocol_error(
                 "reserved bits set, but no extension was agreed",
             ));
@@ -362,6 +442,7 @@ impl Header {
         };
         Ok(Some(Self {
             fin: first & FIN != 0,
+            compressed: first & RSV1 != 0,
             opcode,
             mask: *mask,
             header_len: 2 + extended + 4,
@@ -655,6 +736,104 @@ mod tests {
         assert_eq!(code_of(decode_all(&small_in_64_bits, 1 << 20)), 1002);
         let shortest = long_form(126, &200u16.to_be_bytes(), &[b'a'; 200]);
         assert!(decode_all(&shortest, 1 << 20).is_ok());
+    }
+
+    /// `payload` compressed as a client would send it with permessage-deflate.
+    fn deflate(payload: &[u8]) -> Vec<u8> {
+        crate::websocket::deflate::compress(payload, 15).unwrap()
+    }
+
+    fn decode_compressed(bytes: &[u8], max: usize) -> Result<Vec<Incoming>, ProtocolError> {
+        let mut decoder = Decoder::new(max);
+        decoder.accept_compressed();
+        let mut buffer = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Some(incoming) = decoder.decode(&mut buffer)? {
+            out.push(incoming);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn inflates_compressed_messages_whole_or_fragmented() {
+        let text = "a chat message, a chat message, a chat message: é€".repeat(20);
+        let compressed = deflate(text.as_bytes());
+        let mut stream = client_frame(FIN | RSV1 | TEXT, &compressed);
+        // Fragmented: RSV1 on the first frame only, a ping between the fragments.
+        let (head, tail) = compressed.split_at(compressed.len() / 2);
+        stream.extend(client_frame(RSV1 | TEXT, head));
+        stream.extend(client_frame(FIN | PING, b"p"));
+        stream.extend(client_frame(FIN | CONTINUATION, tail));
+        // Uncompressed messages stay allowed.
+        stream.extend(client_frame(FIN | TEXT, b"plain"));
+        assert_eq!(
+            decode_compressed(&stream, 1 << 20).unwrap(),
+            [
+                Incoming::Text(Bytes::from(text.clone())),
+                Incoming::Ping(Bytes::from_static(b"p")),
+                Incoming::Text(Bytes::from(text)),
+                Incoming::Text(Bytes::from_static(b"plain")),
+            ]
+        );
+    }
+
+    #[test]
+    fn refuses_compression_where_it_does_not_belong() {
+        let compressed = deflate(b"hello");
+        let rsv1_text = client_frame(FIN | RSV1 | TEXT, &compressed);
+        assert_eq!(code_of(decode_all(&rsv1_text, 100)), 1002, "not agreed");
+        assert_eq!(
+            code_of(decode_compressed(
+                &client_frame(FIN | RSV1 | PING, b""),
+                100
+            )),
+            1002
+        );
+        let mut on_continuation = client_frame(TEXT, b"a");
+        on_continuation.extend(client_frame(FIN | RSV1 | CONTINUATION, b"b"));
+        assert_eq!(code_of(decode_compressed(&on_continuation, 100)), 1002);
+        let rsv2 = client_frame(FIN | 0x20 | TEXT, b"x");
+        assert_eq!(code_of(decode_compressed(&rsv2, 100)), 1002);
+        let garbage = client_frame(FIN | RSV1 | TEXT, &[0xff; 8]);
+        assert_eq!(code_of(decode_compressed(&garbage, 100)), 1007);
+        let not_utf8 = client_frame(FIN | RSV1 | TEXT, &deflate(b"\xff\xfe"));
+        assert_eq!(code_of(decode_compressed(&not_utf8, 100)), 1007);
+    }
+
+    #[test]
+    fn a_compressed_message_is_bounded_by_the_size_limit_once_inflated() {
+        // 1 MiB of zeros compresses to about a kilobyte: the limit applies to what it inflates to.
+        let bomb = deflate(&vec![b'0'; 1 << 20]);
+        assert!(bomb.len() < 2000);
+        let frame = client_frame(FIN | RSV1 | TEXT, &bomb);
+        assert_eq!(code_of(decode_compressed(&frame, 64 * 1024)), 1009);
+        assert!(decode_compressed(&frame, 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn deflated_frames_carry_rsv1_and_inflate_to_the_plain_payload() {
+        let payload = "{\"message\":\"hello hello hello hello\"}".repeat(10);
+        let plain = text(&[payload.as_bytes()]);
+        let compressed = deflated(&plain, 15, 256).unwrap();
+        assert_eq!(compressed[0], FIN | RSV1 | TEXT);
+        assert!(compressed.len() < plain.len());
+        let start = payload_start(&compressed).unwrap();
+        let inflated = crate::websocket::deflate::inflate(&compressed[start..], 1 << 20).unwrap();
+        assert_eq!(inflated, payload.as_bytes());
+        assert_eq!(
+            encoded(&compressed),
+            Encoded::Other,
+            "no plain payload to read"
+        );
+        // Short payloads and control frames go as they are.
+        assert_eq!(deflated(&text(&[b"short"]), 15, 256), None);
+        assert_eq!(deflated(&text(&[]), 15, 0), None);
+        assert_eq!(deflated(&ping(&[b'p'; 100]), 15, 1), None);
+        // What does not compress is compressed all the same, a few bytes longer.
+        let mut random = Random(0x9E37_79B9_7F4A_7C15);
+        let noise: Vec<u8> = (0..400).map(|_| random.below(256) as u8).collect();
+        let stored = deflated(&binary(&[&noise]), 15, 1).unwrap();
+        assert!(stored.len() <= noise.len() + 16, "{}", stored.len());
     }
 
     #[test]

@@ -52,6 +52,12 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
         self.read.extend_from_slice(bytes);
     }
 
+    /// permessage-deflate was agreed: compressed messages from the client are inflated. Frames
+    /// to send come compressed already, from `frame::deflated` (shared by a room's members).
+    pub fn accept_compressed(&mut self) {
+        self.decoder.accept_compressed();
+    }
+
     /// Binary messages keep their payload from now on (the chat protocol refuses them unread).
     pub fn keep_binary(&mut self) {
         self.decoder.keep_binary();

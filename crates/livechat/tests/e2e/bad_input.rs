@@ -6,7 +6,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_websockets::Message;
 
-use crate::support::{Event, PATIENCE, Server, http};
+use crate::support::{Event, PATIENCE, Server, http, read_head};
 
 #[tokio::test]
 async fn bad_frames_get_an_error_frame_to_the_sender_only_and_the_connection_stays_open() {
@@ -177,19 +177,8 @@ async fn a_frame_that_breaks_the_rfc_closes_with_1002() {
     )
     .await
     .expect("handshake sent");
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let byte = tokio::time::timeout(PATIENCE, tcp.read_u8())
-            .await
-            .expect("the 101 in time")
-            .expect("the 101");
-        head.push(byte);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let head = read_head(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     // A text frame without a mask: clients must mask every frame (RFC 6455 section 5.1).
     tcp.write_all(b"\x81\x01x").await.expect("frame sent");
     let mut close = [0u8; 4];

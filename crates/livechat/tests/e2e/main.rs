@@ -6,6 +6,7 @@ mod bounds;
 mod changes;
 mod channels;
 mod compat;
+mod compression;
 mod directs;
 mod edge;
 mod exposure;

@@ -533,6 +533,20 @@ pub async fn handshake_with(addr: SocketAddr, path: &str, extra: &[(&str, &str)]
     http(addr, "GET", path, None, &headers).await
 }
 
+/// Reads an HTTP answer's head (through the blank line) off a raw connection, byte by byte so
+/// that nothing after it is taken (a WebSocket's first frames).
+pub async fn read_head(tcp: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = tokio::time::timeout(PATIENCE, tcp.read_u8())
+            .await
+            .expect("the answer in time")
+            .expect("the answer");
+        head.push(byte);
+    }
+    String::from_utf8(head).expect("UTF-8 head")
+}
+
 /// A real `redis-server` on a free port, with append-only persistence (fsync always) in a
 /// temporary directory, so that it can be stopped and started again with its data.
 pub struct RedisServer {
