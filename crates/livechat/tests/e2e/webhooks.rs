@@ -264,11 +264,13 @@ async fn an_app_that_is_down_gets_everything_later_in_order() {
     })
     .await;
     assert!(receiver.events().is_empty());
-    let metrics = server.http("GET", "/metrics", None).await.body;
-    assert!(
-        metrics.contains("livechat_webhook_pending 150"),
-        "{metrics}"
-    );
+    // The gauge is read at each try: a try may have come while the messages were still being
+    // posted, so wait for one that saw them all.
+    eventually("the outbox says 150 wait", || async {
+        let metrics = server.http("GET", "/metrics", None).await.body;
+        metrics.contains("livechat_webhook_pending 150")
+    })
+    .await;
     receiver.down.store(false, Ordering::SeqCst);
     eventually("all delivered", || async {
         receiver.messages().len() == 150
