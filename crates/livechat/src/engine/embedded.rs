@@ -24,7 +24,7 @@ use super::{
     Accepted, ChangeReceipt, Engine, EngineError, ObserverSlot, Receipt, RoomCount, StoredObserver,
 };
 use crate::change::{Change, ChangeRefused, Changed};
-use crate::control::{BansChanged, Control};
+use crate::control::{Control, ModerationNews};
 use crate::epoch::Epoch;
 use crate::hub::{Audience, Hub};
 use crate::message::{Author, Draft, StoredMessage};
@@ -72,7 +72,7 @@ pub struct EmbeddedEngine {
     /// The last store failure, cleared by the next successful write.
     failure: Arc<Mutex<Option<Failure>>>,
     reads: Arc<tokio::sync::Semaphore>,
-    bans: OnceLock<Arc<dyn BansChanged>>,
+    moderation: OnceLock<Arc<dyn ModerationNews>>,
     stored: ObserverSlot,
 }
 
@@ -139,7 +139,7 @@ impl EmbeddedEngine {
             writer: Mutex::new(Some(writer)),
             failure,
             reads: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_READS)),
-            bans: OnceLock::new(),
+            moderation: OnceLock::new(),
             stored,
         }
     }
@@ -205,7 +205,7 @@ impl Engine for EmbeddedEngine {
     }
 
     fn control(&self, command: Control) -> BoxFuture<'static, Result<(), EngineError>> {
-        command.apply(&self.hub, self.roster.node(), self.bans.get());
+        command.apply(&self.hub, self.roster.node(), self.moderation.get());
         std::future::ready(Ok(())).boxed()
     }
 
@@ -334,8 +334,8 @@ impl Engine for EmbeddedEngine {
         }
     }
 
-    fn set_bans(&self, bans: Arc<dyn BansChanged>) {
-        let _ = self.bans.set(bans);
+    fn set_moderation(&self, moderation: Arc<dyn ModerationNews>) {
+        let _ = self.moderation.set(moderation);
     }
 
     fn observe_stored(&self, observer: Arc<dyn StoredObserver>) {
