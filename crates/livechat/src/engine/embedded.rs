@@ -352,9 +352,14 @@ impl Engine for EmbeddedEngine {
     fn shutdown(&self) -> BoxFuture<'static, ()> {
         self.jobs.stop();
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let store = self.store.clone();
         async move {
             if let Some(writer) = writer {
                 let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+            }
+            let closed = tokio::task::spawn_blocking(move || store.close()).await;
+            if let Ok(Err(error)) = closed {
+                tracing::warn!(%error, "could not fold the write-ahead log into the history file; SQLite will when it next opens it");
             }
         }
         .boxed()
