@@ -76,15 +76,6 @@ impl OutgoingFrame {
         Self(frame::close(code, reason))
     }
 
-    /// Its length on the wire, header included.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// The bytes to queue for a socket.
     pub fn into_bytes(self) -> Bytes {
         self.0

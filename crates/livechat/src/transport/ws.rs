@@ -497,11 +497,12 @@ impl Connection {
     /// client that keeps sending (bad frames, pings, publishes that fail) without reading the
     /// answers is a slow consumer.
     fn reply(&self, socket: &mut Socket, frame: OutgoingFrame) -> Option<End> {
+        let frame = frame.into_bytes();
         let budget = self.subscription.outbound.limits().bytes as usize + REPLY_BUDGET_BYTES;
         if socket.queued_bytes() + frame.len() > budget {
             return Some(End::Close(SLOW_CONSUMER));
         }
-        socket.queue(frame.into_bytes());
+        socket.queue(frame);
         None
     }
 }
