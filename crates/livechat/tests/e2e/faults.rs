@@ -9,7 +9,9 @@ use crate::support::{Event, Server, eventually};
 
 #[tokio::test]
 async fn a_client_that_never_reads_is_closed_with_1008_and_the_others_keep_receiving() {
-    let server = Server::start(&["--outbound-queue", "16"]).await;
+    // The slow client reads only once the fast one has everything, which on a loaded machine
+    // can take longer than the 5 s a closing connection waits by default.
+    let server = Server::start(&["--outbound-queue", "16", "--shutdown-timeout", "60s"]).await;
     let mut slow = server.join("crowd").await;
     let mut fast = server.join("crowd").await;
     // Big frames fill the slow client's socket buffers, then its queue.
