@@ -14,6 +14,9 @@ use bytes::Bytes;
 use crate::keepalive::Liveness;
 use crate::pacer::{LastWake, Pacer};
 
+// One per connection, idle or not (the idle goal is 1.0 KiB per connection in all, at 18,000).
+const _: () = assert!(std::mem::size_of::<Outbound>() <= 104);
+
 pub struct Outbound {
     state: Mutex<State>,
     limits: QueueLimits,
