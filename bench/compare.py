@@ -46,6 +46,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import free_port  # bench/common.py, beside this one
+
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "bench" / "peers"
 BENCH = ROOT / "target" / "release" / "livechat-bench"
@@ -137,12 +139,6 @@ def title(arguments):
         return (f"handshakes ({number(option(arguments, '--connections'))},"
                 f" {option(arguments, '--concurrency')} at once)")
     return f"POST /chat/send/ ({option(arguments, '--connections')} connections)"
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class StartFailed(Exception):
