@@ -34,7 +34,8 @@ def markdown_files() -> list[Path]:
     except (OSError, subprocess.CalledProcessError):
         files = [path for path in ROOT.rglob("*.md")
                  if not SKIPPED_DIRS.intersection(path.relative_to(ROOT).parts)]
-    return sorted(path for path in files if path.is_file())
+    # A file in the middle of a merge is listed once per side: once is enough.
+    return sorted({path for path in files if path.is_file()})
 
 
 def prose_lines(text: str):
