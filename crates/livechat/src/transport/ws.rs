@@ -21,6 +21,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use tokio_util::either::Either;
 
 use super::admission::Permit;
 use super::caller::{Caller, Identified};
@@ -250,6 +251,10 @@ impl Connection {
     /// The socket is ready: `first` is what the client is sent before anything else (who is
     /// here, what it missed).
     fn open(self, mut socket: Socket, first: Vec<Bytes>) -> Task {
+        if let Either::Left(shared) = socket.io() {
+            let outbound = &self.subscription.outbound;
+            outbound.attach(shared.stream().clone(), !first.is_empty());
+        }
         for frame in first {
             socket.queue(frame);
         }
@@ -260,6 +265,8 @@ impl Connection {
     /// The connection ended: it leaves its room at once (nothing more is queued for it), then
     /// closes as `end` says, holding its place under the connection caps until it has.
     fn close(self, socket: Socket, end: End) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        // Nothing is written past this point but what the task writes (the close frame last).
+        self.subscription.outbound.detach();
         let Connection {
             subscription,
             state,
@@ -302,6 +309,7 @@ impl Connection {
                 Poll::Ready(Err(Closed::Unresponsive)) => {
                     return Poll::Ready(End::Abandon(PING_TIMEOUT));
                 }
+                Poll::Ready(Err(Closed::WriteFailed)) => return Poll::Ready(End::ClientGone),
                 Poll::Ready(Err(why @ (Closed::Kicked | Closed::KickedForGood))) => {
                     let (code, default) = match why {
                         Closed::KickedForGood => {
@@ -337,8 +345,12 @@ impl Connection {
                 }
                 progress = true;
             }
-            if let Poll::Ready(Err(_)) = socket.poll_write(cx) {
-                return Poll::Ready(End::ClientGone);
+            let held = socket.queued() > 0;
+            match socket.poll_write(cx) {
+                Poll::Ready(Err(_)) => return Poll::Ready(End::ClientGone),
+                // Written out: the next turn tells the queue, so pushes write directly again.
+                Poll::Ready(Ok(())) if held => progress = true,
+                _ => {}
             }
             let judging = self.hooked.as_ref().map_or(0, |hooked| hooked.waiting());
             if self.receipts.len() + judging < MAX_IN_FLIGHT
@@ -494,6 +506,7 @@ impl Connection {
         if socket.queued_bytes() + frame.len() > budget {
             return Some(End::Close(SLOW_CONSUMER));
         }
+        self.subscription.outbound.hold();
         socket.queue(frame);
         None
     }
