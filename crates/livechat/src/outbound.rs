@@ -15,7 +15,9 @@
 //! direct write never overtakes, nor interleaves with, a frame the task holds. What the socket
 //! does not take (it is full: nothing written, or part of the frames, down to the unwritten tail
 //! of a frame) is queued, counted against the bounds like any queued frame, and the task woken
-//! to write it once the socket has room. A failed direct write closes the queue
+//! to write it once the socket has room. Such a tail goes out before anything else: an eviction
+//! keeps it, and `hold` and `detach` hand it to the task to write before its own frame (a reply,
+//! the close frame), so that no frame ever lands inside another. A failed direct write closes the queue
 //! (`Closed::WriteFailed`) and wakes the task, which ends the connection as for its own failed
 //! write. The task detaches the socket before it writes its close frame (`detach`). TLS and
 //! server-sent events never attach: every frame goes through the queue and the task.
@@ -65,6 +67,9 @@ struct State {
     closed: Option<Closed>,
     /// The task holds frames not yet fully written: direct writes wait behind them.
     task_holds: bool,
+    /// The first queued frame is the tail of one written in part: it goes out whatever happens
+    /// (an eviction keeps it), or the close frame would land in the middle of a frame.
+    tail_first: bool,
     last_wake: LastWake,
     /// The connection's socket, written into directly when nothing waits (see the module's
     /// comment); `None` before the socket is open, after it closes, and for TLS and SSE.
@@ -125,8 +130,10 @@ impl Outbound {
         // once its backlog passes the bound.
         let over_bytes = state.bytes >= self.limits.bytes as usize;
         if state.frames.len() + frames.len() > self.limits.frames as usize || over_bytes {
-            state.frames = VecDeque::new();
-            state.bytes = 0;
+            let tail = take_tail(&mut state);
+            state.bytes = tail.as_ref().map_or(0, Bytes::len);
+            state.tail_first = tail.is_some();
+            state.frames = VecDeque::from_iter(tail);
             close_locked(state, Closed::SlowConsumer);
             return Err(Closed::SlowConsumer);
         }
@@ -152,8 +159,11 @@ impl Outbound {
                 }
             }
         }
-        state.bytes += tail.as_ref().map_or(0, Bytes::len);
-        state.frames.extend(tail);
+        if let Some(tail) = tail {
+            state.bytes += tail.len();
+            state.frames.push_back(tail);
+            state.tail_first = true;
+        }
         state.frames.extend(frames.iter().cloned());
         state.bytes += frames.iter().map(Bytes::len).sum::<usize>();
         if let Some(waker) = state.waker.take() {
@@ -175,15 +185,21 @@ impl Outbound {
         state.direct = Some(stream);
     }
 
-    /// Pushes queue their frames from now on: the connection is closing.
-    pub fn detach(&self) {
-        self.state().direct = None;
+    /// Pushes queue their frames from now on: the connection is closing. Returns the tail of a
+    /// frame written in part, for the task to write before anything of its own.
+    pub fn detach(&self) -> Option<Bytes> {
+        let mut state = self.state();
+        state.direct = None;
+        state.task_holds = true;
+        take_tail(&mut state)
     }
 
     /// The task is about to hold a frame of its own (a reply): direct writes wait until it has
-    /// written it.
-    pub fn hold(&self) {
-        self.state().task_holds = true;
+    /// written it. Returns the tail of a frame written in part, for the task to write first.
+    pub fn hold(&self) -> Option<Bytes> {
+        let mut state = self.state();
+        state.task_holds = true;
+        take_tail(&mut state)
     }
 
     /// Queues a control frame (a ping) and wakes the connection at once. It is queued whatever
@@ -226,6 +242,7 @@ impl Outbound {
                 std::mem::swap(&mut state.frames, spare);
                 state.bytes = 0;
                 state.task_holds = true;
+                state.tail_first = false;
                 return Poll::Ready(Ok(()));
             }
             // The task has written all it held.
@@ -243,6 +260,16 @@ impl Outbound {
         }
         Poll::Pending
     }
+}
+
+/// The tail of a frame written in part, out of the queue.
+fn take_tail(state: &mut State) -> Option<Bytes> {
+    if !std::mem::take(&mut state.tail_first) {
+        return None;
+    }
+    let tail = state.frames.pop_front()?;
+    state.bytes -= tail.len();
+    Some(tail)
 }
 
 /// Writes `frames` into the socket until it is full: how many were written whole, and the
@@ -511,5 +538,47 @@ mod tests {
         );
         assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 1);
         drop(client);
+    }
+
+    #[tokio::test]
+    async fn an_eviction_keeps_the_tail_of_a_frame_written_in_part() {
+        use tokio::io::AsyncReadExt;
+        let (server, mut client) = pair().await;
+        let outbound = Outbound::new(QueueLimits::new(4, 1 << 30));
+        let pacer = Pacer::new(Duration::ZERO);
+        let wakes = Arc::new(Count(Default::default()));
+        let mut taken = VecDeque::new();
+        outbound.attach(server.clone(), false);
+        assert!(poll_once(&outbound, &wakes, Some(&mut taken)).is_pending());
+        // Frames of an odd size, so that the write that fills the socket ends inside one.
+        let frame = Bytes::from(vec![b'f'; 100_003]);
+        let mut pushed = 0;
+        while outbound.push(std::slice::from_ref(&frame), &pacer).is_ok() {
+            pushed += 1;
+            assert!(pushed < 10_000, "the socket never filled");
+        }
+        assert_eq!(
+            poll_once(&outbound, &wakes, Some(&mut taken)),
+            Poll::Ready(Ok(()))
+        );
+        let mut writer = crate::websocket::WebSocket::new(
+            crate::transport::shared_tcp::SharedTcp::new(server),
+            1,
+        );
+        for frame in taken.drain(..) {
+            writer.queue(frame);
+        }
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            got.len()
+        });
+        writer.finish().await.unwrap();
+        let got = reader.await.unwrap();
+        assert_eq!(got % frame.len(), 0, "{got} bytes: whole frames only");
+        assert_eq!(
+            poll_once(&outbound, &wakes, Some(&mut taken)),
+            Poll::Ready(Err(Closed::SlowConsumer))
+        );
     }
 }

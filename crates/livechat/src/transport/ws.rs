@@ -264,9 +264,11 @@ impl Connection {
 
     /// The connection ended: it leaves its room at once (nothing more is queued for it), then
     /// closes as `end` says, holding its place under the connection caps until it has.
-    fn close(self, socket: Socket, end: End) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    fn close(self, mut socket: Socket, end: End) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         // Nothing is written past this point but what the task writes (the close frame last).
-        self.subscription.outbound.detach();
+        if let Some(tail) = self.subscription.outbound.detach() {
+            socket.queue(tail);
+        }
         let Connection {
             subscription,
             state,
@@ -506,7 +508,9 @@ impl Connection {
         if socket.queued_bytes() + frame.len() > budget {
             return Some(End::Close(SLOW_CONSUMER));
         }
-        self.subscription.outbound.hold();
+        if let Some(tail) = self.subscription.outbound.hold() {
+            socket.queue(tail);
+        }
         socket.queue(frame);
         None
     }
