@@ -40,6 +40,10 @@ pub struct Outbound {
     pub liveness: Liveness,
 }
 
+// Every connection pays for its queue: 104 bytes keep it, with its reference counts, in a
+// 128-byte allocation.
+const _: () = assert!(size_of::<Outbound>() <= 104);
+
 /// How much a queue holds before its connection counts as a slow consumer. 32 bits each keep
 /// every idle connection's queue small.
 #[derive(Debug, Clone, Copy)]
@@ -61,8 +65,9 @@ impl QueueLimits {
 #[derive(Default)]
 struct State {
     frames: VecDeque<Bytes>,
-    /// The bytes of `frames`.
-    bytes: usize,
+    /// The bytes of `frames`, saturating (32 bits, as the bound: it keeps the queue's
+    /// allocation, which every idle connection pays, in a smaller size class).
+    bytes: u32,
     waker: Option<Waker>,
     closed: Option<Closed>,
     /// The task holds frames not yet fully written: direct writes wait behind them.
@@ -128,10 +133,10 @@ impl Outbound {
         // Bytes count against what is already waiting: a connection that keeps up takes any
         // burst (its frames are shared with the room, not copied), one that does not is closed
         // once its backlog passes the bound.
-        let over_bytes = state.bytes >= self.limits.bytes as usize;
+        let over_bytes = state.bytes >= self.limits.bytes;
         if state.frames.len() + frames.len() > self.limits.frames as usize || over_bytes {
             let tail = take_tail(&mut state);
-            state.bytes = tail.as_ref().map_or(0, Bytes::len);
+            state.bytes = tail.as_ref().map_or(0, byte_count);
             state.tail_first = tail.is_some();
             state.frames = VecDeque::from_iter(tail);
             close_locked(state, Closed::SlowConsumer);
@@ -160,12 +165,15 @@ impl Outbound {
             }
         }
         if let Some(tail) = tail {
-            state.bytes += tail.len();
+            state.bytes = state.bytes.saturating_add(byte_count(&tail));
             state.frames.push_back(tail);
             state.tail_first = true;
         }
         state.frames.extend(frames.iter().cloned());
-        state.bytes += frames.iter().map(Bytes::len).sum::<usize>();
+        let added = frames
+            .iter()
+            .fold(0, |sum: u32, frame| sum.saturating_add(byte_count(frame)));
+        state.bytes = state.bytes.saturating_add(added);
         if let Some(waker) = state.waker.take() {
             let now = pacer.admit(&mut state.last_wake);
             drop(state);
@@ -211,7 +219,7 @@ impl Outbound {
         if state.closed.is_some() {
             return;
         }
-        state.bytes += frame.len();
+        state.bytes = state.bytes.saturating_add(byte_count(&frame));
         state.frames.push_back(frame);
         let waker = state.waker.take();
         drop(state);
@@ -262,13 +270,18 @@ impl Outbound {
     }
 }
 
+/// A frame's length as the byte count takes it (saturating).
+fn byte_count(frame: &Bytes) -> u32 {
+    u32::try_from(frame.len()).unwrap_or(u32::MAX)
+}
+
 /// The tail of a frame written in part, out of the queue.
 fn take_tail(state: &mut State) -> Option<Bytes> {
     if !std::mem::take(&mut state.tail_first) {
         return None;
     }
     let tail = state.frames.pop_front()?;
-    state.bytes -= tail.len();
+    state.bytes = state.bytes.saturating_sub(byte_count(&tail));
     Some(tail)
 }
 
