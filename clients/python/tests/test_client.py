@@ -262,7 +262,10 @@ def test_a_reader_that_falls_behind_costs_a_reconnect_not_memory(livechat: Calla
     """Events not read pile up to max_queue; then the client stops reading its socket, the server
     closes it as a slow consumer (1008), and once read again it resumes where it stopped."""
     # Without compression: the padding would shrink to nothing and never fill the queue.
-    server = livechat("--outbound-queue", "16", "--outbound-bytes", "65536", "--compression", "off")
+    # --shutdown-timeout: the close waits for the reader to come back (it does, late, on a loaded
+    # machine) instead of the default 5 s.
+    server = livechat("--outbound-queue", "16", "--outbound-bytes", "65536", "--compression", "off",
+                      "--shutdown-timeout", "60s")
     http = server.http()
     count = 600
 

@@ -60,14 +60,17 @@ impl Seen {
     }
 }
 
-/// What a node does with the bans it is told changed.
-pub trait BansChanged: Send + Sync {
-    fn reload(&self);
+/// What a node does with moderation commands from any node, besides closing connections.
+pub trait ModerationNews: Send + Sync {
+    /// The bans changed: read them again.
+    fn bans_changed(&self);
+    /// A user was disconnected: forget what admitted them (a reconnect is judged afresh).
+    fn user_disconnected(&self, user: &str);
 }
 
 impl Control {
     /// Carries the command out on this node (`node`: its name).
-    pub fn apply(&self, hub: &Hub, node: &str, bans: Option<&Arc<dyn BansChanged>>) {
+    pub fn apply(&self, hub: &Hub, node: &str, moderation: Option<&Arc<dyn ModerationNews>>) {
         match self {
             Control::TellUser {
                 user,
@@ -88,10 +91,13 @@ impl Control {
                 for key in [format!("i:{user}"), format!("n:{user}")] {
                     hub.kick_user(&key, rooms.as_deref(), Arc::clone(&reason), *for_good);
                 }
+                if let Some(moderation) = moderation {
+                    moderation.user_disconnected(user);
+                }
             }
             Control::BansChanged => {
-                if let Some(bans) = bans {
-                    bans.reload();
+                if let Some(moderation) = moderation {
+                    moderation.bans_changed();
                 }
             }
             Control::Seen { seen } => {

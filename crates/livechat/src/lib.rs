@@ -175,9 +175,14 @@ impl Server {
             "livechat ready"
         );
         tracing::info!("what is kept: {}", config.exposure());
-        let moderation = Moderation::new(engine.clone(), recorded, tasks.clone());
+        let moderation = Moderation::new(
+            engine.clone(),
+            recorded,
+            tasks.clone(),
+            hooks.connect.clone(),
+        );
         let receipts = Receipts::new(engine.clone(), metrics.receipts_dropped.clone());
-        engine.set_bans(moderation.clone());
+        engine.set_moderation(moderation.clone());
         moderation.reload().await;
         let bridge = Bridge::start(
             &config.channels,

@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::control::{BansChanged, Control};
+use crate::control::{Control, ModerationNews};
 use crate::engine::{Engine, EngineError};
 use crate::epoch::new_epoch;
+use crate::hooks::ConnectHook;
 use crate::message::Author;
 use crate::room::RoomName;
 use crate::store::now_ms;
@@ -141,6 +142,8 @@ pub struct Moderation {
     me: Weak<Moderation>,
     /// Where reloads the control channel asks for run.
     tasks: Tasks,
+    /// The connect hook, whose kept answers for a disconnected user are forgotten.
+    connect_hook: Option<Arc<ConnectHook>>,
 }
 
 impl Moderation {
@@ -148,6 +151,7 @@ impl Moderation {
         engine: Arc<dyn Engine>,
         webhooks: Option<WebhookSettings>,
         tasks: Tasks,
+        connect_hook: Option<Arc<ConnectHook>>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             engine,
@@ -155,6 +159,7 @@ impl Moderation {
             bans: RwLock::default(),
             me: me.clone(),
             tasks,
+            connect_hook,
         })
     }
 
@@ -415,13 +420,22 @@ fn banned_name(user: &Author) -> Option<&str> {
     user.id.as_deref().or(user.name.as_deref())
 }
 
-impl BansChanged for Moderation {
-    fn reload(&self) {
+impl ModerationNews for Moderation {
+    fn bans_changed(&self) {
         // Told by the subscriber, which must not wait on Redis for it: a short task of its own
         // (bounded by the Redis timeout).
         if let Some(moderation) = self.me.upgrade() {
             self.tasks
                 .spawn_to_end(async move { moderation.reload().await });
+        }
+    }
+
+    fn user_disconnected(&self, user: &str) {
+        // Otherwise a reconnect within the hook's cache time would be let in on the answer the
+        // app gave before it disconnected the user (told not to come back, or its account
+        // closed).
+        if let Some(hook) = &self.connect_hook {
+            hook.forget_user(user);
         }
     }
 }

@@ -24,7 +24,7 @@ use super::{
     Accepted, ChangeReceipt, Engine, EngineError, ObserverSlot, Receipt, RoomCount, StoredObserver,
 };
 use crate::change::{Change, ChangeRefused, Changed};
-use crate::control::{BansChanged, Control};
+use crate::control::{Control, ModerationNews};
 use crate::epoch::Epoch;
 use crate::hub::{Audience, Hub};
 use crate::message::{Author, Draft, StoredMessage};
@@ -72,7 +72,7 @@ pub struct EmbeddedEngine {
     /// The last store failure, cleared by the next successful write.
     failure: Arc<Mutex<Option<Failure>>>,
     reads: Arc<tokio::sync::Semaphore>,
-    bans: OnceLock<Arc<dyn BansChanged>>,
+    moderation: OnceLock<Arc<dyn ModerationNews>>,
     stored: ObserverSlot,
 }
 
@@ -139,7 +139,7 @@ impl EmbeddedEngine {
             writer: Mutex::new(Some(writer)),
             failure,
             reads: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_READS)),
-            bans: OnceLock::new(),
+            moderation: OnceLock::new(),
             stored,
         }
     }
@@ -205,7 +205,7 @@ impl Engine for EmbeddedEngine {
     }
 
     fn control(&self, command: Control) -> BoxFuture<'static, Result<(), EngineError>> {
-        command.apply(&self.hub, self.roster.node(), self.bans.get());
+        command.apply(&self.hub, self.roster.node(), self.moderation.get());
         std::future::ready(Ok(())).boxed()
     }
 
@@ -334,8 +334,8 @@ impl Engine for EmbeddedEngine {
         }
     }
 
-    fn set_bans(&self, bans: Arc<dyn BansChanged>) {
-        let _ = self.bans.set(bans);
+    fn set_moderation(&self, moderation: Arc<dyn ModerationNews>) {
+        let _ = self.moderation.set(moderation);
     }
 
     fn observe_stored(&self, observer: Arc<dyn StoredObserver>) {
@@ -352,9 +352,14 @@ impl Engine for EmbeddedEngine {
     fn shutdown(&self) -> BoxFuture<'static, ()> {
         self.jobs.stop();
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let store = self.store.clone();
         async move {
             if let Some(writer) = writer {
                 let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+            }
+            let closed = tokio::task::spawn_blocking(move || store.close()).await;
+            if let Ok(Err(error)) = closed {
+                tracing::warn!(%error, "could not fold the write-ahead log into the history file; SQLite will when it next opens it");
             }
         }
         .boxed()

@@ -23,8 +23,8 @@ pub use redis::{RedisEngine, RedisSettings, RoomCommands, RoomRegistry, migrate}
 use serde::Serialize;
 
 use crate::change::{Change, ChangeRefused, Changed};
-use crate::control::BansChanged;
 use crate::control::Control;
+use crate::control::ModerationNews;
 use crate::epoch::Epoch;
 use crate::message::{Author, Draft, StoredMessage};
 use crate::moderation::Ban;
@@ -131,9 +131,9 @@ pub trait Engine: Send + Sync + 'static {
     /// Where webhook events wait for the app, when they are recorded.
     fn outbox(&self) -> Option<Arc<dyn Outbox>>;
 
-    /// Who reads the bans again when a control command says they changed (the server's
-    /// moderation); set once.
-    fn set_bans(&self, bans: Arc<dyn BansChanged>);
+    /// Who hears of moderation commands from any node (the server's moderation: it reads the
+    /// bans again, forgets what admitted a disconnected user); set once.
+    fn set_moderation(&self, moderation: Arc<dyn ModerationNews>);
 
     /// Who is told of each message this node's publishes store, those from the Django Channels
     /// layer excepted (the bridge, which passes them on to the layer); set once.

@@ -247,6 +247,26 @@ impl ConnectHook {
     }
 }
 
+impl ConnectHook {
+    /// Forgets the kept answers that admitted `user` (by id, as moderation names users), so
+    /// that its next connection asks the app again. A call in flight is not stopped: its answer
+    /// comes from the app after the disconnect.
+    pub fn forget_user(&self, user: &str) {
+        let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        let Answers {
+            kept, order, bytes, ..
+        } = &mut *answers;
+        kept.retain(|_, kept| {
+            let admits = kept.verdict.admits(user);
+            if admits {
+                *bytes -= kept.bytes;
+            }
+            !admits
+        });
+        order.retain(|key| kept.contains_key(key));
+    }
+}
+
 struct Leaving {
     hook: Arc<ConnectHook>,
     key: Arc<str>,
@@ -301,6 +321,12 @@ impl Answers {
 }
 
 impl Verdict {
+    /// Whether it admits the user with this id.
+    fn admits(&self, user: &str) -> bool {
+        matches!(self, Verdict::Admitted(admission)
+            if admission.user.as_ref().and_then(|author| author.id.as_deref()) == Some(user))
+    }
+
     /// Roughly what it holds, for the cache's budget.
     fn bytes(&self) -> usize {
         match self {

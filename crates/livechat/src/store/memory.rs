@@ -602,4 +602,8 @@ impl HistoryStore for MemoryStore {
     fn probe(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

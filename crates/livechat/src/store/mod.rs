@@ -109,6 +109,11 @@ pub trait HistoryStore: Send + Sync + 'static {
 
     /// Makes one small write, to learn whether writes succeed again (after the disk was full).
     fn probe(&self) -> Result<(), StoreError>;
+
+    /// The server is stopping and nothing more will be written: everything written goes into
+    /// the store's main file, so that the file alone is the whole history (a copy of it, a
+    /// restore, another SQLite program).
+    fn close(&self) -> Result<(), StoreError>;
 }
 
 /// Most direct-message rooms a user's list keeps (the oldest opened go first).

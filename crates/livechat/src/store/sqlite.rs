@@ -1297,6 +1297,15 @@ impl HistoryStore for SqliteStore {
             .execute([now_ms().to_string()])?;
         Ok(())
     }
+
+    fn close(&self) -> Result<(), StoreError> {
+        // The write-ahead log into the main file, and the log emptied: SQLite does it by itself
+        // only when the last connection closes, and the pooled readers may outlive the server.
+        self.writer()
+            .connection
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -376,6 +376,44 @@ async fn a_handshake_storm_makes_a_handful_of_calls() {
     assert_eq!(app.connect_calls.load(Ordering::SeqCst), calls + 1);
 }
 
+/// A user disconnected by the server API is judged afresh when they come back: the answer the
+/// app gave before is not reused, however long the cache keeps answers.
+#[tokio::test]
+async fn a_disconnected_user_is_asked_about_again() {
+    let (app, addr) = App::start().await;
+    let server = with_hooks(addr, &["--hook-cache", "1h", "--api-key", "hooks-e2e-key"]).await;
+    let alice = cookie("alice");
+    let mut client = server
+        .connect_with("/ws/chat/lobby/", &[("Cookie", &alice)])
+        .await
+        .unwrap();
+    server
+        .connect_with("/ws/chat/lobby/", &[("Cookie", &alice)])
+        .await
+        .unwrap();
+    assert_eq!(
+        app.connect_calls.load(Ordering::SeqCst),
+        1,
+        "the answer is kept"
+    );
+    app.on_connect(|_| Reply::json(401, json!({"error": "account closed"})));
+    let order = json!({"user": "1", "reason": "account closed", "reconnect": false});
+    let answer = server
+        .call("hooks-e2e-key", "POST", "/api/disconnect", Some(order))
+        .await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    assert_eq!(
+        client.recv_close().await,
+        (4004, "disconnected: account closed".to_owned())
+    );
+    let again = handshake_with(server.addr, "/ws/chat/lobby/", &[("Cookie", &alice)]).await;
+    assert_eq!(
+        (again.status, again.json()),
+        (401, json!({"error": "account closed"}))
+    );
+    assert_eq!(app.connect_calls.load(Ordering::SeqCst), 2);
+}
+
 /// With `expires_in`, the connection is asked about again before it runs out; refused then, it
 /// closes with 4001.
 #[tokio::test]

@@ -126,7 +126,10 @@ async fn redis_outage_fails_publishes_loudly_and_service_resumes_on_the_same_soc
             status(node, "/readyz").await == 200
         })
         .await;
-        assert!(node.logged(&["Redis usable again"]));
+        eventually("the log says Redis is usable again", || async {
+            node.logged(&["Redis usable again"])
+        })
+        .await;
     }
     on_a.send_json(json!({"message": "after"})).await;
     assert_eq!(
@@ -453,7 +456,9 @@ async fn redis_back_without_acknowledged_messages_gives_the_room_a_new_epoch() {
 async fn a_burst_of_new_rooms_loses_nothing_elsewhere() {
     const MESSAGES: u64 = 400;
     let redis = RedisServer::start().await;
-    let node = &Server::node(&redis, &[]).await;
+    // What is tested is that nothing is lost, not how fast 2,000 subscriptions are made: the
+    // Redis timeout leaves room for a loaded machine.
+    let node = &Server::node(&redis, &["--redis-timeout", "10s"]).await;
     let mut member = node.connect("/ws/chat/steady/?meta=1").await;
     let mut publisher = node.join("steady").await;
     let burst = async {

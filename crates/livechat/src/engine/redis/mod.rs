@@ -54,7 +54,7 @@ use self::webhooks::RedisOutbox;
 use super::queue::{QueueSender, queue};
 use super::{ChangeReceipt, Engine, EngineError, ObserverSlot, Receipt, RoomCount, StoredObserver};
 use crate::change::Change;
-use crate::control::{BansChanged, Control};
+use crate::control::{Control, ModerationNews};
 use crate::epoch::Epoch;
 use crate::hub::Hub;
 use crate::message::{Author, Draft, StoredMessage};
@@ -107,8 +107,8 @@ pub struct RedisEngine {
     room_ttl: Duration,
     tasks: Tasks,
     outbox: Option<Arc<RedisOutbox>>,
-    /// Who reloads the bans when the control channel says they changed.
-    bans: Arc<OnceLock<Arc<dyn BansChanged>>>,
+    /// Who hears of moderation commands on the control channel (bans changed, a user disconnected).
+    moderation: Arc<OnceLock<Arc<dyn ModerationNews>>>,
     /// Told of each message this node stores, those from the Channels layer excepted.
     stored: ObserverSlot,
 }
@@ -154,7 +154,7 @@ impl RedisEngine {
         let keys = Keys::new(&settings.prefix);
         let health = Arc::new(Health::new(&settings.metrics));
         let (jobs, queued) = queue();
-        let bans = Arc::new(OnceLock::new());
+        let moderation = Arc::new(OnceLock::new());
         let stored = ObserverSlot::default();
         let outbox = settings.webhooks.map(|webhooks| {
             Arc::new(RedisOutbox::new(
@@ -193,7 +193,7 @@ impl RedisEngine {
             room_ttl: settings.room_ttl,
             delivered: HashMap::new(),
             node: settings.node_id.clone(),
-            bans: bans.clone(),
+            moderation: moderation.clone(),
         };
         let registration = Registration {
             connection: connection.clone(),
@@ -236,7 +236,7 @@ impl RedisEngine {
             room_ttl: settings.room_ttl,
             tasks,
             outbox,
-            bans,
+            moderation,
             stored,
         })
     }
@@ -537,8 +537,8 @@ impl Engine for RedisEngine {
         self.health.check()
     }
 
-    fn set_bans(&self, bans: Arc<dyn BansChanged>) {
-        let _ = self.bans.set(bans);
+    fn set_moderation(&self, moderation: Arc<dyn ModerationNews>) {
+        let _ = self.moderation.set(moderation);
     }
 
     fn observe_stored(&self, observer: Arc<dyn StoredObserver>) {

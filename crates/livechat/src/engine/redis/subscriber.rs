@@ -27,7 +27,7 @@ use super::keys::Keys;
 use super::nodes::live_nodes;
 use super::presence::{self, ChannelEvent};
 use super::stream;
-use crate::control::{BansChanged, Control};
+use crate::control::{Control, ModerationNews};
 use crate::engine::EngineError;
 use crate::epoch::Epoch;
 use crate::hub::{Audience, Hub, RoomObserver};
@@ -160,9 +160,9 @@ pub struct Subscriber {
     pub room_ttl: Duration,
     /// Per subscribed room.
     pub delivered: HashMap<RoomName, Delivered>,
-    /// This node's name, and who reloads the bans (commands on the control channel).
+    /// This node's name, and who hears of moderation commands on the control channel.
     pub node: String,
-    pub bans: Arc<OnceLock<Arc<dyn BansChanged>>>,
+    pub moderation: Arc<OnceLock<Arc<dyn ModerationNews>>>,
 }
 
 impl Subscriber {
@@ -334,7 +334,7 @@ impl Subscriber {
         };
         if channel == self.keys.control() {
             match serde_json::from_slice::<Control>(&payload) {
-                Ok(command) => command.apply(&self.hub, &self.node, self.bans.get()),
+                Ok(command) => command.apply(&self.hub, &self.node, self.moderation.get()),
                 Err(error) => tracing::warn!(%error, "undecodable command on the control channel"),
             }
             return;
