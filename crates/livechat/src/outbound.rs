@@ -518,15 +518,11 @@ mod tests {
             crate::transport::shared_tcp::SharedTcp::new(server),
             1024,
         );
-        loop {
-            if let Poll::Ready(Ok(())) = poll_once(&outbound, &wakes, Some(&mut taken)) {
-                for frame in taken.drain(..) {
-                    writer.queue(frame);
-                }
-                poll_fn(|cx| writer.poll_write(cx)).await.unwrap();
-            } else {
-                break;
+        while let Poll::Ready(Ok(())) = poll_once(&outbound, &wakes, Some(&mut taken)) {
+            for frame in taken.drain(..) {
+                writer.queue(frame);
             }
+            poll_fn(|cx| writer.poll_write(cx)).await.unwrap();
         }
         reader.await.unwrap();
     }
