@@ -10,14 +10,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::message::{Author, Reactions, StoredMessage};
+use crate::outgoing::OutgoingFrame;
 use crate::presence::same_user;
 use crate::room::RoomName;
-use crate::websocket::frame;
 
 /// Most bytes of an emoji (any short string: a reaction's name).
 pub const MAX_EMOJI_BYTES: usize = 16;
@@ -164,8 +163,8 @@ impl Changed {
     }
 
     /// The event members with `meta=1` receive.
-    pub fn frame(&self) -> Bytes {
-        frame::text(&[self.event().to_string().as_bytes()])
+    pub fn frame(&self) -> OutgoingFrame {
+        OutgoingFrame::json(&self.event())
     }
 
     /// The same event, as JSON.
@@ -200,7 +199,7 @@ impl Changed {
 }
 
 /// What a resuming client is sent of a message changed while it was away: its state now.
-pub fn replayed_change(message: &StoredMessage) -> Bytes {
+pub fn replayed_change(message: &StoredMessage) -> OutgoingFrame {
     let extra = message.extra.as_deref();
     let body = if message.is_deleted() {
         serde_json::json!({ "event": "deleted", "room": message.room, "id": message.id })
@@ -222,5 +221,5 @@ pub fn replayed_change(message: &StoredMessage) -> Bytes {
             "event": "reactions", "room": message.room, "id": message.id, "reactions": reactions,
         })
     };
-    frame::text(&[body.to_string().as_bytes()])
+    OutgoingFrame::json(&body)
 }

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::hub::{Audience, Hub};
 use crate::message::Author;
+use crate::outgoing::OutgoingFrame;
 use crate::room::RoomName;
-use crate::websocket::frame;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "do", rename_all = "snake_case")]
@@ -49,14 +49,14 @@ pub struct Seen {
 
 impl Seen {
     /// `{"event": "seen", "room", "user", "id"}`.
-    pub fn frame(&self) -> Bytes {
+    pub fn frame(&self) -> OutgoingFrame {
         let event = serde_json::json!({
             "event": "seen",
             "room": self.room,
             "user": self.user,
             "id": self.id,
         });
-        frame::text(&[event.to_string().as_bytes()])
+        OutgoingFrame::json(&event)
     }
 }
 
@@ -79,7 +79,8 @@ impl Control {
                 except,
             } => {
                 let except = except.filter(|_| from == node);
-                hub.tell_user(user, &frame::text(&[event.as_bytes()]), except);
+                let event = OutgoingFrame::raw_json_parts(&[event.as_bytes()]);
+                hub.tell_user(user, event, except);
             }
             Control::Kick {
                 user,

@@ -6,17 +6,18 @@
 //! whose queue is full is a slow consumer and is evicted, so nobody else slows down and memory
 //! stays bounded. On shutdown the hub tells every member, present and joining, to close.
 //!
-//! A member resuming from an id joins *held*: while its replay is read from history, the hub
-//! keeps its live frames aside, with their ids (bounded like its queue); `Subscription::release`
-//! hands over those the replay did not already send. A message can be in history (so in the
-//! replay) before its live delivery reaches the hub, so a released member still skips messages
-//! up to the last one it was sent, until one past it arrives (or the room's numbering is reset);
-//! from then on it is a member like any other. Resuming members also follow the room's events
-//! (a reset of its numbering).
+//! A member resuming from an id joins *held* (its `Stage`, kept on the member itself): while its
+//! replay is read from history, the hub keeps its live frames aside, with their ids, in a box
+//! only held members have (bounded like its queue: past it, it is a slow consumer; events are
+//! always kept). `Subscription::release` hands over those after the id the replay went up to.
+//! A message can be in history (so in the replay) before its live delivery reaches the hub, so a
+//! released member still skips messages up to the last one it was sent (`sent_through`), until
+//! one past it arrives (or the room's numbering is reset); from then on it is a member like any
+//! other. Resuming members also follow the room's events (a reset of its numbering).
 //!
-//! Members that agreed to permessage-deflate get each room frame compressed: built once, the
-//! first time such a member comes in a delivery, and shared by all of them (`deflate::Variants`);
-//! the others get the plain frame.
+//! Frames come in as `OutgoingFrame`s. Members that agreed to permessage-deflate get each room
+//! frame compressed: built once, the first time such a member comes in a delivery, and shared by
+//! all of them (`outgoing::Variants`); the others get the plain frame.
 //!
 //! Members come and go in the `Roster` too, under the room's lock, so that presence counts
 //! every member the hub has, evicted ones included.
@@ -31,10 +32,11 @@ use bytes::Bytes;
 
 use crate::message::{Author, Frames, StoredMessage};
 use crate::outbound::{Closed, Outbound, QueueLimits};
+use crate::outgoing::{OutgoingFrame, Variants};
 use crate::pacer::Pacer;
 use crate::presence::{Roster, UserKey, same_user, user_key};
 use crate::room::RoomName;
-use crate::websocket::deflate::{self, Variants};
+use crate::websocket::deflate;
 
 /// Rooms are spread over shards so that joins and deliveries in different rooms rarely contend.
 const SHARDS: usize = 16;
@@ -81,10 +83,6 @@ struct Room {
     members: Vec<Member>,
     /// How many members take frames with metadata; the meta frame is only built if any do.
     meta_members: usize,
-    /// Frames kept aside for held members.
-    held: Vec<Held>,
-    /// Released members, and the last message id each has been sent.
-    replayed: Vec<(u64, u64)>,
 }
 
 struct Member {
@@ -106,15 +104,23 @@ struct Member {
     deflate_window: Option<u8>,
 }
 
-/// Where a member is in resuming. Kept on the member so that delivery to the others never
-/// searches the room's lists of held and replayed members.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// What a member takes in its room's list: every connection on the node pays it, idle or not
+/// (the idle goal is 1.0 KiB per connection in all, at 18,000), so growing it fails to compile.
+pub const MEMBER_BYTES: usize = std::mem::size_of::<Member>();
+const _: () = assert!(MEMBER_BYTES <= 48);
+
+/// Where a member is in resuming, kept on the member itself: delivery reads it where it reads
+/// the member, and nothing else is searched.
 enum Stage {
     Live,
-    /// Its frames go to `Room::held` until it is released.
-    Held,
-    /// Released; skips the messages up to its entry in `Room::replayed`.
-    Replayed,
+    /// Resuming, its replay not sent yet: its live frames are kept aside (boxed: a live member
+    /// does not carry them).
+    Held(Box<HeldFrames>),
+    /// Released: skips the messages up to `sent_through` (it was sent them), until one past it
+    /// arrives or the room's numbering is reset.
+    Replayed {
+        sent_through: u64,
+    },
 }
 
 /// How a connection joins a room.
@@ -169,9 +175,10 @@ impl Audience<'_> {
     }
 }
 
-/// A held member's live frames, each with its message's id (`None`: an event, always kept).
-struct Held {
-    member: u64,
+/// A held member's live frames, as queued, each with its message's id (`None`: an event,
+/// always kept).
+#[derive(Default)]
+struct HeldFrames {
     frames: Vec<(Option<u64>, Bytes)>,
     bytes: usize,
 }
@@ -298,20 +305,12 @@ impl Hub {
             presence: join.presence,
             receipts: join.receipts,
             follows: join.resuming,
-            stage: if join.resuming {
-                Stage::Held
-            } else {
-                Stage::Live
+            stage: match join.resuming {
+                true => Stage::Held(Box::default()),
+                false => Stage::Live,
             },
             deflate_window: join.deflate_window,
         });
-        if join.resuming {
-            entry.held.push(Held {
-                member: id,
-                frames: Vec::new(),
-                bytes: 0,
-            });
-        }
         Subscription {
             outbound,
             hub: self.clone(),
@@ -342,13 +341,12 @@ impl Hub {
     }
 
     /// Sends `frame` to every connection of `user` on this node but `except` (a member id).
-    pub fn tell_user(&self, user: &str, frame: &Bytes, except: Option<u64>) {
+    pub fn tell_user(&self, user: &str, frame: OutgoingFrame, except: Option<u64>) {
+        let frame = [frame.into_bytes()];
         let users = self.user_shard(user);
         for connection in users.get(user).into_iter().flatten() {
             if Some(connection.member) != except {
-                let _ = connection
-                    .outbound
-                    .push(std::slice::from_ref(frame), &self.pacer);
+                let _ = connection.outbound.push(&frame, &self.pacer);
             }
         }
     }
@@ -401,32 +399,29 @@ impl Hub {
     }
 
     /// Sends an event frame to the members of `room` in `audience`.
-    pub fn announce(&self, room: &RoomName, audience: Audience<'_>, event: Bytes) {
+    pub fn announce(&self, room: &RoomName, audience: Audience<'_>, event: OutgoingFrame) {
         let mut rooms = self.shard(room);
         let Some(entry) = rooms.get_mut(room) else {
             return;
         };
-        let limits = self.queue_limits;
-        let Room {
-            members,
-            held,
-            replayed,
-            ..
-        } = entry;
-        // Ids from before a reset of the room's numbering say nothing of the ones after it (a
-        // replayed member without its entry is live at its next delivery).
-        if matches!(audience, Audience::Resuming) {
-            replayed.clear();
-        }
-        let mut variants = Variants::new(std::slice::from_ref(&event), &self.compression);
-        for member in members.iter().filter(|member| audience.includes(member)) {
+        let resetting = matches!(audience, Audience::Resuming);
+        let mut variants = Variants::new(vec![event], &self.compression);
+        for member in entry.members.iter_mut() {
+            // Ids from before a reset of the room's numbering say nothing of the ones after it.
+            if resetting && matches!(member.stage, Stage::Replayed { .. }) {
+                member.stage = Stage::Live;
+            }
+            if !audience.includes(member) {
+                continue;
+            }
             let event = variants.frames(member.deflate_window);
-            if member.stage == Stage::Held {
-                if let Some(held) = held.iter_mut().find(|held| held.member == member.id) {
-                    held.keep(&member.outbound, limits, None, &event[0]);
+            match &mut member.stage {
+                Stage::Held(held) => {
+                    held.keep(&member.outbound, self.queue_limits, None, &event[0])
                 }
-            } else {
-                let _ = member.outbound.push(event, &self.pacer);
+                _ => {
+                    let _ = member.outbound.push(event, &self.pacer);
+                }
             }
         }
     }
@@ -445,24 +440,22 @@ impl Hub {
         let Some(member) = entry.members.iter_mut().find(|member| member.id == id) else {
             return released;
         };
-        if member.stage != Stage::Held {
+        let Stage::Held(held) = &mut member.stage else {
             return released;
-        }
-        member.stage = Stage::Replayed;
-        if let Some(index) = entry.held.iter().position(|held| held.member == id) {
-            for (message_id, frame) in entry.held.swap_remove(index).frames {
-                match message_id {
-                    Some(message_id) if message_id <= replayed_through => {}
-                    Some(message_id) => {
-                        released.last_id = Some(message_id);
-                        released.frames.push(frame);
-                    }
-                    None => released.frames.push(frame),
+        };
+        for (message_id, frame) in std::mem::take(&mut held.frames) {
+            match message_id {
+                Some(message_id) if message_id <= replayed_through => {}
+                Some(message_id) => {
+                    released.last_id = Some(message_id);
+                    released.frames.push(frame);
                 }
+                None => released.frames.push(frame),
             }
         }
-        let sent_through = released.last_id.unwrap_or(replayed_through);
-        entry.replayed.push((id, sent_through));
+        member.stage = Stage::Replayed {
+            sent_through: released.last_id.unwrap_or(replayed_through),
+        };
         released
     }
 
@@ -503,33 +496,29 @@ impl Hub {
             meta.extend(frames.meta);
         }
         let mut lost = Vec::new();
-        let Room {
-            members,
-            held,
-            replayed,
-            ..
-        } = room;
-        let mut plain = Variants::new(&plain, &self.compression);
-        let mut meta = Variants::new(&meta, &self.compression);
-        for member in members.iter_mut() {
+        let mut plain = Variants::new(plain, &self.compression);
+        let mut meta = Variants::new(meta, &self.compression);
+        for member in room.members.iter_mut() {
             let mut frames = if member.meta_frames {
                 meta.frames(member.deflate_window)
             } else {
                 plain.frames(member.deflate_window)
             };
-            match member.stage {
+            match &mut member.stage {
                 Stage::Live => {}
-                Stage::Held => {
-                    let Some(held) = held.iter_mut().find(|held| held.member == member.id) else {
-                        continue;
-                    };
+                Stage::Held(held) => {
                     for (message, frame) in batch.iter().zip(frames) {
                         held.keep(&member.outbound, self.queue_limits, Some(message.id), frame);
                     }
                     continue;
                 }
-                Stage::Replayed => {
-                    frames = &frames[already_replayed(replayed, member, batch)..];
+                &mut Stage::Replayed { sent_through } => {
+                    // Once a message past those the replay sent arrives, the member is live.
+                    let skip = batch.partition_point(|message| message.id <= sent_through);
+                    if skip < batch.len() {
+                        member.stage = Stage::Live;
+                    }
+                    frames = &frames[skip..];
                     if frames.is_empty() {
                         continue;
                     }
@@ -560,7 +549,6 @@ impl Room {
         mut condition: impl FnMut(&Member) -> bool,
     ) {
         let meta_members = &mut self.meta_members;
-        let mut removed_resuming = Vec::new();
         self.members.retain(|member| {
             let remove = condition(member);
             if remove {
@@ -569,42 +557,13 @@ impl Room {
                 }
                 roster.depart(name, member.user.as_ref());
                 *meta_members -= usize::from(member.meta_frames);
-                if member.stage != Stage::Live {
-                    removed_resuming.push(member.id);
-                }
             }
             !remove
         });
-        if !removed_resuming.is_empty() {
-            self.held
-                .retain(|held| !removed_resuming.contains(&held.member));
-            self.replayed
-                .retain(|(member, _)| !removed_resuming.contains(member));
-        }
     }
 }
 
-/// How many of `batch`'s first messages a released member was already sent by its replay. Once
-/// a message past those arrives, the member is live.
-fn already_replayed(
-    replayed: &mut Vec<(u64, u64)>,
-    member: &mut Member,
-    batch: &[&StoredMessage],
-) -> usize {
-    let Some(index) = replayed.iter().position(|(id, _)| *id == member.id) else {
-        member.stage = Stage::Live;
-        return 0;
-    };
-    let sent_through = replayed[index].1;
-    let skip = batch.partition_point(|message| message.id <= sent_through);
-    if skip < batch.len() {
-        replayed.swap_remove(index);
-        member.stage = Stage::Live;
-    }
-    skip
-}
-
-impl Held {
+impl HeldFrames {
     /// Keeps a frame aside; past the member's queue limits it is a slow consumer, as it would
     /// be with a full queue.
     fn keep(&mut self, outbound: &Outbound, limits: QueueLimits, id: Option<u64>, frame: &Bytes) {
@@ -770,16 +729,36 @@ mod tests {
         let room = RoomName::parse("a").unwrap();
         let member = hub.join(&room, resuming());
         let _ = member.release(50);
-        hub.announce(
-            &room,
-            Audience::Resuming,
-            Bytes::from_static(b"\x81\x05reset"),
-        );
+        let reset = serde_json::json!({ "event": "reset" });
+        hub.announce(&room, Audience::Resuming, OutgoingFrame::json(&reset));
         // The new numbering starts again below the replayed id: its messages are all new.
         hub.deliver(&[message(&room, 1)]);
         let frames = take(&member).await.unwrap();
         assert_eq!(frames.len(), 2, "the reset, then message 1");
         assert_eq!(ids(&frames.range(1..).cloned().collect()), [1]);
+    }
+
+    #[tokio::test]
+    async fn a_held_member_keeps_events_and_is_bounded_like_its_queue() {
+        let hub = hub(3);
+        let room = RoomName::parse("a").unwrap();
+        let member = hub.join(&room, resuming());
+        let event = serde_json::json!({ "event": "reset" });
+        hub.deliver(&[message(&room, 1)]);
+        hub.announce(&room, Audience::Resuming, OutgoingFrame::json(&event));
+        hub.deliver(&[message(&room, 2)]);
+        let released = member.release(2);
+        assert_eq!(
+            released.frames.len(),
+            1,
+            "the event, whatever the replay sent"
+        );
+        assert_eq!(released.last_id, None);
+
+        let over = hub.join(&room, resuming());
+        hub.deliver(&[message(&room, 3), message(&room, 4), message(&room, 5)]);
+        hub.deliver(&[message(&room, 6)]);
+        assert_eq!(take(&over).await, Err(Closed::SlowConsumer));
     }
 
     #[tokio::test]

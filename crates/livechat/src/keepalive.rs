@@ -11,12 +11,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use crate::hub::Hub;
 use crate::outbound::Closed;
+use crate::outgoing::OutgoingFrame;
 use crate::store::now_ms;
-use crate::websocket::frame;
 
 /// The clock's unit: liveness times are kept in tenths of a second, in 32 bits.
 const TICK: Duration = Duration::from_millis(100);
@@ -110,7 +108,7 @@ impl KeepaliveSettings {
 
 /// Sweeps the hub's members until the runtime stops.
 pub async fn run(hub: Arc<Hub>, settings: KeepaliveSettings) {
-    let ping: Bytes = frame::ping(b"");
+    let ping = OutgoingFrame::ping().into_bytes();
     let mut ticks = tokio::time::interval(settings.sweep_every());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

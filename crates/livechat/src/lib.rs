@@ -19,6 +19,7 @@ pub mod message;
 pub mod metrics;
 pub mod moderation;
 pub mod outbound;
+pub mod outgoing;
 pub mod pacer;
 pub mod presence;
 pub mod rate;

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::change::Emoji;
+use crate::outgoing::OutgoingFrame;
 use crate::room::RoomName;
-use crate::websocket::frame;
 
 /// A message as accepted from a client, before the store gives it an id and a timestamp.
 #[derive(Debug)]
@@ -473,21 +473,20 @@ fn lenient<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(
     Ok(serde_json::from_value(value).ok())
 }
 
-/// The two shapes a stored message is sent in, as complete WebSocket text frames; each is
-/// encoded once and shared by every recipient (cloning `Bytes` only bumps a reference count).
+/// The two shapes a stored message is sent in; each is encoded once and shared by every
+/// recipient.
 pub struct Frames {
     /// The original service's shape: `{"message":X}`.
-    pub plain: Bytes,
+    pub plain: OutgoingFrame,
     /// With metadata, for clients that asked for it: `{"id":N,"room":R,"message":X,"ts":T}`.
-    pub meta: Option<Bytes>,
+    pub meta: Option<OutgoingFrame>,
 }
 
 impl Frames {
     pub fn encode(message: &StoredMessage, with_meta: bool) -> Self {
         let raw = message.message.get().as_bytes();
-        let plain = frame::text(&[b"{\"message\":", raw, b"}"]);
-        let meta =
-            with_meta.then(|| frame::text(&[&serde_json::to_vec(message).unwrap_or_default()]));
+        let plain = OutgoingFrame::raw_json_parts(&[b"{\"message\":", raw, b"}"]);
+        let meta = with_meta.then(|| OutgoingFrame::json(message));
         Self { plain, meta }
     }
 }
@@ -518,8 +517,8 @@ pub enum Event<'a> {
 }
 
 impl Event<'_> {
-    pub fn frame(&self) -> Bytes {
-        frame::text(&[&serde_json::to_vec(self).unwrap_or_default()])
+    pub fn frame(&self) -> OutgoingFrame {
+        OutgoingFrame::json(self)
     }
 }
 
@@ -616,8 +615,8 @@ impl<'a> ErrorReply<'a> {
         Self { nonce, ..self }
     }
 
-    pub fn frame(&self) -> Bytes {
-        frame::text(&[&serde_json::to_vec(self).unwrap_or_default()])
+    pub fn frame(&self) -> OutgoingFrame {
+        OutgoingFrame::json(self)
     }
 }
 
@@ -683,10 +682,11 @@ mod tests {
             extra: None,
         };
         let frames = Frames::encode(&message, true);
+        let plain = frames.plain.into_bytes();
         // A text frame of 17 bytes, then the JSON.
-        assert_eq!(&frames.plain[..2], [0x81, 17]);
-        assert_eq!(&frames.plain[2..], r#"{"message":"hé"}"#.as_bytes());
-        let meta = frames.meta.unwrap();
+        assert_eq!(&plain[..2], [0x81, 17]);
+        assert_eq!(&plain[2..], r#"{"message":"hé"}"#.as_bytes());
+        let meta = frames.meta.unwrap().into_bytes();
         assert_eq!(
             &meta[2..],
             r#"{"id":7,"room":"r","message":"hé","ts":1000}"#.as_bytes()

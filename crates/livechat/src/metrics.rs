@@ -170,6 +170,8 @@ pub struct Metrics {
     pub receipts_dropped: Counter,
     /// Frames compressed for permessage-deflate members (once per frame, not per member).
     pub frames_compressed: Counter,
+    /// Frames whose value could not be written as JSON (counted by `outgoing`, read at render).
+    frames_unencodable: Counter,
     publish_errors: Vec<Counter>,
     closes: Vec<Counter>,
     pub store_commit_seconds: Histogram,
@@ -242,6 +244,11 @@ impl Metrics {
                 "livechat_frames_compressed_total",
                 None,
                 "Frames compressed for WebSocket clients with permessage-deflate: once per room frame, whatever the number of such members.",
+            ),
+            describe(
+                "livechat_frames_unencodable_total",
+                None,
+                "Frames whose value could not be written as JSON: an error frame went in their place (a bug; see the log).",
             ),
             describe(
                 "livechat_deliveries_total",
@@ -363,6 +370,7 @@ impl Metrics {
             duplicates: counter("livechat_publish_duplicates_total", Vec::new()),
             receipts_dropped: counter("livechat_receipts_dropped_total", Vec::new()),
             frames_compressed: counter("livechat_frames_compressed_total", Vec::new()),
+            frames_unencodable: counter("livechat_frames_unencodable_total", Vec::new()),
             publish_errors: PUBLISH_ERRORS
                 .iter()
                 .map(|reason| labelled("livechat_publish_errors_total", "reason", reason))
@@ -479,6 +487,8 @@ impl Metrics {
     /// The text exposition; `rooms` is read now, the rest is counted as it happens.
     pub fn render(&self, rooms: usize) -> String {
         self.rooms.set(rooms as f64);
+        self.frames_unencodable
+            .absolute(crate::outgoing::unencodable_frames());
         self.handle.run_upkeep();
         self.handle.render()
     }

@@ -16,7 +16,6 @@ mod typing;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 pub use roster::{Applied, NodeChange, NodeView, Person, Roster};
@@ -24,9 +23,9 @@ pub use typing::{TypingGate, TypingVerdict};
 
 use crate::hub::{Audience, Hub};
 use crate::message::Author;
+use crate::outgoing::OutgoingFrame;
 use crate::room::RoomName;
 use crate::webhooks::{Outbox, WebhookSettings};
-use crate::websocket::frame;
 
 /// Joins, leaves and count changes are announced at most this often per room.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
@@ -110,7 +109,7 @@ impl PresenceList {
 
     /// `{"event":"presence","room":R,"members":N,"users":[...]}`: the first frame of a client
     /// with presence on.
-    pub fn frame(&self) -> Bytes {
+    pub fn frame(&self) -> OutgoingFrame {
         #[derive(Serialize)]
         struct Snapshot<'a> {
             event: &'static str,
@@ -121,7 +120,7 @@ impl PresenceList {
             event: "presence",
             list: self,
         };
-        frame::text(&[&serde_json::to_vec(&snapshot).unwrap_or_default()])
+        OutgoingFrame::json(&snapshot)
     }
 }
 
@@ -138,9 +137,9 @@ struct Diff<'a> {
 }
 
 /// `{"event":"typing","room":R,"user":{...}}`.
-pub fn typing_frame(room: &RoomName, user: &Author) -> Bytes {
+pub fn typing_frame(room: &RoomName, user: &Author) -> OutgoingFrame {
     let body = serde_json::json!({ "event": "typing", "room": room, "user": user });
-    frame::text(&[body.to_string().as_bytes()])
+    OutgoingFrame::json(&body)
 }
 
 /// Tells the members of `room` with presence on that `user` is typing (not its own connections),

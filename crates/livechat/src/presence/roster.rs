@@ -11,14 +11,13 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::{Diff, MAX_LISTED, PresenceList, TYPING_EVERY, UserKey, typing_frame, user_key};
 use crate::message::Author;
+use crate::outgoing::OutgoingFrame;
 use crate::room::RoomName;
 use crate::webhooks::{Event, EventKind, WebhookSettings};
-use crate::websocket::frame;
 
 const SHARDS: usize = 16;
 
@@ -382,7 +381,7 @@ impl Roster {
 
     /// Whether a typing user may be told to the room now (at most once per `TYPING_EVERY`);
     /// the frame if so.
-    pub fn typing(&self, room: &RoomName, user: &Author) -> Option<Bytes> {
+    pub fn typing(&self, room: &RoomName, user: &Author) -> Option<OutgoingFrame> {
         let key = user_key(user)?;
         let mut rooms = self.shard(room);
         let view = rooms.get_mut(room)?;
@@ -398,7 +397,7 @@ impl Roster {
 
     /// Every room's presence event for what changed since the last call; rooms without local
     /// members are forgotten once their last change was relayed.
-    pub fn take_announcements(&self) -> Vec<(RoomName, Bytes)> {
+    pub fn take_announcements(&self) -> Vec<(RoomName, OutgoingFrame)> {
         let mut announcements = Vec::new();
         let node = self.node.clone();
         let now = Instant::now();
@@ -535,7 +534,7 @@ impl RoomView {
     }
 
     /// The presence event for what changed since the last one, if anything did.
-    fn take_diff(&mut self, room: &RoomName) -> Option<Bytes> {
+    fn take_diff(&mut self, room: &RoomName) -> Option<OutgoingFrame> {
         if self.joined.is_empty() && self.left.is_empty() && !self.members_changed {
             return None;
         }
@@ -555,9 +554,7 @@ impl RoomView {
             left: left.values().take(MAX_LISTED).map(|user| &**user).collect(),
             truncated,
         };
-        Some(frame::text(&[
-            &serde_json::to_vec(&diff).unwrap_or_default()
-        ]))
+        Some(OutgoingFrame::json(&diff))
     }
 }
 
@@ -574,7 +571,7 @@ mod tests {
 
     fn diff(roster: &Roster) -> Option<serde_json::Value> {
         let (_, frame) = roster.take_announcements().into_iter().next()?;
-        serde_json::from_slice(&frame[2..]).ok()
+        serde_json::from_slice(&frame.into_bytes()[2..]).ok()
     }
 
     fn room() -> RoomName {

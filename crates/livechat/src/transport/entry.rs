@@ -123,7 +123,7 @@ pub async fn first_frames(
     state.engine.room_ready(room).await?;
     let mut first = Vec::new();
     if switches.presence {
-        first.push(state.roster.list(room).frame());
+        first.push(state.roster.list(room).frame().into_bytes());
     }
     if let Some(from) = resume {
         first.extend(resume::catch_up(state, room, subscription, from, meta, reader).await?);

@@ -7,13 +7,12 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-
 use futures_util::future::BoxFuture;
 
 use crate::engine::{Accepted, ChangeReceipt, EngineError, Receipt};
 use crate::message::{ErrorReply, Frames, Nonce, Request};
 use crate::metrics::Metrics;
+use crate::outgoing::OutgoingFrame;
 
 pub enum Waiting {
     Publish {
@@ -37,7 +36,7 @@ pub enum Waiting {
 /// An answer: the bytes of publishing it frees, and what to tell the client.
 pub struct Answered {
     pub bytes: usize,
-    pub reply: Option<Bytes>,
+    pub reply: Option<OutgoingFrame>,
 }
 
 impl Waiting {

@@ -16,6 +16,7 @@ use super::{ApiError, AppState};
 use crate::change::replayed_change;
 use crate::hub::Subscription;
 use crate::message::{Event, Frames, StoredMessage};
+use crate::outgoing::OutgoingFrame;
 use crate::room::RoomName;
 use crate::store::{HistoryQuery, Page};
 
@@ -80,7 +81,7 @@ pub async fn catch_up(
     frames.extend(
         plan.lead
             .iter()
-            .map(|event| event.to_frame(room, &page.epoch)),
+            .map(|event| event.to_frame(room, &page.epoch).into_bytes()),
     );
     let reset = plan
         .lead
@@ -91,15 +92,19 @@ pub async fn catch_up(
             .engine
             .changed_since(room, from.since, reader, state.replay_max)
             .await?;
-        frames.extend(changed.iter().map(replayed_change));
+        frames.extend(
+            changed
+                .iter()
+                .map(|message| replayed_change(message).into_bytes()),
+        );
     }
     for message in plan.replay {
         match (message.is_deleted(), meta) {
-            (true, true) => frames.push(replayed_change(message)),
+            (true, true) => frames.push(replayed_change(message).into_bytes()),
             (true, false) => {}
             (false, _) => {
                 let encoded = Frames::encode(message, meta);
-                frames.push(encoded.meta.unwrap_or(encoded.plain));
+                frames.push(encoded.meta.unwrap_or(encoded.plain).into_bytes());
             }
         }
     }
@@ -111,7 +116,7 @@ pub async fn catch_up(
         id: current,
         epoch: &page.epoch,
     };
-    frames.push(caught_up.frame());
+    frames.push(caught_up.frame().into_bytes());
     Ok(frames)
 }
 
@@ -130,7 +135,7 @@ enum Lead {
 }
 
 impl Lead {
-    fn to_frame(&self, room: &RoomName, epoch: &str) -> Bytes {
+    fn to_frame(&self, room: &RoomName, epoch: &str) -> OutgoingFrame {
         match *self {
             Lead::Gap { from, to } => Event::Gap { room, from, to }.frame(),
             Lead::Reset { last } => Event::Reset { room, last, epoch }.frame(),

@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use crate::auth::{Auth, Identity};
 use crate::change::{Change, ChangeKind};
 use crate::keepalive::Liveness;
@@ -14,6 +12,7 @@ use crate::message::{
 };
 use crate::metrics::PublishError;
 use crate::moderation::Moderation;
+use crate::outgoing::OutgoingFrame;
 use crate::presence::{TypingGate, TypingVerdict};
 use crate::rate::{ConnectionLimiter, Verdict};
 use crate::room::RoomName;
@@ -32,9 +31,9 @@ pub enum Action {
     /// Tell the room this user is typing.
     Typing(Arc<Author>),
     /// Answer the client alone.
-    Reply(Bytes),
+    Reply(OutgoingFrame),
     /// A publish refused (read-only, rate limited): the answer, and the reason for the metrics.
-    Refuse(PublishError, Bytes),
+    Refuse(PublishError, OutgoingFrame),
     Close((CloseCode, &'static str)),
     /// Done (a token refreshed, typing absorbed).
     Nothing,
@@ -252,7 +251,7 @@ impl Session {
         room: &RoomName,
         auth: &Auth,
         liveness: &Liveness,
-    ) -> Result<Bytes, crate::auth::AuthError> {
+    ) -> Result<OutgoingFrame, crate::auth::AuthError> {
         let fresh = auth.refresh(self.user.as_deref(), token)?;
         fresh.check_room(room)?;
         liveness.expire_at(fresh.closes_at());
@@ -264,8 +263,6 @@ impl Session {
         self.user = fresh.user;
         self.can_publish = fresh.can_publish;
         self.moderator = fresh.moderator;
-        Ok(crate::websocket::frame::text(&[confirmation
-            .to_string()
-            .as_bytes()]))
+        Ok(OutgoingFrame::json(&confirmation))
     }
 }

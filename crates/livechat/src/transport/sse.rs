@@ -35,7 +35,7 @@ use crate::hooks::Transport;
 use crate::hub::{JoinAs, Subscription};
 use crate::metrics::{CloseReason, Metrics};
 use crate::outbound::Closed;
-use crate::websocket::frame::{self, Encoded};
+use crate::outgoing::{Carried, OutgoingFrame};
 
 /// Chunks written but not yet taken by the client's connection.
 const CHANNEL_CHUNKS: usize = 16;
@@ -213,14 +213,14 @@ impl Stream {
     /// Writes a queued frame as the client is to see it: an event, a keepalive comment, or
     /// nothing.
     fn write_frame(&self, frame: &Bytes, out: &mut BytesMut) {
-        match frame::encoded(frame) {
-            Encoded::Text(payload) => self.write_event(&payload, out),
-            Encoded::Ping => {
+        match OutgoingFrame::carried(frame) {
+            Carried::Text(payload) => self.write_event(&payload, out),
+            Carried::Ping => {
                 out.put_slice(b": ping\n\n");
                 // Written: as much as a stream can hear from its client (it sends nothing).
                 self.subscription.outbound.liveness.heard();
             }
-            Encoded::Other => {}
+            Carried::Other => {}
         }
     }
 

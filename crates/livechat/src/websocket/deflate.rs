@@ -6,7 +6,6 @@
 
 use std::cell::RefCell;
 
-use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 /// What a sync flush ends with; RFC 7692 7.2.1 takes it off a compressed message and 7.2.2
@@ -239,52 +238,6 @@ pub struct Settings {
     /// Counts the frames compressed: once per frame (and window size), whatever the number of
     /// members that receive it.
     pub compressed: metrics::Counter,
-}
-
-/// A batch of encoded frames and their compressed variants, each built the first time a member
-/// that needs it comes, then shared by every such member.
-pub struct Variants<'a> {
-    plain: &'a [Bytes],
-    settings: &'a Settings,
-    built: Vec<(u8, Vec<Bytes>)>,
-}
-
-impl<'a> Variants<'a> {
-    pub fn new(plain: &'a [Bytes], settings: &'a Settings) -> Self {
-        Self {
-            plain,
-            settings,
-            built: Vec::new(),
-        }
-    }
-
-    /// The frames for a member: plain (`None`), or as compressed with its window size.
-    pub fn frames(&mut self, deflate_window: Option<u8>) -> &[Bytes] {
-        let Some(window_bits) = deflate_window else {
-            return self.plain;
-        };
-        let index = match self.built.iter().position(|(bits, _)| *bits == window_bits) {
-            Some(index) => index,
-            None => {
-                let frames = self
-                    .plain
-                    .iter()
-                    .map(|frame| {
-                        match super::frame::deflated(frame, window_bits, self.settings.min_bytes) {
-                            Some(compressed) => {
-                                self.settings.compressed.increment(1);
-                                compressed
-                            }
-                            None => frame.clone(),
-                        }
-                    })
-                    .collect();
-                self.built.push((window_bits, frames));
-                self.built.len() - 1
-            }
-        };
-        &self.built[index].1
-    }
 }
 
 #[cfg(test)]

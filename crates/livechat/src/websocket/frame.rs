@@ -4,7 +4,8 @@
 //! fragmentation, the message size limit, and UTF-8 in text messages and close reasons. With
 //! permessage-deflate agreed (`deflate`), a message whose first frame has RSV1 set is inflated,
 //! bounded by the same size limit; the compressed variant of a frame we send is built from it
-//! by `deflated`.
+//! by `deflated`. The server builds its frames through `crate::outgoing::OutgoingFrame`, the one
+//! caller of the builders here.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 

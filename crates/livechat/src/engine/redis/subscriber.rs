@@ -344,7 +344,7 @@ impl Subscriber {
         };
         if ChannelEvent::is_change(&payload) {
             // Made by a change script: members with metadata are told as it was written.
-            let frame = crate::websocket::frame::text(&[&payload]);
+            let frame = crate::outgoing::OutgoingFrame::raw_json_parts(&[&payload]);
             return self.hub.announce(&room, Audience::Meta, frame);
         }
         if ChannelEvent::is_event(&payload) {
