@@ -28,7 +28,6 @@ import asyncio
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,17 +37,12 @@ import urllib.request
 from channels_redis.core import RedisChannelLayer
 from websockets.asyncio.client import connect
 
+from common import cpu_seconds, free_port  # bench/common.py, beside this one
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, "target", "release", "livechat")
 ROOM = "bench"
 GROUP = f"chat_{ROOM}"
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(condition, what, deadline=120.0):
@@ -57,12 +51,6 @@ def wait_for(condition, what, deadline=120.0):
         if time.monotonic() > end:
             sys.exit(f"waited {deadline:.0f} s for {what}")
         time.sleep(0.01)
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def own_cpu():

@@ -1,24 +1,32 @@
 #!/usr/bin/env python3
 """Side by side, in one run on this machine: livechat (embedded), livechat on Redis (two nodes,
 cross-node), the seed's reference stack (Django Channels + channels_redis + daphne, bench/peers/django),
-Node's ws (bench/peers/node-ws) and Bun's built-in WebSocket server (bench/peers/bun). The same
-livechat-bench workloads drive each; the script prints one table with ratios and writes it, with
-the date and the machine, into docs/benchmarks.md.
+Node's ws (bench/peers/node-ws), Bun's built-in WebSocket server (bench/peers/bun), and the floor
+(`livechat-bench floor`: one thread without a runtime writing each room's frames to its members,
+fan-out rows only). The same livechat-bench workloads drive each, one row at a time with every
+server back to back (so that the machine's load is alike across a row); the script prints one
+table with ratios, and one of each server's CPU per delivery as a multiple of the floor's, and
+writes them, with the date and the machine, into docs/benchmarks.md.
 
 Every measurement is taken on a freshly started server (a new process, a new data directory, a new
 port): idle memory is that of a fresh process, and a server that an overloading workload left with
 a backlog does not carry it into the next one. Django Channels runs only the modest workloads; the
 heavier ones would take it far too long ("n/a (not run)" in its column).
 
-Usage: bench/compare.py [--pinned] [--only NAME[,NAME]] [--quick] [--runs N] [--write]
+Usage: bench/compare.py [--pinned] [--only NAME[,NAME]] [--rows TEXT]... [--quick] [--runs N] [--write]
+                        [--no-build]
   --pinned       servers (and Redis) under `taskset -c 0`, every livechat-bench under `taskset -c 1`
                  (livechat with TOKIO_WORKER_THREADS=1); the table goes to its own section,
                  "Per core (pinned)"
-  --only NAMES   only these servers: livechat, livechat-redis, django, node-ws, bun (or the
-                 column names, case-insensitive); the table is printed, not written, unless --write
+  --only NAMES   only these servers: livechat, livechat-redis, django, node-ws, bun, floor (or
+                 the column names, case-insensitive); the table is printed, not written, unless --write
+  --rows TEXT    only the workloads whose row title holds TEXT (e.g. `10x1,000`; repeat for more);
+                 printed, not written, unless --write
   --quick        short durations and small counts, to try the script (not written unless --write)
   --runs N       each workload N times (each on a fresh server); the table shows the medians
   --write        write the table into docs/benchmarks.md even with --only or --quick
+  --no-build     use target/release as it is (`cargo build --release --workspace` is otherwise run
+                 first, which rebuilds a livechat built alone: the workspace unifies features)
 Installs the peers' packages from PyPI and npm on first use. A full run takes about 10 minutes.
 """
 import argparse
@@ -38,6 +46,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import free_port  # bench/common.py, beside this one
+
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "bench" / "peers"
 BENCH = ROOT / "target" / "release" / "livechat-bench"
@@ -56,11 +66,15 @@ SERVERS = [
     ("django", "Django Channels"),
     ("node-ws", "Node ws"),
     ("bun", "Bun"),
+    ("floor", "floor"),
 ]
 # Ratio columns: livechat (embedded) against each peer.
 PEER_RATIOS = {"django": "Django", "node-ws": "Node ws", "bun": "Bun"}
-EVERYONE = {key for key, _ in SERVERS}
+# The floor serves fan-out only (no history, no HTTP).
+EVERYONE = {key for key, _ in SERVERS} - {"floor"}
 NOT_DJANGO = EVERYONE - {"django"}
+FANOUT = EVERYONE | {"floor"}
+FANOUT_NOT_DJANGO = NOT_DJANGO | {"floor"}
 
 # Global livechat-bench options for every run: two source addresses (one reaches about 28,000
 # connections to a port, and 20,000 handshakes leave as many sockets in TIME_WAIT).
@@ -71,16 +85,16 @@ BENCH_GLOBAL = ["--source-ips", "127.0.0.1,127.0.0.2"]
 WORKLOADS = [
     (["idle", "--connections", "2000", "--rooms", "20", "--hold", "2s"], EVERYONE),
     (["--workers", "2", "idle", "--connections", "18000"], NOT_DJANGO),
-    (["fanout", "--rooms", "10", "--subscribers", "50", "--rate", "100", "--duration", "8s"], EVERYONE),
+    (["fanout", "--rooms", "10", "--subscribers", "50", "--rate", "100", "--duration", "8s"], FANOUT),
     (["connect", "--connections", "2000", "--concurrency", "32"], EVERYONE),
     (["http-publish", "--connections", "16", "--duration", "5s"], EVERYONE),
     (["connect", "--connections", "20000", "--concurrency", "64"], NOT_DJANGO),
     (["http-publish", "--connections", "64", "--duration", "5s"], NOT_DJANGO),
-    (["fanout", "--rooms", "10", "--subscribers", "1000", "--rate", "100", "--duration", "8s"], NOT_DJANGO),
-    (["fanout", "--rooms", "1", "--subscribers", "10000", "--rate", "100", "--duration", "8s"], NOT_DJANGO),
-    (["fanout", "--rooms", "10", "--subscribers", "100", "--rate", "500", "--duration", "8s"], EVERYONE),
-    (["fanout", "--rooms", "10", "--subscribers", "100", "--rate", "3000", "--duration", "8s"], NOT_DJANGO),
-    (["fanout", "--rooms", "10", "--subscribers", "100", "--rate", "4000", "--duration", "8s"], NOT_DJANGO),
+    (["fanout", "--rooms", "10", "--subscribers", "1000", "--rate", "100", "--duration", "8s"], FANOUT_NOT_DJANGO),
+    (["fanout", "--rooms", "1", "--subscribers", "10000", "--rate", "100", "--duration", "8s"], FANOUT_NOT_DJANGO),
+    (["fanout", "--rooms", "10", "--subscribers", "100", "--rate", "500", "--duration", "8s"], FANOUT),
+    (["fanout", "--rooms", "10", "--subscribers", "100", "--rate", "3000", "--duration", "8s"], FANOUT_NOT_DJANGO),
+    (["fanout", "--rooms", "10", "--subscribers", "100", "--rate", "4000", "--duration", "8s"], FANOUT_NOT_DJANGO),
 ]
 
 # --quick: every count and duration capped (the workloads keep their shape).
@@ -125,12 +139,6 @@ def title(arguments):
         return (f"handshakes ({number(option(arguments, '--connections'))},"
                 f" {option(arguments, '--concurrency')} at once)")
     return f"POST /chat/send/ ({option(arguments, '--connections')} connections)"
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class StartFailed(Exception):
@@ -241,6 +249,9 @@ def start_server(key, servers, redis_url, redis_port):
     if key == "bun":
         pid = servers.start("bun", [str(BUN), "server.js"], port, cwd=PEERS / "bun",
                             env={"PORT": str(port)})
+        return url, None, pid
+    if key == "floor":
+        pid = servers.start("floor", [str(BENCH), "floor", "--bind", f"127.0.0.1:{port}"], port)
         return url, None, pid
     raise ValueError(key)
 
@@ -404,6 +415,34 @@ def table(workloads, selected, results):
     return "\n".join(lines)
 
 
+def floor_table(workloads, selected, results):
+    """Each server's CPU per delivery on the fan-out rows as a multiple of the floor's, with the
+    floor's own figures; None without the floor."""
+    if "floor" not in selected:
+        return None
+    names = dict(SERVERS)
+    columns = [key for key, _ in SERVERS if key in selected and key != "floor"]
+    header = ["workload", "floor: CPU s per million deliveries", "floor: p99 ms",
+              *(f"{names[key]}: CPU per delivery / floor's" for key in columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def cpu(result):
+        return result.get("server_cpu_s_per_million") if isinstance(result, dict) else None
+
+    for index, (arguments, _) in enumerate(workloads):
+        floor = results["floor"][index]
+        if scenario(arguments) != "fanout" or not isinstance(floor, dict):
+            continue
+        floor_cpu = cpu(floor)
+        p99 = floor["latency"]["p99_ms"] if floor.get("deliveries") else None
+        cells = []
+        for key in columns:
+            theirs = cpu(results[key][index])
+            cells.append(f"{theirs / floor_cpu:.2f}x ({fmt(theirs)})" if theirs and floor_cpu else "n/a")
+        lines.append("| " + " | ".join([title(arguments), fmt(floor_cpu), fmt(p99), *cells]) + " |")
+    return "\n".join(lines)
+
+
 def write_report(text, pinned, runs):
     start, end = MARKERS[pinned]
     machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, " \
@@ -418,7 +457,8 @@ def write_report(text, pinned, runs):
         f"{how}.",
         "Ratios: how many times better livechat (embedded) is (for a 'lower is better' metric, their",
         "value / ours). leads?: livechat (embedded) against Bun on that row (tie: within 1%). Server CPU:",
-        "the process the subscribers connect to (livechat on Redis: node 1, which delivers; Django: daphne).",
+        "the process the subscribers connect to (livechat on Redis: node 1, which delivers; Django: daphne;",
+        "floor: `livechat-bench floor`).",
         "",
         text,
         end,
@@ -454,17 +494,22 @@ def main():
     parser.add_argument("--only", metavar="NAME[,NAME]",
                         help="only these servers: " + ", ".join(key for key, _ in SERVERS) +
                              " (or column names); the table is printed, not written, unless --write")
+    parser.add_argument("--rows", action="append", metavar="TEXT",
+                        help="only the workloads whose row title holds TEXT (repeat for more); printed, "
+                             "not written, unless --write")
     parser.add_argument("--quick", action="store_true",
                         help="short durations and small counts, to try the script (not written unless --write)")
     parser.add_argument("--runs", type=int, default=1, metavar="N",
                         help="run each workload N times, each on a fresh server, and show the medians")
     parser.add_argument("--write", action="store_true",
                         help="write the table into docs/benchmarks.md even with --only or --quick")
+    parser.add_argument("--no-build", action="store_true",
+                        help="use target/release as it is, without `cargo build --release --workspace`")
     options = parser.parse_args()
     if options.runs < 1:
         sys.exit("compare: --runs takes 1 or more")
     selected = parse_only(options.only)
-    write = options.write or (options.only is None and not options.quick)
+    write = options.write or (options.only is None and not options.quick and not options.rows)
     needs = ["npm"] if selected & {"node-ws", "bun"} else []
     needs += ["redis-server"] if selected & {"livechat-redis", "django"} else []
     needs += ["taskset"] if options.pinned else []
@@ -475,11 +520,17 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
-    run(["cargo", "build", "--release", "--workspace"], cwd=ROOT)
+    if not options.no_build:
+        run(["cargo", "build", "--release", "--workspace"], cwd=ROOT)
+    for binary in (BENCH, LIVECHAT):
+        if not binary.exists():
+            sys.exit(f"compare: {binary} is missing (build it, or leave out --no-build)")
     install_peers(selected)
     workloads = []
     for arguments, who in WORKLOADS:
         arguments = quick(arguments) if options.quick else arguments
+        if options.rows and not any(text in title(arguments) for text in options.rows):
+            continue
         # Capped, some heavy workloads become the same: run each once.
         if all(arguments != seen for seen, _ in workloads):
             workloads.append((arguments, who))
@@ -498,29 +549,32 @@ def main():
                                           "--dir", scratch], redis_port)
                 except StartFailed as error:
                     sys.exit(f"compare: {error}")
-            for key, name in SERVERS:
-                if key not in selected:
-                    continue
-                print(f"\n== {name}", flush=True)
-                for arguments, who in workloads:
-                    if key not in who:
-                        results[key].append("not run")
-                        continue
-                    runs = []
-                    for _ in range(options.runs):
+            # A row at a time, every server back to back (with --runs, in turns): the machine's
+            # load (other work on it) is then alike across the row its ratios compare.
+            for arguments, who in workloads:
+                print(f"\n== {title(arguments)}", flush=True)
+                running = [key for key, _ in SERVERS if key in selected and key in who]
+                runs = {key: [] for key in running}
+                for _ in range(options.runs):
+                    for key in running:
+                        print(f"-- {dict(SERVERS)[key]}", flush=True)
                         try:
                             url, publish_url, pid = start_fresh(key, servers, redis_url, redis_port)
-                            runs.append(bench(url, arguments, publish_url, pid, options.pinned))
+                            runs[key].append(bench(url, arguments, publish_url, pid, options.pinned))
                         except StartFailed as error:
                             print(f"compare: {error}", file=sys.stderr)
-                            runs.append(None)
+                            runs[key].append(None)
                         finally:
                             servers.stop()
-                    results[key].append(median_of(runs))
+                for key in selected:
+                    results[key].append(median_of(runs[key]) if key in running else "not run")
         finally:
             servers.stop()
             redis.stop()
     text = table(workloads, selected, results)
+    against_floor = floor_table(workloads, selected, results)
+    if against_floor:
+        text += "\n\nServer CPU per delivery as a multiple of the floor's (in brackets: CPU s per million deliveries):\n\n" + against_floor
     print("\n" + text)
     print(f"\ncompare: done in {time.time() - started:.0f} s", end="")
     if write:

@@ -31,7 +31,8 @@ import sys
 import tempfile
 import time
 
-from compare import BENCH, LIVECHAT, REPORT, ROOT, Servers, StartFailed, free_port
+from common import free_port
+from compare import BENCH, LIVECHAT, REPORT, ROOT, Servers, StartFailed
 
 START, END = "<!-- multinode:start -->", "<!-- multinode:end -->"
 PER_LOAD_PROCESS = 17_000

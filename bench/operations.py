@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 
-from unread import free_port, wait_listening  # bench/unread.py, beside this one
+from common import free_port, wait_listening, redis_memory  # bench/common.py, beside this one
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, "target", "release", "livechat")
@@ -93,16 +93,6 @@ def make_history(data_dir, rooms, messages, size, log):
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
     return os.path.getsize(path)
-
-
-def redis_info(port, field):
-    out = subprocess.run(
-        ["redis-cli", "-p", str(port), "INFO", "memory"], capture_output=True, text=True, check=True
-    ).stdout
-    for line in out.splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split(":", 1)[1])
-    return 0
 
 
 def redis_keys(port):
@@ -181,9 +171,9 @@ def main():
         )
         wait_listening(redis_port, redis, "redis-server")
         try:
-            before = redis_info(redis_port, "used_memory")
+            before = redis_memory(redis_port)
             took, said = migrate(data_dir, redis_port)
-            after = redis_info(redis_port, "used_memory")
+            after = redis_memory(redis_port)
             keys = redis_keys(redis_port)
             print(f"migrate: {took:.1f} s ({total / took:,.0f} messages/s); Redis used_memory "
                   f"{(after - before) / 2**20:.0f} MiB for {keys:,} keys "

@@ -17,33 +17,13 @@ Prints a Markdown table for docs/benchmarks.md.
 import argparse
 import json
 import os
-import socket
 import subprocess
-import sys
 import tempfile
-import time
+
+from common import free_port, wait_listening  # bench/common.py, beside this one
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(ROOT, "target", "release")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port, process, what, deadline=30):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if process.poll() is not None:
-            sys.exit(f"{what} exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"{what} did not listen on {port} within {deadline} s")
 
 
 def bench(args, *scenario):

@@ -37,7 +37,8 @@ from pathlib import Path
 
 import websockets
 
-from compare import free_port, wait_for_port
+from common import free_port
+from compare import wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ROOMS = 10

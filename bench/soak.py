@@ -39,7 +39,6 @@ import os
 import random
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,7 +46,8 @@ from pathlib import Path
 
 import websockets
 
-from compare import Servers, free_port
+from common import cpu_seconds, free_port, redis_memory
+from compare import Servers
 from multinode import resident
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,24 +60,8 @@ WARMUP_SHARE = 0.25
 MARGINS = {"rss": (0.15, 16 * 2**20), "files": (0.0, 16), "redis": (0.20, 8 * 2**20)}
 
 
-def cpu_seconds(pid):
-    """User and system CPU time process `pid` has used so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def open_files(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def redis_memory(port):
-    answer = subprocess.run(["redis-cli", "-p", str(port), "INFO", "memory"], capture_output=True,
-                            text=True, check=True).stdout
-    for line in answer.splitlines():
-        if line.startswith("used_memory:"):
-            return int(line.split(":")[1])
-    return 0
 
 
 class Setup:

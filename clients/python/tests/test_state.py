@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+from typing import get_args
 
 import pytest
 
+import livechat
 from livechat import Backoff, Gap, Message, Presence, PresenceChanged, ServerError, Typing
-from livechat.events import parse_frame
+from livechat.events import Event, parse_frame
 
 
 def change(**fields: object) -> PresenceChanged:
@@ -59,9 +61,16 @@ def test_backoff_grows_within_its_bounds_with_jitter() -> None:
 def test_frames_read_as_events() -> None:
     message = parse_frame({"id": 3, "room": "r", "message": {"a": 1}, "ts": 5, "user": {"name": "Ada"}, "nonce": "n"})
     assert message == Message(3, "r", {"a": 1}, 5, {"name": "Ada"}, "n")
-    assert parse_frame({"event": "gap", "room": "r", "from": 2, "to": 4}) == Gap("r", 2, 4)
+    gap = {"event": "gap", "room": "r", "from": 2, "to": 4}
+    read = parse_frame(gap)
+    assert read == Gap("r", 2, 4) and read.raw == gap  # kept, and left out of comparisons
     refused = parse_frame({"error": "rate limited", "for": "message", "nonce": "n", "retry_after_ms": 250})
     assert refused == ServerError("rate limited", "message", "n", None, 250)
     assert parse_frame({"message": "a plain frame"}) is None
     assert parse_frame({"event": "from a newer server"}) is None
     assert parse_frame({"event": "gap", "room": "r"}) is None
+
+
+def test_the_export_list_has_every_event() -> None:
+    """`from livechat import *` (as the tests import it) brings every event the client yields."""
+    assert {kind.__name__ for kind in get_args(Event)} | {"Event"} <= set(livechat.__all__)

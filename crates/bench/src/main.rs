@@ -10,6 +10,7 @@ mod connect;
 mod cpu;
 mod deflate;
 mod fanout;
+mod floor;
 mod http_publish;
 mod idle;
 mod replay;
@@ -81,6 +82,9 @@ enum Scenario {
     HttpPublish(http_publish::HttpPublish),
     /// Clients reconnecting at once with `?since=` (livechat only): time to catch up.
     Replay(replay::Replay),
+    /// Not a load but a server to load: the floor, one thread without a runtime relaying each
+    /// room's frames to its members, to state CPU per delivery against (docs/benchmarks.md).
+    Floor(floor::Floor),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +126,16 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Each connection is a file; take every one the hard limit allows.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
+    // The floor runs on this thread alone, without a runtime.
+    if let Scenario::Floor(options) = &cli.scenario {
+        return match floor::serve(options) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("livechat-bench floor: {error}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -234,6 +248,7 @@ async fn run(cli: Cli) -> Result<(), BenchError> {
             };
             ("replay", (replay::report(&options, &raws), cpu_s))
         }
+        Scenario::Floor(_) => unreachable!("served by main without a runtime"),
     };
     add_cpu(name, &mut summary, cpu::own_seconds() + workers_cpu_s);
     add_memory(name, &mut summary);

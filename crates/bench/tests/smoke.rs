@@ -43,12 +43,26 @@ fn livechat_binary() -> PathBuf {
 
 fn start_server() -> Server {
     let data = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(livechat_binary())
+    let mut command = Command::new(livechat_binary());
+    command
         .args(["--bind", "127.0.0.1:0", "--store", "memory", "--data-dir"])
-        .arg(data.path())
+        .arg(data.path());
+    serve(command, data)
+}
+
+/// The floor (`livechat-bench floor`), on a free port.
+fn start_floor() -> Server {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_livechat-bench"));
+    command.args(["floor", "--bind", "127.0.0.1:0"]);
+    serve(command, tempfile::tempdir().expect("temp dir"))
+}
+
+/// Starts a server that says `listening on URL` on stderr.
+fn serve(mut command: Command, data: tempfile::TempDir) -> Server {
+    let mut child = command
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start livechat");
+        .expect("start the server");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     let url = loop {
@@ -130,6 +144,23 @@ fn fanout_reports_every_delivery_and_the_cpu_it_cost() {
     let expected = server_cpu_s / (deliveries / 1e6);
     assert!(
         (per_million - expected).abs() <= 0.001 + expected / 100.0,
+        "{report}"
+    );
+}
+
+/// The floor serves the fan-out as a server does: every frame to every member, the send time
+/// intact (latency), its own CPU per delivery in the report.
+#[test]
+fn the_floor_delivers_every_frame_of_a_fanout() {
+    let floor = start_floor();
+    let pid = floor.child.id().to_string();
+    let report = small_fanout(&floor, &["--server-pid", &pid]);
+    assert!(
+        report["server_cpu_s_per_million"].as_f64().is_some(),
+        "{report}"
+    );
+    assert!(
+        report["server_written_bytes"].as_u64().unwrap() > 0,
         "{report}"
     );
 }

@@ -23,26 +23,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from .backoff import Backoff
-from .events import (
-    CaughtUp,
-    Connected,
-    Deleted,
-    Disconnected,
-    Edited,
-    Event,
-    Gap,
-    Message,
-    PresenceChanged,
-    Reaction,
-    Reactions,
-    ReadMoved,
-    Reset,
-    Seen,
-    ServerError,
-    TokenRefreshed,
-    Typing,
-    parse_frame,
-)
+from .events import *  # noqa: F403 (every event: this module handles them all)
+from .events import parse_frame
 from .http import HTTPClient, LivechatError
 from .presence import Presence
 from .tokens import token_claims

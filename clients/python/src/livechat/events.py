@@ -8,9 +8,52 @@ from typing import Any, Union, cast
 
 from .types import ReactionCount, User
 
+# The package's export list for the events (`livechat/__init__.py` adds these to its own).
+__all__ = [
+    "CaughtUp",
+    "Connected",
+    "Deleted",
+    "Disconnected",
+    "Edited",
+    "Event",
+    "Gap",
+    "Message",
+    "PresenceChanged",
+    "Reaction",
+    "Reactions",
+    "ReadMoved",
+    "Reset",
+    "Seen",
+    "ServerError",
+    "TokenRefreshed",
+    "Typing",
+]
+
 
 @dataclass(frozen=True)
-class Message:
+class _FromFrame:
+    """An event made from a frame, which it keeps as `raw` (a keyword argument, after the
+    fields)."""
+
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False, kw_only=True)
+
+
+@dataclass(frozen=True)
+class _InRoom(_FromFrame):
+    """About the room `room`."""
+
+    room: str
+
+
+@dataclass(frozen=True)
+class _OnMessage(_InRoom):
+    """About message `id` of the room."""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class Message(_FromFrame):
     """A stored message of the room (live, or replayed on resume), in id order, each once."""
 
     id: int
@@ -20,141 +63,109 @@ class Message:
     user: User | None = None
     nonce: str | None = None
     reply_to: int | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
-class Edited:
+class Edited(_OnMessage):
     """Message `id` now reads `message`. `by`: who edited it (absent when told on resume, with
     the message's `reactions` then)."""
 
-    room: str
-    id: int
     message: Any
     edited_ts: int
     by: User | None = None
     reactions: dict[str, ReactionCount] | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
-class Deleted:
+class Deleted(_OnMessage):
     """Message `id` was deleted (`by`: who; absent on resume)."""
 
-    room: str
-    id: int
     by: User | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
-class Reaction:
+class Reaction(_OnMessage):
     """`user` added (`on`) or took back `emoji` on message `id`; `count`: the emoji's count now."""
 
-    room: str
-    id: int
     emoji: str
     user: User
     count: int
     on: bool
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
-class Reactions:
+class Reactions(_OnMessage):
     """On resume: the reactions now of message `id`, changed while the client was away."""
 
-    room: str
-    id: int
     reactions: dict[str, ReactionCount]
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
-class ReadMoved:
+class ReadMoved(_OnMessage):
     """This user's read position in the room moved to `id` (from another of its connections)."""
 
-    room: str
-    id: int
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
 
 @dataclass(frozen=True)
-class Seen:
+class Seen(_InRoom):
     """Read receipt (`receipts=True`): `user` has read the room up to `id`."""
 
-    room: str
     user: User
     id: int
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
-class Typing:
+class Typing(_InRoom):
     """Someone else is typing (`presence=True`); show it for about 3 s."""
 
-    room: str
     user: User
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
-class PresenceChanged:
+class PresenceChanged(_InRoom):
     """Presence (`presence=True`): a snapshot (`users`), or a change (`joined`, `left`). The
     client's `presence` already has it applied."""
 
-    room: str
     members: int
     users: list[User] | None = None
     joined: list[User] | None = None
     left: list[User] | None = None
     truncated: bool = False
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
-class Gap:
+class Gap(_InRoom):
     """Ids `first` to `last` will not be sent (retention removed them, or past the replay bound);
     what is still stored can be read with `HTTPClient.history(room, after=first - 1, before=last + 1)`."""
 
-    room: str
     first: int
     last: int
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
-class Reset:
+class Reset(_InRoom):
     """The room's numbering is not the one the client knew (the server lost or replaced its
     history): forget the ids seen and reload history; messages after `last` follow."""
 
-    room: str
     last: int
     epoch: str
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
-class CaughtUp:
+class CaughtUp(_OnMessage):
     """The replay after a (re)connect is done: the client is current through `id`."""
 
-    room: str
-    id: int
     epoch: str
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
-class TokenRefreshed:
+class TokenRefreshed(_InRoom):
     """The token sent with `refresh_token` took: the connection now lasts until `exp`."""
 
-    room: str
     exp: int
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
-class ServerError:
+class ServerError(_FromFrame):
     """An error frame no pending request of this client was waiting for (a frame it could not
     read, a refused `read`, ...): `error`, `kind` (its `for`), and `nonce`/`id` when it had one."""
 
@@ -163,7 +174,6 @@ class ServerError:
     nonce: str | None = None
     id: int | None = None
     retry_after_ms: int | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

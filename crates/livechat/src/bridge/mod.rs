@@ -591,38 +591,10 @@ impl Bridge {
     async fn read(self: Arc<Self>, shutdown: CancellationToken) {
         let mut holding = false;
         while !shutdown.is_cancelled() {
-            match self.link.hold_lease(&self.node, LEASE_TTL).await {
-                Ok(true) => {
-                    self.health.succeeded();
-                    if !holding {
-                        holding = true;
-                        // What the last reader took and did not finish, first.
-                        match self.link.put_back().await {
-                            Ok(0) => {}
-                            Ok(put_back) => tracing::info!(
-                                put_back,
-                                "read again what the previous reader of the Channels layer left unfinished"
-                            ),
-                            Err(error) => {
-                                self.health.failed(&error);
-                                holding = false;
-                                pause(&shutdown, RETRY).await;
-                                continue;
-                            }
-                        }
-                    }
-                }
-                Ok(false) => {
-                    holding = false;
-                    pause(&shutdown, RETRY).await;
-                    continue;
-                }
-                Err(error) => {
-                    self.health.failed(&error);
-                    holding = false;
-                    pause(&shutdown, RETRY).await;
-                    continue;
-                }
+            holding = self.hold_lease(holding).await;
+            if !holding {
+                pause(&shutdown, RETRY).await;
+                continue;
             }
             // Not cut short by shutdown: a blocking read dropped half-way could lose the message
             // Redis hands it.
@@ -652,6 +624,34 @@ impl Bridge {
                 self.health.failed(&error);
             }
         }
+    }
+
+    /// Takes or extends the lease on reading the bridge's channel: whether this node holds it
+    /// now (a Redis failure counts as not). On taking it (`holding` false), what the last reader
+    /// took and did not finish is put back first, to be read again.
+    async fn hold_lease(&self, holding: bool) -> bool {
+        match self.link.hold_lease(&self.node, LEASE_TTL).await {
+            Ok(true) => self.health.succeeded(),
+            Ok(false) => return false,
+            Err(error) => {
+                self.health.failed(&error);
+                return false;
+            }
+        }
+        if !holding {
+            match self.link.put_back().await {
+                Ok(0) => {}
+                Ok(put_back) => tracing::info!(
+                    put_back,
+                    "read again what the previous reader of the Channels layer left unfinished"
+                ),
+                Err(error) => {
+                    self.health.failed(&error);
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Publishes messages read from the layer, in order, all in the engine's queue at once;

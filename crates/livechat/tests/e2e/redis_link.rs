@@ -42,6 +42,16 @@ fn reader(mut client: Client) -> Arc<Mutex<Vec<Value>>> {
     frames
 }
 
+/// The ids of the frames a reader received, in the order received.
+fn received_ids(frames: &Mutex<Vec<Value>>) -> Vec<u64> {
+    frames
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|frame| frame["id"].as_u64().expect("an id"))
+        .collect()
+}
+
 async fn ready(node: &Server) -> bool {
     node.http("GET", "/readyz", None).await.status == 200
 }
@@ -201,12 +211,7 @@ async fn a_broken_link_to_redis_loses_and_doubles_nothing_and_heals_by_itself() 
                 .any(|frame| frame["id"].as_u64() == Some(last))
         })
         .await;
-        let got: Vec<u64> = frames
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|frame| frame["id"].as_u64().unwrap())
-            .collect();
+        let got = received_ids(frames);
         assert!(
             got.windows(2).all(|pair| pair[0] < pair[1]),
             "reader {index}: in order, none twice: {got:?}"
@@ -221,4 +226,79 @@ async fn a_broken_link_to_redis_loses_and_doubles_nothing_and_heals_by_itself() 
     let answer = b.call(KEY, "POST", "/api/disconnect", Some(order)).await;
     assert_eq!(answer.status, 202, "{answer:?}");
     assert_eq!(eve.recv_close().await, (4003, "disconnected".to_owned()));
+}
+
+/// Rooms node A holds a member of in `a_node_back_from_a_broken_link_catches_up_every_room`.
+const MANY_ROOMS: usize = 300;
+
+/// Node A, a member in each of 300 rooms, loses its link to Redis (a stall) while messages are
+/// published to every room through node B; once the link heals, A catches every room up (the
+/// rooms read together, not one after the other) and each client has every message of its
+/// room once, in order, live ones and missed ones alike.
+#[tokio::test]
+async fn a_node_back_from_a_broken_link_catches_up_every_room() {
+    let redis = RedisServer::start().await;
+    let proxy = FaultProxy::start(redis.port).await;
+    let timeout = format!("{}ms", TIMEOUT.as_millis());
+    let args = ["--redis-timeout", timeout.as_str()];
+    let a = Server::node_via(&proxy.url(), &args).await;
+    let b = Server::node(&redis, &args).await;
+    let room = |n: usize| format!("many{n}");
+    let mut readers = Vec::new();
+    for n in 0..MANY_ROOMS {
+        let client = a.connect(&format!("/ws/chat/{}/?meta=1", room(n))).await;
+        readers.push(reader(client));
+    }
+    eventually("A is ready", || ready(&a)).await;
+    for n in 0..MANY_ROOMS {
+        b.post_message(&room(n), json!("live")).await;
+    }
+
+    proxy.stall();
+    eventually("A is not ready while its link is stalled", || async {
+        !ready(&a).await
+    })
+    .await;
+    for round in 0..3 {
+        for n in 0..MANY_ROOMS {
+            b.post_message(&room(n), json!(format!("missed {round}")))
+                .await;
+        }
+    }
+    let caught_up_before = a.log_count(&["subscriptions caught up"]);
+    proxy.release();
+    let released = Instant::now();
+    eventually("A caught up", || async {
+        a.log_count(&["subscriptions caught up"]) > caught_up_before
+    })
+    .await;
+    let healed = released.elapsed();
+    let line = a.last_logged(&["subscriptions caught up"]).expect("logged");
+    eprintln!("A caught up {MANY_ROOMS} rooms {healed:?} after the link healed: {line}");
+    let rounds: usize = line
+        .split("rounds=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .expect("the rounds of requests are logged");
+    assert!(
+        rounds < MANY_ROOMS / 10,
+        "the rooms are read together, not one after the other: {line}"
+    );
+
+    for (n, frames) in readers.iter().enumerate() {
+        let stored: Vec<u64> = b
+            .history(&format!("?room={}&limit=100", room(n)))
+            .await
+            .iter()
+            .map(|message| message["id"].as_u64().expect("an id"))
+            .collect();
+        assert_eq!(stored.len(), 4, "room {n}: {stored:?}");
+        eventually("the reader has its room's last message", || async {
+            frames.lock().unwrap().len() >= stored.len()
+        })
+        .await;
+        let got = received_ids(frames);
+        assert_eq!(got, stored, "room {n}: every message once, in order");
+    }
+    eprintln!("all {MANY_ROOMS} readers have every message once, in order");
 }

@@ -208,6 +208,15 @@ impl Server {
             .any(|line| parts.iter().all(|part| line.contains(part)))
     }
 
+    /// The latest log line the server wrote that contains all of `parts`.
+    pub fn last_logged(&self, parts: &[&str]) -> Option<String> {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter()
+            .rev()
+            .find(|line| parts.iter().all(|part| line.contains(part)))
+            .cloned()
+    }
+
     /// How many log lines the server wrote since it started contain all of `parts`.
     pub fn log_count(&self, parts: &[&str]) -> usize {
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner());

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, join_all, try_join_all};
@@ -37,8 +37,11 @@ use crate::room::RoomName;
 
 /// Room commands carried out together.
 const COMMAND_BATCH: usize = 512;
-/// Missed messages are read from a room's stream this many at a time.
+/// Missed messages are read from a room's stream this many at a time (after a reconnect, this
+/// many over all the rooms read together).
 const CATCH_UP_PAGE: usize = 1000;
+/// Rooms caught up together after a reconnect (their requests in flight at once).
+const CATCH_UP_ROOMS: usize = 500;
 /// How often a node retries catching up after its connection came back.
 const RESYNC_EVERY: Duration = Duration::from_millis(500);
 
@@ -420,20 +423,11 @@ impl Subscriber {
         }
     }
 
-    /// After a reconnect: whether the room's numbering is still the one delivered. Another epoch
-    /// is followed; the same epoch with fewer messages than were delivered (Redis lost some it had
-    /// acknowledged: the same ids would be given to other messages) gets a new epoch, the same on
-    /// every node. False when Redis could not say.
-    async fn check_numbering(&mut self, room: &RoomName) -> bool {
-        let numbering =
-            stream::numbering(&mut self.connection, &self.keys, room, self.room_ttl).await;
-        let (epoch, stored) = match numbering {
-            Ok(numbering) => numbering,
-            Err(error) => {
-                self.health.failed(&error);
-                return false;
-            }
-        };
+    /// After a reconnect, given the room's numbering as Redis has it now: whether it is still the
+    /// one delivered. Another epoch is followed; the same epoch with fewer messages than were
+    /// delivered (Redis lost some it had acknowledged: the same ids would be given to other
+    /// messages) gets a new epoch, the same on every node. False when Redis could not say.
+    async fn settle_numbering(&mut self, room: &RoomName, epoch: Epoch, stored: u64) -> bool {
         let Some(delivered) = self.delivered.get(room) else {
             return true;
         };
@@ -547,10 +541,11 @@ impl Subscriber {
         }
     }
 
-    /// After a reconnect: every room catches up with its stream. A new epoch (or, for a room
-    /// numbered before epochs, a last id below what was delivered) means Redis lost the room's
-    /// data and numbers from 1 again; the room follows the new numbering instead of dropping it as
-    /// duplicates.
+    /// After a reconnect: every room catches up with its stream, `CATCH_UP_ROOMS` rooms at a
+    /// time with their requests in flight at once (see `catch_up_rooms`). A new epoch (or, for a
+    /// room numbered before epochs, a last id below what was delivered) means Redis lost the
+    /// room's data and numbers from 1 again; the room follows the new numbering instead of
+    /// dropping it as duplicates.
     async fn catch_up_all(&mut self) -> bool {
         // Without any room to read, only a command tells whether Redis is back.
         let ping: redis::RedisResult<String> =
@@ -559,6 +554,8 @@ impl Subscriber {
             self.health.failed(&error);
             return false;
         }
+        // Logged: how long the catch-up took once Redis answered, in how many rounds of requests.
+        let started = Instant::now();
         let rooms: Vec<RoomName> = self.delivered.keys().cloned().collect();
         // The same connection resubscribed by itself; a new one (to a new master after a
         // failover, or in place of one that stalled) has nothing, not even the control channel.
@@ -576,17 +573,51 @@ impl Subscriber {
                 return false;
             }
         };
-        let mut complete = true;
-        for room in rooms {
-            if !self.check_numbering(&room).await {
-                complete = false;
-                continue;
+        let (mut complete, mut rounds) = (true, 2);
+        for chunk in rooms.chunks(CATCH_UP_ROOMS) {
+            let (caught_up, chunk_rounds) = self.catch_up_rooms(chunk, &nodes).await;
+            complete &= caught_up;
+            rounds += chunk_rounds;
+        }
+        if complete {
+            // Redis may have lost this node's part, or the other nodes missed its changes.
+            self.roster.relay_everything();
+            tracing::info!(
+                rooms = self.delivered.len(),
+                rounds,
+                ms = started.elapsed().as_millis() as u64,
+                "Redis connection back; subscriptions caught up"
+            );
+            self.health.reconnected();
+        }
+        complete
+    }
+
+    /// Catches `rooms` up, their requests in flight at once (on a cluster each goes to its
+    /// room's slot, as in the join burst): first every room's numbering and members, then what
+    /// each missed, in rounds that ask at most `CATCH_UP_PAGE` entries over all of them (what
+    /// one room's page holds), each room's messages delivered in order. Whether every room
+    /// caught up, and the rounds of requests it took.
+    async fn catch_up_rooms(&mut self, rooms: &[RoomName], nodes: &[String]) -> (bool, usize) {
+        let reads = join_all(rooms.iter().map(|room| {
+            let (mut numbering, mut members) = (self.connection.clone(), self.connection.clone());
+            let (keys, room_ttl) = (&self.keys, self.room_ttl);
+            async move {
+                futures_util::join!(
+                    stream::numbering(&mut numbering, keys, room, room_ttl),
+                    presence::read_nodes(&mut members, keys, room, nodes),
+                )
             }
-            complete &= self.catch_up(&room, None).await;
-            match presence::read_nodes(&mut self.connection, &self.keys, &room, &nodes).await {
+        }))
+        .await;
+        let (mut complete, mut rounds) = (true, 1);
+        // The rooms that missed messages, and the last id stored in each.
+        let mut behind = Vec::new();
+        for (room, (numbering, members)) in rooms.iter().zip(reads) {
+            match members {
                 Ok(views) => {
                     for (node, view) in views {
-                        self.roster.replace_node(&room, &node, view, true);
+                        self.roster.replace_node(room, &node, view, true);
                     }
                 }
                 Err(error) => {
@@ -594,17 +625,71 @@ impl Subscriber {
                     complete = false;
                 }
             }
+            let (epoch, stored) = match numbering {
+                Ok(numbering) => numbering,
+                Err(error) => {
+                    self.health.failed(&error);
+                    complete = false;
+                    continue;
+                }
+            };
+            if !self.settle_numbering(room, epoch, stored).await {
+                complete = false;
+                continue;
+            }
+            if self.delivered.get(room).is_some_and(|d| d.last < stored) {
+                behind.push((room.clone(), stored));
+            }
         }
-        if complete {
-            // Redis may have lost this node's part, or the other nodes missed its changes.
-            self.roster.relay_everything();
-            tracing::info!(
-                rooms = self.delivered.len(),
-                "Redis connection back; subscriptions caught up"
-            );
-            self.health.reconnected();
+        while !behind.is_empty() {
+            rounds += 1;
+            let mut left = CATCH_UP_PAGE;
+            let mut asked = Vec::new();
+            for (room, stored) in &behind {
+                let Some(delivered) = self.delivered.get(room).filter(|_| left > 0) else {
+                    break;
+                };
+                let count = (stored.saturating_sub(delivered.last) as usize).clamp(1, left);
+                left -= count;
+                asked.push((room.clone(), delivered.last, count));
+            }
+            let pages =
+                join_all(
+                    asked.iter().map(|(room, after, count)| {
+                        let mut connection = self.connection.clone();
+                        let keys = &self.keys;
+                        async move {
+                            stream::range(&mut connection, keys, room, *after, None, *count).await
+                        }
+                    }),
+                )
+                .await;
+            let mut done = Vec::new();
+            for ((room, _, count), page) in asked.into_iter().zip(pages) {
+                match page {
+                    Ok(page) => {
+                        // A short page: the stream holds nothing more for now (later messages
+                        // come as pushes, on the subscription made before the numbering read).
+                        if page.len() < count {
+                            done.push(room.clone());
+                        }
+                        for message in page {
+                            self.deliver(message);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%room, %error, "cannot read missed messages");
+                        self.health.failed(&error);
+                        complete = false;
+                        done.push(room);
+                    }
+                }
+            }
+            behind.retain(|(room, stored)| {
+                !done.contains(room) && self.delivered.get(room).is_some_and(|d| d.last < *stored)
+            });
         }
-        complete
+        (complete, rounds)
     }
 
     fn deliver(&mut self, message: StoredMessage) {
