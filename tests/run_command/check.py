@@ -18,7 +18,7 @@ from pathlib import Path
 import websockets
 
 ROOT = Path(__file__).resolve().parents[2]
-PATIENCE = 600  # seconds: the first release build from a clean clone happens here
+PATIENCE = 600  # seconds: run alone from a clean clone, the first release build happens here
 
 
 def free_port() -> int:

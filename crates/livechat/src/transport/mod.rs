@@ -21,6 +21,7 @@ mod reads;
 mod resume;
 mod serve;
 mod session;
+pub(crate) mod shared_tcp;
 mod sse;
 mod tls;
 mod upgrade;

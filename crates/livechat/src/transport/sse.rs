@@ -198,6 +198,7 @@ impl Stream {
                         Closed::SlowConsumer => CloseReason::SlowConsumer,
                         Closed::ShuttingDown => CloseReason::Shutdown,
                         Closed::Unresponsive => CloseReason::Timeout,
+                        Closed::WriteFailed => CloseReason::ClientGone,
                         Closed::TokenExpired => CloseReason::Auth,
                         Closed::Kicked | Closed::KickedForGood => CloseReason::Moderated,
                     };
@@ -252,7 +253,7 @@ impl Stream {
     fn close_for(&self, closed: Closed) -> (u16, Cow<'static, str>) {
         let (code, reason) = match closed {
             Closed::SlowConsumer => SLOW_CONSUMER,
-            Closed::ShuttingDown | Closed::Unresponsive => GOING_AWAY,
+            Closed::ShuttingDown | Closed::Unresponsive | Closed::WriteFailed => GOING_AWAY,
             Closed::TokenExpired => TOKEN_EXPIRED,
             Closed::Kicked | Closed::KickedForGood => {
                 let (code, default) = match closed {

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use axum::extract::FromRequestParts;
@@ -17,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio_util::either::Either;
 
 use super::ApiError;
+use super::shared_tcp::SharedTcp;
 use crate::websocket::WebSocket;
 use crate::websocket::deflate::{self, Agreement};
 
@@ -24,14 +26,18 @@ use crate::websocket::deflate::{self, Agreement};
 pub type Socket = WebSocket<Stream>;
 
 /// What a WebSocket runs on: the TCP stream as accepted, taken back from hyper (most
-/// connections: it saves hyper's boxed wrapper, bytes every idle connection would pay), or
-/// hyper's upgraded connection as it is (TLS).
-pub type Stream = Either<TcpStream, Box<TokioIo<Upgraded>>>;
+/// connections: it saves hyper's boxed wrapper, bytes every idle connection would pay) and shared
+/// with the connection's outbound queue, which writes into it directly; or hyper's upgraded
+/// connection as it is (TLS: frames go through the queue and the task).
+pub type Stream = Either<SharedTcp, Box<TokioIo<Upgraded>>>;
 
 /// The stream, and the bytes hyper read past the handshake (the client's first frames).
 fn take_stream(upgraded: Upgraded) -> (Stream, Bytes) {
     match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => (Either::Left(parts.io.into_inner()), parts.read_buf),
+        Ok(parts) => (
+            Either::Left(SharedTcp::new(Arc::new(parts.io.into_inner()))),
+            parts.read_buf,
+        ),
         Err(upgraded) => (
             Either::Right(Box::new(TokioIo::new(upgraded))),
             Bytes::new(),

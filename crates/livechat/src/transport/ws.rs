@@ -21,6 +21,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use tokio_util::either::Either;
 
 use super::admission::Permit;
 use super::caller::{Caller, Identified};
@@ -165,8 +166,9 @@ pub async fn connect(
 
 // The task is what an idle connection is (with its socket, queue and hub member), in a task
 // cell every connection pays for: the idle goal is 1.0 KiB per connection in all, at 18,000.
-// A change that grows it (or the connection it holds) fails to compile here.
-const _: () = assert!(std::mem::size_of::<Task>() <= 344);
+// A change that grows it (or the connection it holds) fails to compile here. (320: the plain TCP
+// stream is shared with the outbound queue, a pointer here.)
+const _: () = assert!(std::mem::size_of::<Task>() <= 320);
 const _: () = assert!(std::mem::size_of::<Connection>() <= 184);
 
 /// A connection's task: where the connection is in its life.
@@ -257,6 +259,10 @@ impl Connection {
     /// The socket is ready: `first` is what the client is sent before anything else (who is
     /// here, what it missed).
     fn open(self, mut socket: Socket, first: Vec<Bytes>) -> Task {
+        if let Either::Left(shared) = socket.io() {
+            let outbound = &self.subscription.outbound;
+            outbound.attach(shared.stream().clone(), !first.is_empty());
+        }
         for frame in first {
             socket.queue(frame);
         }
@@ -266,7 +272,11 @@ impl Connection {
 
     /// The connection ended: it leaves its room at once (nothing more is queued for it), then
     /// closes as `end` says, holding its place under the connection caps until it has.
-    fn close(self, socket: Socket, end: End) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    fn close(self, mut socket: Socket, end: End) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        // Nothing is written past this point but what the task writes (the close frame last).
+        if let Some(tail) = self.subscription.outbound.detach() {
+            socket.queue(tail);
+        }
         let Connection {
             subscription,
             state,
@@ -309,6 +319,7 @@ impl Connection {
                 Poll::Ready(Err(Closed::Unresponsive)) => {
                     return Poll::Ready(End::Abandon(PING_TIMEOUT));
                 }
+                Poll::Ready(Err(Closed::WriteFailed)) => return Poll::Ready(End::ClientGone),
                 Poll::Ready(Err(why @ (Closed::Kicked | Closed::KickedForGood))) => {
                     let (code, default) = match why {
                         Closed::KickedForGood => {
@@ -344,8 +355,12 @@ impl Connection {
                 }
                 progress = true;
             }
-            if let Poll::Ready(Err(_)) = socket.poll_write(cx) {
-                return Poll::Ready(End::ClientGone);
+            let held = socket.queued() > 0;
+            match socket.poll_write(cx) {
+                Poll::Ready(Err(_)) => return Poll::Ready(End::ClientGone),
+                // Written out: the next turn tells the queue, so pushes write directly again.
+                Poll::Ready(Ok(())) if held => progress = true,
+                _ => {}
             }
             let judging = self.hooked.as_ref().map_or(0, |hooked| hooked.waiting());
             if self.receipts.len() + judging < MAX_IN_FLIGHT
@@ -501,6 +516,9 @@ impl Connection {
         let budget = self.subscription.outbound.limits().bytes as usize + REPLY_BUDGET_BYTES;
         if socket.queued_bytes() + frame.len() > budget {
             return Some(End::Close(SLOW_CONSUMER));
+        }
+        if let Some(tail) = self.subscription.outbound.hold() {
+            socket.queue(tail);
         }
         socket.queue(frame);
         None

@@ -47,6 +47,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
         }
     }
 
+    /// The connection it runs on.
+    pub fn io(&self) -> &Io {
+        &self.io
+    }
+
     /// Bytes the client sent before the socket was handed over (read along with the handshake).
     pub fn already_read(&mut self, bytes: &[u8]) {
         self.read.extend_from_slice(bytes);
