@@ -171,6 +171,9 @@ lane_contracts() {
   step "the WebSocket frames against docs/asyncapi.yaml"
   "$PYTHON" tests/asyncapi/check.py target/debug/livechat
 
+  step "the documentation's links: every relative link and #anchor in the markdown files resolves"
+  "$PYTHON" tests/docs/check_links.py
+
   step "the HTTP API against docs/openapi.json (openapi-spec-validator, schemathesis)"
   "$PYTHON" tests/openapi/check.py target/debug/livechat
 

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use crate::support::{Server, http};
 
-/// Peak resident memory the server may reach in this scenario (documented in the README).
+/// Peak resident memory the server may reach in this scenario (documented in docs/production.md).
 const PEAK_RSS_BOUND_MB: u64 = 400;
 const ROOMS: [&str; 4] = ["flood_a", "flood_b", "flood_c", "flood_d"];
 const FLOOD_FOR: Duration = Duration::from_secs(6);
