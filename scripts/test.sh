@@ -6,13 +6,13 @@
 #
 # First, one after the other: the Debian packages; the formatting and lint checks; one debug
 # build of everything the tests run (the tests, the examples, the binary), while the PyPI and npm
-# installs download in the background. Then the suites run in five lanes at once, each a
-# sequence of steps with its own log under target/test-logs/, printed whole as its lane ends:
-# most suites spend their time waiting on servers, timers and browsers, so lanes overlap what one
-# after the other would only wait for. The end-to-end suite's lane runs at normal priority, the
-# other suites a little below it (nice 5), so that its timing-sensitive tests do not wait for a
-# browser or a fuzzer, and the release build of the README's run command at the lowest (nice 19):
-# it gets the CPU the others leave idle.
+# installs download and the release build of the README's run command compiles in the
+# background (at nice 19: it gets the CPU the rest leaves idle). Then the suites run in four
+# lanes at once, each a sequence of steps with its own log under target/test-logs/, printed
+# whole as its lane ends: most suites spend their time waiting on servers, timers and browsers,
+# so lanes overlap what one after the other would only wait for. The end-to-end suite's lane
+# runs at normal priority, the other suites a little below it (nice 5), so that its
+# timing-sensitive tests do not wait for a browser or a fuzzer.
 # Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +36,8 @@ step() {
   step_started=$SECONDS
   printf '\n==> %s\n' "$*"
 }
-trap step_took EXIT
+# On the way out (a failed step above all), the background jobs (installs, release build) stop too.
+trap 'step_took; jobs -p | xargs -r kill 2>/dev/null || true' EXIT
 
 # Debian packages the tests use, installed only when missing.
 apt_install() {
@@ -89,6 +90,13 @@ install_test_tools() {
 }
 install_test_tools > "$LOGS/install.log" 2>&1 &
 install_pid=$!
+
+# The release build of the README's run command, from the start and at the lowest priority: it
+# takes the CPU that the builds and suites below leave idle. The run command's check, last in
+# the contracts lane, waits for it (cargo's lock on target/release) if it is still going.
+nice -n 19 cargo build --release > "$LOGS/release-build.log" 2>&1 &
+release_pid=$!
+printf '\n==> the release build started in the background at nice 19 (target/test-logs/release-build.log)\n'
 
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
@@ -179,6 +187,9 @@ lane_contracts() {
 
   step "the WebSocket layer against the Autobahn|Testsuite fuzzing client (kosoku)"
   "$PYTHON" tests/autobahn/run.py
+
+  step "the README's run command, exactly as written (cargo run --release; waits for the release build)"
+  "$PYTHON" tests/run_command/check.py
 }
 
 lane_browser() {
@@ -194,19 +205,9 @@ lane_browser() {
   )
 }
 
-lane_release() {
-  trap lane_end EXIT
-  step "the release build (at the lowest priority: it takes what the other lanes leave idle)"
-  cargo build --release
-
-  step "the README's run command, exactly as written (cargo run --release)"
-  "$PYTHON" tests/run_command/check.py
-}
-
-step "the suites, in five lanes at once (logs in target/test-logs/)"
+step "the suites, in four lanes at once (logs in target/test-logs/)"
 export ROOT LOGS PYTHON
-export -f step step_took lane_end lane_rust lane_soak_and_python lane_contracts lane_browser \
-  lane_release
+export -f step step_took lane_end lane_rust lane_soak_and_python lane_contracts lane_browser
 declare -A lane_of_pid=()
 start_lane() {
   local name=$1 niceness=$2
@@ -221,7 +222,6 @@ start_lane rust 0
 start_lane soak_and_python 5
 start_lane contracts 5
 start_lane browser 5
-start_lane release 19
 
 failed=()
 while [ ${#lane_of_pid[@]} -gt 0 ]; do
@@ -234,6 +234,12 @@ while [ ${#lane_of_pid[@]} -gt 0 ]; do
   cat "$LOGS/$name.log"
   [ "$status" -eq 0 ] || failed+=("$name")
 done
+
+if ! wait "$release_pid"; then
+  printf '\n######## the release build FAILED ########\n'
+  cat "$LOGS/release-build.log"
+  failed+=(release-build)
+fi
 
 if [ ${#failed[@]} -gt 0 ]; then
   printf '\nFAILED lanes: %s (their logs are above, and in target/test-logs/)\n' "${failed[*]}"

@@ -18,7 +18,7 @@ from pathlib import Path
 import websockets
 
 ROOT = Path(__file__).resolve().parents[2]
-PATIENCE = 600  # seconds: run alone from a clean clone, the first release build happens here
+PATIENCE = 1200  # seconds: the release build may still be going (or, run alone, happen here)
 
 
 def free_port() -> int:
