@@ -1,42 +1,62 @@
 //! A plain TCP connection shared between its WebSocket task and its outbound queue: the queue
 //! writes delivered frames straight into the socket when nothing else waits to be written
-//! (`crate::outbound`), the task reads, and writes what the queue could not. Both sides use the
-//! non-blocking `try_*` calls on one `Arc<TcpStream>`; only the task waits for readiness, so the
-//! socket's wakers are the task's alone.
+//! (`crate::outbound`), the task reads, and writes what the queue could not. The socket itself
+//! is a standard non-blocking `TcpStream` in an `Arc`; only the task waits for readiness, through
+//! a registration with the runtime that it alone holds (so the socket's wakers are the task's),
+//! and that a parked connection gives up (`crate::transport::parking`): an idle connection is
+//! then its socket without any registration.
 
-use std::io::{self, IoSlice};
-use std::os::fd::AsRawFd;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::TcpStream;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
-pub struct SharedTcp(Arc<TcpStream>);
+/// The stream, and its registration with the runtime's poller (held by the task alone).
+pub struct SharedTcp(AsyncFd<Arc<TcpStream>>);
 
 impl SharedTcp {
-    pub fn new(stream: Arc<TcpStream>) -> Self {
-        Self(stream)
+    /// Registers `stream` (non-blocking) with the runtime's poller, for the task to wait on.
+    pub fn register(stream: Arc<TcpStream>) -> io::Result<Self> {
+        // SAFETY: the registration owns a reference to the stream, which keeps the descriptor
+        // open, and the same, until the registration is dropped or undone (`unregister`).
+        let registration = unsafe { AsyncFd::register(stream) }?;
+        Ok(Self(registration))
+    }
+
+    /// A tokio stream as accepted, taken out of the runtime and registered again as shared.
+    pub fn from_tokio(stream: tokio::net::TcpStream) -> io::Result<Self> {
+        Self::register(Arc::new(stream.into_std()?))
     }
 
     /// The stream, for the outbound queue to write into.
     pub fn stream(&self) -> &Arc<TcpStream> {
-        &self.0
+        self.0.get_ref()
+    }
+
+    /// The stream without its registration (a parked connection keeps only this).
+    pub fn unregister(self) -> Arc<TcpStream> {
+        self.0.into_inner()
     }
 }
 
 /// Runs a non-blocking call once the socket is ready for it, again while it would block.
 fn poll_io<T>(
     cx: &mut Context<'_>,
-    mut ready: impl FnMut(&mut Context<'_>) -> Poll<io::Result<()>>,
-    mut call: impl FnMut() -> io::Result<T>,
+    registration: &AsyncFd<Arc<TcpStream>>,
+    interest: Interest,
+    mut call: impl FnMut(&TcpStream) -> io::Result<T>,
 ) -> Poll<io::Result<T>> {
     loop {
-        ready!(ready(cx))?;
-        match call() {
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-            done => return Poll::Ready(done),
+        let mut guard = match interest {
+            Interest::READABLE => ready!(registration.poll_read_ready(cx))?,
+            _ => ready!(registration.poll_write_ready(cx))?,
+        };
+        if let Ok(done) = guard.try_io(|stream| call(stream.get_ref())) {
+            return Poll::Ready(done);
         }
     }
 }
@@ -47,12 +67,9 @@ impl AsyncRead for SharedTcp {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let stream = &self.0;
-        let read = ready!(poll_io(
-            cx,
-            |cx| stream.poll_read_ready(cx),
-            || stream.try_read(buf.initialize_unfilled()),
-        ))?;
+        let read = ready!(poll_io(cx, &self.0, Interest::READABLE, |mut stream| {
+            stream.read(buf.initialize_unfilled())
+        }))?;
         buf.advance(read);
         Poll::Ready(Ok(()))
     }
@@ -64,12 +81,9 @@ impl AsyncWrite for SharedTcp {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let stream = &self.0;
-        poll_io(
-            cx,
-            |cx| stream.poll_write_ready(cx),
-            || stream.try_write(buf),
-        )
+        poll_io(cx, &self.0, Interest::WRITABLE, |mut stream| {
+            stream.write(buf)
+        })
     }
 
     fn poll_write_vectored(
@@ -77,12 +91,9 @@ impl AsyncWrite for SharedTcp {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let stream = &self.0;
-        poll_io(
-            cx,
-            |cx| stream.poll_write_ready(cx),
-            || stream.try_write_vectored(bufs),
-        )
+        poll_io(cx, &self.0, Interest::WRITABLE, |mut stream| {
+            stream.write_vectored(bufs)
+        })
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -93,13 +104,8 @@ impl AsyncWrite for SharedTcp {
         Poll::Ready(Ok(()))
     }
 
-    /// Closes the sending side (what `TcpStream`'s own shutdown does).
+    /// Closes the sending side.
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // SAFETY: the descriptor is open: the stream it belongs to is alive for this call.
-        let done = unsafe { libc::shutdown(self.0.as_raw_fd(), libc::SHUT_WR) };
-        Poll::Ready(match done {
-            0 => Ok(()),
-            _ => Err(io::Error::last_os_error()),
-        })
+        Poll::Ready(self.stream().shutdown(std::net::Shutdown::Write))
     }
 }
