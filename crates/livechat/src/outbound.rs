@@ -647,7 +647,7 @@ mod tests {
         });
         // The task's part: take the queue, write it, until nothing is left.
         let mut writer = crate::websocket::WebSocket::new(
-            crate::transport::shared_tcp::SharedTcp::register(server).unwrap(),
+            crate::transport::shared_tcp::SharedTcp::Bare(server),
             1024,
         );
         while let Poll::Ready(Ok(())) = poll_once(&outbound, &wakes, Some(&mut taken)) {
@@ -703,7 +703,7 @@ mod tests {
             Poll::Ready(Ok(()))
         );
         let mut writer = crate::websocket::WebSocket::new(
-            crate::transport::shared_tcp::SharedTcp::register(server).unwrap(),
+            crate::transport::shared_tcp::SharedTcp::Bare(server),
             1,
         );
         for frame in taken.drain(..) {

@@ -110,9 +110,17 @@ impl Parking {
         let token = token(index, slots.entries[index as usize].generation);
         let fd = connection.stream().as_raw_fd();
         // Level-triggered and one-shot: bytes that came before the socket is watched are
-        // reported at once, and one event is all a parked connection needs.
-        let watch = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT;
-        if let Err(error) = self.control(libc::EPOLL_CTL_ADD, fd, watch as u32, token) {
+        // reported at once, and one event is all a parked connection needs. A socket parked
+        // before is still in the set (disarmed, or armed with a token that finds nothing now):
+        // a socket leaves the set when it closes, not when its connection runs again.
+        let watch = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32;
+        let watched = match self.control(libc::EPOLL_CTL_ADD, fd, watch, token) {
+            Err(error) if error.raw_os_error() == Some(libc::EEXIST) => {
+                self.control(libc::EPOLL_CTL_MOD, fd, watch, token)
+            }
+            added => added,
+        };
+        if let Err(error) = watched {
             tracing::warn!(%error, "could not park a connection: it keeps its task");
             return Err(connection);
         }
@@ -152,7 +160,6 @@ impl Parking {
     }
 
     fn resume(&self, connection: Box<dyn Parked>) {
-        let _ = self.control(libc::EPOLL_CTL_DEL, connection.stream().as_raw_fd(), 0, 0);
         self.parked_gauge.decrement(1.0);
         connection.outbound().unparked();
         connection.resume(&self.runtime);

@@ -296,15 +296,8 @@ impl ParkedConnection {
             decoder,
             ..
         } = *parked;
-        match SharedTcp::register(stream) {
-            Ok(shared) => {
-                *phase = Task::Open(
-                    connection,
-                    Socket::from_parts(Either::Left(shared), decoder),
-                );
-            }
-            Err(error) => connection.lost(&error),
-        }
+        let socket = Socket::from_parts(Either::Left(SharedTcp::Bare(stream)), decoder);
+        *phase = Task::Open(connection, socket);
         false
     }
 }
@@ -325,15 +318,9 @@ impl Parked for ParkedConnection {
             decoder,
             _tracked,
         } = *self;
-        let _entered = runtime.enter();
-        match SharedTcp::register(stream) {
-            Ok(shared) => {
-                let socket = Socket::from_parts(Either::Left(shared), decoder);
-                let connections = connection.state.connections.clone();
-                runtime.spawn(connections.track_future(Task::Open(connection, socket)));
-            }
-            Err(error) => connection.lost(&error),
-        }
+        let socket = Socket::from_parts(Either::Left(SharedTcp::Bare(stream)), decoder);
+        let connections = connection.state.connections.clone();
+        runtime.spawn(connections.track_future(Task::Open(connection, socket)));
     }
 }
 
@@ -392,15 +379,6 @@ impl Connection {
             let _ = tokio::time::timeout(state.close_timeout, close(socket, end)).await;
             drop(permit);
         })
-    }
-
-    /// Its socket could not be watched again (the runtime refused it, as when it stops): it ends
-    /// as a client gone would, without a closing handshake.
-    fn lost(self, error: &std::io::Error) {
-        tracing::warn!(%error, room = %self.subscription.room(), "a parked connection could not run again");
-        self.subscription.outbound.detach();
-        self.state.metrics.connections.decrement(1.0);
-        self.state.metrics.closed(CloseReason::ClientGone);
     }
 
     /// Nothing is under way (no publish waits for the store or a hook, no frame to read or
@@ -483,8 +461,13 @@ impl Connection {
                 _ => {}
             }
             let judging = self.hooked.as_ref().map_or(0, |hooked| hooked.waiting());
+            // A socket not yet registered is left alone when the connection is about to park:
+            // the parking watches it, and registering it only to undo that would be wasted.
+            let parking = matches!(socket.io(), Either::Left(shared) if !shared.is_watched())
+                && self.may_park(socket);
             if self.receipts.len() + judging < MAX_IN_FLIGHT
                 && self.in_flight_bytes < MAX_IN_FLIGHT_BYTES
+                && !parking
             {
                 match socket.poll_next(cx) {
                     Poll::Pending => {}
