@@ -82,6 +82,10 @@ impl ApiError {
             | Self::Moderation(ModerationError::Engine(EngineError::StorageFull)) => {
                 StatusCode::INSUFFICIENT_STORAGE
             }
+            Self::Unavailable(EngineError::Unencodable(_))
+            | Self::Moderation(ModerationError::Engine(EngineError::Unencodable(_))) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Auth(AuthError::Missing | AuthError::Invalid(_)) => StatusCode::UNAUTHORIZED,
             Self::Auth(AuthError::BadName(_) | AuthError::Unnamed(_)) => StatusCode::BAD_REQUEST,

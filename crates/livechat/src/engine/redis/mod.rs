@@ -281,10 +281,11 @@ impl Engine for RedisEngine {
     fn control(&self, command: Control) -> BoxFuture<'static, Result<(), EngineError>> {
         let mut connection = self.connection.clone();
         let channel = self.keys.control();
+        let json = command.to_json();
         async move {
             redis::cmd(connection.publish_command())
                 .arg(channel)
-                .arg(command.to_json().as_ref())
+                .arg(json?.as_ref())
                 .query_async::<()>(&mut connection)
                 .await
                 .map_err(unavailable)
@@ -376,7 +377,8 @@ impl Engine for RedisEngine {
     fn put_ban(&self, ban: Ban) -> BoxFuture<'static, Result<(), EngineError>> {
         let (mut connection, keys) = (self.connection.clone(), self.keys.clone());
         async move {
-            moderation::put_ban(&mut connection, &keys, &ban)
+            let json = crate::json::to_string(&ban)?;
+            moderation::put_ban(&mut connection, &keys, &ban, json)
                 .await
                 .map_err(unavailable)
         }
