@@ -138,7 +138,7 @@ impl RedisEngine {
         registry: Arc<RoomRegistry>,
         commands: RoomCommands,
     ) -> Result<Self, RedisError> {
-        let (pushes, pushed, overflowed) = PushQueue::new(PUSH_QUEUE);
+        let (pushes, pushed) = PushQueue::new(PUSH_QUEUE);
         let servers = match &settings.sentinel_master {
             Some(master) => Servers::Sentinel {
                 sentinels: &settings.urls,
@@ -222,7 +222,7 @@ impl RedisEngine {
         }
         // The publisher ends once `shutdown` closes its queue and it has written what was in it.
         tasks.spawn_to_end(publisher.run(queued));
-        tasks.spawn_to_end(subscriber.run(commands, pushed, overflowed, tasks.token()));
+        tasks.spawn_to_end(subscriber.run(commands, pushed, tasks.token()));
         tasks.spawn_to_end(registration.run(tasks.token()));
         tasks.spawn_to_end(relay.run(tasks.token()));
         Ok(Self {

@@ -7,22 +7,28 @@
 //! while the connection was down) is filled from the room's stream first, and a new epoch (Redis
 //! lost the room's keys: ids start again) is followed and announced: nothing is lost silently.
 //! Presence and typing events on the channel go to the roster (see `presence`).
+//!
+//! A disconnection notice (the connection was lost, or replaced by a new one) makes the node
+//! catch every room up once Redis answers. One heal can bring several notices (a stalled link
+//! is replaced again each time a command times out, and the notices wait in the queue while a
+//! catch-up waits for Redis): a notice sent before a complete catch-up began is covered by it
+//! and ignored, so each heal is caught up (and logged) once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, join_all, try_join_all};
-use redis::{PushInfo, PushKind, Value};
+use redis::{PushKind, Value};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Health;
-use super::connection::Connection;
+use super::connection::{Connection, PushQueue, Pushed};
 use super::keys::Keys;
 use super::nodes::live_nodes;
 use super::presence::{self, ChannelEvent};
@@ -172,12 +178,18 @@ impl Subscriber {
     pub async fn run(
         mut self,
         RoomCommands(mut commands): RoomCommands,
-        mut pushes: mpsc::Receiver<PushInfo>,
-        overflowed: Arc<AtomicBool>,
+        pushed: Pushed,
         stop: CancellationToken,
     ) {
+        let Pushed {
+            queue: mut pushes,
+            overflowed,
+            notices,
+        } = pushed;
         let mut resync = tokio::time::interval(RESYNC_EVERY);
         let mut behind = false;
+        // Disconnection notices up to this number came before the last complete catch-up.
+        let mut covered = 0;
         // Commands for every node, for as long as this one runs (resubscribed with the rest).
         if let Err(error) = self.connection.subscribe(&[self.keys.control()]).await {
             tracing::warn!(%error, "cannot subscribe to the control channel yet");
@@ -189,7 +201,7 @@ impl Subscriber {
                 tracing::warn!(
                     "Redis pushes came faster than this node took them; catching up from the streams"
                 );
-                behind = !self.catch_up_all().await;
+                behind = !self.catch_up_all(&notices, &mut covered).await;
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -206,12 +218,21 @@ impl Subscriber {
                 Some(push) = pushes.recv() => match push.kind {
                     PushKind::Message | PushKind::SMessage => self.receive(push.data).await,
                     PushKind::Disconnection => {
-                        self.health.disconnected();
-                        behind = true;
+                        let notice = PushQueue::notice_number(&push);
+                        if notice.is_some_and(|notice| notice <= covered) {
+                            tracing::debug!(notice, "Redis disconnection notice: covered by the catch-up after it");
+                        } else {
+                            tracing::debug!(notice, pending = behind,
+                                "Redis disconnection notice: catching up once Redis answers");
+                            self.health.disconnected();
+                            behind = true;
+                        }
                     }
                     _ => {}
                 },
-                _ = resync.tick(), if behind => behind = !self.catch_up_all().await,
+                _ = resync.tick(), if behind => {
+                    behind = !self.catch_up_all(&notices, &mut covered).await;
+                }
             }
         }
     }
@@ -545,8 +566,9 @@ impl Subscriber {
     /// time with their requests in flight at once (see `catch_up_rooms`). A new epoch (or, for a
     /// room numbered before epochs, a last id below what was delivered) means Redis lost the
     /// room's data and numbers from 1 again; the room follows the new numbering instead of
-    /// dropping it as duplicates.
-    async fn catch_up_all(&mut self) -> bool {
+    /// dropping it as duplicates. Once complete, `covered` is the number of the last
+    /// disconnection notice sent before it began (see `notices`).
+    async fn catch_up_all(&mut self, notices: &AtomicU64, covered: &mut u64) -> bool {
         // Without any room to read, only a command tells whether Redis is back.
         let ping: redis::RedisResult<String> =
             redis::cmd("PING").query_async(&mut self.connection).await;
@@ -554,6 +576,9 @@ impl Subscriber {
             self.health.failed(&error);
             return false;
         }
+        // Read once Redis answered, before anything is subscribed or read: a notice counted by
+        // now was about a connection replaced (or lost) before then, so what follows covers it.
+        let covers = notices.load(Ordering::Acquire);
         // Logged: how long the catch-up took once Redis answered, in how many rounds of requests.
         let started = Instant::now();
         let rooms: Vec<RoomName> = self.delivered.keys().cloned().collect();
@@ -589,6 +614,7 @@ impl Subscriber {
                 "Redis connection back; subscriptions caught up"
             );
             self.health.reconnected();
+            *covered = covers;
         }
         complete
     }
