@@ -4,7 +4,10 @@
 //! Each connection keeps a `Liveness` beside its outbound queue: when the client was last heard
 //! from, when it was pinged, when its token expires. The sweep walks the hub's members a few
 //! times per ping interval: a client silent for `ping_interval` is pinged; one still silent
-//! `pong_timeout` after the ping is told to close, as is one whose token has expired.
+//! `pong_timeout` after the ping is told to close, as is one whose token has expired. A client
+//! quiet for `PARK_AFTER` has its connection asked to park (`crate::transport::parking`): its
+//! task gives way until the client sends again or something comes for it that a direct write
+//! cannot deliver.
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -18,6 +21,9 @@ use crate::store::now_ms;
 
 /// The clock's unit: liveness times are kept in tenths of a second, in 32 bits.
 const TICK: Duration = Duration::from_millis(100);
+/// How long a client stays quiet before its connection is asked to park: long enough that one
+/// sending a few messages a second keeps its task, short enough that idle ones soon free theirs.
+const PARK_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy)]
 pub struct KeepaliveSettings {
@@ -53,6 +59,11 @@ impl Liveness {
     pub fn heard(&self) {
         self.heard.store(ticks_now(), Ordering::Relaxed);
         self.pinged.store(0, Ordering::Relaxed);
+    }
+
+    /// How long since the client last sent anything.
+    fn quiet_for(&self, now_ticks: u32) -> Duration {
+        elapsed(self.heard.load(Ordering::Relaxed), now_ticks)
     }
 
     /// The connection must close when this Unix time (seconds) passes; `None`: never.
@@ -116,6 +127,9 @@ pub async fn run(hub: Arc<Hub>, settings: KeepaliveSettings) {
         let (now_ticks, now_unix) = (ticks_now(), now_ms() / 1000);
         hub.for_each_member(|outbound| {
             match settings.check(&outbound.liveness, now_ticks, now_unix) {
+                Check::Fine if outbound.liveness.quiet_for(now_ticks) >= PARK_AFTER => {
+                    outbound.ask_to_park();
+                }
                 Check::Fine => {}
                 Check::Ping => outbound.push_control(ping.clone()),
                 Check::Close(why) => outbound.close(why),

@@ -56,6 +56,7 @@ use crate::presence::Roster;
 use crate::rate::RateLimit;
 use crate::receipts::Receipts;
 use crate::store::{HistoryStore, MemoryStore, Retention, SqliteStore, StoreError};
+use crate::transport::parking::Parking;
 use crate::transport::{Admission, AppState, OriginPolicy, Shared, TlsError, TrustedProxies};
 use crate::webhooks::WebhookSettings;
 use crate::websocket::deflate;
@@ -90,6 +91,8 @@ pub enum RunError {
     Settings(String),
     #[error("hooks: {0}")]
     Hooks(String),
+    #[error("cannot watch idle connections (epoll): {0}")]
+    Parking(std::io::Error),
 }
 
 /// Serves on `listener` until `shutdown` is cancelled, then closes every WebSocket with 1001,
@@ -199,6 +202,8 @@ impl Server {
         )
         .map_err(RunError::Settings)?;
         let connections = TaskTracker::new();
+        let parking =
+            Parking::new(metrics.connections_parked.clone()).map_err(RunError::Parking)?;
         let state = AppState::new(Shared {
             hub: hub.clone(),
             roster: roster.clone(),
@@ -208,6 +213,7 @@ impl Server {
             history_page_bytes: config.history_page_bytes,
             replay_max: config.replay_max,
             connections: connections.clone(),
+            parking,
             auth,
             origins,
             rate_limit,
@@ -255,6 +261,7 @@ impl Server {
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
         let tasks = &self.tasks;
         tasks.spawn(keepalive::run(self.hub.clone(), self.keepalive));
+        tasks.spawn(self.state.parking.clone().run());
         tasks.spawn(self.moderation.clone().run());
         tasks.spawn(self.receipts.clone().run());
         let outbox = self.engine.outbox();

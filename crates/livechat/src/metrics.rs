@@ -163,6 +163,8 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     pub connections: Gauge,
+    /// Of those, the ones parked: idle, without a task (`transport::parking`).
+    pub connections_parked: Gauge,
     pub rooms: Gauge,
     published_ws: Counter,
     published_http: Counter,
@@ -227,6 +229,11 @@ impl Metrics {
             |name: &'static str, unit: Option<Unit>, help: &'static str| (name, unit, help);
         let descriptions = [
             describe("livechat_connections", None, "Open WebSocket connections."),
+            describe(
+                "livechat_connections_parked",
+                None,
+                "Open WebSocket connections parked: idle, without a task of their own.",
+            ),
             describe("livechat_rooms", None, "Rooms with members on this node."),
             describe(
                 "livechat_messages_published_total",
@@ -345,6 +352,7 @@ impl Metrics {
             } else if matches!(
                 name,
                 "livechat_connections"
+                    | "livechat_connections_parked"
                     | "livechat_rooms"
                     | "livechat_webhook_pending"
                     | "livechat_store_full"
@@ -366,6 +374,10 @@ impl Metrics {
             handle: recorder.handle(),
             connections: recorder
                 .register_gauge(&Key::from_static_name("livechat_connections"), &metadata),
+            connections_parked: recorder.register_gauge(
+                &Key::from_static_name("livechat_connections_parked"),
+                &metadata,
+            ),
             rooms: recorder.register_gauge(&Key::from_static_name("livechat_rooms"), &metadata),
             published_ws: labelled("livechat_messages_published_total", "transport", "ws"),
             published_http: labelled("livechat_messages_published_total", "transport", "http"),

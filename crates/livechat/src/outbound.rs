@@ -23,12 +23,12 @@
 //! server-sent events never attach: every frame goes through the queue and the task.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write};
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
 
 use crate::keepalive::Liveness;
 use crate::pacer::{LastWake, Pacer};
@@ -79,6 +79,23 @@ struct State {
     /// The connection's socket, written into directly when nothing waits (see the module's
     /// comment); `None` before the socket is open, after it closes, and for TLS and SSE.
     direct: Option<Arc<TcpStream>>,
+    park: Park,
+}
+
+/// Whether the connection's task may give way to a parked connection
+/// (`crate::transport::parking`); the state changes under the queue's lock, with the waker.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Park {
+    /// Not a connection that can park (TLS, SSE), or one that is closing.
+    #[default]
+    Never,
+    /// Its task runs, and stays until asked.
+    Active,
+    /// It parks the next time it waits with nothing under way: a new connection, or one the
+    /// keepalive sweep found quiet.
+    Asked,
+    /// Parked: the waker is the parking's, which gives the connection a task again.
+    Parked,
 }
 
 /// Frames handed to one direct vectored write.
@@ -186,11 +203,13 @@ impl Outbound {
         Ok(())
     }
 
-    /// Lets pushes write into `stream` directly; `holding`: the task already holds frames.
+    /// Lets pushes write into `stream` directly; `holding`: the task already holds frames. The
+    /// connection parks as soon as it has nothing to do.
     pub fn attach(&self, stream: Arc<TcpStream>, holding: bool) {
         let mut state = self.state();
         state.task_holds = holding;
         state.direct = Some(stream);
+        state.park = Park::Asked;
     }
 
     /// Pushes queue their frames from now on: the connection is closing. Returns the tail of a
@@ -199,7 +218,57 @@ impl Outbound {
         let mut state = self.state();
         state.direct = None;
         state.task_holds = true;
+        state.park = Park::Never;
         take_tail(&mut state)
+    }
+
+    /// Whether the connection is to park once it has nothing under way.
+    pub fn asked_to_park(&self) -> bool {
+        self.state().park == Park::Asked
+    }
+
+    /// The keepalive sweep found the connection quiet: its task is woken to park, if it runs.
+    pub fn ask_to_park(&self) {
+        let mut state = self.state();
+        if state.park != Park::Active {
+            return;
+        }
+        state.park = Park::Asked;
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Parks the connection if it was asked to and nothing waits for its task: from now on what
+    /// would wake the task (a frame queued, a close) wakes `unparker` instead. The task stays
+    /// otherwise (false), and has been or will be woken for what waits.
+    pub fn park(&self, unparker: Waker) -> bool {
+        let mut state = self.state();
+        let idle = state.frames.is_empty() && !state.task_holds && state.closed.is_none();
+        if state.park != Park::Asked || !idle {
+            return false;
+        }
+        state.park = Park::Parked;
+        state.waker = Some(unparker);
+        true
+    }
+
+    /// It could not park after all: it keeps its task until asked again.
+    pub fn stay(&self) {
+        let mut state = self.state();
+        if state.park == Park::Asked {
+            state.park = Park::Active;
+        }
+    }
+
+    /// The connection has a task again; it parks when asked.
+    pub fn unparked(&self) {
+        let mut state = self.state();
+        if state.park == Park::Parked {
+            state.park = Park::Active;
+        }
     }
 
     /// The task is about to hold a frame of its own (a reply): direct writes wait until it has
@@ -292,14 +361,14 @@ fn write_direct(stream: &TcpStream, frames: &[Bytes]) -> io::Result<(usize, Opti
     while done < frames.len() {
         let written = match &frames[done..] {
             // One frame, as at a room's usual pace: a plain write.
-            [frame] => stream.try_write(frame),
+            [frame] => (&*stream).write(frame),
             more => {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
                 let count = more.len().min(MAX_SLICES);
                 for (slot, frame) in slices.iter_mut().zip(more) {
                     *slot = IoSlice::new(frame);
                 }
-                stream.try_write_vectored(&slices[..count])
+                (&*stream).write_vectored(&slices[..count])
             }
         };
         let mut written = match written {
@@ -406,13 +475,11 @@ mod tests {
     }
 
     /// A connected pair of loopback sockets: the server's side shared as a connection's is.
-    async fn pair() -> (Arc<TcpStream>, TcpStream) {
+    async fn pair() -> (Arc<TcpStream>, tokio::net::TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
-        let server = Arc::new(accepted.unwrap().0);
-        // Direct writes take the socket's readiness as the runtime saw it: wait for it.
-        server.writable().await.unwrap();
+        let server = Arc::new(accepted.unwrap().0.into_std().unwrap());
         (server, client.unwrap())
     }
 
@@ -432,6 +499,71 @@ mod tests {
     ) -> Poll<Result<(), Closed>> {
         let waker = Waker::from(waker.clone());
         outbound.poll_take(&mut Context::from_waker(&waker), taken)
+    }
+
+    #[tokio::test]
+    async fn parks_when_asked_and_nothing_waits_and_is_unparked_by_what_would_wake_it() {
+        let (server, _client) = pair().await;
+        let outbound = Outbound::new(QueueLimits::new(10, 1 << 20));
+        let pacer = Pacer::new(Duration::ZERO);
+        let (wakes, unparks) = (
+            Arc::new(Count(Default::default())),
+            Arc::new(Count(Default::default())),
+        );
+        let count = |counter: &Arc<Count>| counter.0.load(std::sync::atomic::Ordering::SeqCst);
+        let unparker = Waker::from(unparks.clone());
+        let mut taken = VecDeque::new();
+        assert!(
+            !outbound.park(unparker.clone()),
+            "not attached (TLS, SSE): never"
+        );
+        outbound.attach(server.clone(), false);
+        assert!(
+            outbound.asked_to_park(),
+            "a new connection parks once it waits"
+        );
+        outbound.push_control(Bytes::from_static(b"ping"));
+        assert!(
+            !outbound.park(unparker.clone()),
+            "a frame waits for the task"
+        );
+        assert!(poll_once(&outbound, &wakes, Some(&mut taken)).is_ready());
+        assert!(!outbound.park(unparker.clone()), "the task holds the frame");
+        taken.clear();
+        assert!(poll_once(&outbound, &wakes, Some(&mut taken)).is_pending());
+        assert!(outbound.park(unparker.clone()));
+        outbound
+            .push(&[Bytes::from_static(b"direct")], &pacer)
+            .unwrap();
+        assert_eq!(
+            count(&unparks),
+            0,
+            "a delivery the socket takes wakes nobody"
+        );
+        outbound.close(Closed::Kicked);
+        assert_eq!(count(&unparks), 1, "a close unparks");
+        outbound.unparked();
+        assert!(!outbound.asked_to_park(), "running again, until asked");
+    }
+
+    #[tokio::test]
+    async fn the_sweep_asks_a_running_connection_to_park_by_waking_it() {
+        let (server, _client) = pair().await;
+        let outbound = Outbound::new(QueueLimits::new(10, 1 << 20));
+        let wakes = Arc::new(Count(Default::default()));
+        outbound.attach(server, false);
+        outbound.stay();
+        assert!(!outbound.asked_to_park());
+        assert!(poll_once(&outbound, &wakes, Some(&mut VecDeque::new())).is_pending());
+        outbound.ask_to_park();
+        assert!(outbound.asked_to_park());
+        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        outbound.ask_to_park();
+        assert_eq!(
+            wakes.0.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "asked once"
+        );
     }
 
     #[tokio::test]
@@ -515,7 +647,7 @@ mod tests {
         });
         // The task's part: take the queue, write it, until nothing is left.
         let mut writer = crate::websocket::WebSocket::new(
-            crate::transport::shared_tcp::SharedTcp::new(server),
+            crate::transport::shared_tcp::SharedTcp::Bare(server),
             1024,
         );
         while let Poll::Ready(Ok(())) = poll_once(&outbound, &wakes, Some(&mut taken)) {
@@ -571,7 +703,7 @@ mod tests {
             Poll::Ready(Ok(()))
         );
         let mut writer = crate::websocket::WebSocket::new(
-            crate::transport::shared_tcp::SharedTcp::new(server),
+            crate::transport::shared_tcp::SharedTcp::Bare(server),
             1,
         );
         for frame in taken.drain(..) {

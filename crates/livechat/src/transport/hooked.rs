@@ -88,6 +88,11 @@ impl Hooked {
         self.judging.len()
     }
 
+    /// Nothing waits for a hook, and no renewal is due later (it is a timer of its own).
+    pub fn is_quiet(&self) -> bool {
+        self.judging.is_empty() && self.renewal.is_none()
+    }
+
     /// The next thing to act on, if one is ready.
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<HookNews> {
         if let Poll::Ready(Some((judgement, bytes))) = self.judging.poll_next_unpin(cx) {

@@ -16,6 +16,7 @@ mod http;
 mod openapi;
 mod origin;
 mod page;
+pub(crate) mod parking;
 mod pending;
 mod reads;
 mod resume;
@@ -69,6 +70,8 @@ pub struct Shared {
     pub replay_max: usize,
     /// Every open WebSocket connection, so that shutdown can wait for them to close.
     pub connections: TaskTracker,
+    /// Idle WebSocket connections without a task of their own.
+    pub parking: Arc<parking::Parking>,
     pub auth: Auth,
     pub origins: OriginPolicy,
     /// The publish rate limit, if one is set, and its buckets for HTTP callers.

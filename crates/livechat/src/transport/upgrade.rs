@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use axum::extract::FromRequestParts;
@@ -32,17 +31,17 @@ pub type Socket = WebSocket<Stream>;
 pub type Stream = Either<SharedTcp, Box<TokioIo<Upgraded>>>;
 
 /// The stream, and the bytes hyper read past the handshake (the client's first frames).
-fn take_stream(upgraded: Upgraded) -> (Stream, Bytes) {
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
+fn take_stream(upgraded: Upgraded) -> std::io::Result<(Stream, Bytes)> {
+    Ok(match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => (
-            Either::Left(SharedTcp::new(Arc::new(parts.io.into_inner()))),
+            Either::Left(SharedTcp::from_tokio(parts.io.into_inner())?),
             parts.read_buf,
         ),
         Err(upgraded) => (
             Either::Right(Box::new(TokioIo::new(upgraded))),
             Bytes::new(),
         ),
-    }
+    })
 }
 
 /// A valid WebSocket handshake request, ready to be answered with 101.
@@ -141,9 +140,10 @@ pub struct PendingSocket {
 
 impl PendingSocket {
     /// The socket, once hyper has sent the 101 and handed the connection over.
-    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<Socket, hyper::Error>> {
-        let upgraded = ready!(Pin::new(&mut self.on_upgrade).poll(cx))?;
-        let (stream, read) = take_stream(upgraded);
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<Socket>> {
+        let upgraded =
+            ready!(Pin::new(&mut self.on_upgrade).poll(cx)).map_err(std::io::Error::other)?;
+        let (stream, read) = take_stream(upgraded)?;
         let mut socket = WebSocket::new(stream, self.max_message);
         socket.already_read(&read);
         if self.deflate {

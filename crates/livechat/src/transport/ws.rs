@@ -4,14 +4,15 @@
 //! (taken all at once and written in one vectored write; the hub, and the keepalive sweep, also
 //! say when to close), the client's frames (what each asks for is the `session`'s call; publishes
 //! go out without waiting for each to be stored, up to `MAX_IN_FLIGHT` / `MAX_IN_FLIGHT_BYTES`
-//! at once), and the answers of the store. An idle connection is this task and its socket,
-//! nothing more: what it needs only to close is allocated when it closes. The task is a future
-//! written by hand (`Task`), not an `async fn`: its size is what every idle connection pays, and
-//! written out it holds the connection and its socket once (an `async fn` kept room for each of
-//! its steps: 720 bytes against about 370).
+//! at once), and the answers of the store. What a connection needs only to close is allocated
+//! when it closes. The task is a future written by hand (`Task`), not an `async fn`: written out
+//! it holds the connection and its socket once (an `async fn` kept room for each of its steps:
+//! 720 bytes against about 370). An idle plain-TCP connection gives up its task: it parks
+//! (`ParkedConnection`, `super::parking`) until its client sends or its queue needs it.
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
+use std::net::TcpStream;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -22,24 +23,28 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use tokio_util::either::Either;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::admission::Permit;
 use super::caller::{Caller, Identified};
 use super::entry::{self, ConnectOptions, Entry};
 use super::hooked::{HookNews, Hooked, Renewal};
+use super::parking::Parked;
 use super::pending::Waiting;
 use super::reads;
 use super::session::{Action, RATE_ABUSE, Session};
+use super::shared_tcp::SharedTcp;
 use super::upgrade::{PendingSocket, Socket, Upgrade};
 use super::{ApiError, AppState};
 use crate::hooks::{Judgement, Transport};
 use crate::hub::{JoinAs, Subscription};
 use crate::message::{Draft, ErrorReply, Request};
 use crate::metrics::{CloseReason, PublishError};
-use crate::outbound::Closed;
+use crate::outbound::{Closed, Outbound};
 use crate::outgoing::OutgoingFrame;
 use crate::room::RoomName;
 use crate::throttle::Throttle;
+use crate::websocket::frame::Decoder;
 use crate::websocket::{CloseCode, Incoming, ProtocolError, ReadError};
 
 /// Lines about connections the server closed: at most 20 a second; a storm is summed up by the
@@ -164,11 +169,12 @@ pub async fn connect(
     response
 }
 
-// The task is what an idle connection is (with its socket, queue and hub member), in a task
-// cell every connection pays for: the idle goal is 1.0 KiB per connection in all, at 18,000.
-// A change that grows it (or the connection it holds) fails to compile here. (320: the plain TCP
-// stream is shared with the outbound queue, a pointer here.)
-const _: () = assert!(std::mem::size_of::<Task>() <= 320);
+// A running connection's task (with its socket, queue and hub member) is in a task cell, 128-byte
+// aligned, of 512 bytes while it stays under about 440; a parked one (most idle connections)
+// is `ParkedConnection` in one allocation instead: the idle goal is 1.0 KiB per connection in
+// all, at 18,000. A change that grows them (or the connection they hold) fails to compile here.
+const _: () = assert!(std::mem::size_of::<Task>() <= 336);
+const _: () = assert!(std::mem::size_of::<ParkedConnection>() <= 248);
 const _: () = assert!(std::mem::size_of::<Connection>() <= 184);
 
 /// A connection's task: where the connection is in its life.
@@ -204,7 +210,17 @@ impl Future for Task {
                     }
                 }
                 Task::Open(connection, socket) => {
-                    let end = ready!(connection.poll_turn(socket, cx));
+                    let end = match connection.poll_turn(socket, cx) {
+                        Poll::Ready(end) => end,
+                        Poll::Pending if connection.may_park(socket) => {
+                            if ParkedConnection::park(phase) {
+                                return Poll::Ready(());
+                            }
+                            // Back with a new registration: polled again, so that it waits on it.
+                            continue;
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    };
                     if let Task::Open(connection, socket) = std::mem::replace(phase, Task::Done) {
                         *phase = Task::Closing(connection.close(socket, end));
                     }
@@ -235,6 +251,77 @@ struct Connection {
     opened: Instant,
     /// Frames with metadata (`?meta=1`).
     meta: bool,
+}
+
+/// A parked connection (`super::parking`): what its task held, less its buffers (empty) and
+/// its registration with the runtime's poller.
+struct ParkedConnection {
+    connection: Connection,
+    stream: Arc<TcpStream>,
+    decoder: Decoder,
+    /// Counted with the running connections, so that shutdown waits for it.
+    _tracked: TaskTrackerToken,
+}
+
+impl ParkedConnection {
+    /// Parks the idle connection the task runs (`Connection::may_park`): true when it did (the
+    /// task is done). When it cannot park after all (its queue has news for it, or the server
+    /// stops), the task keeps it, to poll again.
+    fn park(phase: &mut Task) -> bool {
+        let Task::Open(connection, socket) = std::mem::replace(phase, Task::Done) else {
+            return false;
+        };
+        let (io, decoder) = socket.into_parts();
+        let shared = match io {
+            Either::Left(shared) => shared,
+            Either::Right(tls) => {
+                *phase = Task::Open(connection, Socket::from_parts(Either::Right(tls), decoder));
+                return false;
+            }
+        };
+        let parking = connection.state.parking.clone();
+        let parked = Box::new(Self {
+            _tracked: connection.state.connections.token(),
+            connection,
+            stream: shared.unregister(),
+            decoder,
+        });
+        let Err(parked) = parking.park(parked) else {
+            return true;
+        };
+        parked.connection.subscription.outbound.stay();
+        let ParkedConnection {
+            connection,
+            stream,
+            decoder,
+            ..
+        } = *parked;
+        let socket = Socket::from_parts(Either::Left(SharedTcp::Bare(stream)), decoder);
+        *phase = Task::Open(connection, socket);
+        false
+    }
+}
+
+impl Parked for ParkedConnection {
+    fn outbound(&self) -> &Outbound {
+        &self.connection.subscription.outbound
+    }
+
+    fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    fn resume(self: Box<Self>, runtime: &tokio::runtime::Handle) {
+        let ParkedConnection {
+            connection,
+            stream,
+            decoder,
+            _tracked,
+        } = *self;
+        let socket = Socket::from_parts(Either::Left(SharedTcp::Bare(stream)), decoder);
+        let connections = connection.state.connections.clone();
+        runtime.spawn(connections.track_future(Task::Open(connection, socket)));
+    }
 }
 
 /// Why a connection ended.
@@ -292,6 +379,17 @@ impl Connection {
             let _ = tokio::time::timeout(state.close_timeout, close(socket, end)).await;
             drop(permit);
         })
+    }
+
+    /// Nothing is under way (no publish waits for the store or a hook, no frame to read or
+    /// write, no timer of its own) and its queue asks it to park: a plain-TCP connection may
+    /// then park (`ParkedConnection`).
+    fn may_park(&self, socket: &Socket) -> bool {
+        self.receipts.is_empty()
+            && self.hooked.as_ref().is_none_or(|hooked| hooked.is_quiet())
+            && matches!(socket.io(), Either::Left(_))
+            && socket.is_idle()
+            && self.subscription.outbound.asked_to_park()
     }
 
     /// Does all the work that is ready; pending when none is left, ready when the connection ends.
@@ -363,8 +461,13 @@ impl Connection {
                 _ => {}
             }
             let judging = self.hooked.as_ref().map_or(0, |hooked| hooked.waiting());
+            // A socket not yet registered is left alone when the connection is about to park:
+            // the parking watches it, and registering it only to undo that would be wasted.
+            let parking = matches!(socket.io(), Either::Left(shared) if !shared.is_watched())
+                && self.may_park(socket);
             if self.receipts.len() + judging < MAX_IN_FLIGHT
                 && self.in_flight_bytes < MAX_IN_FLIGHT_BYTES
+                && !parking
             {
                 match socket.poll_next(cx) {
                     Poll::Pending => {}
@@ -616,6 +719,10 @@ mod tests {
     fn sizes_an_idle_connection_pays() {
         let sizes = [
             ("transport::ws::Task", std::mem::size_of::<Task>()),
+            (
+                "transport::ws::ParkedConnection",
+                std::mem::size_of::<ParkedConnection>(),
+            ),
             (
                 "transport::ws::Connection",
                 std::mem::size_of::<Connection>(),

@@ -251,6 +251,11 @@ impl Decoder {
         self.keep_binary = true;
     }
 
+    /// No fragmented message is under way.
+    pub fn between_messages(&self) -> bool {
+        self.fragmented.is_none() && self.gathered.is_empty()
+    }
+
     /// Takes the next message or control frame off the front of `buffer`; `None` when more bytes
     /// are needed. Limits are checked as soon as a header arrives, before its payload is read.
     pub fn decode(&mut self, buffer: &mut BytesMut) -> Result<Option<Incoming>, ProtocolError> {

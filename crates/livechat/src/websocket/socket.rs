@@ -52,6 +52,28 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
         &self.io
     }
 
+    /// Nothing read and not yet acted on, nothing to write, no message under way: all that is
+    /// left is the connection and the decoder's settings (`into_parts`).
+    pub fn is_idle(&self) -> bool {
+        self.read.is_empty() && self.outbox.is_empty() && self.decoder.between_messages()
+    }
+
+    /// The connection and the decoder, for an idle socket to be kept in less room
+    /// (`from_parts` makes it again); buffers are dropped (empty when `is_idle`).
+    pub fn into_parts(self) -> (Io, Decoder) {
+        (self.io, self.decoder)
+    }
+
+    pub fn from_parts(io: Io, decoder: Decoder) -> Self {
+        Self {
+            io,
+            read: BytesMut::new(),
+            decoder,
+            outbox: VecDeque::new(),
+            written: 0,
+        }
+    }
+
     /// Bytes the client sent before the socket was handed over (read along with the handshake).
     pub fn already_read(&mut self, bytes: &[u8]) {
         self.read.extend_from_slice(bytes);

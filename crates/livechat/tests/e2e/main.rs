@@ -20,6 +20,7 @@ mod moderation;
 mod nginx;
 mod nodes;
 mod operations;
+mod parking;
 mod presence;
 mod proxy;
 mod redis_link;

@@ -400,6 +400,16 @@ impl Client {
         self.send_raw(Message::text(Payload::from(bytes))).await;
     }
 
+    /// Sends a ping and returns the next frame of any kind (the pong, from a live server).
+    pub async fn ping(&mut self, payload: &'static str) -> Message {
+        self.send_raw(Message::ping(payload)).await;
+        tokio::time::timeout(PATIENCE, self.ws.next())
+            .await
+            .expect("an answer in time")
+            .expect("the connection is open")
+            .expect("a frame")
+    }
+
     /// The next data frame or the close frame; panics on timeout.
     pub async fn next_event(&mut self) -> Event {
         self.next_event_within(PATIENCE)
