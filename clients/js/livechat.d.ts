@@ -244,8 +244,11 @@ export interface ClientOptions {
 export interface ClientEvents {
   connecting: { transport: Transport; again: boolean };
   live: { transport: Transport; id: number; epoch: string | null };
-  down: { code: number; reason: string; transport: Transport };
-  stopped: { code: number; reason: string };
+  /** `status`, `body`: a WebSocket that never opened, and what a plain GET of its URL got
+   * (`status` null: no answer; 426: the server would have let it in). */
+  down: { code: number; reason: string; transport: Transport; status?: number | null; body?: unknown };
+  /** `status`, `body`: a handshake the server refused (400, 401, 403), as a plain GET saw it. */
+  stopped: { code: number; reason: string; status?: number; body?: unknown };
   message: MessageWithMeta;
   error: unknown;
   sent: { nonce: string; id: number };

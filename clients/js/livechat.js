@@ -13,7 +13,11 @@
 //   back; pending ones are sent again after a reconnect with the same nonce, which the server
 //   stores once.
 // - Reconnect: after any drop, with a growing delay and jitter, so that a restarted server is
-//   not met by all of its clients in the same millisecond.
+//   not met by all of its clients in the same millisecond. A WebSocket that closes before it
+//   opened is followed by one plain GET of its URL (browsers hide a refused handshake's status):
+//   the server answers it as it answered the handshake, so a refusal (401, 403, 400) stops the
+//   client with its status and reason, and 426 (the server would have let it in) means a network
+//   or proxy that blocks WebSockets.
 // - Presence: `syncState` and `syncDiff` fold the server's presence frames into a plain state
 //   object (pure functions, as Phoenix Presence's).
 // - Fallback: when WebSockets cannot be opened but HTTP works (some proxies), the room is followed
@@ -27,6 +31,11 @@ const TOKEN_EXPIRED = 4001;
 const MODERATOR_CLOSED = 4003;
 const DO_NOT_RECONNECT = 4004;
 const TOO_LARGE = 1009;
+/** Statuses of a refused handshake (as a probe sees them) after which reconnecting would not
+ * help: the request itself (400), the credentials (401), a ban, the origin or the room (403). */
+const REFUSED_FOR_GOOD = new Set([400, 401, 403]);
+/** Most characters of a probe's answer kept when it is not JSON (a proxy's error page). */
+const PROBE_TEXT_CHARS = 500;
 /** `{"typing": true}` at most this often: the server passes one per user per 2 s on and absorbs
  * the others; a little over 2 s, so that a frame arriving a few ms early is not lost. */
 const TYPING_EVERY_MS = 2200;
@@ -377,8 +386,12 @@ export class LivechatClient extends Emitter {
     });
     socket.addEventListener('close', (event) => {
       if (connection !== this.connection || this.stopped) return;
-      if (!connection.opened) this.failedWebSocketOpens += 1;
-      this.closed(connection, event.code, event.reason ?? '');
+      if (connection.opened) {
+        this.closed(connection, event.code, event.reason ?? '');
+        return;
+      }
+      this.failedWebSocketOpens += 1;
+      this.neverOpened(connection, url, event.code, event.reason ?? '');
     });
     // An error is followed by `close`: nothing to do here, but a listener keeps Node quiet.
     socket.addEventListener('error', () => {});
@@ -419,6 +432,48 @@ export class LivechatClient extends Emitter {
     });
   }
 
+  /** A WebSocket closed before it opened: one plain GET of its URL says why (see `probe`). A
+   * refusal for good stops the client (`stopped` with the HTTP status as `code`, the server's
+   * `error` as `reason`, and `status`, `body`); anything else is a drop like any other, told
+   * with what the probe saw (`down` with `status` and `body`, or `status: null`: no answer). */
+  async neverOpened(connection, url, code, reason) {
+    const answer = await this.probe(url);
+    if (connection !== this.connection || this.stopped) return;
+    // A page's cookies go with its WebSocket, but with a fetch only to its own origin: a 401
+    // without a token, from another origin, may be for want of a cookie the handshake had.
+    const pageOrigin = globalThis.location?.origin;
+    const withoutCookies = !this.token && pageOrigin && new URL(this.bases.http).origin !== pageOrigin;
+    if (answer && REFUSED_FOR_GOOD.has(answer.status) && !(answer.status === 401 && withoutCookies)) {
+      this.drop(connection);
+      this.stop();
+      const why = typeof answer.body?.error === 'string' ? answer.body.error : `HTTP ${answer.status}`;
+      const detail = typeof answer.body?.reason === 'string' ? `${why}: ${answer.body.reason}` : why;
+      this.emit('stopped', { code: answer.status, reason: detail, status: answer.status, body: answer.body });
+      return;
+    }
+    this.closed(connection, code, reason, answer ?? { status: null, body: null });
+  }
+
+  /** The server's answer to a plain GET of a WebSocket URL: `{ status, body }` (426: it would
+   * have let the handshake in), or null when nothing answered (the network) or this client has
+   * no `fetch`. The server answers it as it would the handshake (docs/protocol.md). */
+  async probe(url) {
+    if (!this.fetch) return null;
+    try {
+      const response = await this.fetch(url.replace(/^ws/, 'http'), { method: 'GET' });
+      const text = await response.text();
+      let body;
+      try {
+        body = text ? JSON.parse(text) : {};
+      } catch {
+        body = { error: text.slice(0, PROBE_TEXT_CHARS) };
+      }
+      return { status: response.status, body };
+    } catch {
+      return null;
+    }
+  }
+
   drop(connection) {
     if (!connection) return;
     if (connection === this.connection) this.connection = null;
@@ -426,7 +481,7 @@ export class LivechatClient extends Emitter {
     else if (connection.socket.readyState <= 1) connection.socket.close(1000, 'reconnecting');
   }
 
-  closed(connection, code, reason) {
+  closed(connection, code, reason, probed = {}) {
     this.drop(connection);
     this.caughtUp = false;
     if (code === TOKEN_EXPIRED || code === DO_NOT_RECONNECT
@@ -436,11 +491,11 @@ export class LivechatClient extends Emitter {
       return;
     }
     if (code === TOO_LARGE) this.refuseLargest(connection);
-    this.down({ code, reason });
+    this.down({ code, reason, ...probed });
   }
 
-  down({ code, reason }) {
-    this.emit('down', { code, reason, transport: this.connectionKind });
+  down({ code, reason, ...probed }) {
+    this.emit('down', { code, reason, transport: this.connectionKind, ...probed });
     const wait = backoffDelay(this.attempt, this.backoff);
     this.attempt += 1;
     this.retryTimer = setTimeout(() => this.open(), wait);

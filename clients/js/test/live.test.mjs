@@ -1,6 +1,6 @@
 // The client against the real server (the debug binary), through a relay that cuts, refuses and
 // holds: a restart with no gap and no duplicate, a message resent after a drop stored once,
-// presence and typing, a message's life, and the Server-Sent Events fallback.
+// presence and typing, a message's life, the Server-Sent Events fallback, a refused handshake.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -261,12 +261,16 @@ test('where WebSockets are blocked, the room is followed over Server-Sent Events
   const room = 'fallback';
   const ann = client(relay.url, room, { name: 'Ann' });
   const attempts = record(ann, ['connecting']);
+  const downs = record(ann, ['down']);
   const messages = record(ann, ['message']);
   const lives = record(ann, ['live']);
   const sent = record(ann, ['sent']);
   await ann.connect();
   await waitFor('live over SSE', () => lives.length === 1);
   assert.deepEqual(attempts.map(([, detail]) => detail.transport), ['websocket', 'websocket', 'sse']);
+  // Each WebSocket that never opened was probed: the server would have let it in (426), so the
+  // refusal came from the way there, and the client went on.
+  assert.deepEqual(downs.map(([, detail]) => [detail.transport, detail.status]), [['websocket', 426], ['websocket', 426]]);
   assert.equal(ann.transport, 'sse');
   await waitFor('Ann listed', () => 'n:Ann' in ann.presence.users);
 
@@ -328,6 +332,33 @@ test('with auth required: a token is the identity, one the server refuses stops 
   const message = told.find(([type]) => type === 'message')[1];
   assert.deepEqual(message.user, { id: 'ada', name: 'Ada' });
   assert.ok(told.find(([type]) => type === 'token')[1].exp > Date.now() / 1000 + 3000);
+});
+
+test('a handshake the server refuses is told with its status and reason, and stops the client', async () => {
+  const { server, relay } = await setUp();
+  await api(server.url, 'POST', '/api/bans', { user: 'Mallory', room: 'guarded', reason: 'spam' });
+  const mallory = client(relay.url, 'guarded', { name: 'Mallory', transport: 'websocket', since: null });
+  const told = record(mallory, ['connecting', 'down', 'stopped']);
+  await mallory.connect();
+  await waitFor('stopped', () => told.some(([type]) => type === 'stopped'));
+  const [, stopped] = told.find(([type]) => type === 'stopped');
+  assert.deepEqual(
+    [stopped.code, stopped.status, stopped.reason, stopped.body],
+    [403, 403, 'banned: spam', { error: 'banned', reason: 'spam' }],
+  );
+  assert.deepEqual(told.map(([type]) => type), ['connecting', 'stopped'], 'no down, no second attempt');
+
+  // A network that answers nothing at all: told as a drop (`status` null), and tried again.
+  relay.refusing = true;
+  relay.cut(); // the probe's kept-alive connection too
+  const ann = client(relay.url, 'guarded', { name: 'Ann', transport: 'websocket', since: null });
+  const downs = record(ann, ['down']);
+  await ann.connect();
+  await waitFor('two drops', () => downs.length >= 2);
+  assert.deepEqual(downs.slice(0, 2).map(([, detail]) => detail.status), [null, null]);
+  relay.refusing = false;
+  const lives = record(ann, ['live']);
+  await waitFor('live once the network is back', () => lives.length === 1);
 });
 
 test('the server serves this very file at /livechat.js', async () => {

@@ -1,4 +1,4 @@
-// The parts of the client that need no server: backoff, nonces, events, options.
+// The parts of the client that need no server: backoff, nonces, events, options, the handshake probe.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { backoffDelay, Emitter, LivechatClient, newNonce } from '../livechat.js';
@@ -67,5 +67,51 @@ test('without a WebSocket or an EventSource (Node 20 given neither), connect say
     [globalThis.WebSocket, globalThis.EventSource] = saved;
     if (saved[0] === undefined) delete globalThis.WebSocket;
     if (saved[1] === undefined) delete globalThis.EventSource;
+  }
+});
+
+/** A WebSocket whose handshake always fails, as a browser shows it: closed 1006, never open. */
+class RefusedWebSocket extends EventTarget {
+  readyState = 0;
+  constructor(url) {
+    super();
+    this.url = url;
+    setTimeout(() => {
+      this.readyState = 3;
+      this.dispatchEvent(Object.assign(new Event('close'), { code: 1006, reason: '' }));
+    }, 0);
+  }
+  close() {}
+}
+
+test("a 401 probe from another page's origin without a token is a drop (its cookies did not go), not a stop", async () => {
+  const probed = [];
+  const fetch = async (url) => {
+    probed.push(url);
+    return new Response('{"error":"sign in first"}', { status: 401 });
+  };
+  const told = [];
+  const listen = (client) => ['down', 'stopped'].forEach((type) => client.on(type, (detail) => told.push([type, detail])));
+  const hadLocation = 'location' in globalThis;
+  globalThis.location = { origin: 'https://app.example' };
+  try {
+    const options = { room: 'r', url: 'http://127.0.0.1:9', since: null, WebSocket: RefusedWebSocket, fetch };
+    const cookieless = new LivechatClient({ ...options, name: 'ann' });
+    listen(cookieless);
+    await cookieless.connect();
+    while (told.length === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    cookieless.close();
+    assert.equal(probed[0], 'http://127.0.0.1:9/ws/chat/r/?meta=1&presence=1&name=ann', 'the same URL, over HTTP');
+    assert.deepEqual(told[0], ['down', { code: 1006, reason: '', transport: 'websocket', status: 401, body: { error: 'sign in first' } }]);
+
+    // With a token in the URL, the probe carried the same credentials: a stop.
+    told.length = 0;
+    const tokened = new LivechatClient({ ...options, token: 'bad' });
+    listen(tokened);
+    await tokened.connect();
+    while (told.length === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.deepEqual(told[0], ['stopped', { code: 401, reason: 'sign in first', status: 401, body: { error: 'sign in first' } }]);
+  } finally {
+    if (!hadLocation) delete globalThis.location;
   }
 });

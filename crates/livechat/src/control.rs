@@ -109,7 +109,8 @@ impl Control {
         }
     }
 
-    pub fn to_json(&self) -> Bytes {
-        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    /// The command as JSON, to publish for every node.
+    pub fn to_json(&self) -> Result<Bytes, crate::json::Unencodable> {
+        crate::json::to_vec(self).map(Bytes::from)
     }
 }

@@ -16,8 +16,9 @@
 //! other. Resuming members also follow the room's events (a reset of its numbering).
 //!
 //! Frames come in as `OutgoingFrame`s. Members that agreed to permessage-deflate get each room
-//! frame compressed: built once, the first time such a member comes in a delivery, and shared by
-//! all of them (`outgoing::Variants`); the others get the plain frame.
+//! frame compressed: built once and shared by all of them (`outgoing::Variants`); the others get
+//! the plain frame. Large messages are compressed before the room's lock is taken
+//! (`Hub::prepare`), small ones the first time such a member comes in a delivery.
 //!
 //! Members come and go in the `Roster` too, under the room's lock, so that presence counts
 //! every member the hub has, evicted ones included.
@@ -40,6 +41,10 @@ use crate::websocket::deflate;
 
 /// Rooms are spread over shards so that joins and deliveries in different rooms rarely contend.
 const SHARDS: usize = 16;
+
+/// Messages this large or larger are compressed before their room's lock is taken (about 0.1 ms
+/// of deflate at this size); see `Hub::prepare`.
+const COMPRESS_BEFORE_LOCK_BYTES: usize = 4096;
 
 pub struct Hub {
     shards: Box<[Mutex<HashMap<RoomName, Room>>]>,
@@ -485,19 +490,94 @@ impl Hub {
         let Some(name) = batch.first().map(|message| &message.room) else {
             return;
         };
+        let prepared = self.prepare(name, batch);
+        self.push_to_room(name, batch, prepared);
+    }
+
+    /// Compressing a large frame takes milliseconds (34 ms at 1 MiB), too long to hold a
+    /// shard's lock (joins, leaves and deliveries of its other rooms wait). A batch with a
+    /// message of `COMPRESS_BEFORE_LOCK_BYTES` or more (and past the compression's minimum), for
+    /// a room with members that agreed to permessage-deflate, is encoded and compressed here,
+    /// before the lock is taken for the push, for the windows its members had a moment before
+    /// (read under the lock, let go at once). A member that joins in between with another
+    /// window gets its frames compressed under the lock, as smaller frames always are (a few
+    /// microseconds: less than reading the members twice). Order is kept: frames are still
+    /// pushed under the lock, and a room's deliveries come from one caller at a time (the
+    /// embedded engine's writer, the Redis subscriber), so they reach each member in commit
+    /// order. `None`: nothing to compress first.
+    fn prepare(&self, name: &RoomName, batch: &[&StoredMessage]) -> Option<Prepared<'_>> {
+        let large = COMPRESS_BEFORE_LOCK_BYTES.max(self.compression.min_bytes);
+        if batch
+            .iter()
+            .all(|message| message.message.get().len() < large)
+        {
+            return None;
+        }
+        let (with_meta, windows) = {
+            let rooms = self.shard(name);
+            let room = rooms.get(name)?;
+            // Each (shape, window) that some member takes: a few at most.
+            let mut windows: Vec<(bool, u8)> = Vec::new();
+            for member in &room.members {
+                if let Some(window) = member.deflate_window
+                    && !windows.contains(&(member.meta_frames, window))
+                {
+                    windows.push((member.meta_frames, window));
+                }
+            }
+            (room.meta_members > 0, windows)
+        };
+        if windows.is_empty() {
+            return None;
+        }
+        let (mut plain, mut meta) = self.encode(batch, with_meta);
+        for (meta_frames, window) in windows {
+            match meta_frames {
+                true => meta.frames(Some(window)),
+                false => plain.frames(Some(window)),
+            };
+        }
+        Some(Prepared {
+            with_meta,
+            plain,
+            meta,
+        })
+    }
+
+    /// The batch's frames, plain and (`with_meta`) with metadata.
+    fn encode(&self, batch: &[&StoredMessage], with_meta: bool) -> (Variants<'_>, Variants<'_>) {
+        let (mut plain, mut meta) = (Vec::with_capacity(batch.len()), Vec::new());
+        for message in batch {
+            let frames = Frames::encode(message, with_meta);
+            plain.push(frames.plain);
+            meta.extend(frames.meta);
+        }
+        let compression = &self.compression;
+        (
+            Variants::new(plain, compression),
+            Variants::new(meta, compression),
+        )
+    }
+
+    /// Pushes the batch's frames (`prepared`, or encoded here) to the room's members.
+    fn push_to_room(
+        &self,
+        name: &RoomName,
+        batch: &[&StoredMessage],
+        prepared: Option<Prepared<'_>>,
+    ) {
         let mut rooms = self.shard(name);
         let Some(room) = rooms.get_mut(name) else {
             return;
         };
-        let (mut plain, mut meta) = (Vec::with_capacity(batch.len()), Vec::new());
-        for message in batch {
-            let frames = Frames::encode(message, room.meta_members > 0);
-            plain.push(frames.plain);
-            meta.extend(frames.meta);
-        }
+        let with_meta = room.meta_members > 0;
+        let (mut plain, mut meta) = match prepared {
+            Some(prepared) if prepared.with_meta || !with_meta => (prepared.plain, prepared.meta),
+            // A member taking frames with metadata joined since they were prepared.
+            Some(prepared) => (prepared.plain, self.encode(batch, true).1),
+            None => self.encode(batch, with_meta),
+        };
         let mut lost = Vec::new();
-        let mut plain = Variants::new(plain, &self.compression);
-        let mut meta = Variants::new(meta, &self.compression);
         for member in room.members.iter_mut() {
             let mut frames = if member.meta_frames {
                 meta.frames(member.deflate_window)
@@ -538,6 +618,14 @@ impl Hub {
             }
         }
     }
+}
+
+/// A batch's frames, encoded and compressed before the room's lock was taken (`Hub::prepare`).
+struct Prepared<'a> {
+    /// Whether `meta` holds the frames with metadata (the room had members taking them).
+    with_meta: bool,
+    plain: Variants<'a>,
+    meta: Variants<'a>,
 }
 
 impl Room {
@@ -617,6 +705,11 @@ mod tests {
     use std::time::Duration;
 
     fn hub(queue_capacity: usize) -> Arc<Hub> {
+        counting_compressions(queue_capacity, metrics::Counter::noop())
+    }
+
+    /// A hub that counts its compressions in `compressed`.
+    fn counting_compressions(queue_capacity: usize, compressed: metrics::Counter) -> Arc<Hub> {
         Hub::new(
             QueueLimits::new(queue_capacity, 1 << 20),
             None,
@@ -625,7 +718,7 @@ mod tests {
             metrics::Counter::noop(),
             deflate::Settings {
                 min_bytes: 256,
-                compressed: metrics::Counter::noop(),
+                compressed,
             },
         )
     }
@@ -839,6 +932,88 @@ mod tests {
         assert!(first[0].len() < plain[0].len());
         // Under the minimum size: the plain frame itself, for everyone.
         assert_eq!(first[1].as_ptr(), plain[1].as_ptr());
+    }
+
+    /// Queued frames, with their WebSocket header, without waiting.
+    fn queued(subscription: &Subscription) -> VecDeque<Bytes> {
+        let mut frames = VecDeque::new();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = subscription.outbound.poll_take(&mut cx, Some(&mut frames));
+        frames
+    }
+
+    #[tokio::test]
+    async fn large_frames_compressed_before_the_lock_reach_members_that_joined_meanwhile_in_order()
+    {
+        let compressed = Arc::new(AtomicU64::new(0));
+        let hub = counting_compressions(8, metrics::Counter::from_arc(compressed.clone()));
+        let room = RoomName::parse("r").unwrap();
+        let window = |bits| JoinAs {
+            deflate_window: Some(bits),
+            ..JoinAs::default()
+        };
+        let early = hub.join(&room, window(15));
+        let long = |id| {
+            let mut long = message(&room, id);
+            let text = "chat ".repeat(COMPRESS_BEFORE_LOCK_BYTES / 5);
+            long.message = RawValue::from_string(format!("\"{text}\"")).unwrap();
+            long
+        };
+        let first = [long(1), message(&room, 2)];
+        let batch: Vec<&StoredMessage> = first.iter().collect();
+        let prepared = hub
+            .prepare(&room, &batch)
+            .expect("a large frame to compress");
+        assert_eq!(
+            compressed.load(Ordering::Relaxed),
+            1,
+            "compressed before the push"
+        );
+        // Between the compression and the push: a member with another window, one with
+        // metadata; a later delivery waits for this one (one caller at a time).
+        let other_window = hub.join(&room, window(9));
+        let meta = hub.join(
+            &room,
+            JoinAs {
+                meta: true,
+                meta_frames: true,
+                deflate_window: Some(15),
+                ..JoinAs::default()
+            },
+        );
+        hub.push_to_room(&room, &batch, Some(prepared));
+        // The joiners' (shape, window) pairs, compressed under the lock.
+        assert_eq!(compressed.load(Ordering::Relaxed), 3);
+        hub.deliver(&[long(3)]);
+
+        let (early, other_window, meta) = (queued(&early), queued(&other_window), queued(&meta));
+        for frames in [&early, &other_window, &meta] {
+            assert_eq!(frames.len(), 3, "every message, once");
+            assert_eq!(frames[0][0], 0xC1, "FIN, RSV1, text: compressed");
+            assert_eq!(frames[1][0], 0x81, "under the minimum size: plain");
+            assert_eq!(frames[2][0], 0xC1);
+        }
+        let inflate = |frame: &Bytes| {
+            assert!(frame[1] < 126, "a short frame: its payload after two bytes");
+            deflate::inflate(&frame[2..], 1 << 20).unwrap()
+        };
+        assert_ne!(early[0], other_window[0], "each window its own compression");
+        for frames in [&early, &other_window] {
+            assert_eq!(
+                inflate(&frames[0]),
+                format!(
+                    "{{\"message\":\"{}\"}}",
+                    "chat ".repeat(COMPRESS_BEFORE_LOCK_BYTES / 5)
+                )
+                .as_bytes()
+            );
+            assert_eq!(&frames[1][2..], br#"{"message":2}"#, "in order");
+        }
+        let with_meta = inflate(&meta[0]);
+        assert!(
+            with_meta.starts_with(br#"{"id":1,"room":"r""#),
+            "with metadata, in order"
+        );
     }
 
     #[test]

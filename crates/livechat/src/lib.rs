@@ -14,6 +14,7 @@ pub mod engine;
 pub mod epoch;
 pub mod hooks;
 pub mod hub;
+pub mod json;
 pub mod keepalive;
 pub mod message;
 pub mod metrics;

@@ -247,9 +247,10 @@ pub struct Author {
 }
 
 impl Author {
-    /// The JSON kept beside a stored message.
+    /// The JSON kept beside a stored message. Two optional strings cannot fail to be written;
+    /// if they ever did, that is logged and counted, and `{}` (an author with neither) is kept.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
+        crate::json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
     }
 
     /// Whether this is the user moderation names `user`: its id, or (for a sender without

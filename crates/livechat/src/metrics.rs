@@ -44,6 +44,8 @@ pub enum PublishError {
     Barred,
     /// The disk holding the embedded history is full.
     StorageFull,
+    /// Something the publish needed could not be written as JSON (a bug).
+    Unencodable,
 }
 
 /// Why the server closed (or lost) a WebSocket connection.
@@ -92,7 +94,7 @@ const HOOKS: [&str; 3] = ["connect", "publish", "webhook"];
 const HOOK_OUTCOMES: [&str; 5] = ["accepted", "rewritten", "refused", "failed", "reused"];
 
 /// Label values, in the order of `PublishError`.
-const PUBLISH_ERRORS: [&str; 10] = [
+const PUBLISH_ERRORS: [&str; 11] = [
     "store_unavailable",
     "overloaded",
     "shutting_down",
@@ -103,6 +105,7 @@ const PUBLISH_ERRORS: [&str; 10] = [
     "invalid",
     "barred",
     "storage_full",
+    "unencodable",
 ];
 
 /// What became of a message read from the Django Channels layer.
@@ -255,7 +258,7 @@ impl Metrics {
             describe(
                 "livechat_frames_unencodable_total",
                 None,
-                "Frames whose value could not be written as JSON: an error frame went in their place (a bug; see the log).",
+                "Values the server could not write as JSON (a bug; see the log): an error frame went out in place of a frame, or the call, write or event that needed it failed.",
             ),
             describe(
                 "livechat_deliveries_total",
@@ -500,7 +503,7 @@ impl Metrics {
     pub fn render(&self, rooms: usize) -> String {
         self.rooms.set(rooms as f64);
         self.frames_unencodable
-            .absolute(crate::outgoing::unencodable_frames());
+            .absolute(crate::json::unencodable_values());
         self.handle.run_upkeep();
         self.handle.render()
     }

@@ -9,10 +9,8 @@
 //!
 //! A value that cannot be written as JSON (only a `Serialize` impl's own error does that: a map
 //! with keys JSON cannot have, a refusal of its own) is not sent as an empty frame: it is logged,
-//! counted (`livechat_frames_unencodable_total`), and the recipients get an error frame,
-//! `{"error": "the server could not encode this frame"}`, in its place.
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! counted (`livechat_frames_unencodable_total`, see `crate::json`), and the recipients get an
+//! error frame, `{"error": "the server could not encode this frame"}`, in its place.
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -24,9 +22,6 @@ pub use crate::websocket::frame::Encoded as Carried;
 
 /// What goes out in place of a frame whose value could not be written as JSON.
 const UNENCODABLE: &[u8] = br#"{"error":"the server could not encode this frame"}"#;
-
-/// Frames whose value could not be written as JSON, since the process started.
-static UNENCODABLE_FRAMES: AtomicU64 = AtomicU64::new(0);
 
 /// A complete WebSocket frame the server sends: built once, shared by every recipient (a clone
 /// only bumps a reference count).
@@ -40,17 +35,10 @@ const _: () = assert!(std::mem::size_of::<OutgoingFrame>() <= 32);
 impl OutgoingFrame {
     /// A text frame holding `value` as JSON.
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Self {
-        match serde_json::to_vec(value) {
+        match crate::json::to_vec(value) {
             Ok(json) => Self(frame::text(&[&json])),
-            Err(error) => {
-                UNENCODABLE_FRAMES.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(
-                    %error,
-                    value = std::any::type_name::<T>(),
-                    "a frame's value could not be written as JSON: an error frame goes in its place"
-                );
-                Self(frame::text(&[UNENCODABLE]))
-            }
+            // Logged and counted already.
+            Err(_) => Self(frame::text(&[UNENCODABLE])),
         }
     }
 
@@ -86,11 +74,6 @@ impl OutgoingFrame {
     pub fn carried(queued: &Bytes) -> Carried {
         frame::encoded(queued)
     }
-}
-
-/// Frames whose value could not be written as JSON since the process started (the metric).
-pub fn unencodable_frames() -> u64 {
-    UNENCODABLE_FRAMES.load(Ordering::Relaxed)
 }
 
 /// A batch of frames for a room's members, as they are queued: plain, or compressed for the
@@ -145,20 +128,11 @@ impl<'a> Variants<'a> {
 mod tests {
     use super::*;
 
-    /// Serialises to an error, as a map with keys JSON cannot have would.
-    struct Unwritable;
-
-    impl Serialize for Unwritable {
-        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-            Err(serde::ser::Error::custom("no JSON for this"))
-        }
-    }
-
     #[test]
     fn a_value_that_cannot_be_written_is_an_error_frame_and_counted() {
-        let before = unencodable_frames();
-        let frame = OutgoingFrame::json(&Unwritable);
-        assert_eq!(unencodable_frames(), before + 1);
+        let before = crate::json::unencodable_values();
+        let frame = OutgoingFrame::json(&crate::json::tests::Unwritable);
+        assert!(crate::json::unencodable_values() > before);
         match OutgoingFrame::carried(&frame.into_bytes()) {
             Carried::Text(payload) => {
                 let error: serde_json::Value = serde_json::from_slice(&payload).unwrap();

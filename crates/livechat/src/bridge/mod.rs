@@ -879,7 +879,8 @@ impl Bridge {
             if let Some(user) = message
                 .user
                 .as_deref()
-                .and_then(|user| serde_json::to_value(user).ok())
+                // One that cannot be written is logged and counted there, and left out.
+                .and_then(|user| crate::json::to_value(user).ok())
             {
                 body.insert("user".into(), user);
             }

@@ -164,9 +164,10 @@ impl EmbeddedEngine {
 
 /// What the publisher or caller is told of a store error.
 fn store_failed(error: &StoreError) -> EngineError {
-    match error.is_full() {
-        true => EngineError::StorageFull,
-        false => EngineError::Unavailable(error.to_string()),
+    match error {
+        StoreError::Unencodable(unencodable) => EngineError::Unencodable(unencodable.clone()),
+        _ if error.is_full() => EngineError::StorageFull,
+        _ => EngineError::Unavailable(error.to_string()),
     }
 }
 

@@ -206,6 +206,9 @@ pub enum EngineError {
     /// The publish itself cannot be stored (a reply to no message).
     #[error(transparent)]
     Refused(#[from] Refused),
+    /// A value of the server's own could not be written as JSON (a bug; logged and counted).
+    #[error(transparent)]
+    Unencodable(#[from] crate::json::Unencodable),
 }
 
 impl EngineError {
@@ -218,6 +221,7 @@ impl EngineError {
             Self::Overloaded => PublishError::Overloaded,
             Self::StorageFull => PublishError::StorageFull,
             Self::Refused(_) => PublishError::Invalid,
+            Self::Unencodable(_) => PublishError::Unencodable,
         }
     }
 }

@@ -219,10 +219,12 @@ impl ConnectHook {
         request: ConnectRequest,
         key: Option<Arc<str>>,
     ) -> Result<Arc<Verdict>, HookError> {
-        let body = Bytes::from(serde_json::to_vec(&request).unwrap_or_default());
-        let verdict = match self.endpoint.post(body).await {
-            Ok(answer) => read_answer(answer.status, &answer.body),
-            Err(error) => Err(HookError::Call(error)),
+        let verdict = match crate::json::to_vec(&request) {
+            Ok(body) => match self.endpoint.post(Bytes::from(body)).await {
+                Ok(answer) => read_answer(answer.status, &answer.body),
+                Err(error) => Err(HookError::Call(error)),
+            },
+            Err(error) => Err(HookError::Unencodable(error)),
         };
         let outcome = match &verdict {
             Ok(Verdict::Admitted(_)) => HookOutcome::Accepted,

@@ -33,6 +33,9 @@ pub enum HookError {
     Status(u16, String),
     #[error("it answered {0}")]
     Nonsense(String),
+    /// The call's own body could not be written as JSON (a bug): the call is not made.
+    #[error(transparent)]
+    Unencodable(#[from] crate::json::Unencodable),
 }
 
 /// Most characters of an app's reason passed on to a client.

@@ -83,10 +83,12 @@ impl PublishHook {
             nonce: draft.nonce.as_ref(),
             transport,
         };
-        let body = Bytes::from(serde_json::to_vec(&call).unwrap_or_default());
-        let answer = match self.endpoint.post(body).await {
-            Ok(answer) => self.read_answer(answer.status, &answer.body),
-            Err(error) => Err(HookError::Call(error)),
+        let answer = match crate::json::to_vec(&call) {
+            Ok(body) => match self.endpoint.post(Bytes::from(body)).await {
+                Ok(answer) => self.read_answer(answer.status, &answer.body),
+                Err(error) => Err(HookError::Call(error)),
+            },
+            Err(error) => Err(HookError::Unencodable(error)),
         };
         match answer {
             Ok(Answer::Accept) => {

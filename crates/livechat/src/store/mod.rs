@@ -291,6 +291,9 @@ pub enum StoreError {
     /// The history file cannot be used as it is: what is wrong with it and what to do.
     #[error("{path}: {problem}")]
     Unusable { path: String, problem: String },
+    /// A value to store could not be written as JSON (a bug; logged and counted).
+    #[error(transparent)]
+    Unencodable(#[from] crate::json::Unencodable),
 }
 
 impl StoreError {

@@ -1057,10 +1057,7 @@ impl HistoryStore for SqliteStore {
         writer
             .connection
             .prepare_cached("INSERT OR REPLACE INTO bans (id, body) VALUES (?1, ?2)")?
-            .execute(params![
-                ban.id,
-                serde_json::to_string(ban).unwrap_or_default()
-            ])?;
+            .execute(params![ban.id, crate::json::to_string(ban)?])?;
         Ok(())
     }
 

@@ -1,6 +1,6 @@
 //! Errors answered over HTTP: a status code and a body `{"error": "..."}`.
 
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::admission::Refused;
@@ -22,6 +22,11 @@ pub enum ApiError {
     BadRequest(String),
     #[error("not a WebSocket handshake: {0}")]
     NotWebSocket(String),
+    /// A plain HTTP request (no `Upgrade: websocket`) to a WebSocket route that would have been
+    /// let in: 426. Clients whose WebSocket failed before opening ask this way whether the
+    /// server refused them (401, 403, ...) or something on the way did (docs/protocol.md).
+    #[error("upgrade required: this route is a WebSocket; the server would let this request in")]
+    UpgradeRequired,
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
     #[error("cannot read request body: {0}")]
@@ -75,12 +80,17 @@ impl ApiError {
             | Self::NotWebSocket(_)
             | Self::BadBody(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Unavailable(EngineError::Refused(_)) => StatusCode::BAD_REQUEST,
             Self::Unavailable(EngineError::StorageFull)
             | Self::Moderation(ModerationError::Engine(EngineError::StorageFull)) => {
                 StatusCode::INSUFFICIENT_STORAGE
+            }
+            Self::Unavailable(EngineError::Unencodable(_))
+            | Self::Moderation(ModerationError::Engine(EngineError::Unencodable(_))) => {
+                StatusCode::INTERNAL_SERVER_ERROR
             }
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Auth(AuthError::Missing | AuthError::Invalid(_)) => StatusCode::UNAUTHORIZED,
@@ -143,10 +153,15 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         if self.status() == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Self::UpgradeRequired = self {
+            // RFC 9110 section 15.5.22: the protocol to upgrade to.
+            let headers = response.headers_mut();
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
         response
     }

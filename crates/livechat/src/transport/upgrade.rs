@@ -60,11 +60,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
         if parts.method != Method::GET {
             return refuse("the method must be GET");
         }
+        // No upgrade asked at all: a plain GET (a browser probing why its WebSocket failed).
+        if !header_has_token(&parts.headers, header::UPGRADE, "websocket") {
+            return Err(ApiError::UpgradeRequired);
+        }
         if !header_has_token(&parts.headers, header::CONNECTION, "upgrade") {
             return refuse("`Connection: Upgrade` is missing");
-        }
-        if !header_has_token(&parts.headers, header::UPGRADE, "websocket") {
-            return refuse("`Upgrade: websocket` is missing");
         }
         if parts.headers.get(header::SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13"))
         {

@@ -172,9 +172,15 @@ impl Event {
             user,
             message,
         };
-        Self {
-            ts,
-            body: serde_json::to_string(&body).unwrap_or_else(|_| "{}".to_owned()),
+        match crate::json::to_string(&body) {
+            Ok(body) => Self { ts, body },
+            // Logged and counted already: the app is told the event exists but not its details.
+            Err(_) => Self::detailed(
+                kind,
+                Some(room),
+                ts,
+                serde_json::json!({"error": "the server could not encode this event"}),
+            ),
         }
     }
 }

@@ -106,7 +106,7 @@ async fn http_errors_are_json_with_the_right_status() {
         ("GET", "/chat/send/", None, 405),
         ("DELETE", "/chat/send/", None, 405),
         ("POST", "/chat/history/", Some("{}"), 405),
-        ("GET", "/ws/chat/plain_get/", None, 400),
+        ("GET", "/ws/chat/plain_get/", None, 426),
     ];
     for (method, path, body, status) in cases {
         let answer = server.http(method, path, body).await;

@@ -79,6 +79,25 @@ async fn a_ban_closes_the_users_connections_there_refuses_new_ones_and_can_be_li
     let refused = handshake(server.addr, &format!("/ws/chat/banned/?token={bob}")).await;
     assert_eq!(refused.status, 403, "{refused:?}");
     assert_eq!(refused.json(), json!({"error": "banned", "reason": "spam"}));
+    // A plain GET of the same URL (what a browser can see of it) gets the same refusal; one the
+    // server would let in gets 426, without a token 401.
+    let banned = server
+        .http("GET", &format!("/ws/chat/banned/?token={bob}"), None)
+        .await;
+    assert_eq!((banned.status, banned.json()), (403, refused.json()));
+    let admitted = server
+        .http("GET", &format!("/ws/chat/other/?token={bob}"), None)
+        .await;
+    assert_eq!(admitted.status, 426, "{admitted:?}");
+    assert!(
+        admitted
+            .headers
+            .to_ascii_lowercase()
+            .contains("upgrade: websocket"),
+        "{admitted:?}"
+    );
+    let anonymous = server.http("GET", "/ws/chat/other/", None).await;
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
     let send = server
         .call(
             &bob,

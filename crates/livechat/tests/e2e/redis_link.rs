@@ -234,7 +234,8 @@ const MANY_ROOMS: usize = 300;
 /// Node A, a member in each of 300 rooms, loses its link to Redis (a stall) while messages are
 /// published to every room through node B; once the link heals, A catches every room up (the
 /// rooms read together, not one after the other) and each client has every message of its
-/// room once, in order, live ones and missed ones alike.
+/// room once, in order, live ones and missed ones alike. However many times the stalled link
+/// was replaced, the heal is caught up once.
 #[tokio::test]
 async fn a_node_back_from_a_broken_link_catches_up_every_room() {
     let redis = RedisServer::start().await;
@@ -265,7 +266,16 @@ async fn a_node_back_from_a_broken_link_catches_up_every_room() {
                 .await;
         }
     }
+    // Long enough for commands to time out on a replaced connection too: the link is replaced
+    // more than once, each time with a disconnection notice (covered below).
+    eventually("the stalled link was replaced twice", || async {
+        a.log_count(&["connection is replaced"]) >= 2
+    })
+    .await;
     let caught_up_before = a.log_count(&["subscriptions caught up"]);
+    // Disconnection notices that asked for a catch-up when none was pending.
+    let fresh_notices = || a.log_count(&["catching up once Redis answers", "pending=false"]);
+    let fresh_before = fresh_notices();
     proxy.release();
     let released = Instant::now();
     eventually("A caught up", || async {
@@ -301,4 +311,25 @@ async fn a_node_back_from_a_broken_link_catches_up_every_room() {
         assert_eq!(got, stored, "room {n}: every message once, in order");
     }
     eprintln!("all {MANY_ROOMS} readers have every message once, in order");
+
+    // The notices of the replacements were queued while a catch-up waited for Redis. Once A has
+    // taken them all, the heal was caught up once: no notice taken since the link healed asked
+    // for another catch-up.
+    let replaced = a.log_count(&["connection is replaced"]);
+    eventually("A took every disconnection notice", || async {
+        a.log_count(&["Redis disconnection notice"]) >= replaced
+    })
+    .await;
+    let covered = a.log_count(&["Redis disconnection notice", "covered by the catch-up"]);
+    eprintln!("the stalled link was replaced {replaced} times; {covered} notices covered");
+    assert_eq!(
+        fresh_notices(),
+        fresh_before,
+        "a notice asked for a second catch-up"
+    );
+    assert_eq!(
+        a.log_count(&["subscriptions caught up"]) - caught_up_before,
+        1,
+        "one catch-up per heal"
+    );
 }

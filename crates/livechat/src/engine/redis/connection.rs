@@ -3,10 +3,12 @@
 //! reconnect by themselves and subscribe again to every channel after a reconnect; pushed
 //! messages and disconnection notices go to the bounded queue given at `open`: when it is full
 //! they are dropped and the queue says it overflowed, so that the subscriber reads what it missed
-//! from the streams instead of Redis' pushes piling up in memory.
+//! from the streams instead of Redis' pushes piling up in memory. Disconnection notices are
+//! numbered as they are sent (their data is the number), so that the subscriber can tell one
+//! sent before its last catch-up (which that catch-up covered) from news.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManagerConfig};
@@ -125,22 +127,52 @@ impl Connection {
 pub struct PushQueue {
     sender: mpsc::Sender<PushInfo>,
     overflowed: Arc<AtomicBool>,
+    notices: Arc<AtomicU64>,
+}
+
+/// The receiving end of a `PushQueue`, for the subscriber.
+pub struct Pushed {
+    pub queue: mpsc::Receiver<PushInfo>,
+    /// Set when a push was dropped because the queue was full.
+    pub overflowed: Arc<AtomicBool>,
+    /// Disconnection notices sent so far (dropped ones included); each notice carries its number.
+    pub notices: Arc<AtomicU64>,
 }
 
 impl PushQueue {
-    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<PushInfo>, Arc<AtomicBool>) {
-        let (sender, receiver) = mpsc::channel(capacity);
-        let overflowed = Arc::new(AtomicBool::new(false));
-        let queue = Self {
+    pub fn new(capacity: usize) -> (Self, Pushed) {
+        let (sender, queue) = mpsc::channel(capacity);
+        let (overflowed, notices) = (Arc::default(), Arc::default());
+        let pushes = Self {
             sender,
-            overflowed: overflowed.clone(),
+            overflowed: Arc::clone(&overflowed),
+            notices: Arc::clone(&notices),
         };
-        (queue, receiver, overflowed)
+        let pushed = Pushed {
+            queue,
+            overflowed,
+            notices,
+        };
+        (pushes, pushed)
+    }
+
+    /// The number a disconnection notice carries (see `PushQueue::send`).
+    pub fn notice_number(notice: &PushInfo) -> Option<u64> {
+        match notice.data.as_slice() {
+            [Value::Int(number)] => u64::try_from(*number).ok(),
+            _ => None,
+        }
     }
 }
 
 impl redis::aio::AsyncPushSender for PushQueue {
-    fn send(&self, info: PushInfo) -> Result<(), redis::aio::SendError> {
+    fn send(&self, mut info: PushInfo) -> Result<(), redis::aio::SendError> {
+        if info.kind == redis::PushKind::Disconnection {
+            // Counted before it is queued: whoever reads the count afterwards knows the
+            // connection it was about had been replaced (or lost) by then.
+            let number = self.notices.fetch_add(1, Ordering::AcqRel) + 1;
+            info.data = vec![Value::Int(number as i64)];
+        }
         if let Err(mpsc::error::TrySendError::Full(_)) = self.sender.try_send(info) {
             self.overflowed.store(true, Ordering::Release);
         }
@@ -208,7 +240,8 @@ mod tests {
 
     #[test]
     fn a_full_push_queue_drops_and_says_so() {
-        let (queue, mut received, overflowed) = PushQueue::new(1);
+        let (queue, pushed) = PushQueue::new(1);
+        let (mut received, overflowed) = (pushed.queue, pushed.overflowed);
         let push = || PushInfo {
             kind: PushKind::Message,
             data: Vec::new(),
@@ -219,5 +252,21 @@ mod tests {
         assert!(overflowed.load(Ordering::Acquire));
         assert!(received.try_recv().is_ok());
         assert!(received.try_recv().is_err(), "the second was dropped");
+    }
+
+    #[test]
+    fn disconnection_notices_are_numbered_as_sent() {
+        let (queue, mut pushed) = PushQueue::new(1);
+        let notice = || PushInfo {
+            kind: PushKind::Disconnection,
+            data: Vec::new(),
+        };
+        assert!(queue.send(notice()).is_ok());
+        assert!(queue.send(notice()).is_ok(), "dropped, still counted");
+        assert!(queue.send(notice()).is_ok());
+        assert_eq!(pushed.notices.load(Ordering::Acquire), 3);
+        let first = pushed.queue.try_recv().expect("the first notice");
+        assert_eq!(PushQueue::notice_number(&first), Some(1));
+        assert!(pushed.overflowed.load(Ordering::Acquire));
     }
 }

@@ -74,7 +74,7 @@ pub async fn migrate(
     mut progress: impl FnMut(&Progress),
 ) -> Result<Progress, MigrateError> {
     let started = Instant::now();
-    let (pushes, _pushed, _overflowed) = PushQueue::new(16);
+    let (pushes, _pushed) = PushQueue::new(16);
     let servers = Servers::Urls {
         urls: &settings.urls,
         cluster: settings.cluster,

@@ -138,7 +138,7 @@ impl RedisEngine {
         registry: Arc<RoomRegistry>,
         commands: RoomCommands,
     ) -> Result<Self, RedisError> {
-        let (pushes, pushed, overflowed) = PushQueue::new(PUSH_QUEUE);
+        let (pushes, pushed) = PushQueue::new(PUSH_QUEUE);
         let servers = match &settings.sentinel_master {
             Some(master) => Servers::Sentinel {
                 sentinels: &settings.urls,
@@ -222,7 +222,7 @@ impl RedisEngine {
         }
         // The publisher ends once `shutdown` closes its queue and it has written what was in it.
         tasks.spawn_to_end(publisher.run(queued));
-        tasks.spawn_to_end(subscriber.run(commands, pushed, overflowed, tasks.token()));
+        tasks.spawn_to_end(subscriber.run(commands, pushed, tasks.token()));
         tasks.spawn_to_end(registration.run(tasks.token()));
         tasks.spawn_to_end(relay.run(tasks.token()));
         Ok(Self {
@@ -281,10 +281,11 @@ impl Engine for RedisEngine {
     fn control(&self, command: Control) -> BoxFuture<'static, Result<(), EngineError>> {
         let mut connection = self.connection.clone();
         let channel = self.keys.control();
+        let json = command.to_json();
         async move {
             redis::cmd(connection.publish_command())
                 .arg(channel)
-                .arg(command.to_json().as_ref())
+                .arg(json?.as_ref())
                 .query_async::<()>(&mut connection)
                 .await
                 .map_err(unavailable)
@@ -376,7 +377,8 @@ impl Engine for RedisEngine {
     fn put_ban(&self, ban: Ban) -> BoxFuture<'static, Result<(), EngineError>> {
         let (mut connection, keys) = (self.connection.clone(), self.keys.clone());
         async move {
-            moderation::put_ban(&mut connection, &keys, &ban)
+            let json = crate::json::to_string(&ban)?;
+            moderation::put_ban(&mut connection, &keys, &ban, json)
                 .await
                 .map_err(unavailable)
         }

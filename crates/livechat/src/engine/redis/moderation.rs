@@ -29,8 +29,13 @@ pub async fn bans(connection: &mut Connection, keys: &Keys) -> RedisResult<Vec<B
         .collect())
 }
 
-pub async fn put_ban(connection: &mut Connection, keys: &Keys, ban: &Ban) -> RedisResult<()> {
-    let json = serde_json::to_string(ban).unwrap_or_default();
+/// Keeps `ban`, whose JSON is `json`.
+pub async fn put_ban(
+    connection: &mut Connection,
+    keys: &Keys,
+    ban: &Ban,
+    json: String,
+) -> RedisResult<()> {
     redis::cmd("HSET")
         .arg(keys.bans())
         .arg(&ban.id)

@@ -163,6 +163,22 @@ impl Relay {
             full: change.full,
             users,
         };
+        // A value that cannot be written is logged and counted there; nothing is relayed then
+        // (not a Redis failure: the link stays healthy).
+        let Ok(event) = crate::json::to_string(&event) else {
+            return Ok(());
+        };
+        let mut people = Vec::with_capacity(change.people.len());
+        for (key, person) in &change.people {
+            let value = match person.connections {
+                0 => String::new(),
+                _ => match crate::json::to_string(&count(person)) {
+                    Ok(value) => value,
+                    Err(_) => return Ok(()),
+                },
+            };
+            people.push((key, value));
+        }
         let mut invocation = script.key(self.keys.presence(&room, node));
         invocation
             .arg(self.ttl.as_millis() as u64)
@@ -171,12 +187,8 @@ impl Relay {
             .arg(change.members)
             .arg(self.connection.publish_command())
             .arg(self.keys.channel(&room))
-            .arg(serde_json::to_string(&event).unwrap_or_default());
-        for (key, person) in &change.people {
-            let value = match person.connections {
-                0 => String::new(),
-                _ => serde_json::to_string(&count(person)).unwrap_or_default(),
-            };
+            .arg(event);
+        for (key, value) in people {
             invocation.arg(&**key).arg(value);
         }
         let mut connection = self.connection.clone();
@@ -249,11 +261,12 @@ fn node_view(fields: Vec<(String, String)>) -> NodeView {
 
 /// Publishes that `user` is typing in `room` (not waited for; lost if Redis is down).
 pub fn typing(connection: &Connection, keys: &Keys, room: &RoomName, user: Author, tasks: &Tasks) {
-    let event = ChannelEvent::Typing { user };
+    // Logged and counted there if it cannot be written; nothing is relayed then.
+    let Ok(event) = crate::json::to_string(&ChannelEvent::Typing { user }) else {
+        return;
+    };
     let mut command = redis::cmd(connection.publish_command());
-    command
-        .arg(keys.channel(room))
-        .arg(serde_json::to_string(&event).unwrap_or_default());
+    command.arg(keys.channel(room)).arg(event);
     let mut connection = connection.clone();
     // Bounded by the Redis timeout.
     tasks.spawn_to_end(async move {

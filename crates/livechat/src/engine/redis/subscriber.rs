@@ -7,22 +7,28 @@
 //! while the connection was down) is filled from the room's stream first, and a new epoch (Redis
 //! lost the room's keys: ids start again) is followed and announced: nothing is lost silently.
 //! Presence and typing events on the channel go to the roster (see `presence`).
+//!
+//! A disconnection notice (the connection was lost, or replaced by a new one) makes the node
+//! catch every room up once Redis answers. One heal can bring several notices (a stalled link
+//! is replaced again each time a command times out, and the notices wait in the queue while a
+//! catch-up waits for Redis): a notice sent before a complete catch-up began is covered by it
+//! and ignored, so each heal is caught up (and logged) once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, join_all, try_join_all};
-use redis::{PushInfo, PushKind, Value};
+use redis::{PushKind, Value};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Health;
-use super::connection::Connection;
+use super::connection::{Connection, PushQueue, Pushed};
 use super::keys::Keys;
 use super::nodes::live_nodes;
 use super::presence::{self, ChannelEvent};
@@ -37,8 +43,8 @@ use crate::room::RoomName;
 
 /// Room commands carried out together.
 const COMMAND_BATCH: usize = 512;
-/// Missed messages are read from a room's stream this many at a time (after a reconnect, this
-/// many over all the rooms read together).
+/// Missed messages are read from a room's stream this many at a time (after a reconnect or for
+/// a burst of new rooms, this many over all the rooms read together).
 const CATCH_UP_PAGE: usize = 1000;
 /// Rooms caught up together after a reconnect (their requests in flight at once).
 const CATCH_UP_ROOMS: usize = 500;
@@ -172,12 +178,18 @@ impl Subscriber {
     pub async fn run(
         mut self,
         RoomCommands(mut commands): RoomCommands,
-        mut pushes: mpsc::Receiver<PushInfo>,
-        overflowed: Arc<AtomicBool>,
+        pushed: Pushed,
         stop: CancellationToken,
     ) {
+        let Pushed {
+            queue: mut pushes,
+            overflowed,
+            notices,
+        } = pushed;
         let mut resync = tokio::time::interval(RESYNC_EVERY);
         let mut behind = false;
+        // Disconnection notices up to this number came before the last complete catch-up.
+        let mut covered = 0;
         // Commands for every node, for as long as this one runs (resubscribed with the rest).
         if let Err(error) = self.connection.subscribe(&[self.keys.control()]).await {
             tracing::warn!(%error, "cannot subscribe to the control channel yet");
@@ -189,7 +201,7 @@ impl Subscriber {
                 tracing::warn!(
                     "Redis pushes came faster than this node took them; catching up from the streams"
                 );
-                behind = !self.catch_up_all().await;
+                behind = !self.catch_up_all(&notices, &mut covered).await;
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -206,12 +218,21 @@ impl Subscriber {
                 Some(push) = pushes.recv() => match push.kind {
                     PushKind::Message | PushKind::SMessage => self.receive(push.data).await,
                     PushKind::Disconnection => {
-                        self.health.disconnected();
-                        behind = true;
+                        let notice = PushQueue::notice_number(&push);
+                        if notice.is_some_and(|notice| notice <= covered) {
+                            tracing::debug!(notice, "Redis disconnection notice: covered by the catch-up after it");
+                        } else {
+                            tracing::debug!(notice, pending = behind,
+                                "Redis disconnection notice: catching up once Redis answers");
+                            self.health.disconnected();
+                            behind = true;
+                        }
                     }
                     _ => {}
                 },
-                _ = resync.tick(), if behind => behind = !self.catch_up_all().await,
+                _ = resync.tick(), if behind => {
+                    behind = !self.catch_up_all(&notices, &mut covered).await;
+                }
             }
         }
     }
@@ -232,8 +253,10 @@ impl Subscriber {
     }
 
     /// Subscribes, then delivers whatever was stored since each room opened here: the last id
-    /// is read before subscribing, so a message published in between is fetched, not lost. The
-    /// other nodes' members are read after subscribing, so no change of theirs is missed.
+    /// is read before subscribing, so a message published in between is fetched, not lost (see
+    /// `read_behind`: at most `CATCH_UP_PAGE` entries at a time over all the rooms). The other
+    /// nodes' members are read after subscribing, so no change of theirs is missed. Each room's
+    /// subscription is active once every room of the burst is read.
     async fn subscribe(&mut self, rooms: Vec<(RoomName, watch::Sender<Subscription>)>) {
         if rooms.is_empty() {
             return;
@@ -257,36 +280,11 @@ impl Subscriber {
             };
             self.delivered.insert(room.clone(), delivered);
         }
-        // Each room's first page of missed messages (usually none), all read at once.
-        let first_pages =
-            join_all(names.iter().map(|room| {
-                let mut connection = self.connection.clone();
-                let keys = &self.keys;
-                let after = self
-                    .delivered
-                    .get(room)
-                    .map_or(0, |delivered| delivered.last);
-                async move {
-                    stream::range(&mut connection, keys, room, after, None, CATCH_UP_PAGE).await
-                }
-            }))
-            .await;
-        for ((room, state), page) in rooms.into_iter().zip(first_pages) {
-            match page {
-                Ok(page) => {
-                    let full = page.len() == CATCH_UP_PAGE;
-                    for message in page {
-                        self.deliver(message);
-                    }
-                    if full {
-                        self.catch_up(&room, None).await;
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%room, %error, "cannot read missed messages");
-                    self.health.failed(&error);
-                }
-            }
+        // What was published while subscribing (usually nothing), every room read at once in
+        // rounds of at most `CATCH_UP_PAGE` entries over all of them.
+        let behind = names.into_iter().map(|room| (room, None)).collect();
+        self.read_behind(behind).await;
+        for (_, state) in rooms {
             let _ = state.send(Subscription::Active);
         }
     }
@@ -545,8 +543,9 @@ impl Subscriber {
     /// time with their requests in flight at once (see `catch_up_rooms`). A new epoch (or, for a
     /// room numbered before epochs, a last id below what was delivered) means Redis lost the
     /// room's data and numbers from 1 again; the room follows the new numbering instead of
-    /// dropping it as duplicates.
-    async fn catch_up_all(&mut self) -> bool {
+    /// dropping it as duplicates. Once complete, `covered` is the number of the last
+    /// disconnection notice sent before it began (see `notices`).
+    async fn catch_up_all(&mut self, notices: &AtomicU64, covered: &mut u64) -> bool {
         // Without any room to read, only a command tells whether Redis is back.
         let ping: redis::RedisResult<String> =
             redis::cmd("PING").query_async(&mut self.connection).await;
@@ -554,6 +553,9 @@ impl Subscriber {
             self.health.failed(&error);
             return false;
         }
+        // Read once Redis answered, before anything is subscribed or read: a notice counted by
+        // now was about a connection replaced (or lost) before then, so what follows covers it.
+        let covers = notices.load(Ordering::Acquire);
         // Logged: how long the catch-up took once Redis answered, in how many rounds of requests.
         let started = Instant::now();
         let rooms: Vec<RoomName> = self.delivered.keys().cloned().collect();
@@ -589,14 +591,14 @@ impl Subscriber {
                 "Redis connection back; subscriptions caught up"
             );
             self.health.reconnected();
+            *covered = covers;
         }
         complete
     }
 
     /// Catches `rooms` up, their requests in flight at once (on a cluster each goes to its
     /// room's slot, as in the join burst): first every room's numbering and members, then what
-    /// each missed, in rounds that ask at most `CATCH_UP_PAGE` entries over all of them (what
-    /// one room's page holds), each room's messages delivered in order. Whether every room
+    /// each missed (`read_behind`), each room's messages delivered in order. Whether every room
     /// caught up, and the rounds of requests it took.
     async fn catch_up_rooms(&mut self, rooms: &[RoomName], nodes: &[String]) -> (bool, usize) {
         let reads = join_all(rooms.iter().map(|room| {
@@ -610,7 +612,7 @@ impl Subscriber {
             }
         }))
         .await;
-        let (mut complete, mut rounds) = (true, 1);
+        let (mut complete, rounds) = (true, 1);
         // The rooms that missed messages, and the last id stored in each.
         let mut behind = Vec::new();
         for (room, (numbering, members)) in rooms.iter().zip(reads) {
@@ -638,21 +640,24 @@ impl Subscriber {
                 continue;
             }
             if self.delivered.get(room).is_some_and(|d| d.last < stored) {
-                behind.push((room.clone(), stored));
+                behind.push((room.clone(), Some(stored)));
             }
         }
+        let (read, read_rounds) = self.read_behind(behind).await;
+        (complete && read, rounds + read_rounds)
+    }
+
+    /// Delivers what `rooms` missed, each after its last delivered id (up to the last id stored,
+    /// where known), every room's request in flight at once, in rounds that ask at most
+    /// `CATCH_UP_PAGE` entries over all of them: what one round holds is bounded whatever the
+    /// number of rooms. A room whose stored last id is known asks for what it lacks (the first
+    /// ones first); the others share the round, and are done at a short page. Whether every
+    /// room was read, and the rounds it took.
+    async fn read_behind(&mut self, mut behind: Vec<(RoomName, Option<u64>)>) -> (bool, usize) {
+        let (mut complete, mut rounds) = (true, 0);
         while !behind.is_empty() {
             rounds += 1;
-            let mut left = CATCH_UP_PAGE;
-            let mut asked = Vec::new();
-            for (room, stored) in &behind {
-                let Some(delivered) = self.delivered.get(room).filter(|_| left > 0) else {
-                    break;
-                };
-                let count = (stored.saturating_sub(delivered.last) as usize).clamp(1, left);
-                left -= count;
-                asked.push((room.clone(), delivered.last, count));
-            }
+            let asked = plan_round(&behind, &self.delivered);
             let pages =
                 join_all(
                     asked.iter().map(|(room, after, count)| {
@@ -686,7 +691,11 @@ impl Subscriber {
                 }
             }
             behind.retain(|(room, stored)| {
-                !done.contains(room) && self.delivered.get(room).is_some_and(|d| d.last < *stored)
+                !done.contains(room)
+                    && self
+                        .delivered
+                        .get(room)
+                        .is_some_and(|d| stored.is_none_or(|stored| d.last < stored))
             });
         }
         (complete, rounds)
@@ -699,5 +708,99 @@ impl Subscriber {
             *last = message.id;
             self.hub.deliver(std::slice::from_ref(&message));
         }
+    }
+}
+
+/// One round of `read_behind`: the rooms asked, each with the id it reads after and how many
+/// entries it asks for, at most `CATCH_UP_PAGE` over all of them (one each at least: past that
+/// many rooms, the rest wait for the next round).
+fn plan_round(
+    behind: &[(RoomName, Option<u64>)],
+    delivered: &HashMap<RoomName, Delivered>,
+) -> Vec<(RoomName, u64, usize)> {
+    let share = (CATCH_UP_PAGE / behind.len().max(1)).max(1);
+    let mut left = CATCH_UP_PAGE;
+    let mut asked = Vec::new();
+    for (room, stored) in behind {
+        if left == 0 {
+            break;
+        }
+        let Some(delivered) = delivered.get(room) else {
+            continue; // Unsubscribed meanwhile.
+        };
+        let lacking = stored.map_or(share, |stored| {
+            stored.saturating_sub(delivered.last) as usize
+        });
+        let count = lacking.clamp(1, left);
+        left -= count;
+        asked.push((room.clone(), delivered.last, count));
+    }
+    asked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rooms(n: usize, last: u64) -> HashMap<RoomName, Delivered> {
+        (0..n)
+            .map(|n| {
+                let room = RoomName::parse(&format!("r{n}")).expect("a room name");
+                let delivered = Delivered {
+                    last,
+                    epoch: Epoch::from("e"),
+                    retired: None,
+                };
+                (room, delivered)
+            })
+            .collect()
+    }
+
+    fn asked_entries(asked: &[(RoomName, u64, usize)]) -> usize {
+        asked.iter().map(|(_, _, count)| count).sum()
+    }
+
+    #[test]
+    fn a_burst_of_new_rooms_asks_at_most_a_page_over_all_of_them() {
+        for n in [1, 3, 512, 1000, 2500] {
+            let delivered = rooms(n, 7);
+            let behind: Vec<_> = delivered.keys().map(|room| (room.clone(), None)).collect();
+            let asked = plan_round(&behind, &delivered);
+            assert!(asked_entries(&asked) <= CATCH_UP_PAGE, "{n} rooms");
+            assert_eq!(
+                asked.len(),
+                n.min(CATCH_UP_PAGE),
+                "{n} rooms: each asked at once"
+            );
+            assert!(
+                asked
+                    .iter()
+                    .all(|(_, after, count)| *after == 7 && *count >= 1)
+            );
+        }
+        // A room alone reads a whole page.
+        let delivered = rooms(1, 0);
+        let behind: Vec<_> = delivered.keys().map(|room| (room.clone(), None)).collect();
+        assert_eq!(
+            asked_entries(&plan_round(&behind, &delivered)),
+            CATCH_UP_PAGE
+        );
+    }
+
+    #[test]
+    fn rooms_that_know_what_they_lack_ask_for_it_within_a_page() {
+        let delivered = rooms(3, 10);
+        let mut behind: Vec<_> = delivered.keys().map(|room| (room.clone(), None)).collect();
+        behind.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        behind[0].1 = Some(15);
+        behind[1].1 = Some(10 + 2 * CATCH_UP_PAGE as u64);
+        behind[2].1 = Some(12);
+        let asked = plan_round(&behind, &delivered);
+        let counts: Vec<usize> = asked.iter().map(|(_, _, count)| *count).collect();
+        assert_eq!(
+            counts,
+            [5, CATCH_UP_PAGE - 5],
+            "the third waits for the next round"
+        );
     }
 }
