@@ -252,14 +252,18 @@ impl Outbound {
         }
         state.park = Park::Parked;
         state.waker = Some(unparker);
+        // Parked, it keeps no spare room (the queue swapped with the task's while busy).
+        if state.frames.capacity() > 0 {
+            state.frames = VecDeque::new();
+        }
         true
     }
 
-    /// It could not park after all: it keeps its task until asked again.
-    pub fn stay(&self) {
+    /// It could not park after all: it keeps its task until asked again, or for good.
+    pub fn stay(&self, for_good: bool) {
         let mut state = self.state();
         if state.park == Park::Asked {
-            state.park = Park::Active;
+            state.park = if for_good { Park::Never } else { Park::Active };
         }
     }
 
@@ -287,6 +291,23 @@ impl Outbound {
         let mut state = self.state();
         if state.closed.is_some() {
             return;
+        }
+        // Written directly like a delivery when nothing waits before it: a parked connection
+        // stays parked (its client's answer unparks it).
+        let mut frame = frame;
+        match &state.direct {
+            Some(stream) if !state.task_holds && state.frames.is_empty() => {
+                match write_direct(stream, std::slice::from_ref(&frame)) {
+                    Ok((1, None)) => return,
+                    Ok((_, Some(tail))) => {
+                        frame = tail;
+                        state.tail_first = true;
+                    }
+                    Ok(_) => {}
+                    Err(_) => return close_locked(state, Closed::WriteFailed),
+                }
+            }
+            _ => {}
         }
         state.bytes = state.bytes.saturating_add(byte_count(&frame));
         state.frames.push_back(frame);
@@ -522,23 +543,18 @@ mod tests {
             outbound.asked_to_park(),
             "a new connection parks once it waits"
         );
-        outbound.push_control(Bytes::from_static(b"ping"));
-        assert!(
-            !outbound.park(unparker.clone()),
-            "a frame waits for the task"
-        );
-        assert!(poll_once(&outbound, &wakes, Some(&mut taken)).is_ready());
-        assert!(!outbound.park(unparker.clone()), "the task holds the frame");
-        taken.clear();
+        assert_eq!(outbound.hold(), None);
+        assert!(!outbound.park(unparker.clone()), "the task holds a frame");
         assert!(poll_once(&outbound, &wakes, Some(&mut taken)).is_pending());
         assert!(outbound.park(unparker.clone()));
         outbound
             .push(&[Bytes::from_static(b"direct")], &pacer)
             .unwrap();
+        outbound.push_control(Bytes::from_static(b"ping"));
         assert_eq!(
             count(&unparks),
             0,
-            "a delivery the socket takes wakes nobody"
+            "a delivery or a ping the socket takes wakes nobody"
         );
         outbound.close(Closed::Kicked);
         assert_eq!(count(&unparks), 1, "a close unparks");
@@ -552,7 +568,7 @@ mod tests {
         let outbound = Outbound::new(QueueLimits::new(10, 1 << 20));
         let wakes = Arc::new(Count(Default::default()));
         outbound.attach(server, false);
-        outbound.stay();
+        outbound.stay(false);
         assert!(!outbound.asked_to_park());
         assert!(poll_once(&outbound, &wakes, Some(&mut VecDeque::new())).is_pending());
         outbound.ask_to_park();

@@ -10,9 +10,9 @@
 //! or with frames to write. It gets a task again (spawned on the runtime, counted by the
 //! connection tracker as before) when:
 //! - its client sends anything, or hangs up (the epoll set, read by `run`);
-//! - anything would have woken its task: frames queued (the socket was full), a ping, a close
-//!   (kicked, shut down, token expired, unresponsive): its queue holds a waker (`Unparker`) that
-//!   gives it back its task instead.
+//! - anything would have woken its task: frames queued (the socket was full), a ping the socket
+//!   did not take, a close (kicked, shut down, token expired, unresponsive): its queue holds a
+//!   waker (`Unparker`) that has `run` give it back its task instead.
 //!
 //! TLS connections keep their task (their socket is hyper's), as do connections with a renewal
 //! of the connect hook's answer due (a timer of their own).
@@ -32,8 +32,10 @@ use std::task::{Wake, Waker};
 use metrics::Gauge;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
 
 use crate::outbound::Outbound;
+use crate::throttle::Throttle;
 
 /// A connection's state while it is parked; it knows how to run again.
 pub trait Parked: Send {
@@ -48,6 +50,8 @@ pub trait Parked: Send {
 pub struct Parking {
     epoll: Arc<OwnedFd>,
     slots: Mutex<Slots>,
+    /// Tokens were queued in `Slots::woken`.
+    woken: Notify,
     runtime: tokio::runtime::Handle,
     parked_gauge: Gauge,
 }
@@ -56,6 +60,9 @@ pub struct Parking {
 struct Slots {
     entries: Vec<Slot>,
     vacant: Vec<u32>,
+    /// Tokens whose wakers were called, for `run` to unpark (at most one per parked connection
+    /// in a row: a waker is taken when it is called).
+    woken: Vec<u64>,
     /// The server stops: nothing parks any more.
     closed: bool,
 }
@@ -73,6 +80,20 @@ const _: () = assert!(std::mem::size_of::<Slot>() <= 24);
 /// Events taken from the epoll set per call.
 const EVENTS_PER_WAIT: usize = 256;
 
+/// Lines about connections that could not park (the epoll set refused them): at most 10 a
+/// minute, the rest counted in the next line let through.
+static REFUSAL_LINES: Throttle = Throttle::new(std::time::Duration::from_secs(60), 10);
+
+/// Why a connection could not park.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Something came for it meanwhile: its task was woken for it; it may park later.
+    Busy,
+    /// The parking cannot take it (the server stops, or the epoll set refused it): it keeps its
+    /// task for good, rather than being asked again at every sweep.
+    Unavailable,
+}
+
 impl Parking {
     /// A parking on the current runtime.
     pub fn new(parked_gauge: Gauge) -> io::Result<Arc<Self>> {
@@ -85,6 +106,7 @@ impl Parking {
             // SAFETY: the descriptor was just created and is owned by nothing else.
             epoll: Arc::new(unsafe { OwnedFd::from_raw_fd(epoll) }),
             slots: Mutex::default(),
+            woken: Notify::new(),
             runtime: tokio::runtime::Handle::current(),
             parked_gauge,
         }))
@@ -96,12 +118,14 @@ impl Parking {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Parks `connection`, or gives it back when it cannot park after all: a frame or a close
-    /// came for it meanwhile (its task has been woken for it), or the server is stopping.
-    pub fn park<P: Parked + 'static>(self: &Arc<Self>, connection: Box<P>) -> Result<(), Box<P>> {
+    /// Parks `connection`, or gives it back when it cannot park after all, saying why.
+    pub fn park<P: Parked + 'static>(
+        self: &Arc<Self>,
+        connection: Box<P>,
+    ) -> Result<(), (Box<P>, Refused)> {
         let mut slots = self.slots();
         if slots.closed {
-            return Err(connection);
+            return Err((connection, Refused::Unavailable));
         }
         let index = match slots.vacant.last() {
             Some(&index) => index,
@@ -111,7 +135,7 @@ impl Parking {
                     slots.vacant.push(index);
                     index
                 }
-                Err(_) => return Err(connection),
+                Err(_) => return Err((connection, Refused::Unavailable)),
             },
         };
         let token = token(index, slots.entries[index as usize].generation);
@@ -128,8 +152,10 @@ impl Parking {
             added => added,
         };
         if let Err(error) = watched {
-            tracing::warn!(%error, "could not park a connection: it keeps its task");
-            return Err(connection);
+            if let Some(held_back) = REFUSAL_LINES.allow() {
+                tracing::warn!(%error, not_logged = held_back, "a connection could not park: it keeps its task");
+            }
+            return Err((connection, Refused::Unavailable));
         }
         let unparker = Waker::from(Arc::new(Unparker {
             parking: Arc::downgrade(self),
@@ -137,12 +163,31 @@ impl Parking {
         }));
         if !connection.outbound().park(unparker) {
             let _ = self.control(libc::EPOLL_CTL_DEL, fd, 0, 0);
-            return Err(connection);
+            // An event already taken for this token must not find the next connection parked here.
+            let slot = &mut slots.entries[index as usize];
+            slot.generation = slot.generation.wrapping_add(1);
+            return Err((connection, Refused::Busy));
         }
         slots.vacant.pop();
         slots.entries[index as usize].parked = Some(connection);
         self.parked_gauge.increment(1.0);
         Ok(())
+    }
+
+    /// Something came for the connection parked under `token`: `run` gives it its task back.
+    /// (Not here: a waker is called under the caller's locks, a hub shard's among them, and
+    /// spawning there could drop the connection in place on a runtime that is stopping.)
+    fn wake(&self, token: u64) {
+        let mut slots = self.slots();
+        if slots.closed {
+            return;
+        }
+        let first = slots.woken.is_empty();
+        slots.woken.push(token);
+        drop(slots);
+        if first {
+            self.woken.notify_one();
+        }
     }
 
     /// Gives the connection parked under `token` its task back (nothing if it has it already).
@@ -177,6 +222,7 @@ impl Parking {
         let parked: Vec<Box<dyn Parked>> = {
             let mut slots = self.slots();
             slots.closed = true;
+            slots.woken = Vec::new();
             slots
                 .entries
                 .iter_mut()
@@ -215,12 +261,22 @@ impl Parking {
             }
         };
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT];
+        let mut woken = Vec::new();
         loop {
-            let mut ready = match epoll.readable().await {
-                Ok(ready) => ready,
-                Err(error) => {
-                    tracing::error!(%error, "parked connections' poller failed: unparking them");
-                    return;
+            let mut ready = tokio::select! {
+                ready = epoll.readable() => match ready {
+                    Ok(ready) => ready,
+                    Err(error) => {
+                        tracing::error!(%error, "parked connections' poller failed: unparking them");
+                        return;
+                    }
+                },
+                () = self.woken.notified() => {
+                    std::mem::swap(&mut self.slots().woken, &mut woken);
+                    for token in woken.drain(..) {
+                        self.unpark(token);
+                    }
+                    continue;
                 }
             };
             // SAFETY: the buffer holds EVENTS_PER_WAIT events; a zero timeout never blocks.
@@ -267,7 +323,7 @@ impl Wake for Unparker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         if let Some(parking) = self.parking.upgrade() {
-            parking.unpark(self.token);
+            parking.wake(self.token);
         }
     }
 }

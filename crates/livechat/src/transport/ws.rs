@@ -29,7 +29,7 @@ use super::admission::Permit;
 use super::caller::{Caller, Identified};
 use super::entry::{self, ConnectOptions, Entry};
 use super::hooked::{HookNews, Hooked, Renewal};
-use super::parking::Parked;
+use super::parking::{Parked, Refused};
 use super::pending::Waiting;
 use super::reads;
 use super::session::{Action, RATE_ABUSE, Session};
@@ -268,7 +268,7 @@ impl ParkedConnection {
     /// task is done). When it cannot park after all (its queue has news for it, or the server
     /// stops), the task keeps it, to poll again.
     fn park(phase: &mut Task) -> bool {
-        let Task::Open(connection, socket) = std::mem::replace(phase, Task::Done) else {
+        let Task::Open(mut connection, socket) = std::mem::replace(phase, Task::Done) else {
             return false;
         };
         let (io, decoder) = socket.into_parts();
@@ -280,16 +280,19 @@ impl ParkedConnection {
             }
         };
         let parking = connection.state.parking.clone();
+        // Parked, it keeps no spare room (the queue it used while busy).
+        connection.receipts = VecDeque::new();
         let parked = Box::new(Self {
             _tracked: connection.state.connections.token(),
             connection,
             stream: shared.unregister(),
             decoder,
         });
-        let Err(parked) = parking.park(parked) else {
+        let Err((parked, refused)) = parking.park(parked) else {
             return true;
         };
-        parked.connection.subscription.outbound.stay();
+        let outbound = &parked.connection.subscription.outbound;
+        outbound.stay(refused == Refused::Unavailable);
         let ParkedConnection {
             connection,
             stream,
