@@ -194,6 +194,7 @@ impl RedisEngine {
             delivered: HashMap::new(),
             node: settings.node_id.clone(),
             moderation: moderation.clone(),
+            pending: Vec::new(),
         };
         let registration = Registration {
             connection: connection.clone(),

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, join_all, try_join_all};
-use redis::{PushKind, Value};
+use redis::{PushInfo, PushKind, Value};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
@@ -43,6 +43,8 @@ use crate::room::RoomName;
 
 /// Room commands carried out together.
 const COMMAND_BATCH: usize = 512;
+/// Pushes taken in one turn, their messages delivered together.
+const PUSH_BATCH: usize = 512;
 /// Missed messages are read from a room's stream this many at a time (after a reconnect or for
 /// a burst of new rooms, this many over all the rooms read together).
 const CATCH_UP_PAGE: usize = 1000;
@@ -172,6 +174,9 @@ pub struct Subscriber {
     /// This node's name, and who hears of moderation commands on the control channel.
     pub node: String,
     pub moderation: Arc<OnceLock<Arc<dyn ModerationNews>>>,
+    /// Messages received in this turn, delivered together at its end (`flush`), or before
+    /// anything else is sent to a room's members, so that they keep their order.
+    pub pending: Vec<StoredMessage>,
 }
 
 impl Subscriber {
@@ -215,25 +220,60 @@ impl Subscriber {
                     }
                     self.carry_out(batch).await;
                 }
-                Some(push) = pushes.recv() => match push.kind {
-                    PushKind::Message | PushKind::SMessage => self.receive(push.data).await,
-                    PushKind::Disconnection => {
-                        let notice = PushQueue::notice_number(&push);
-                        if notice.is_some_and(|notice| notice <= covered) {
-                            tracing::debug!(notice, "Redis disconnection notice: covered by the catch-up after it");
-                        } else {
-                            tracing::debug!(notice, pending = behind,
-                                "Redis disconnection notice: catching up once Redis answers");
-                            self.health.disconnected();
+                Some(push) = pushes.recv() => {
+                    // The pushes already waiting behind it are taken in the same turn (up to
+                    // `PUSH_BATCH`), and their messages delivered together below: a member gets
+                    // them in one write, not one write per message.
+                    let mut next = Some(push);
+                    let mut taken = 0;
+                    while let Some(push) = next.take() {
+                        if self.take_push(push, covered).await {
                             behind = true;
                         }
+                        taken += 1;
+                        if taken < PUSH_BATCH {
+                            next = pushes.try_recv().ok();
+                        }
                     }
-                    _ => {}
-                },
+                }
                 _ = resync.tick(), if behind => {
                     behind = !self.catch_up_all(&notices, &mut covered).await;
                 }
             }
+            self.flush();
+        }
+    }
+
+    /// Acts on one push; true when it says this node missed some and must catch up.
+    async fn take_push(&mut self, push: PushInfo, covered: u64) -> bool {
+        match push.kind {
+            PushKind::Message | PushKind::SMessage => self.receive(push.data).await,
+            PushKind::Disconnection => {
+                let notice = PushQueue::notice_number(&push);
+                if notice.is_some_and(|notice| notice <= covered) {
+                    tracing::debug!(
+                        notice,
+                        "Redis disconnection notice: covered by the catch-up after it"
+                    );
+                } else {
+                    tracing::debug!(
+                        notice,
+                        "Redis disconnection notice: catching up once Redis answers"
+                    );
+                    self.health.disconnected();
+                    return true;
+                }
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// Hands the messages gathered so far to the hub, room by room in the order received.
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            self.hub.deliver(&self.pending);
+            self.pending.clear();
         }
     }
 
@@ -346,6 +386,7 @@ impl Subscriber {
         if ChannelEvent::is_change(&payload) {
             // Made by a change script: members with metadata are told as it was written.
             let frame = crate::outgoing::OutgoingFrame::raw_json_parts(&[&payload]);
+            self.flush();
             return self.hub.announce(&room, Audience::Meta, frame);
         }
         if ChannelEvent::is_event(&payload) {
@@ -387,6 +428,7 @@ impl Subscriber {
 
     /// A presence change of another node, or a typing user.
     async fn receive_event(&mut self, room: RoomName, payload: &[u8]) {
+        self.flush();
         let event = match serde_json::from_slice::<ChannelEvent>(payload) {
             Ok(event) => event,
             Err(error) => {
@@ -488,6 +530,7 @@ impl Subscriber {
             last,
             epoch: &epoch,
         };
+        self.flush();
         self.hub.announce(room, Audience::Resuming, event.frame());
         let delivered = Delivered {
             last,
@@ -706,7 +749,7 @@ impl Subscriber {
             && message.id > *last
         {
             *last = message.id;
-            self.hub.deliver(std::slice::from_ref(&message));
+            self.pending.push(message);
         }
     }
 }
