@@ -79,6 +79,7 @@ pub const TOKEN_EXPIRED: (CloseCode, &str) = (CloseCode(4001), "token expired");
         (status = 400, description = "Not a WebSocket handshake, or an invalid room, name or query", body = super::openapi::ErrorBody),
         (status = 401, description = "Auth required: no valid token", body = super::openapi::ErrorBody),
         (status = 403, description = "Room not allowed, or a foreign browser origin", body = super::openapi::ErrorBody),
+        (status = 426, description = "A plain GET (no upgrade asked) that would be let in: clients whose WebSocket failed before opening ask this way why", body = super::openapi::ErrorBody),
         (status = 503, description = "Connection caps reached, or Redis unavailable", body = super::openapi::ErrorBody),
     )
 )]
