@@ -156,8 +156,10 @@ async fn with_hooks(app: SocketAddr, args: &[&str]) -> Server {
         connect.as_str(),
         "--publish-hook",
         publish.as_str(),
+        // Short enough for the "too slow" case (2 s) to fail, long enough that an app in this
+        // test process answers in time while the rest of the suite loads the machine.
         "--hook-timeout",
-        "500ms",
+        "1500ms",
     ];
     all.extend_from_slice(args);
     Server::start(&all).await
